@@ -1,0 +1,80 @@
+"""Quiver: an Arrow-native feature store and ML platform.
+
+The public API is re-exported here. Heavy modules (the store, the engines, the backends) load on
+first use, so ``import quiver`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from quiver.definitions import (
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    FileSource,
+    IcebergSource,
+)
+from quiver.errors import (
+    BackendError,
+    BreakingChangeError,
+    ConcurrentChangeError,
+    ConfigError,
+    ConflictError,
+    DefinitionError,
+    InvalidError,
+    MissingExtraError,
+    NotFoundError,
+    PayloadTooLargeError,
+    QuiverError,
+    ReferencedError,
+)
+
+if TYPE_CHECKING:
+    from quiver.config import RepoConfig, load_config
+    from quiver.store import FeatureStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError",
+    "BreakingChangeError",
+    "ConcurrentChangeError",
+    "ConfigError",
+    "ConflictError",
+    "DefinitionError",
+    "Entity",
+    "FeatureService",
+    "FeatureStore",
+    "FeatureView",
+    "Field",
+    "FileSource",
+    "IcebergSource",
+    "InvalidError",
+    "MissingExtraError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "QuiverError",
+    "ReferencedError",
+    "RepoConfig",
+    "__version__",
+    "load_config",
+]
+
+_LAZY = {
+    "FeatureStore": "quiver.store",
+    "RepoConfig": "quiver.config",
+    "load_config": "quiver.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'quiver' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,62 @@
+"""The ``quiver`` command line: a thin Typer layer over :class:`quiver.FeatureStore`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from quiver.cli import registry as _registry
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="quiver",
+    help="Quiver: an Arrow-native feature store and ML platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_registry.register(app)
+for _module in ("offline", "online", "server", "ml"):
+    try:
+        __import__(f"quiver.cli.{_module}")
+        sys.modules[f"quiver.cli.{_module}"].register(app)  # type: ignore[attr-defined]
+    except ModuleNotFoundError as _exc:  # a command group that is not written yet
+        if _exc.name != f"quiver.cli.{_module}":
+            raise
+
+
+def main() -> None:
+    """Run the CLI; errors print one line (set QUIVER_DEBUG=1 for the traceback)."""
+    import click
+
+    from quiver.cli._common import err_console
+    from quiver.errors import QuiverError
+
+    try:
+        app(standalone_mode=False)
+    except QuiverError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("QUIVER_DEBUG"):
+            raise
+        err_console.print(
+            f"[bold red]error:[/] {type(exc).__name__}: {exc} (set QUIVER_DEBUG=1 for details)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)

@@ -1,0 +1,245 @@
+"""Typed settings: ``quiver.yaml`` plus ``QUIVER_*`` environment variables.
+
+Environment variables override the file; nested keys use ``__``
+(``QUIVER_ONLINE_STORE__TYPE=redis``, ``QUIVER_REGISTRY__URL=postgresql+psycopg://...``).
+Every model forbids unknown keys, so a typo is an error that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from quiver.errors import ConfigError
+
+__all__ = [
+    "CONFIG_FILE",
+    "IcebergCatalogConfig",
+    "OfflineEngineConfig",
+    "RedisOnlineStoreConfig",
+    "RegistryConfig",
+    "RepoConfig",
+    "S3Config",
+    "ServerConfig",
+    "SqliteOnlineStoreConfig",
+    "load_config",
+]
+
+CONFIG_FILE = "quiver.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegistryConfig(_Strict):
+    """Where the registry lives: a SQLAlchemy URL (SQLite file by default, or PostgreSQL)."""
+
+    url: str = "sqlite:///data/registry.db"
+
+
+class OfflineEngineConfig(_Strict):
+    """The offline compute engine."""
+
+    type: Literal["duckdb"] = "duckdb"
+    threads: int | None = None
+    memory_limit: str | None = Field(default=None, description="e.g. '4GB'")
+
+
+class SqliteOnlineStoreConfig(_Strict):
+    """The embedded online store: one SQLite file, WAL mode."""
+
+    type: Literal["sqlite"] = "sqlite"
+    path: str = "data/online.db"
+
+
+class RedisOnlineStoreConfig(_Strict):
+    """Redis as the online store."""
+
+    type: Literal["redis"] = "redis"
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "quiver"
+    expire_with_ttl: bool = Field(
+        default=True, description="set a key expiry derived from the view's TTL"
+    )
+
+
+OnlineStoreConfig = Annotated[
+    SqliteOnlineStoreConfig | RedisOnlineStoreConfig, Field(discriminator="type")
+]
+
+
+class IcebergCatalogConfig(_Strict):
+    """One Iceberg catalog, as pyiceberg's ``load_catalog`` takes it."""
+
+    type: Literal["sql", "rest"] = "sql"
+    uri: str = "sqlite:///data/iceberg_catalog.db"
+    warehouse: str = "data/warehouse"
+    properties: dict[str, str] = Field(default_factory=dict)
+
+
+class IcebergConfig(_Strict):
+    """Iceberg catalogs by name; ``default`` is used when a source names none."""
+
+    catalogs: dict[str, IcebergCatalogConfig] = Field(
+        default_factory=lambda: {"default": IcebergCatalogConfig()}
+    )
+
+
+class S3Config(_Strict):
+    """S3 access; unset values fall back to the usual ``AWS_*`` environment variables."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+
+
+class ServerConfig(_Strict):
+    """Settings of ``quiver serve``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_inline_rows: int = 10_000
+    max_body_bytes: int = 10 * 1024 * 1024
+
+
+class RepoConfig(BaseSettings):
+    """The settings of one feature repository.
+
+    Attributes:
+        project: The project name; every registry object belongs to one project.
+        repo_path: The repository root; relative paths in the config are relative to it.
+        definitions: Files or directories holding the repo's definitions (``.py``, ``.yaml``,
+            ``.json``), used by ``quiver plan`` / ``apply`` when no path is given.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="QUIVER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    project: str = "default"
+    repo_path: Path = Field(default=Path("."), exclude=True)
+    definitions: list[str] = Field(default_factory=lambda: ["."])
+    data_dir: str = "data"
+    model_dir: str = "models"
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    offline_engine: OfflineEngineConfig = Field(default_factory=OfflineEngineConfig)
+    online_store: OnlineStoreConfig = Field(default_factory=SqliteOnlineStoreConfig)
+    iceberg: IcebergConfig = Field(default_factory=IcebergConfig)
+    s3: S3Config = Field(default_factory=S3Config)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        from quiver.definitions import NAME_RE
+
+        if not NAME_RE.match(value):
+            raise ValueError(f"project name {value!r} is not a plain identifier (letters, digits, _)")
+        return value
+
+    @field_validator("registry", mode="before")
+    @classmethod
+    def _registry_shorthand(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment variables win over quiver.yaml, which arrives as init kwargs.
+        return (env_settings, init_settings)
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from the config, made absolute against the repo root."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.repo_path / p).resolve()
+
+    @property
+    def data_path(self) -> Path:
+        """The absolute data directory."""
+        return self.resolve(self.data_dir)
+
+    @property
+    def model_path(self) -> Path:
+        """The absolute model directory."""
+        return self.resolve(self.model_dir)
+
+    @property
+    def registry_url(self) -> str:
+        """The registry URL with a relative SQLite path made absolute against the repo."""
+        url = self.registry.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.resolve(url[len(prefix) :]))
+        return url
+
+
+def load_config(repo_path: str | Path = ".", **overrides: Any) -> RepoConfig:
+    """Read ``quiver.yaml`` in ``repo_path`` (if present), apply ``QUIVER_*`` overrides.
+
+    Args:
+        repo_path: The repository root.
+        **overrides: Values that win over the file (e.g. ``project="x"``).
+
+    Raises:
+        ConfigError: malformed YAML, an unknown key or an invalid value; the message names it.
+    """
+    root = Path(repo_path).expanduser().resolve()
+    file = root / CONFIG_FILE
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            loaded = yaml.safe_load(file.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: malformed YAML: {_yaml_problem(exc)}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: expected a mapping of settings at the top level")
+        data = loaded
+    data.update(overrides)
+    data["repo_path"] = root
+    return build_config(data, source=str(file) if file.exists() else "settings")
+
+
+def build_config(data: dict[str, Any], source: str = "settings") -> RepoConfig:
+    """Validate a settings mapping (plus ``QUIVER_*`` variables) into a :class:`RepoConfig`."""
+    if "repo_path" not in data:
+        data = {**data, "repo_path": Path.cwd()}
+    try:
+        return RepoConfig(**data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"] if p not in ("sqlite", "redis"))
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{loc}'")
+            else:
+                problems.append(f"{loc}: {err['msg']}")
+        env = sorted(k for k in os.environ if k.startswith("QUIVER_"))
+        hint = f" (QUIVER_* variables set: {', '.join(env)})" if env else ""
+        raise ConfigError(f"{source}: " + "; ".join(problems) + hint) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(problem)

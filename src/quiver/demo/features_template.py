@@ -1,0 +1,132 @@
+"""Feature definitions for the Quiver churn demo.
+
+`quiver apply` loads this module and registers every module-level entity, data source, feature
+view and feature service it defines. Relative paths are relative to the repository root.
+The label table for training is the `churn_labels` source (targets `churned` and
+`lifetime_value`).
+"""
+
+from datetime import timedelta
+
+from quiver import Entity, FeatureService, FeatureView, Field, FileSource
+
+# --- entity ---------------------------------------------------------------------------------
+
+customer = Entity(
+    name="customer",
+    join_keys=["customer_id"],
+    value_type="int64",
+    description="A subscriber of the service.",
+    owner="growth@example.com",
+    tags={"domain": "customer"},
+)
+
+# --- data sources ---------------------------------------------------------------------------
+
+customer_behavior_source = FileSource(
+    name="customer_behavior_source",
+    path="data/customer_behavior.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_field="created_timestamp",
+    description="Weekly snapshots of each customer's usage, billing and support activity.",
+)
+
+customer_demographics_source = FileSource(
+    name="customer_demographics_source",
+    path="data/customer_demographics.parquet",
+    timestamp_field="event_timestamp",
+    description="Customer profile; a new row when a customer moves region.",
+)
+
+customer_contract_source = FileSource(
+    name="customer_contract_source",
+    path="data/customer_contract.parquet",
+    timestamp_field="event_timestamp",
+    description="Contract and billing settings; a new row whenever they change.",
+)
+
+churn_labels = FileSource(
+    name="churn_labels",
+    path="data/churn_labels.parquet",
+    timestamp_field="event_timestamp",
+    description="Labels: whether the customer churned, and their lifetime value.",
+)
+
+# --- feature views --------------------------------------------------------------------------
+
+customer_behavior = FeatureView(
+    name="customer_behavior",
+    entities=[customer],
+    schema=[
+        Field(name="tenure_months", dtype="int64", description="Months since sign-up."),
+        Field(name="monthly_charges", dtype="float64", description="Current monthly bill."),
+        Field(name="total_charges", dtype="float64", description="Total billed since sign-up."),
+        Field(
+            name="support_tickets",
+            dtype="int64",
+            description="Support tickets opened in the last 30 days.",
+        ),
+        Field(name="orders", dtype="int64", description="Orders placed in the last 30 days."),
+        Field(name="avg_order_value", dtype="float64", description="Average order value."),
+        Field(
+            name="days_since_last_order",
+            dtype="int64",
+            description="Days since the last order (or since sign-up).",
+        ),
+    ],
+    source=customer_behavior_source,
+    ttl=timedelta(days=30),
+    online=True,
+    description="Usage, billing and support activity, snapshotted weekly.",
+    tags={"team": "growth", "pii": "false"},
+    owner="growth@example.com",
+)
+
+customer_demographics = FeatureView(
+    name="customer_demographics",
+    entities=[customer],
+    schema=[
+        Field(name="age", dtype="int64", description="Age in years."),
+        Field(name="gender", dtype="string", description="female, male or other."),
+        Field(name="region", dtype="string", description="north, south, east, west or central."),
+    ],
+    source=customer_demographics_source,
+    ttl=None,
+    online=True,
+    description="Slowly changing customer profile (no TTL: values never expire).",
+    tags={"team": "growth", "pii": "true"},
+    owner="growth@example.com",
+)
+
+customer_contract = FeatureView(
+    name="customer_contract",
+    entities=[customer],
+    schema=[
+        Field(
+            name="contract_type",
+            dtype="string",
+            description="month-to-month, one_year or two_year.",
+        ),
+        Field(
+            name="payment_method",
+            dtype="string",
+            description="credit_card, bank_transfer, electronic_check or mailed_check.",
+        ),
+        Field(name="paperless_billing", dtype="bool", description="Paperless billing enabled."),
+    ],
+    source=customer_contract_source,
+    ttl=timedelta(days=365),
+    online=True,
+    description="The customer's current contract and billing settings.",
+    tags={"team": "billing", "pii": "false"},
+    owner="billing@example.com",
+)
+
+# --- feature service ------------------------------------------------------------------------
+
+churn_prediction_v1 = FeatureService(
+    name="churn_prediction_v1",
+    features=[customer_behavior, customer_demographics, customer_contract],
+    description="All demo features, for the churn and lifetime-value models.",
+    tags={"model": "churn"},
+)

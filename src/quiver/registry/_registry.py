@@ -1,0 +1,468 @@
+"""The registry: every definition object per project, with its version history.
+
+Reads are per object (or per kind); writes happen in one transaction that holds the project's
+lock (``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL), so concurrent
+applies are serialized and each one checks the versions it planned against (compare-and-swap).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from quiver.definitions import KIND_LABELS, did_you_mean, object_from_spec
+from quiver.errors import BackendError, ConcurrentChangeError, NotFoundError
+from quiver.registry.tables import object_versions, objects, projects
+
+__all__ = ["ObjectRecord", "Registry", "VersionRecord", "current_user"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def current_user() -> str:
+    """The author recorded with a change: ``QUIVER_USER`` or the OS user."""
+    try:
+        return os.environ.get("QUIVER_USER") or getpass.getuser()
+    except Exception:  # pragma: no cover - no user database in some containers
+        return "unknown"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    """The current state of one registry object."""
+
+    kind: str
+    name: str
+    version: int
+    spec: dict[str, Any]
+    spec_hash: str
+    created_at: datetime
+    updated_at: datetime
+    updated_by: str | None
+
+    @property
+    def obj(self) -> Any:
+        """The definition object."""
+        return object_from_spec(self.kind, self.spec)
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One entry of an object's history."""
+
+    kind: str
+    name: str
+    version: int
+    operation: str
+    spec: dict[str, Any]
+    spec_hash: str
+    created_at: datetime
+    author: str | None
+    message: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible dict."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "version": self.version,
+            "operation": self.operation,
+            "spec_hash": self.spec_hash,
+            "created_at": self.created_at.isoformat(),
+            "author": self.author,
+            "message": self.message,
+            "spec": self.spec,
+        }
+
+
+def make_engine(url: str) -> Engine:
+    """A SQLAlchemy engine set up for the registry (SQLite: WAL, busy timeout, explicit BEGIN)."""
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # let the "begin" hook below emit BEGIN
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            write = conn.get_execution_options().get("quiver_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    try:
+        return sa.create_engine(url, pool_pre_ping=True)
+    except ImportError as exc:
+        from quiver.errors import MissingExtraError
+
+        raise MissingExtraError("psycopg", "postgres", f"registry URL {url.split('@')[-1]}") from exc
+    except sa.exc.ArgumentError as exc:
+        from quiver.errors import ConfigError
+
+        raise ConfigError(f"registry.url {url!r} is not a valid SQLAlchemy URL") from exc
+
+
+class Registry:
+    """Objects of one project in a SQL database, with a version history.
+
+    Args:
+        url: A SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg://...``).
+        project: The project whose objects this registry reads and writes.
+    """
+
+    def __init__(self, url: str, project: str) -> None:
+        self.url = url
+        self.project = project
+        self.engine = make_engine(url)
+        try:
+            self._migrate()
+            self._ensure_project()
+        except sa.exc.OperationalError as exc:
+            raise BackendError(f"cannot open the registry at {self._safe_url}: {exc.orig}") from exc
+
+    @property
+    def _safe_url(self) -> str:
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        from alembic.config import Config
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        with self.engine.connect() as conn:
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
+        from alembic import command
+
+        with self._write() as conn:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242424242)")
+            if MigrationContext.configure(conn).get_current_revision() != head:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+
+    def _ensure_project(self) -> None:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(projects.c.name).where(projects.c.name == self.project)
+            ).first()
+        if found:
+            return
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    projects.insert().values(
+                        name=self.project, revision=0, created_at=datetime.now(UTC)
+                    )
+                )
+        except sa.exc.IntegrityError:
+            pass  # another process created it first
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(quiver_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction holding the project's lock; commits on success."""
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    sa.select(projects.c.revision)
+                    .where(projects.c.name == self.project)
+                    .with_for_update()
+                ).first()
+                conn.execute(
+                    projects.update()
+                    .where(projects.c.name == self.project)
+                    .values(revision=projects.c.revision + 1)
+                )
+                yield conn
+        except sa.exc.OperationalError as exc:
+            raise BackendError(f"registry write failed: {exc.orig}") from exc
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def _row_to_record(self, row: Any) -> ObjectRecord:
+        return ObjectRecord(
+            kind=row.kind,
+            name=row.name,
+            version=row.version,
+            spec=json.loads(row.spec),
+            spec_hash=row.spec_hash,
+            created_at=_utc(row.created_at),  # type: ignore[arg-type]
+            updated_at=_utc(row.updated_at),  # type: ignore[arg-type]
+            updated_by=row.updated_by,
+        )
+
+    def find_record(
+        self, kind: str, name: str, conn: Connection | None = None
+    ) -> ObjectRecord | None:
+        """The current record of one object, or ``None``."""
+        query = sa.select(objects).where(
+            objects.c.project == self.project, objects.c.kind == kind, objects.c.name == name
+        )
+        if conn is not None:
+            row = conn.execute(query).first()
+        else:
+            with self.engine.connect() as c:
+                row = c.execute(query).first()
+        return self._row_to_record(row) if row else None
+
+    def get_record(self, kind: str, name: str) -> ObjectRecord:
+        """The current record of one object, or raise :class:`NotFoundError`."""
+        record = self.find_record(kind, name)
+        if record is None:
+            names = self.names(kind)
+            raise NotFoundError(
+                f"{KIND_LABELS[kind]} '{name}' does not exist in project '{self.project}'"
+                + did_you_mean(name, names)
+            )
+        return record
+
+    def get(self, kind: str, name: str) -> Any:
+        """The definition object ``name`` of ``kind``, or raise :class:`NotFoundError`."""
+        return self.get_record(kind, name).obj
+
+    def find(self, kind: str, name: str) -> Any | None:
+        """The definition object, or ``None``."""
+        record = self.find_record(kind, name)
+        return record.obj if record else None
+
+    def records(self, kind: str, conn: Connection | None = None) -> list[ObjectRecord]:
+        """Every current record of one kind, by name."""
+        query = (
+            sa.select(objects)
+            .where(objects.c.project == self.project, objects.c.kind == kind)
+            .order_by(objects.c.name)
+        )
+        if conn is not None:
+            rows = conn.execute(query).all()
+        else:
+            with self.engine.connect() as c:
+                rows = c.execute(query).all()
+        return [self._row_to_record(r) for r in rows]
+
+    def list(self, kind: str) -> list[Any]:
+        """Every object of one kind, by name."""
+        return [r.obj for r in self.records(kind)]
+
+    def names(self, kind: str) -> list[str]:
+        """The names of every object of one kind."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(objects.c.name)
+                .where(objects.c.project == self.project, objects.c.kind == kind)
+                .order_by(objects.c.name)
+            ).all()
+        return [r.name for r in rows]
+
+    def kinds_of(self, name: str) -> list[str]:
+        """The kinds that have a current object called ``name``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(objects.c.kind).where(
+                    objects.c.project == self.project, objects.c.name == name
+                )
+            ).all()
+        return [r.kind for r in rows]
+
+    def history_kinds_of(self, name: str) -> list[str]:
+        """The kinds with any history (deleted objects included) for ``name``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(object_versions.c.kind)
+                .where(object_versions.c.project == self.project, object_versions.c.name == name)
+                .distinct()
+            ).all()
+        return sorted(r.kind for r in rows)
+
+    def history(self, kind: str, name: str) -> list[VersionRecord]:
+        """Every version of one object, oldest first (deletions included)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(object_versions)
+                .where(
+                    object_versions.c.project == self.project,
+                    object_versions.c.kind == kind,
+                    object_versions.c.name == name,
+                )
+                .order_by(object_versions.c.version)
+            ).all()
+        if not rows:
+            raise NotFoundError(
+                f"{KIND_LABELS[kind]} '{name}' has no history in project '{self.project}'"
+            )
+        return [
+            VersionRecord(
+                kind=r.kind,
+                name=r.name,
+                version=r.version,
+                operation=r.operation,
+                spec=json.loads(r.spec),
+                spec_hash=r.spec_hash,
+                created_at=_utc(r.created_at),  # type: ignore[arg-type]
+                author=r.author,
+                message=r.message,
+            )
+            for r in rows
+        ]
+
+    def count(self, kind: str) -> int:
+        """How many objects of one kind exist."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(objects)
+                    .where(objects.c.project == self.project, objects.c.kind == kind)
+                ).scalar_one()
+            )
+
+    def referrers(self, kind: str, name: str, conn: Connection) -> list[tuple[str, str]]:
+        """Objects in the database that reference ``kind``/``name``, as (kind, name)."""
+        from quiver.registry.plan import references_of
+
+        found = []
+        for other in ("feature_view", "feature_service", "data_source", "entity"):
+            for record in self.records(other, conn):
+                if (kind, name) in references_of(record.kind, record.spec):
+                    found.append((record.kind, record.name))
+        return found
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def write_object(
+        self,
+        conn: Connection,
+        kind: str,
+        name: str,
+        spec: dict[str, Any] | None,
+        *,
+        base_version: int | None,
+        operation: str,
+        author: str | None,
+        spec_hash: str | None = None,
+        message: str | None = None,
+    ) -> int:
+        """Create, update or delete one object inside :meth:`transaction`; returns its version.
+
+        ``base_version`` is the version the caller planned against (``None`` for a create);
+        if the object changed since, :class:`ConcurrentChangeError` is raised.
+        """
+        current = self.find_record(kind, name, conn)
+        label = f"{KIND_LABELS[kind]} '{name}'"
+        if (current.version if current else None) != base_version:
+            raise ConcurrentChangeError(
+                f"{label} changed in the registry since the plan was made "
+                f"(planned against version {base_version}, now "
+                f"{current.version if current else 'deleted'}); run plan again"
+            )
+        now = datetime.now(UTC)
+        last = conn.execute(
+            sa.select(sa.func.max(object_versions.c.version)).where(
+                object_versions.c.project == self.project,
+                object_versions.c.kind == kind,
+                object_versions.c.name == name,
+            )
+        ).scalar()
+        version = int(last or 0) + 1
+        if spec is None:
+            assert current is not None
+            stored_spec, stored_hash = current.spec, current.spec_hash
+        else:
+            stored_spec, stored_hash = spec, spec_hash or ""
+        text = json.dumps(stored_spec, sort_keys=True)
+        conn.execute(
+            object_versions.insert().values(
+                project=self.project,
+                kind=kind,
+                name=name,
+                version=version,
+                operation=operation,
+                spec=text,
+                spec_hash=stored_hash,
+                created_at=now,
+                author=author,
+                message=message,
+            )
+        )
+        key = (
+            (objects.c.project == self.project)
+            & (objects.c.kind == kind)
+            & (objects.c.name == name)
+        )
+        if spec is None:
+            conn.execute(objects.delete().where(key))
+        elif current is None:
+            conn.execute(
+                objects.insert().values(
+                    project=self.project,
+                    kind=kind,
+                    name=name,
+                    version=version,
+                    spec=text,
+                    spec_hash=stored_hash,
+                    created_at=now,
+                    updated_at=now,
+                    updated_by=author,
+                )
+            )
+        else:
+            result = conn.execute(
+                objects.update()
+                .where(key & (objects.c.version == current.version))
+                .values(
+                    version=version,
+                    spec=text,
+                    spec_hash=stored_hash,
+                    updated_at=now,
+                    updated_by=author,
+                )
+            )
+            if result.rowcount != 1:  # pragma: no cover - guarded by the project lock
+                raise ConcurrentChangeError(f"{label} changed concurrently; run plan again")
+        return version

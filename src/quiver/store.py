@@ -1,0 +1,381 @@
+"""FeatureStore: the one facade over the registry, the offline engine and the online store.
+
+The CLI, the SDK and the REST API all call it. Each method is thin: the work lives in the
+registry, the engines and the services it delegates to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from quiver.config import RepoConfig, load_config
+from quiver.definitions import KIND_LABELS, did_you_mean, object_from_spec
+from quiver.errors import InvalidError, NotFoundError
+from quiver.registry import (
+    DefinitionSet,
+    Plan,
+    Registry,
+    VersionRecord,
+    apply_plan,
+    compute_plan,
+    current_user,
+)
+
+if TYPE_CHECKING:
+    from quiver.definitions import Entity, FeatureService, FeatureView, FileSource, IcebergSource
+    from quiver.selection import ViewSelection
+
+__all__ = ["FeatureStore"]
+
+KINDS = ("entity", "data_source", "feature_view", "feature_service")
+
+
+class FeatureStore:
+    """A feature repository: its config, registry, offline engine and online store.
+
+    Args:
+        repo_path: The repository root holding ``quiver.yaml`` (default: the current directory).
+        config: A ready :class:`RepoConfig`; when given, ``repo_path`` is ignored.
+
+    Example:
+        >>> store = FeatureStore(repo_path="my_repo")          # doctest: +SKIP
+        >>> store.apply(store.load_definitions())               # doctest: +SKIP
+    """
+
+    def __init__(self, repo_path: str | Path | None = None, config: RepoConfig | None = None):
+        self.config = config if config is not None else load_config(repo_path or ".")
+
+    @property
+    def project(self) -> str:
+        """The project name."""
+        return self.config.project
+
+    @property
+    def repo_path(self) -> Path:
+        """The repository root."""
+        return self.config.repo_path
+
+    @cached_property
+    def registry(self) -> Registry:
+        """The registry (opened on first use)."""
+        return Registry(self.config.registry_url, self.config.project)
+
+    @cached_property
+    def offline_engine(self) -> Any:
+        """The offline engine chosen by ``offline_engine.type`` (created on first use)."""
+        from quiver.offline import create_offline_engine
+
+        return create_offline_engine(self.config)
+
+    @cached_property
+    def online_store(self) -> Any:
+        """The online store chosen by ``online_store.type`` (created on first use)."""
+        from quiver.online import create_online_store
+
+        return create_online_store(self.config)
+
+    def close(self) -> None:
+        """Release database connections and store clients."""
+        for name in ("registry", "online_store", "offline_engine"):
+            backend = self.__dict__.pop(name, None)
+            if backend is not None and hasattr(backend, "close"):
+                backend.close()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- definitions ----------------------------------------------------------------------------
+
+    def load_definitions(self, path: str | Path | None = None) -> DefinitionSet:
+        """Load definitions from ``path``, or from the repo's configured definition paths."""
+        from quiver.loader import load_definitions
+
+        paths: list[str | Path] = [path] if path is not None else list(self.config.definitions)
+        return load_definitions(paths, base=self.repo_path)
+
+    @staticmethod
+    def _as_set(objects: DefinitionSet | Sequence[Any] | Any) -> DefinitionSet:
+        if isinstance(objects, DefinitionSet):
+            return objects
+        if not isinstance(objects, (list, tuple)):
+            objects = [objects]
+        return DefinitionSet.of(list(objects))
+
+    def plan(self, objects: DefinitionSet | Sequence[Any] | Any, *, prune: bool = False) -> Plan:
+        """Show what applying ``objects`` would change, without writing.
+
+        Args:
+            objects: Definition objects, or a :class:`DefinitionSet`.
+            prune: Delete registry objects that ``objects`` does not contain.
+        """
+        return compute_plan(self.registry, self._as_set(objects), prune=prune)
+
+    def apply(
+        self,
+        objects: DefinitionSet | Sequence[Any] | Any | Plan,
+        *,
+        prune: bool = False,
+        allow_breaking: bool = False,
+        author: str | None = None,
+    ) -> Plan:
+        """Write definitions to the registry in one transaction and return the applied plan.
+
+        Args:
+            objects: Definition objects, a :class:`DefinitionSet`, or a :class:`Plan` from
+                :meth:`plan` (then the registry must not have changed since: compare-and-swap).
+            prune: Delete registry objects that ``objects`` does not contain.
+            allow_breaking: Accept breaking changes (dtype changes, removed features in use,
+                changed join keys).
+            author: Recorded in the history; defaults to ``QUIVER_USER`` or the OS user.
+
+        Raises:
+            BreakingChangeError: breaking changes without ``allow_breaking``.
+            ReferencedError: a deletion of an object another one uses.
+            ConcurrentChangeError: the registry changed since the plan was made.
+        """
+        plan = objects if isinstance(objects, Plan) else self.plan(objects, prune=prune)
+        return apply_plan(
+            self.registry, plan, allow_breaking=allow_breaking, author=author or current_user()
+        )
+
+    def delete(self, kind: str, name: str, *, author: str | None = None) -> Plan:
+        """Delete one object; refused while another object references it."""
+        from quiver.registry.plan import ObjectChange
+
+        self._check_kind(kind)
+        record = self.registry.get_record(kind, name)
+        with self.registry.transaction() as conn:
+            users = self.registry.referrers(kind, name, conn)
+            if users:
+                from quiver.errors import ReferencedError
+
+                k, n = users[0]
+                raise ReferencedError(
+                    f"cannot delete {KIND_LABELS[kind]} '{name}': {KIND_LABELS[k]} '{n}' "
+                    "references it; delete or change that first",
+                    details={"referrers": [{"kind": k, "name": n} for k, n in users]},
+                )
+            self.registry.write_object(
+                conn, kind, name, None, base_version=record.version, operation="delete",
+                author=author or current_user(),
+            )
+        change = ObjectChange(kind, name, "delete", record.spec, None, None, record.version)
+        return Plan(project=self.project, changes=[change])
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def list_entities(self) -> list[Entity]:
+        """Every entity of the project."""
+        return self.registry.list("entity")
+
+    def list_data_sources(self) -> list[FileSource | IcebergSource]:
+        """Every data source of the project."""
+        return self.registry.list("data_source")
+
+    def list_feature_views(self) -> list[FeatureView]:
+        """Every feature view of the project."""
+        return self.registry.list("feature_view")
+
+    def list_feature_services(self) -> list[FeatureService]:
+        """Every feature service of the project."""
+        return self.registry.list("feature_service")
+
+    def get_entity(self, name: str) -> Entity:
+        """One entity, or raise :class:`NotFoundError`."""
+        return self.registry.get("entity", name)
+
+    def get_data_source(self, name: str) -> FileSource | IcebergSource:
+        """One data source, or raise :class:`NotFoundError`."""
+        return self.registry.get("data_source", name)
+
+    def get_feature_view(self, name: str) -> FeatureView:
+        """One feature view, or raise :class:`NotFoundError`."""
+        return self.registry.get("feature_view", name)
+
+    def get_feature_service(self, name: str) -> FeatureService:
+        """One feature service, or raise :class:`NotFoundError`."""
+        return self.registry.get("feature_service", name)
+
+    def resolve_kind(self, name: str, kind: str | None = None, *, history: bool = False) -> str:
+        """The kind of the object called ``name`` (which must be unambiguous).
+
+        Raises:
+            NotFoundError: nothing is called ``name``.
+            InvalidError: several kinds have an object called ``name`` and ``kind`` is not given.
+        """
+        if kind is not None:
+            self._check_kind(kind)
+            return kind
+        kinds = (
+            self.registry.history_kinds_of(name) if history else self.registry.kinds_of(name)
+        )
+        if not kinds:
+            every = [n for k in KINDS for n in self.registry.names(k)]
+            raise NotFoundError(
+                f"no object called '{name}' in project '{self.project}'" + did_you_mean(name, every)
+            )
+        if len(kinds) > 1:
+            raise InvalidError(
+                f"'{name}' names several objects ({', '.join(KIND_LABELS[k] for k in kinds)}); "
+                "say which with --kind"
+            )
+        return kinds[0]
+
+    @staticmethod
+    def _check_kind(kind: str) -> None:
+        if kind not in KINDS:
+            raise InvalidError(f"unknown kind '{kind}'; use one of {', '.join(KINDS)}")
+
+    def describe(self, name: str, kind: str | None = None) -> dict[str, Any]:
+        """The spec and metadata of one object, as a JSON-compatible dict."""
+        kind = self.resolve_kind(name, kind)
+        record = self.registry.get_record(kind, name)
+        return {
+            "kind": kind,
+            "name": name,
+            "version": record.version,
+            "spec_hash": record.spec_hash,
+            "created_at": record.created_at.isoformat(),
+            "updated_at": record.updated_at.isoformat(),
+            "updated_by": record.updated_by,
+            "spec": record.spec,
+        }
+
+    def history(self, name: str, kind: str | None = None) -> list[VersionRecord]:
+        """Every version of one object, oldest first, deletions included."""
+        kind = self.resolve_kind(name, kind, history=True)
+        return self.registry.history(kind, name)
+
+    def restore(
+        self,
+        name: str,
+        version: int,
+        kind: str | None = None,
+        *,
+        allow_breaking: bool = False,
+        author: str | None = None,
+    ) -> Plan:
+        """Make an earlier version of an object current again (as a new version).
+
+        Raises:
+            NotFoundError: no such object or version (or the version is a deletion).
+            BreakingChangeError: restoring is breaking and ``allow_breaking`` is false.
+        """
+        kind = self.resolve_kind(name, kind, history=True)
+        versions = {v.version: v for v in self.registry.history(kind, name)}
+        old = versions.get(version)
+        if old is None:
+            raise NotFoundError(
+                f"{KIND_LABELS[kind]} '{name}' has no version {version}; versions are "
+                f"{', '.join(map(str, sorted(versions)))}"
+            )
+        obj = object_from_spec(kind, old.spec)
+        plan = compute_plan(self.registry, DefinitionSet.of([obj]), prune=False)
+        for change in plan.pending:
+            change.action = "update" if change.base_version is not None else "create"
+        applied = apply_plan(
+            self.registry, plan, allow_breaking=allow_breaking, author=author or current_user()
+        )
+        return applied
+
+    # -- features: offline, online ---------------------------------------------------------------
+
+    def resolve_features(
+        self, features: Sequence[str] | None = None, feature_service: str | None = None
+    ) -> list[ViewSelection]:
+        """Resolve feature references or a feature service into per-view selections."""
+        from quiver.selection import resolve_features
+
+        return resolve_features(self.registry, features, feature_service)
+
+    def get_historical_features(
+        self,
+        entity_df: Any,
+        features: Sequence[str] | None = None,
+        *,
+        feature_service: str | None = None,
+        full_feature_names: bool = False,
+        timestamp_column: str = "event_timestamp",
+    ) -> Any:
+        """Point-in-time correct feature values for each row of ``entity_df``.
+
+        Args:
+            entity_df: pandas / polars DataFrame, pyarrow Table, a Parquet/CSV path, or the name
+                of a registered data source holding join keys, a timestamp and labels.
+            features: References ``view:feature`` or ``view:*``.
+            feature_service: A feature service name (instead of ``features``).
+            full_feature_names: Name output columns ``view__feature``.
+            timestamp_column: The entity table's timestamp column.
+
+        Returns:
+            A retrieval job with ``to_arrow()``, ``to_pandas()``, ``to_polars()``,
+            ``to_parquet(path)``.
+        """
+        from quiver.offline.retrieval import get_historical_features
+
+        return get_historical_features(
+            self,
+            entity_df,
+            features=features,
+            feature_service=feature_service,
+            full_feature_names=full_feature_names,
+            timestamp_column=timestamp_column,
+        )
+
+    def materialize(
+        self,
+        start: datetime | str,
+        end: datetime | str,
+        views: Sequence[str] | None = None,
+        *,
+        progress: Any = None,
+    ) -> Any:
+        """Copy the latest value per entity key in ``[start, end)`` into the online store."""
+        from quiver.materialize import materialize
+
+        return materialize(self, start, end, views, progress=progress)
+
+    def materialize_incremental(
+        self, end: datetime | str, views: Sequence[str] | None = None, *, progress: Any = None
+    ) -> Any:
+        """Materialize each view from its watermark up to ``end``."""
+        from quiver.materialize import materialize_incremental
+
+        return materialize_incremental(self, end, views, progress=progress)
+
+    def get_online_features(
+        self,
+        features: Sequence[str] | None = None,
+        entity_rows: Sequence[dict[str, Any]] | None = None,
+        *,
+        feature_service: str | None = None,
+        full_feature_names: bool = False,
+    ) -> Any:
+        """The latest feature values for each entity row, with a status per value."""
+        from quiver.online.serving import get_online_features
+
+        return get_online_features(
+            self,
+            features=features,
+            entity_rows=entity_rows,
+            feature_service=feature_service,
+            full_feature_names=full_feature_names,
+        )
+
+    def push(
+        self,
+        view: str,
+        rows: Any,
+        to: Literal["online", "offline", "both"] = "online",
+    ) -> int:
+        """Write fresh rows of ``view`` to the online store (and/or the offline store)."""
+        from quiver.online.serving import push
+
+        return push(self, view, rows, to=to)
