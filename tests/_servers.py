@@ -95,6 +95,17 @@ def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "<log is empty>"
 
 
+def _which_sbin(name: str) -> str | None:
+    """Like ``shutil.which``, also looking in the sbin dirs a non-login root PATH may lack."""
+    found = shutil.which(name)
+    if found is None:
+        found = next(
+            (f"{d}/{name}" for d in ("/usr/sbin", "/sbin") if os.access(f"{d}/{name}", os.X_OK)),
+            None,
+        )
+    return found
+
+
 def _missing(binary: str, package: str) -> str:
     return (
         f"`{binary}` was not found, so the test backend cannot be started. Install it with "
@@ -188,8 +199,8 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{_HOST}:{self.port}/0"
 
-    def command(self, *args: str) -> Any:
-        return redis_command(self.port, *args)
+    def command(self, *args: str, timeout: float = 5.0) -> Any:
+        return redis_command(self.port, *args, timeout=timeout)
 
     def flushall(self) -> None:
         """Delete every key in every database of this server."""
@@ -212,10 +223,10 @@ class RedisServer:
                     f"log tail ({self.log_path}):\n{log}"
                 )
             try:
-                if self.command("PING") == "PONG":
+                if self.command("PING", timeout=1.0) == "PONG":
                     # Make sure the answer came from our process, not another server that
                     # grabbed the same port first (ours would then fail to bind and exit).
-                    info = self.command("INFO", "server")
+                    info = self.command("INFO", "server", timeout=1.0)
                     match = re.search(rb"process_id:(\d+)", info or b"")
                     if match and int(match.group(1)) == self.process.pid:
                         return
@@ -307,7 +318,7 @@ def find_pg_binaries() -> tuple[Path, Path]:
 
 def _ensure_postgres_user() -> pwd.struct_passwd:
     """The ``postgres`` account, created (as a system user) if it does not exist."""
-    useradd = shutil.which("useradd")
+    useradd = _which_sbin("useradd")
     last_output = ""
     for _ in range(20):  # parallel workers may race to create it; /etc/passwd may be locked
         with contextlib.suppress(KeyError):
@@ -477,7 +488,7 @@ def start_postgres(timeout: float = STARTUP_TIMEOUT) -> PostgresServer:
     if os.geteuid() == 0:
         # PostgreSQL refuses to run as root: run it as the unprivileged `postgres` user.
         account = _ensure_postgres_user()
-        runuser = shutil.which("runuser")
+        runuser = _which_sbin("runuser")
         if runuser is None:
             raise RuntimeError(
                 "PostgreSQL cannot run as root and `runuser` is missing "

@@ -379,3 +379,41 @@ class FeatureStore:
         from quiver.online.serving import push
 
         return push(self, view, rows, to=to)
+
+    # -- models --------------------------------------------------------------------------------
+
+    def train(self, spec: Any, *, progress: Any = None) -> Any:
+        """Train a model from a training spec (object, dict, or YAML/JSON path); returns the version."""
+        from quiver.ml.service import train
+
+        return train(self, spec, progress=progress)
+
+    def list_models(self) -> list[Any]:
+        """Every registered model with its versions."""
+        from quiver.ml.service import list_models
+
+        return list_models(self)
+
+    def get_model(self, model: str, version: int | None = None, stage: str | None = None) -> Any:
+        """One model version: by model id, or by name with a version or a stage."""
+        from quiver.ml.service import get_model
+
+        return get_model(self, model, version=version, stage=stage)
+
+    def promote(self, model: str, version: int, stage: str) -> Any:
+        """Move a model version to a stage (none, staging, production, archived)."""
+        from quiver.ml.service import promote
+
+        return promote(self, model, version, stage)
+
+    def predict_batch(self, model: str, input: Any, output: Any, **options: Any) -> Any:
+        """Score a table of entity rows point-in-time correctly and write the predictions."""
+        from quiver.ml.service import predict_batch
+
+        return predict_batch(self, model, input, output, **options)
+
+    def predict_online(self, model: str, **options: Any) -> Any:
+        """Score entity keys (features from the online store) or given feature values."""
+        from quiver.ml.service import predict_online
+
+        return predict_online(self, model, **options)

@@ -209,7 +209,7 @@ def _to_us(when: datetime) -> int:
 def _categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     """One category index per row of ``probs`` (rows sum to 1)."""
     cumulative = np.cumsum(probs, axis=1)
-    u = rng.random(probs.shape[0])[:, None]
+    u = rng.random(size=(probs.shape[0], 1))
     return np.minimum((u >= cumulative).sum(axis=1), probs.shape[1] - 1)
 
 
