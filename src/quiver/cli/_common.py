@@ -10,8 +10,16 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+def _console(stderr: bool = False) -> Console:
+    probe = Console(stderr=stderr)
+    if probe.is_terminal:
+        return probe
+    # Not a terminal (a pipe, a CI log): don't squeeze tables into 80 columns.
+    return Console(stderr=stderr, width=int(os.environ.get("COLUMNS", "140")))
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 RepoOption = Annotated[
     Path,
