@@ -7,13 +7,20 @@ Every model forbids unknown keys, so a typo is an error that names the key.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from quiver.errors import ConfigError
 
@@ -201,6 +208,11 @@ def load_config(repo_path: str | Path = ".", **overrides: Any) -> RepoConfig:
         ConfigError: malformed YAML, an unknown key or an invalid value; the message names it.
     """
     root = Path(repo_path).expanduser().resolve()
+    if not root.is_dir():
+        raise ConfigError(
+            f"repository '{root}' does not exist or is not a directory; "
+            f"create one with: quiver init {root}"
+        )
     file = root / CONFIG_FILE
     data: dict[str, Any] = {}
     if file.exists():
@@ -222,8 +234,17 @@ def build_config(data: dict[str, Any], source: str = "settings") -> RepoConfig:
     """Validate a settings mapping (plus ``QUIVER_*`` variables) into a :class:`RepoConfig`."""
     if "repo_path" not in data:
         data = {**data, "repo_path": Path.cwd()}
+    data = _drop_replaced_online_store(data)
     try:
         return RepoConfig(**data)
+    except SettingsError as exc:
+        field = re.search(r'field "(\w+)"', str(exc))
+        var = f"QUIVER_{field.group(1).upper()}" if field else "a QUIVER_* variable"
+        raise ConfigError(
+            f"{var} cannot be read: it must be JSON for a list or a mapping "
+            "(QUIVER_DEFINITIONS='[\"features.py\"]'); set one nested key with '__' "
+            "(QUIVER_REGISTRY__URL=...)"
+        ) from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -235,6 +256,28 @@ def build_config(data: dict[str, Any], source: str = "settings") -> RepoConfig:
         env = sorted(k for k in os.environ if k.startswith("QUIVER_"))
         hint = f" (QUIVER_* variables set: {', '.join(env)})" if env else ""
         raise ConfigError(f"{source}: " + "; ".join(problems) + hint) from None
+
+
+def _drop_replaced_online_store(data: dict[str, Any]) -> dict[str, Any]:
+    """Drop the file's ``online_store`` section when QUIVER_* variables switch its ``type``.
+
+    Settings are merged key by key, so ``QUIVER_ONLINE_STORE__TYPE=redis`` over a file with
+    ``online_store: {type: sqlite, path: ...}`` would otherwise leave ``path`` on a Redis store.
+    """
+    section = data.get("online_store")
+    if not isinstance(section, dict):
+        return data
+    env = {k.upper(): v for k, v in os.environ.items()}
+    env_type = env.get("QUIVER_ONLINE_STORE__TYPE")
+    if env_type is None and "QUIVER_ONLINE_STORE" in env:
+        try:
+            whole = json.loads(env["QUIVER_ONLINE_STORE"])
+        except ValueError:
+            whole = None
+        env_type = whole.get("type") if isinstance(whole, dict) else None
+    if env_type is None or env_type == section.get("type", "sqlite"):
+        return data
+    return {k: v for k, v in data.items() if k != "online_store"}
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -12,7 +12,8 @@ import hashlib
 import json
 import re
 from datetime import timedelta
-from typing import Annotated, Any, ClassVar, Literal, Self
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -41,7 +42,7 @@ __all__ = [
     "validate_name",
 ]
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 """Plain identifiers only: names become table and column names."""
 
 
@@ -85,7 +86,7 @@ class _Definition(BaseModel):
             raise invalid_from_pydantic(KIND_LABELS.get(self.kind, "object"), data.get("name"), exc) from None
 
     @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:  # type: ignore[override]
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
         try:
             return super().model_validate(obj, **kwargs)
         except ValidationError as exc:
@@ -254,6 +255,11 @@ class IcebergSource(_SourceBase):
     table: str
     catalog: str = "default"
 
+    @field_validator("catalog", mode="before")
+    @classmethod
+    def _catalog(cls, value: Any) -> Any:
+        return _name(value)
+
     @field_validator("table")
     @classmethod
     def _table(cls, value: str) -> str:
@@ -302,6 +308,25 @@ class FeatureView(_Definition):
     tags: Tags = PydanticField(default_factory=dict)
     owner: str = ""
 
+    if TYPE_CHECKING:
+        # The signature users write (``schema=`` and ``ttl_seconds=`` are validation aliases,
+        # which the pydantic mypy plugin does not see); at run time pydantic's __init__ runs.
+        def __init__(
+            self,
+            *,
+            name: str,
+            entities: Sequence[str | Entity] | str | Entity,
+            source: FileSource | IcebergSource | dict[str, Any] | str,
+            schema: Sequence[Field | dict[str, Any]] = ...,
+            features: Sequence[Field | dict[str, Any]] = ...,
+            ttl: timedelta | float | str | None = None,
+            ttl_seconds: float | None = None,
+            online: bool = True,
+            description: str = "",
+            tags: dict[str, str] = ...,
+            owner: str = "",
+        ) -> None: ...
+
     @field_validator("entities", mode="before")
     @classmethod
     def _entities(cls, value: Any) -> Any:
@@ -322,12 +347,16 @@ class FeatureView(_Definition):
     @field_validator("ttl", mode="before")
     @classmethod
     def _ttl(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("ttl must be a timedelta or a number of seconds, not a bool")
         if value in (None, 0, 0.0, ""):
             return None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)):
             if value < 0:
                 raise ValueError("ttl must not be negative")
             return timedelta(seconds=value)
+        if isinstance(value, timedelta) and value < timedelta(0):
+            raise ValueError("ttl must not be negative")
         return value
 
     @model_validator(mode="after")
@@ -343,9 +372,10 @@ class FeatureView(_Definition):
             if field.name in seen:
                 raise ValueError(f"feature view '{self.name}' declares feature '{field.name}' twice")
             seen.add(field.name)
-        if self.ttl is not None:
-            if self.ttl <= timedelta(0):
-                object.__setattr__(self, "ttl", None)
+        if self.ttl is not None and self.ttl < timedelta(0):
+            raise ValueError(f"feature view '{self.name}': ttl must not be negative")
+        if self.ttl == timedelta(0):
+            object.__setattr__(self, "ttl", None)
         if not isinstance(self.source, str) and self.source.name == "":
             raise ValueError("source name must not be empty")
         return self

@@ -94,7 +94,10 @@ def _load_file(path: Path, result: DefinitionSet, *, explicit: bool) -> None:
 
 
 def _read_structured(path: Path) -> Any:
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DefinitionError(f"'{path}': cannot be read as UTF-8 text: {exc}") from exc
     try:
         if path.suffix == ".json":
             return json.loads(text)
@@ -155,7 +158,12 @@ def _load_python(path: Path) -> list[Any]:
     try:
         spec.loader.exec_module(module)
     except QuiverError as exc:
-        raise type(exc)(f"'{path}'{_line_in(exc, path)}: {exc.message}", details=exc.details) from None
+        message = f"'{path}'{_line_in(exc, path)}: {exc.message}"
+        try:
+            located = type(exc)(message, details=exc.details)
+        except TypeError:  # a subclass with its own constructor (e.g. MissingExtraError)
+            located = DefinitionError(message, details=exc.details)
+        raise located from None
     except SyntaxError as exc:
         raise DefinitionError(
             f"'{path}', line {exc.lineno}: syntax error: {exc.msg}"

@@ -276,6 +276,14 @@ class FeatureStore:
                 f"{KIND_LABELS[kind]} '{name}' has no version {version}; versions are "
                 f"{', '.join(map(str, sorted(versions)))}"
             )
+        if old.operation == "delete":
+            earlier = [v for v in sorted(versions) if v < version]
+            alive = [v for v in earlier if versions[v].operation != "delete"]
+            hint = f"; restore version {alive[-1]} instead" if alive else ""
+            raise NotFoundError(
+                f"version {version} of {KIND_LABELS[kind]} '{name}' is its deletion, "
+                f"which cannot be restored{hint}"
+            )
         obj = object_from_spec(kind, old.spec)
         plan = compute_plan(self.registry, DefinitionSet.of([obj]), prune=False)
         for change in plan.pending:

@@ -89,11 +89,20 @@ def is_list(dtype: str) -> bool:
 
 @cache
 def arrow_type(dtype: str) -> pa.DataType:
-    """The Arrow type of a canonical dtype."""
+    """The Arrow type of a dtype (any accepted spelling, e.g. ``int`` or ``list[string]``).
+
+    Raises:
+        InvalidError: if ``dtype`` is not a dtype.
+    """
+    return _arrow_type(normalize_dtype(dtype))
+
+
+@cache
+def _arrow_type(dtype: str) -> pa.DataType:
     import pyarrow as pa
 
     if is_list(dtype):
-        return pa.list_(arrow_type(dtype[5:-1]))
+        return pa.list_(_arrow_type(dtype[5:-1]))
     return {
         "int32": pa.int32(),
         "int64": pa.int64(),

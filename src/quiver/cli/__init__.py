@@ -32,6 +32,7 @@ for _module in ("offline", "online", "server", "ml"):
 def main() -> None:
     """Run the CLI; errors print one line (set QUIVER_DEBUG=1 for the traceback)."""
     import click
+    from rich.markup import escape
 
     from quiver.cli._common import err_console
     from quiver.errors import QuiverError
@@ -39,7 +40,8 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except QuiverError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        message = escape(exc.message)
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except click.exceptions.Abort:
         err_console.print("aborted")
@@ -55,7 +57,8 @@ def main() -> None:
         if os.environ.get("QUIVER_DEBUG"):
             raise
         err_console.print(
-            f"[bold red]error:[/] {type(exc).__name__}: {exc} (set QUIVER_DEBUG=1 for details)",
+            f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))} "
+            "(set QUIVER_DEBUG=1 for details)",
             highlight=False,
             soft_wrap=True,
         )

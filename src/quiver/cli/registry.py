@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from quiver.cli._common import JsonOption, RepoOption, console, open_store, print_json
@@ -82,9 +83,14 @@ def init(
         raise ConflictError(
             f"'{directory}' already holds a Quiver repo; pass --force to overwrite it"
         )
-    name = project or re.sub(r"\W", "_", directory.name).strip("_") or "quiver"
-    if name[0].isdigit():
-        name = f"p_{name}"
+    if project is not None:
+        from quiver.definitions import validate_name
+
+        name = validate_name(project, "project name")
+    else:
+        name = re.sub(r"[^A-Za-z0-9_]", "_", directory.name).strip("_")[:60] or "quiver"
+        if name[0].isdigit():
+            name = f"p_{name}"
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "data").mkdir(exist_ok=True)
     config_file.write_text(_CONFIG_TEMPLATE.format(project=name))
@@ -168,7 +174,7 @@ def _print_plan(result: Any) -> None:
         style = _ACTION_STYLE[change.action]
         details = []
         for f in change.fields:
-            text = f"{f.path}: {_short(f.old)} -> {_short(f.new)}"
+            text = escape(f"{f.path}: {_short(f.old)} -> {_short(f.new)}")
             if f.breaking:
                 text = f"[bold red]BREAKING[/] {text} ({f.reason})"
             details.append(text)
@@ -251,7 +257,7 @@ def _lister(kind: str, row: Any) -> Any:
         for col in rows[0]:
             table.add_column(col)
         for r in rows:
-            table.add_row(*["" if v is None else str(v) for v in r.values()])
+            table.add_row(*["" if v is None else escape(str(v)) for v in r.values()])
         console.print(table)
 
     return list_objects
@@ -275,9 +281,10 @@ def describe(
 
     console.print(
         f"[bold]{KIND_LABELS[info['kind']]} '{name}'[/] version {info['version']}, "
-        f"updated {info['updated_at']} by {info['updated_by'] or 'unknown'}"
+        f"updated {info['updated_at']} by {escape(info['updated_by'] or 'unknown')}"
     )
-    console.print(yaml.safe_dump(info["spec"], sort_keys=False).rstrip(), highlight=False)
+    spec_text = yaml.safe_dump(info["spec"], sort_keys=False).rstrip()
+    console.print(spec_text, highlight=False, markup=False)
 
 
 def history(
@@ -300,7 +307,7 @@ def history(
             str(v.version),
             v.operation,
             v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            v.author or "",
+            escape(v.author or ""),
             v.spec_hash[:12],
         )
     console.print(table)

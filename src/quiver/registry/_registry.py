@@ -38,6 +38,11 @@ def current_user() -> str:
         return "unknown"
 
 
+def _one_line(error: BaseException | None) -> str:
+    """A database error's message on one line (drivers add hints on extra lines)."""
+    return " ".join(str(error).split())
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -119,7 +124,12 @@ def make_engine(url: str) -> Engine:
     except ImportError as exc:
         from quiver.errors import MissingExtraError
 
-        raise MissingExtraError("psycopg", "postgres", f"registry URL {url.split('@')[-1]}") from exc
+        where = f"registry URL {url.split('@')[-1]}"
+        if url.startswith("postgresql"):
+            raise MissingExtraError("psycopg", "postgres", where) from exc
+        raise BackendError(
+            f"{where} needs the database driver '{exc.name}', which is not installed"
+        ) from exc
     except sa.exc.ArgumentError as exc:
         from quiver.errors import ConfigError
 
@@ -142,7 +152,9 @@ class Registry:
             self._migrate()
             self._ensure_project()
         except sa.exc.OperationalError as exc:
-            raise BackendError(f"cannot open the registry at {self._safe_url}: {exc.orig}") from exc
+            raise BackendError(
+                f"cannot open the registry at {self._safe_url}: {_one_line(exc.orig)}"
+            ) from exc
 
     @property
     def _safe_url(self) -> str:
@@ -222,7 +234,7 @@ class Registry:
                 )
                 yield conn
         except sa.exc.OperationalError as exc:
-            raise BackendError(f"registry write failed: {exc.orig}") from exc
+            raise BackendError(f"registry write failed: {_one_line(exc.orig)}") from exc
 
     # -- reads --------------------------------------------------------------------------------
 

@@ -55,6 +55,12 @@ class DefinitionSet:
             InvalidError: when two different objects of one kind share a name.
         """
         where = f" ({origin})" if origin else ""
+        if not isinstance(obj, (Entity, FileSource, IcebergSource, FeatureView, FeatureService)):
+            raise InvalidError(
+                f"cannot apply a {type(obj).__name__} ({obj!r:.60}){where}: pass Entity, "
+                "FileSource, IcebergSource, FeatureView or FeatureService objects; load files "
+                "with FeatureStore.load_definitions(path)"
+            )
         if isinstance(obj, FeatureView) and not isinstance(obj.source, str):
             self.add(obj.source, origin)
             obj = obj.normalized()

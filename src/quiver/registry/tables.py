@@ -42,3 +42,36 @@ object_versions = sa.Table(
     sa.Column("author", sa.String(255), nullable=True),
     sa.Column("message", sa.Text, nullable=True),
 )
+
+# -- materialization (issue 4) ------------------------------------------------------------------
+
+materialization_runs = sa.Table(
+    "materialization_runs",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("project", sa.String(63), nullable=False),
+    sa.Column("view", sa.String(63), nullable=False),
+    sa.Column("schema_version", sa.String(32), nullable=False),
+    sa.Column("start_ts", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("end_ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("rows_written", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("duration_seconds", sa.Float, nullable=False, server_default="0"),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("host", sa.String(255), nullable=True),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Index("ix_materialization_runs_view", "project", "view", "started_at"),
+)
+
+materialization_watermarks = sa.Table(
+    "materialization_watermarks",
+    metadata,
+    sa.Column("project", sa.String(63), primary_key=True),
+    sa.Column("view", sa.String(63), primary_key=True),
+    sa.Column("watermark", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("schema_version", sa.String(32), nullable=False),
+    sa.Column("run_id", sa.String(32), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,267 @@
+"""Materialization: copy the latest row per entity key from the offline source to the online store.
+
+For each feature view, the offline engine computes the latest row per entity key with
+``start <= event_timestamp < end`` (:meth:`~quiver.offline.OfflineEngine.pull_latest`, streamed
+in record batches) and the rows are written to the online store in batches of
+:data:`BATCH_ROWS`, so memory stays bounded by a batch plus what the engine itself needs. The
+store keeps the newer row per key, so a run is idempotent and an older row never replaces a
+newer one (e.g. one pushed meanwhile).
+
+Each run is recorded in the registry (:mod:`quiver.registry.runs`); a successful run moves the
+view's watermark to ``end``. :func:`materialize_incremental` resumes every view from its
+watermark; a view never materialized starts at ``end - ttl`` (older rows would be expired), or
+at the beginning when it has no TTL. A run that fails half-way leaves part of its range in the
+store and the watermark where it was, so the next incremental run covers the range again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from quiver.definitions import did_you_mean
+from quiver.errors import BackendError, InvalidError, NotFoundError, QuiverError
+from quiver.registry.runs import MaterializationRun, finish_run, get_watermark, start_run
+
+if TYPE_CHECKING:
+    from quiver.online.encoding import ViewLayout
+    from quiver.selection import ViewSelection
+    from quiver.store import FeatureStore
+
+__all__ = [
+    "BATCH_ROWS",
+    "MaterializationRun",
+    "MaterializeProgress",
+    "materialize",
+    "materialize_incremental",
+    "parse_time",
+]
+
+BATCH_ROWS = 10_000
+"""Rows written to the online store per batch (one transaction / one pipeline)."""
+
+
+class MaterializeProgress(Protocol):
+    """Receives progress events; every method is optional (missing ones are not called).
+
+    An exception raised by a method aborts the run, which is then recorded as failed.
+    """
+
+    def view_started(self, view: str, start: datetime | None, end: datetime) -> None:
+        """A view's run started."""
+
+    def rows_written(self, view: str, rows: int) -> None:
+        """A batch of ``rows`` rows was written."""
+
+    def view_finished(self, run: MaterializationRun) -> None:
+        """A view's run ended (``run.status`` says how)."""
+
+    def view_skipped(self, view: str, watermark: datetime) -> None:
+        """An incremental run had nothing to do: the watermark is already at ``end``."""
+
+
+def _notify(progress: Any, event: str, *args: Any) -> None:
+    if progress is not None:
+        method = getattr(progress, event, None)
+        if method is not None:
+            method(*args)
+
+
+def parse_time(value: datetime | date | str, what: str = "time") -> datetime:
+    """A UTC ``datetime`` from a datetime (naive = UTC), a date, ``"now"`` or ISO 8601 text.
+
+    Raises:
+        InvalidError: anything else.
+    """
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() == "now":
+            return datetime.now(UTC)
+        try:
+            return parse_time(datetime.fromisoformat(text), what)
+        except ValueError:
+            pass
+    raise InvalidError(
+        f"{what} {value!r} is not a time; use ISO 8601 such as 2024-01-31 or "
+        "2024-01-31T12:00:00Z, or 'now'"
+    )
+
+
+def _targets(store: FeatureStore, views: Sequence[str] | None) -> list[ViewSelection]:
+    from quiver.selection import ViewSelection
+
+    registry = store.registry
+    if views is None:
+        chosen = [v for v in registry.list("feature_view") if v.online]
+    else:
+        if isinstance(views, str):
+            views = [views]
+        chosen = []
+        names = None
+        for name in dict.fromkeys(views):
+            view = registry.find("feature_view", name) if isinstance(name, str) else None
+            if view is None:
+                names = names if names is not None else registry.names("feature_view")
+                raise NotFoundError(
+                    f"feature view '{name}' does not exist in project '{store.project}'"
+                    + did_you_mean(str(name), names)
+                )
+            if not view.online:
+                raise InvalidError(
+                    f"feature view '{name}' has online=False, so it is not materialized; set "
+                    "online=True and apply first"
+                )
+            chosen.append(view)
+    out = []
+    for view in chosen:
+        source = registry.get("data_source", view.source_name)
+        entities = tuple(registry.get("entity", e) for e in view.entities)
+        out.append(ViewSelection(view, tuple(view.features), source, entities))
+    return out
+
+
+def _layout(store: FeatureStore, sel: ViewSelection) -> ViewLayout:
+    from quiver.online.encoding import ViewLayout
+
+    return ViewLayout.from_selection(store.project, sel)
+
+
+def materialize(
+    store: FeatureStore,
+    start: datetime | date | str,
+    end: datetime | date | str,
+    views: Sequence[str] | None = None,
+    *,
+    progress: MaterializeProgress | None = None,
+) -> list[MaterializationRun]:
+    """Copy the latest row per entity key with ``start <= event time < end`` to the online store.
+
+    Args:
+        store: The feature store.
+        start: Range start (inclusive): a datetime (naive = UTC), a date, ISO text or ``now``.
+        end: Range end (exclusive); becomes the views' watermark (it never moves back).
+        views: Feature view names (default: every view with ``online=True``).
+        progress: Optional :class:`MaterializeProgress` receiving events.
+
+    Returns:
+        One succeeded run per view, in order.
+
+    Raises:
+        InvalidError: a bad time or range, or a view with ``online=False``.
+        NotFoundError: an unknown view (nothing is written then).
+        QuiverError: a view's run failed (recorded as failed; earlier views stay done).
+    """
+    start_dt = parse_time(start, "start")
+    end_dt = parse_time(end, "end")
+    if start_dt >= end_dt:
+        raise InvalidError(f"start {start_dt.isoformat()} must be before end {end_dt.isoformat()}")
+    selections = _targets(store, views)
+    return [
+        _run_view(store, sel, _layout(store, sel), start_dt, end_dt, progress) for sel in selections
+    ]
+
+
+def materialize_incremental(
+    store: FeatureStore,
+    end: datetime | date | str,
+    views: Sequence[str] | None = None,
+    *,
+    progress: MaterializeProgress | None = None,
+) -> list[MaterializationRun]:
+    """Materialize each view from its watermark up to ``end``.
+
+    A view without a watermark (never materialized, or its schema changed since) starts at
+    ``end - ttl``, or at the beginning of its data when it has no TTL. Views already at
+    ``end`` are skipped (no run is recorded).
+
+    Returns:
+        The runs made, in view order.
+    """
+    end_dt = parse_time(end, "end")
+    selections = _targets(store, views)
+    work = []
+    for sel in selections:
+        layout = _layout(store, sel)
+        mark = get_watermark(store.registry, sel.view.name, layout.version)
+        if mark is None:
+            start = end_dt - sel.view.ttl if sel.view.ttl is not None else None
+        else:
+            start = mark
+        if start is not None and start >= end_dt:
+            _notify(progress, "view_skipped", sel.view.name, start)
+            continue
+        work.append((sel, layout, start))
+    return [_run_view(store, sel, layout, start, end_dt, progress) for sel, layout, start in work]
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, QuiverError):
+        return exc.message
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _run_view(
+    store: FeatureStore,
+    sel: ViewSelection,
+    layout: ViewLayout,
+    start: datetime | None,
+    end: datetime,
+    progress: MaterializeProgress | None,
+) -> MaterializationRun:
+    view = sel.view.name
+    registry = store.registry
+    run = start_run(registry, view, start, end, layout.version)
+    began = time.perf_counter()
+    rows = 0
+    reader = None
+    try:
+        _notify(progress, "view_started", view, start, end)
+        online = store.online_store
+        reader = store.offline_engine.pull_latest(sel, start, end)
+        for batch in reader:
+            for offset in range(0, batch.num_rows, BATCH_ROWS):
+                chunk = batch.slice(offset, BATCH_ROWS)
+                rows += online.write(layout, chunk)
+                _notify(progress, "rows_written", view, chunk.num_rows)
+    except BaseException as exc:
+        if reader is not None:
+            _close(reader)
+        try:
+            failed = finish_run(
+                registry,
+                run,
+                rows_written=rows,
+                duration_seconds=time.perf_counter() - began,
+                error=_error_text(exc),
+            )
+        except QuiverError:
+            failed = None  # the registry is down too; the original error matters more
+        if failed is not None:
+            _notify(progress, "view_finished", failed)
+        if isinstance(exc, QuiverError) or not isinstance(exc, Exception):
+            raise
+        raise BackendError(
+            f"materializing feature view '{view}' failed after {rows} rows: "
+            f"{_error_text(exc)}; run it again (materialization is idempotent)"
+        ) from exc
+    done = finish_run(
+        registry, run, rows_written=rows, duration_seconds=time.perf_counter() - began
+    )
+    _notify(progress, "view_finished", done)
+    return done
+
+
+def _close(reader: Any) -> None:
+    close = getattr(reader, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):  # best effort: the run already failed
+            close()

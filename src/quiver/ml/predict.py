@@ -1,0 +1,494 @@
+"""Batch and online predictions.
+
+Batch: the input rows (entity keys and a timestamp) are read in chunks; each chunk gets its
+features point-in-time correct at each row's timestamp, is encoded with the model's stored
+encoding, scored, and appended to the output (Parquet or Iceberg). Memory is bounded by the chunk
+size (plus what the offline engine holds for the feature sources). Each job is recorded.
+
+Online: entity keys (features read from the online store) or the feature values themselves. A
+missing or expired value is an error listing every such feature, unless the caller opts into the
+model's training-time defaults.
+
+Both write the same prediction semantics: ``prediction`` is the positive-class probability for a
+binary classifier (the top class's probability for a multiclass one, the value for a regressor),
+and ``prediction_class`` (batch: ``<prediction_column>_class``) is the predicted class.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from quiver.errors import InvalidError, QuiverError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+
+    from quiver.ml.artifacts import LoadedModel
+    from quiver.ml.registry import ModelVersion, PredictionJob
+    from quiver.store import FeatureStore
+
+__all__ = [
+    "DEFAULT_CHUNK_ROWS",
+    "MissingFeaturesError",
+    "load_model",
+    "predict_batch",
+    "predict_online",
+]
+
+DEFAULT_CHUNK_ROWS = 250_000
+"""Rows scored per chunk in batch prediction."""
+
+
+class MissingFeaturesError(InvalidError):
+    """Features needed for an online prediction are missing or expired."""
+
+    error_type = "missing_features"
+
+
+def load_model(store: FeatureStore, version: ModelVersion) -> LoadedModel:
+    """Load a version's artifacts, checking every file's checksum."""
+    from quiver.ml.artifacts import load_artifacts
+
+    return load_artifacts(
+        store.config.model_path / version.artifact_dir,
+        version.checksums,
+        model_id=version.model_id,
+        framework=version.framework,
+        model_type=version.model_type,  # type: ignore[arg-type]
+    )
+
+
+def _outputs(
+    loaded: LoadedModel, matrix: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(prediction, class codes or None, probabilities or None) from a model's raw output."""
+    import numpy as np
+
+    out = np.asarray(loaded.predict_matrix(matrix))
+    if loaded.model_type == "regression":
+        return out.astype(np.float64).reshape(-1), None, None
+    proba = out.reshape(len(out), -1)
+    codes = np.argmax(proba, axis=1)
+    pred = proba[:, 1] if proba.shape[1] == 2 else proba[np.arange(len(proba)), codes]
+    return pred.astype(np.float64), codes, proba
+
+
+def _check_feature_views(version: ModelVersion, feature_views: Sequence[str] | None) -> None:
+    if not feature_views:
+        return
+    if isinstance(feature_views, str):
+        feature_views = [feature_views]
+    trained = list(version.lineage.get("feature_views", {}))
+    names = [v.split(":")[0] for v in feature_views]
+    unknown = [v for v in names if v not in trained]
+    if unknown:
+        raise InvalidError(
+            f"model '{version.model_id}' was not trained on feature view(s) "
+            f"{', '.join(unknown)}; it uses {', '.join(trained)}",
+            details={"unknown": unknown, "trained_on": trained},
+        )
+    lacking = [v for v in trained if v not in names]
+    if lacking:
+        raise InvalidError(
+            f"model '{version.model_id}' also needs feature view(s) {', '.join(lacking)}; "
+            "leave feature_views out to use every view the model was trained on"
+        )
+
+
+# -- batch --------------------------------------------------------------------------------
+
+
+def predict_batch(
+    store: FeatureStore,
+    version: ModelVersion,
+    input: Any,
+    output: str | Path,
+    *,
+    entity_columns: Sequence[str] | None = None,
+    timestamp_column: str = "event_timestamp",
+    prediction_column: str = "prediction",
+    feature_views: Sequence[str] | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: Callable[[int], None] | None = None,
+    author: str | None = None,
+) -> PredictionJob:
+    """Score every row of ``input`` and write the predictions to ``output``.
+
+    Args:
+        store: The feature store.
+        version: The model version to use.
+        input: A table reference (source name, Parquet/CSV path, Iceberg table) or a pandas /
+            polars / Arrow table, holding the join keys and ``timestamp_column``.
+        output: A Parquet path, or an Iceberg table (``iceberg:namespace.table``).
+        entity_columns: Input columns copied to the output (default: the model's join keys).
+        timestamp_column: The input's timestamp column; features are read as of each row's time.
+        prediction_column: The name of the prediction column.
+        feature_views: Optional check: the feature views the caller expects the model to use.
+        chunk_rows: Rows per chunk (bounds memory).
+        progress: Called with the number of rows scored so far after each chunk.
+        author: Recorded with the job.
+
+    Returns:
+        The completed job record.
+
+    Raises:
+        InvalidError: missing columns, a clash of column names, or views the model does not use.
+    """
+
+    from quiver.definitions import validate_name
+    from quiver.ml import io
+    from quiver.ml.registry import ModelRegistry
+
+    if chunk_rows < 1:
+        raise InvalidError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    validate_name(prediction_column, "prediction column")
+    _check_feature_views(version, feature_views)
+    loaded = load_model(store, version)
+    join_keys = list(version.lineage.get("join_keys", []))
+    keep = list(dict.fromkeys(entity_columns if entity_columns else join_keys))
+    class_column = f"{prediction_column}_class"
+    reserved = {prediction_column, "model_id", "model_version", timestamp_column}
+    if loaded.model_type == "classification":
+        reserved.add(class_column)
+    clash = [c for c in keep if c in reserved]
+    if clash:
+        raise InvalidError(
+            f"entity column(s) {', '.join(clash)} clash with the output columns; pick another "
+            "prediction_column_name"
+        )
+    in_memory = io.to_arrow(input, "input")
+    if in_memory is None:
+        ref = io.resolve_ref(store, str(input), timestamp_column=timestamp_column, what="input")
+        chunks: Any = io.iter_input(store, ref, rows=chunk_rows)
+    else:
+        chunks = io.rechunk(in_memory.to_batches(max_chunksize=chunk_rows), chunk_rows)
+        if in_memory.num_rows == 0:
+            chunks = iter([in_memory])
+    target = io.open_output(store, output)
+    registry = ModelRegistry(store.registry)
+    job_id = registry.start_job(
+        version,
+        mode="batch",
+        input=io.describe_input(input),
+        output=str(output),
+        author=author,
+    )
+    started = time.perf_counter()
+    rows = 0
+    schema = _output_schema(store, loaded, version, keep, timestamp_column, prediction_column)
+    try:
+        needed = list(dict.fromkeys([*join_keys, *keep, timestamp_column]))
+        for chunk in chunks:
+            missing = [c for c in needed if c not in chunk.column_names]
+            if missing:
+                raise InvalidError(
+                    f"input '{io.describe_input(input)}' lacks column(s) {', '.join(missing)}; "
+                    f"it needs the join keys ({', '.join(join_keys)}), the timestamp column "
+                    f"'{timestamp_column}' and the entity columns; it has "
+                    f"{', '.join(chunk.column_names)}"
+                )
+            if chunk.num_rows == 0:
+                continue
+            out = _score_chunk(
+                store,
+                loaded,
+                version,
+                chunk.select(needed),
+                keep=keep,
+                timestamp_column=timestamp_column,
+                prediction_column=prediction_column,
+                schema=schema,
+            )
+            target.write(out)
+            rows += out.num_rows
+            if progress is not None:
+                progress(rows)
+        target.commit(schema)
+    except BaseException as exc:
+        target.abort()
+        message = exc.message if isinstance(exc, QuiverError) else f"{type(exc).__name__}: {exc}"
+        registry.finish_job(
+            job_id,
+            status="failed",
+            rows=rows,
+            duration_seconds=time.perf_counter() - started,
+            error=message,
+        )
+        raise
+    return registry.finish_job(
+        job_id, status="completed", rows=rows, duration_seconds=time.perf_counter() - started
+    )
+
+
+def _output_schema(
+    store: FeatureStore,
+    loaded: LoadedModel,
+    version: ModelVersion,
+    keep: list[str],
+    timestamp_column: str,
+    prediction_column: str,
+) -> pa.Schema:
+    """The output schema; entity columns take their entity dtype (else string until seen)."""
+    import pyarrow as pa
+
+    from quiver.types import arrow_type
+
+    key_types: dict[str, pa.DataType] = {}
+    for entity in store.list_entities():
+        for key in entity.join_keys:
+            key_types[key] = arrow_type(entity.value_type)
+    fields = [pa.field(c, key_types.get(c, pa.string())) for c in keep]
+    fields.append(pa.field(timestamp_column, pa.timestamp("us", tz="UTC")))
+    fields.append(pa.field(prediction_column, pa.float64()))
+    if loaded.model_type == "classification":
+        label = loaded.encoding.label
+        assert label is not None
+        fields.append(pa.field(f"{prediction_column}_class", arrow_type(label.dtype)))
+    fields.append(pa.field("model_id", pa.string()))
+    fields.append(pa.field("model_version", pa.int64()))
+    return pa.schema(fields)
+
+
+def _score_chunk(
+    store: FeatureStore,
+    loaded: LoadedModel,
+    version: ModelVersion,
+    entity: pa.Table,
+    *,
+    keep: list[str],
+    timestamp_column: str,
+    prediction_column: str,
+    schema: pa.Schema,
+) -> pa.Table:
+    import pyarrow as pa
+
+    job = store.get_historical_features(
+        entity,
+        features=version.feature_refs,
+        full_feature_names=bool(version.lineage.get("full_feature_names", False)),
+        timestamp_column=timestamp_column,
+    )
+    frame = job.to_arrow()
+    matrix = loaded.encoding.encode(frame)
+    pred, codes, _ = _outputs(loaded, matrix)
+    n = frame.num_rows
+    arrays: list[Any] = []
+    for field in schema:
+        name = field.name
+        if name == prediction_column:
+            arrays.append(pa.array(pred, type=pa.float64()))
+        elif name == f"{prediction_column}_class" and codes is not None:
+            label = loaded.encoding.label
+            assert label is not None
+            arrays.append(label.decode(codes))
+        elif name == "model_id":
+            arrays.append(pa.array([version.model_id] * n, type=pa.string()))
+        elif name == "model_version":
+            arrays.append(pa.array([version.version] * n, type=pa.int64()))
+        elif name == timestamp_column:
+            arrays.append(frame[name].cast(field.type))
+        else:
+            col = frame[name]
+            arrays.append(col if col.type == field.type else _cast(col, field, name))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _cast(col: Any, field: Any, name: str) -> Any:
+    import pyarrow as pa
+
+    try:
+        return col.cast(field.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidError(
+            f"input column '{name}' of type {col.type} cannot be written as {field.type}"
+        ) from exc
+
+
+# -- online -------------------------------------------------------------------------------
+
+
+def _canonical_names(loaded: LoadedModel) -> dict[str, str]:
+    """Every accepted spelling of a feature -> the model's column name."""
+    names: dict[str, str] = {}
+    for f in loaded.encoding.features:
+        view, feature = f.ref.split(":", 1)
+        for alias in (f.name, f.ref, f"{view}__{feature}"):
+            names.setdefault(alias, f.name)
+        names.setdefault(feature, f.name)
+    return names
+
+
+def predict_online(
+    store: FeatureStore,
+    version: ModelVersion,
+    *,
+    entity_rows: Sequence[Mapping[str, Any]] | None = None,
+    features: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    use_defaults: bool = False,
+) -> dict[str, Any]:
+    """Score entity keys (features from the online store) or given feature values.
+
+    Args:
+        store: The feature store.
+        version: The model version.
+        entity_rows: Join key values per row, e.g. ``[{"customer_id": 42}]``.
+        features: Feature values: one mapping, or one per row. Keys are the model's feature
+            names (``view:feature`` and ``view__feature`` are accepted too).
+        use_defaults: Fill missing or expired values with the training-time defaults instead of
+            refusing the request.
+
+    Returns:
+        ``{"model_id", "model_name", "model_version", "model_type", "predictions": [...]}`` with,
+        per row, ``prediction`` and (classifiers) ``prediction_class`` and ``probabilities``,
+        plus ``used_defaults`` (the features filled with defaults).
+
+    Raises:
+        InvalidError: neither or both inputs, features the model was not trained on.
+        MissingFeaturesError: missing or expired features without ``use_defaults``.
+    """
+    if (entity_rows is None) == (features is None):
+        raise InvalidError(
+            "give either entity_rows (keys) or features (values), not both or neither"
+        )
+    loaded = load_model(store, version)
+    encoding = loaded.encoding
+    join_keys = list(version.lineage.get("join_keys", []))
+    if features is not None:
+        rows_in = [features] if isinstance(features, Mapping) else list(features)
+        if not rows_in:
+            raise InvalidError("features is empty; give one mapping of feature values per row")
+        rows, statuses = _rows_from_values(version, loaded, rows_in, join_keys)
+        keys_out: list[dict[str, Any]] = [{k: r[k] for k in join_keys if k in r} for r in rows_in]
+    else:
+        rows_req = list(entity_rows or [])
+        if not rows_req:
+            raise InvalidError("entity_rows is empty; give at least one row of join keys")
+        rows, statuses = _rows_from_online(store, version, loaded, rows_req, join_keys)
+        keys_out = [dict(r) for r in rows_req]
+
+    problems = []
+    for i, row_status in enumerate(statuses):
+        bad = {name: s for name, s in row_status.items() if s != "present"}
+        if bad:
+            problems.append({"row": i, "keys": keys_out[i], "features": bad})
+    used_defaults: list[list[str]] = [[] for _ in rows]
+    if problems and not use_defaults:
+        lines = []
+        for p in problems[:5]:
+            where = ", ".join(f"{k}={v}" for k, v in p["keys"].items()) or f"row {p['row']}"
+            what = ", ".join(f"{n} ({s})" for n, s in p["features"].items())
+            lines.append(f"{where}: {what}")
+        more = f" and {len(problems) - 5} more rows" if len(problems) > 5 else ""
+        raise MissingFeaturesError(
+            f"model '{version.model_id}' cannot predict: missing or expired features for "
+            + "; ".join(lines)
+            + more
+            + ". Materialize fresher data, pass the values, or set use_defaults to use the "
+            "model's training-time defaults",
+            details={"missing": problems},
+        )
+    if problems:
+        defaults = encoding.defaults
+        for p in problems:
+            for name in p["features"]:
+                rows[p["row"]][name] = defaults.get(name)
+                used_defaults[p["row"]].append(name)
+
+    table = encoding.table_from_values(rows)
+    pred, codes, proba = _outputs(loaded, encoding.encode(table))
+    label = encoding.label
+    classes = label.classes if label is not None else None
+    out_rows = []
+    for i in range(len(rows)):
+        item: dict[str, Any] = {"prediction": float(pred[i])}
+        if codes is not None and classes is not None and proba is not None:
+            item["prediction_class"] = classes[int(codes[i])]
+            item["probabilities"] = {str(c): float(proba[i, j]) for j, c in enumerate(classes)}
+        if keys_out[i]:
+            item["entity"] = keys_out[i]
+        item["used_defaults"] = used_defaults[i]
+        out_rows.append(item)
+    return {
+        "model_id": version.model_id,
+        "model_name": version.name,
+        "model_version": version.version,
+        "model_type": version.model_type,
+        "predictions": out_rows,
+    }
+
+
+def _hint(name: str, options: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, options, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _rows_from_values(
+    version: ModelVersion,
+    loaded: LoadedModel,
+    rows_in: list[Mapping[str, Any]],
+    join_keys: list[str],
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    names = _canonical_names(loaded)
+    wanted = loaded.encoding.feature_names
+    rows: list[dict[str, Any]] = []
+    statuses: list[dict[str, str]] = []
+    for row in rows_in:
+        if not isinstance(row, Mapping):
+            raise InvalidError("each row of features must be a mapping of feature name to value")
+        unknown = [k for k in row if k not in names and k not in join_keys]
+        if unknown:
+            hints = [f"'{u}'" + _hint(u, wanted) for u in unknown]
+            raise InvalidError(
+                f"model '{version.model_id}' was not trained on feature(s) {', '.join(hints)}; "
+                f"it takes: {', '.join(wanted)}",
+                details={"unknown": unknown, "features": wanted},
+            )
+        values: dict[str, Any] = {}
+        for key, value in row.items():
+            if key in names:
+                values[names[key]] = value
+        rows.append({n: values.get(n) for n in wanted})
+        statuses.append({n: ("present" if n in values else "not_found") for n in wanted})
+    return rows, statuses
+
+
+def _rows_from_online(
+    store: FeatureStore,
+    version: ModelVersion,
+    loaded: LoadedModel,
+    rows_req: list[Mapping[str, Any]],
+    join_keys: list[str],
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    for row in rows_req:
+        if not isinstance(row, Mapping):
+            raise InvalidError("each entity row must be a mapping of join key to value")
+        missing = [k for k in join_keys if k not in row]
+        if missing:
+            raise InvalidError(
+                f"entity row {dict(row)!r} lacks the join key(s) {', '.join(missing)} that "
+                f"model '{version.model_id}' needs"
+            )
+    full = bool(version.lineage.get("full_feature_names", False))
+    response = store.get_online_features(
+        features=version.feature_refs,
+        entity_rows=[{k: r[k] for k in join_keys} for r in rows_req],
+        full_feature_names=full,
+    )
+    wanted = loaded.encoding.feature_names
+    rows: list[dict[str, Any]] = [{} for _ in rows_req]
+    statuses: list[dict[str, str]] = [{} for _ in rows_req]
+    for name in wanted:
+        values = response.values.get(name)
+        status = response.statuses.get(name)
+        if values is None or status is None:
+            raise InvalidError(f"the online store returned no column for feature '{name}'")
+        for i in range(len(rows_req)):
+            rows[i][name] = values[i]
+            statuses[i][name] = str(status[i])
+    return rows, statuses

@@ -1,0 +1,496 @@
+"""The DuckDB offline engine: in-process point-in-time joins and latest-per-key pulls.
+
+The point-in-time join is one ``ASOF LEFT JOIN`` per feature view, with identifiers quoted and
+values bound as parameters. Inside DuckDB every timestamp is a naive ``TIMESTAMP`` holding UTC
+microseconds (the sources are normalized by :func:`quiver.offline.sources.source_select`, the
+entity table here), so comparisons never mix types or time zones.
+
+Plan choices:
+
+* each source is read with only the needed columns and only rows in the time window
+  ``(min(t) - ttl, max(t)]``, pushed into the Parquet scan where the column allows;
+* when a source is much larger than the entity table, its rows are first reduced to the entity
+  table's keys (a hash semi-join) before the ``ASOF JOIN``; the semi-join costs more than it
+  saves when the two are of similar size, so it is chosen from an estimate of the source's rows;
+* ties on the event timestamp are resolved before the join (greatest created timestamp wins), only
+  for sources that have a created timestamp.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from quiver.errors import BackendError, InvalidError, NotFoundError, QuiverError
+from quiver.offline.sources import (
+    SourceSelect,
+    TimeWindow,
+    _first_line,
+    _translate,
+    list_files,
+    load_iceberg_table,
+    pushed_files,
+    quote,
+    source_select,
+    to_utc_micros,
+)
+from quiver.types import arrow_type
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+    from quiver.config import RepoConfig
+    from quiver.definitions import FileSource, IcebergSource
+    from quiver.offline.retrieval import RetrievalJob
+    from quiver.selection import ViewSelection
+
+__all__ = ["DuckDBOfflineEngine"]
+
+_ROW = "__qv_row"
+_TS = "__qv_ts"
+_CREATED = "__qv_created"
+
+
+def _us(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+class DuckDBOfflineEngine:
+    """The default offline engine: DuckDB in process, one connection, a cursor per call.
+
+    Args:
+        config: The repo config (``offline_engine.threads`` / ``memory_limit``, paths, S3,
+            Iceberg catalogs).
+    """
+
+    prefilter_ratio: float = 4.0
+    """Semi-join the source to the entity keys when it has more than this many times the rows
+    of the entity table (or when its size is unknown)."""
+
+    def __init__(self, config: RepoConfig) -> None:
+        import duckdb
+
+        self.config = config
+        settings: dict[str, Any] = {}
+        engine = config.offline_engine
+        if engine.threads:
+            settings["threads"] = int(engine.threads)
+        if engine.memory_limit:
+            settings["memory_limit"] = engine.memory_limit
+        settings["temp_directory"] = str(Path(tempfile.gettempdir()) / "quiver-duckdb-spill")
+        try:
+            self._con = duckdb.connect(":memory:", config=settings)
+        except duckdb.Error as exc:
+            from quiver.errors import ConfigError
+
+            raise ConfigError(f"offline_engine settings are invalid: {_first_line(exc)}") from exc
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            if self._closed:
+                raise BackendError("the DuckDB offline engine is closed")
+            cur = self._con.cursor()
+        cur.execute("SET TimeZone = 'UTC'")
+        return cur
+
+    def close(self) -> None:
+        """Close the DuckDB connection (open cursors stop working)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._con.close()
+
+    # -- latest per key -------------------------------------------------------------------------
+
+    def pull_latest(
+        self, selection: ViewSelection, start: datetime | None, end: datetime
+    ) -> pa.RecordBatchReader:
+        """One row per entity key: the latest source row with ``start <= event_ts < end``.
+
+        See :meth:`quiver.offline.OfflineEngine.pull_latest`. Rows with a null join key are
+        left out. The window function runs in DuckDB, which spills to disk when needed; the
+        result streams in record batches.
+        """
+        import pyarrow as pa
+
+        keys = selection.join_keys
+        key_types = selection.key_types
+        columns: dict[str, str | None] = {k: key_types[k] for k in keys}
+        for f in selection.features:
+            columns[f.name] = f.dtype
+        window = TimeWindow(
+            lo=None if start is None else to_utc_micros(start),
+            lo_inclusive=True,
+            hi=to_utc_micros(end),
+            hi_inclusive=False,
+        )
+        schema = pa.schema(
+            [pa.field(k, arrow_type(key_types[k])) for k in keys]
+            + [pa.field(f.name, arrow_type(f.dtype)) for f in selection.features]
+            + [
+                pa.field("event_timestamp", pa.timestamp("us", tz="UTC")),
+                pa.field("created_timestamp", pa.timestamp("us", tz="UTC")),
+            ]
+        )
+        what = f"feature view '{selection.view.name}'"
+        cur = self._cursor()
+        try:
+            if window.empty:
+                return pa.RecordBatchReader.from_batches(schema, iter(()))
+            select = source_select(
+                cur,
+                self.config,
+                selection.source,
+                columns,
+                window=window,
+                roles=_roles(selection),
+            )
+            part = ", ".join(quote(k) for k in keys)
+            outs = [quote(k) for k in keys] + [quote(f.name) for f in selection.features]
+            outs += [f"{quote(_TS)} AS event_timestamp", f"{quote(_CREATED)} AS created_timestamp"]
+            not_null = " AND ".join(f"{quote(k)} IS NOT NULL" for k in keys)
+            sql = (
+                f"SELECT {', '.join(outs)} FROM ({select.sql}) AS s WHERE {not_null} "
+                f"QUALIFY row_number() OVER (PARTITION BY {part} "
+                f"ORDER BY {quote(_TS)} DESC, {quote(_CREATED)} DESC NULLS LAST) = 1"
+            )
+            reader = cur.sql(sql, params=select.params).to_arrow_reader(65_536)
+        except QuiverError:
+            cur.close()
+            raise
+        except Exception as exc:
+            cur.close()
+            raise _engine_error(exc, what) from exc
+        return pa.RecordBatchReader.from_batches(schema, _stream(reader, cur, schema, what))
+
+    # -- point-in-time join ---------------------------------------------------------------------
+
+    def get_historical_features(
+        self,
+        entity_table: pa.Table,
+        selections: list[ViewSelection],
+        *,
+        timestamp_column: str,
+        full_feature_names: bool,
+    ) -> RetrievalJob:
+        """Build the point-in-time join (validated now, run lazily by the returned job).
+
+        See :meth:`quiver.offline.OfflineEngine.get_historical_features`.
+
+        Raises:
+            InvalidError: a bad timestamp column, a join key that cannot be cast to its dtype,
+                a missing source column.
+            NotFoundError: a source's files or table do not exist.
+        """
+        import pyarrow as pa
+
+        from quiver.offline.retrieval import RetrievalJob
+        from quiver.offline.timestamps import normalize_timestamp
+        from quiver.selection import output_names
+
+        names = output_names(selections, full_feature_names)
+        if timestamp_column not in entity_table.column_names:
+            raise InvalidError(f"entity_df has no timestamp column '{timestamp_column}'")
+        ts = normalize_timestamp(
+            entity_table.column(timestamp_column),
+            what=f"entity_df timestamp column '{timestamp_column}'",
+        )
+        out_entity = entity_table.set_column(
+            entity_table.column_names.index(timestamp_column), timestamp_column, ts
+        )
+        fields = []
+        i = 0
+        for sel in selections:
+            for f in sel.features:
+                fields.append(pa.field(names[i], arrow_type(f.dtype)))
+                i += 1
+        feature_schema = pa.schema(fields)
+        if entity_table.num_rows == 0:
+            return RetrievalJob(
+                out_entity, feature_schema, None, selections=selections,
+                full_feature_names=full_feature_names,
+            )
+        plan = _JoinPlan(self, out_entity, ts, selections, names)
+        plan.prepare()  # validates sources now; the first run reuses the prepared cursor
+        return RetrievalJob(
+            out_entity,
+            feature_schema,
+            plan.run,
+            selections=selections,
+            full_feature_names=full_feature_names,
+        )
+
+    # -- estimates ------------------------------------------------------------------------------
+
+    def estimate_rows(self, source: FileSource | IcebergSource) -> int | None:
+        """A cheap estimate of a source's row count (``None`` when unknown)."""
+        from quiver.definitions import IcebergSource
+
+        try:
+            if isinstance(source, IcebergSource):
+                snap = load_iceberg_table(self.config, source).current_snapshot()
+                if snap is None or snap.summary is None:
+                    return 0
+                total = snap.summary.get("total-records")
+                return int(total) if total is not None else None
+            listing = list_files(
+                self.config, source.path, source.format, what=source.name, must_exist=False
+            )
+            extra = pushed_files(self.config, source)
+            if not listing.local or len(listing.files) + len(extra) > 256:
+                return None
+            if source.format == "csv":
+                import os
+
+                return sum(os.path.getsize(f) for f in listing.files) // 32 + _parquet_rows(extra)
+            return _parquet_rows(listing.files + extra)
+        except (QuiverError, OSError, ValueError):
+            return None
+
+
+def _parquet_rows(files: Sequence[str]) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(f).num_rows for f in files)
+
+
+def _roles(sel: ViewSelection) -> dict[str, str]:
+    roles = {k: f"join key '{k}' of feature view '{sel.view.name}'" for k in sel.join_keys}
+    for f in sel.features:
+        roles[f.name] = f"feature '{f.name}' of feature view '{sel.view.name}'"
+    return roles
+
+
+def _engine_error(exc: Exception, what: str) -> QuiverError:
+    import duckdb
+
+    if isinstance(exc, QuiverError):
+        return exc
+    if isinstance(exc, duckdb.Error):
+        err = _translate(exc, what)
+        assert isinstance(err, QuiverError)
+        return err
+    if isinstance(exc, OSError):
+        return NotFoundError(f"{what}: cannot read: {exc}")
+    return BackendError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _stream(
+    reader: pa.RecordBatchReader, cur: Any, schema: pa.Schema, what: str
+) -> Iterator[pa.RecordBatch]:
+    import pyarrow as pa
+
+    try:
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            arrays = [
+                batch.column(i) if batch.column(i).type == f.type else batch.column(i).cast(f.type)
+                for i, f in enumerate(schema)
+            ]
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+    except QuiverError:
+        raise
+    except Exception as exc:
+        raise _engine_error(exc, what) from exc
+    finally:
+        cur.close()
+
+
+class _JoinPlan:
+    """The SQL of one point-in-time join and the Arrow tables it reads."""
+
+    def __init__(
+        self,
+        engine: DuckDBOfflineEngine,
+        entity: pa.Table,
+        ts: pa.ChunkedArray,
+        selections: Sequence[ViewSelection],
+        names: Sequence[str],
+    ) -> None:
+        self.engine = engine
+        self.selections = list(selections)
+        self.names = list(names)
+        self.what = "feature view(s) " + ", ".join(f"'{s.view.name}'" for s in selections)
+        self._prepared: tuple[Any, str, list[Any]] | None = None
+        self._prepared_lock = threading.Lock()
+        self._build_entity(entity, ts)
+
+    def _build_entity(self, entity: pa.Table, ts: pa.ChunkedArray) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = entity.num_rows
+        naive = ts.cast(pa.timestamp("us"))
+        arrays: dict[str, Any] = {_ROW: pa.array(range(n), pa.int64()) if n else pa.array([], pa.int64())}
+        arrays[_TS] = naive
+        self.key_cols: dict[tuple[str, str], str] = {}
+        for sel in self.selections:
+            for key in sel.join_keys:
+                dtype = sel.key_types[key]
+                if (key, dtype) in self.key_cols:
+                    continue
+                name = f"__qv_k{len(self.key_cols)}"
+                self.key_cols[(key, dtype)] = name
+                arrays[name] = _entity_key(entity.column(key), key, dtype, sel)
+        self.lo_cols: dict[int, str] = {}
+        for sel in self.selections:
+            if sel.view.ttl is not None:
+                ttl = _us(sel.view.ttl)
+                if ttl not in self.lo_cols:
+                    name = f"__qv_lo{len(self.lo_cols)}"
+                    self.lo_cols[ttl] = name
+                    arrays[name] = pc.subtract(naive, pa.scalar(ttl, pa.duration("us")))
+        self.duck_entity = pa.table(arrays)
+        bounds = pc.min_max(naive)
+        lo, hi = bounds["min"], bounds["max"]
+        self.t_min = None if not lo.is_valid else lo.cast(pa.int64()).as_py()
+        self.t_max = None if not hi.is_valid else hi.cast(pa.int64()).as_py()
+        self.entity_rows = n
+        self.distinct_keys = n
+
+    def prepare(self) -> None:
+        """Register everything on a fresh cursor and build the SQL (validates the sources)."""
+        with self._prepared_lock:
+            if self._prepared is None:
+                self._prepared = self._build()
+
+    def _build(self) -> tuple[Any, str, list[Any]]:
+        cur = self.engine._cursor()
+        try:
+            entity_name = f"__qv_entity_{uuid.uuid4().hex[:12]}"
+            cur.register(entity_name, self.duck_entity)
+            ctes = [f'"__qv_e" AS (SELECT * FROM {quote(entity_name)})']
+            params: list[Any] = []
+            joins: list[str] = []
+            outputs: list[str] = []
+            i = 0
+            for v, sel in enumerate(self.selections):
+                alias = f"s{v}"
+                feature_names = self.names[i : i + len(sel.features)]
+                i += len(sel.features)
+                window = self._window(sel)
+                if window is None:  # no entity row has a timestamp: nothing can match
+                    outputs += [
+                        f"CAST(NULL AS {_sql(f.dtype)}) AS {quote(n)}"
+                        for f, n in zip(sel.features, feature_names, strict=True)
+                    ]
+                    continue
+                cte, cte_params = self._view_cte(cur, sel, window)
+                ctes.append(f"{quote('__qv_' + alias)} AS ({cte})")
+                params += cte_params
+                on = [
+                    f"e.{quote(self.key_cols[(k, sel.key_types[k])])} = {alias}.{quote(k)}"
+                    for k in sel.join_keys
+                ]
+                on.append(f"e.{quote(_TS)} >= {alias}.{quote(_TS)}")
+                joins.append(
+                    f"ASOF LEFT JOIN {quote('__qv_' + alias)} AS {alias} ON {' AND '.join(on)}"
+                )
+                for f, n in zip(sel.features, feature_names, strict=True):
+                    value = f"{alias}.{quote(f.name)}"
+                    if sel.view.ttl is not None:
+                        lo = self.lo_cols[_us(sel.view.ttl)]
+                        value = f"CASE WHEN {alias}.{quote(_TS)} > e.{quote(lo)} THEN {value} END"
+                    outputs.append(f"{value} AS {quote(n)}")
+            sql = (
+                "WITH " + ", ".join(ctes) + f" SELECT {', '.join(outputs)} FROM \"__qv_e\" AS e "
+                + " ".join(joins)
+                + f" ORDER BY e.{quote(_ROW)}"
+            )
+            return cur, sql, params
+        except QuiverError:
+            cur.close()
+            raise
+        except Exception as exc:
+            cur.close()
+            raise _engine_error(exc, self.what) from exc
+
+    def _window(self, sel: ViewSelection) -> TimeWindow | None:
+        if self.t_max is None or self.t_min is None:
+            return None
+        lo = None if sel.view.ttl is None else self.t_min - _us(sel.view.ttl)
+        return TimeWindow(lo=lo, lo_inclusive=False, hi=self.t_max, hi_inclusive=True)
+
+    def _view_cte(
+        self, cur: Any, sel: ViewSelection, window: TimeWindow
+    ) -> tuple[str, list[Any]]:
+        columns: dict[str, str | None] = {k: sel.key_types[k] for k in sel.join_keys}
+        for f in sel.features:
+            columns[f.name] = f.dtype
+        select: SourceSelect = source_select(
+            cur, self.engine.config, sel.source, columns, window=window, roles=_roles(sel)
+        )
+        sql = f"SELECT * FROM ({select.sql}) AS src"
+        estimate = self.engine.estimate_rows(sel.source)
+        if estimate is None or estimate > self.engine.prefilter_ratio * self.entity_rows:
+            key_cols = [self.key_cols[(k, sel.key_types[k])] for k in sel.join_keys]
+            distinct = ", ".join(quote(c) for c in key_cols)
+            on = " AND ".join(
+                f"src.{quote(k)} = ek.{quote(c)}"
+                for k, c in zip(sel.join_keys, key_cols, strict=True)
+            )
+            sql += f' SEMI JOIN (SELECT DISTINCT {distinct} FROM "__qv_e") AS ek ON {on}'
+        if sel.source.created_timestamp_field:
+            part = ", ".join(f"src.{quote(k)}" for k in sel.join_keys)
+            sql += (
+                f" QUALIFY row_number() OVER (PARTITION BY {part}, src.{quote(_TS)} "
+                f"ORDER BY src.{quote(_CREATED)} DESC NULLS LAST) = 1"
+            )
+        return sql, list(select.params)
+
+    def run(self, batch_size: int) -> pa.RecordBatchReader:
+        """Run the join; the feature columns stream in entity-row order."""
+        import pyarrow as pa
+
+        with self._prepared_lock:
+            prepared, self._prepared = self._prepared, None
+        cur, sql, params = prepared if prepared is not None else self._build()
+        try:
+            reader = cur.sql(sql, params=params).to_arrow_reader(batch_size)
+        except Exception as exc:
+            cur.close()
+            raise _engine_error(exc, self.what) from exc
+        return pa.RecordBatchReader.from_batches(
+            reader.schema, _stream(reader, cur, reader.schema, self.what)
+        )
+
+
+def _sql(dtype: str) -> str:
+    from quiver.offline.sources import sql_type
+
+    return sql_type(dtype)
+
+
+def _entity_key(column: pa.ChunkedArray, key: str, dtype: str, sel: ViewSelection) -> Any:
+    """The entity table's join key column, cast to the key's dtype (naive UTC for timestamps)."""
+    import pyarrow as pa
+
+    from quiver.offline.timestamps import normalize_timestamp
+
+    entity = next(e.name for e in sel.entities if key in e.join_keys)
+    if dtype == "timestamp":
+        return normalize_timestamp(column, what=f"entity_df join key '{key}'").cast(
+            pa.timestamp("us")
+        )
+    target = arrow_type(dtype)
+    if column.type == target:
+        return column
+    try:
+        return column.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidError(
+            f"entity_df column '{key}' has type {column.type}, but join key '{key}' of entity "
+            f"'{entity}' is {dtype} and the values cannot be converted ({exc}); "
+            f"pass {dtype} values"
+        ) from exc

@@ -1,0 +1,112 @@
+"""Online stores: the latest feature row per entity key, for low-latency serving.
+
+A store implements the small :class:`OnlineStore` protocol and is picked by the ``type`` of
+``online_store`` in ``quiver.yaml`` from :data:`ONLINE_STORES`:
+
+- ``sqlite`` (:mod:`quiver.online.sqlite`): one embedded file, one table per feature view;
+- ``redis`` (:mod:`quiver.online.redis`): one key per (project, view, entity key).
+
+Every write follows the *newer-wins* rule inside the store: a row replaces the stored row of the
+same key only if its event timestamp is greater, or equal with a created timestamp at least as
+great. Running the same write twice therefore leaves the same state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from quiver.online.encoding import ViewLayout
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from quiver.config import RepoConfig
+
+__all__ = [
+    "ONLINE_STORES",
+    "OnlineStore",
+    "ReadRequest",
+    "StoredRow",
+    "ViewLayout",
+    "create_online_store",
+]
+
+StoredRow = tuple[Any, ...]
+"""``(event_us, created_us, value, ...)``: a stored row with the requested features' values."""
+
+
+class ReadRequest(NamedTuple):
+    """Keys to read from one view: ``features`` are positions in ``layout.feature_names``."""
+
+    layout: ViewLayout
+    features: tuple[int, ...]
+    keys: Sequence[bytes]
+
+
+class OnlineStore(Protocol):
+    """What an online store does: newer-wins writes, batched reads."""
+
+    name: str
+
+    def write(self, layout: ViewLayout, batch: pa.Table | pa.RecordBatch) -> int:
+        """Write rows (join keys, every feature, ``event_timestamp``, optional
+        ``created_timestamp``), keeping the newer row per key; returns the rows processed."""
+        ...
+
+    def read(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
+        """For each request, one stored row (or ``None``) per key, in key order."""
+        ...
+
+    def delete_view(self, layout: ViewLayout) -> None:
+        """Remove every row of one view (all schema versions)."""
+        ...
+
+    def ping(self) -> None:
+        """Check that the store answers; raise :class:`~quiver.errors.BackendError` if not."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def _sqlite(config: RepoConfig) -> OnlineStore:
+    from quiver.online.sqlite import SqliteOnlineStore
+
+    return SqliteOnlineStore(config.resolve(config.online_store.path))  # type: ignore[union-attr]
+
+
+def _redis(config: RepoConfig) -> OnlineStore:
+    from quiver.online.redis import RedisOnlineStore
+
+    cfg = config.online_store
+    return RedisOnlineStore(
+        cfg.url,  # type: ignore[union-attr]
+        key_prefix=cfg.key_prefix,  # type: ignore[union-attr]
+        expire_with_ttl=cfg.expire_with_ttl,  # type: ignore[union-attr]
+    )
+
+
+ONLINE_STORES: dict[str, Callable[[RepoConfig], OnlineStore]] = {
+    "sqlite": _sqlite,
+    "redis": _redis,
+}
+"""Online store factories by the ``online_store.type`` name."""
+
+
+def create_online_store(config: RepoConfig) -> OnlineStore:
+    """The online store that ``config.online_store`` chooses.
+
+    Raises:
+        ConfigError: an unknown store type.
+    """
+    factory = ONLINE_STORES.get(config.online_store.type)
+    if factory is None:
+        from quiver.errors import ConfigError
+
+        raise ConfigError(
+            f"online_store.type {config.online_store.type!r} is unknown; use one of "
+            + ", ".join(sorted(ONLINE_STORES))
+        )
+    return factory(config)

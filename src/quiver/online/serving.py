@@ -1,0 +1,823 @@
+"""Online serving and push: the paths between callers and the online store.
+
+:func:`get_online_features` is the hot path. It resolves the requested features once per
+(features, service, naming) and caches the result per :class:`~quiver.store.FeatureStore`;
+the cache is dropped when this process writes to the registry and, for changes made by other
+processes, when the project's registry revision moves (checked at most every
+:data:`REVISION_CHECK_SECONDS`). A call then validates the entity rows, encodes the keys, reads
+every view from the store in one round trip and builds an :class:`OnlineResponse`.
+
+:func:`push` validates fresh rows against a view's schema and writes them to the online store
+(newer wins, as with materialization) and/or appends them to the view's offline source.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from numbers import Integral
+from typing import TYPE_CHECKING, Any, Literal
+
+from quiver.definitions import did_you_mean
+from quiver.errors import InvalidError, NotFoundError
+from quiver.online import ReadRequest
+from quiver.online.encoding import (
+    CREATED_TS,
+    EVENT_TS,
+    ViewLayout,
+    datetime_to_us,
+    us_to_datetime,
+)
+from quiver.types import arrow_type, is_list
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow as pa
+
+    from quiver.definitions import FeatureView, FileSource, IcebergSource
+    from quiver.registry import Registry
+    from quiver.store import FeatureStore
+
+__all__ = [
+    "EXPIRED",
+    "NOT_FOUND",
+    "PRESENT",
+    "REVISION_CHECK_SECONDS",
+    "OnlineResponse",
+    "get_online_features",
+    "push",
+]
+
+PRESENT = "present"
+NOT_FOUND = "not_found"
+EXPIRED = "expired"
+
+REVISION_CHECK_SECONDS = 1.0
+"""How often (at most) serving checks the registry for changes made by other processes."""
+
+_INT_RANGES = {"int32": (-(1 << 31), (1 << 31) - 1), "int64": (-(1 << 63), (1 << 63) - 1)}
+
+
+# -- the response ------------------------------------------------------------------------------
+
+
+class OnlineResponse:
+    """Feature values for a list of entity rows, with a status per value.
+
+    Attributes:
+        feature_names: Output names (``feature`` or ``view__feature``), in request order.
+        join_keys: The join keys of the requested views, in first-use order.
+        entity_columns: Join key -> the requested key values, in request order.
+        values: Output name -> values (``None`` where the status is not ``present``).
+        statuses: Output name -> ``present``, ``not_found`` or ``expired`` per row.
+    """
+
+    __slots__ = (
+        "_dtypes",
+        "_event_us",
+        "_key_dtypes",
+        "_timestamps",
+        "entity_columns",
+        "feature_names",
+        "join_keys",
+        "statuses",
+        "values",
+    )
+
+    def __init__(
+        self,
+        feature_names: list[str],
+        join_keys: list[str],
+        entity_columns: dict[str, list[Any]],
+        values: dict[str, list[Any]],
+        statuses: dict[str, list[str]],
+        event_us: dict[str, list[int | None]],
+        dtypes: dict[str, str],
+        key_dtypes: dict[str, str],
+    ) -> None:
+        self.feature_names = feature_names
+        self.join_keys = join_keys
+        self.entity_columns = entity_columns
+        self.values = values
+        self.statuses = statuses
+        self._event_us = event_us
+        self._dtypes = dtypes
+        self._key_dtypes = key_dtypes
+        self._timestamps: dict[str, list[datetime | None]] | None = None
+
+    @property
+    def event_timestamps(self) -> dict[str, list[datetime | None]]:
+        """Output name -> event time of the stored row (``None`` where not found)."""
+        if self._timestamps is None:
+            converted: dict[int, list[datetime | None]] = {}
+            out: dict[str, list[datetime | None]] = {}
+            for name in self.feature_names:
+                raw = self._event_us[name]
+                found = converted.get(id(raw))
+                if found is None:
+                    found = converted[id(raw)] = [
+                        None if v is None else us_to_datetime(v) for v in raw
+                    ]
+                out[name] = list(found)
+            self._timestamps = out
+        return self._timestamps
+
+    def __len__(self) -> int:
+        first = next(iter(self.entity_columns.values()), None)
+        return len(first) if first is not None else 0
+
+    def __repr__(self) -> str:
+        return (
+            f"OnlineResponse(rows={len(self)}, join_keys={self.join_keys}, "
+            f"features={self.feature_names})"
+        )
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """Join keys, then features: column name -> list of values."""
+        return {**self.entity_columns, **self.values}
+
+    def to_arrow(self) -> pa.Table:
+        """Join keys, then features, as a typed Arrow table."""
+        import pyarrow as pa
+
+        arrays = {}
+        for key in self.join_keys:
+            dtype = self._key_dtypes[key]
+            arrays[key] = pa.array(self.entity_columns[key], type=arrow_type(dtype))
+        for name in self.feature_names:
+            arrays[name] = pa.array(self.values[name], type=arrow_type(self._dtypes[name]))
+        return pa.table(arrays)
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """Join keys, then features, as a pandas DataFrame."""
+        return self.to_arrow().to_pandas()
+
+    def to_polars(self) -> Any:
+        """Join keys, then features, as a polars DataFrame."""
+        from quiver.errors import require
+
+        polars = require("polars", "polars", "OnlineResponse.to_polars()")
+        return polars.from_arrow(self.to_arrow())
+
+
+# -- resolved plans, cached per store ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ViewPlan:
+    layout: ViewLayout
+    features: tuple[int, ...]
+    outputs: tuple[str, ...]
+    key_pos: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    join_keys: list[str]
+    key_dtypes: list[str]
+    views: list[_ViewPlan]
+    feature_names: list[str]
+    dtypes: dict[str, str]
+    key_users: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _PushTarget:
+    view: FeatureView
+    layout: ViewLayout
+    source: FileSource | IcebergSource
+
+
+class _Cache:
+    """Resolved plans of one FeatureStore, invalidated when the registry changes."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.plans: dict[Any, _Plan] = {}
+        self.targets: dict[str, _PushTarget] = {}
+        self.revision = _revision(registry)
+        self.checked = time.monotonic()
+        self.lock = threading.Lock()
+        ref = weakref.ref(self)
+
+        def _on_commit(_conn: Any) -> None:
+            cache = ref()
+            if cache is not None:
+                cache.clear()
+
+        from sqlalchemy import event
+
+        event.listen(registry.engine, "commit", _on_commit)
+
+    def clear(self) -> None:
+        self.plans = {}
+        self.targets = {}
+
+    def fresh(self) -> _Cache:
+        now = time.monotonic()
+        if now - self.checked >= REVISION_CHECK_SECONDS:
+            self.checked = now
+            revision = _revision(self.registry)
+            if revision != self.revision:
+                self.revision = revision
+                self.clear()
+        return self
+
+
+_caches: weakref.WeakKeyDictionary[Any, _Cache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def _revision(registry: Registry) -> int:
+    import sqlalchemy as sa
+
+    from quiver.registry.tables import projects
+
+    with registry.engine.connect() as conn:
+        value = conn.execute(
+            sa.select(projects.c.revision).where(projects.c.name == registry.project)
+        ).scalar()
+    return int(value or 0)
+
+
+def _cache(store: FeatureStore) -> _Cache:
+    registry = store.registry
+    cache = _caches.get(store)
+    if cache is None or cache.registry is not registry:
+        with _caches_lock:
+            cache = _caches.get(store)
+            if cache is None or cache.registry is not registry:
+                cache = _caches[store] = _Cache(registry)
+    return cache.fresh()
+
+
+def _build_plan(
+    store: FeatureStore,
+    features: Sequence[str] | None,
+    feature_service: str | None,
+    full_feature_names: bool,
+) -> _Plan:
+    from quiver.selection import output_names, resolve_features
+
+    selections = resolve_features(store.registry, features, feature_service)
+    names = output_names(selections, full_feature_names)
+    join_keys: list[str] = []
+    key_dtypes: list[str] = []
+    key_users: dict[str, str] = {}
+    views = []
+    dtypes: dict[str, str] = {}
+    pos = 0
+    for sel in selections:
+        layout = ViewLayout.from_selection(store.project, sel)
+        key_pos = []
+        for key, dtype in zip(layout.join_keys, layout.key_dtypes, strict=True):
+            if key in join_keys:
+                i = join_keys.index(key)
+                if key_dtypes[i] != dtype:
+                    raise InvalidError(
+                        f"join key '{key}' is {key_dtypes[i]} in feature view "
+                        f"'{key_users[key]}' but {dtype} in '{sel.view.name}'; request them "
+                        "in separate calls"
+                    )
+            else:
+                join_keys.append(key)
+                key_dtypes.append(dtype)
+                key_users[key] = sel.view.name
+                i = len(join_keys) - 1
+            key_pos.append(i)
+        outputs = tuple(names[pos : pos + len(sel.features)])
+        pos += len(sel.features)
+        for out, field in zip(outputs, sel.features, strict=True):
+            dtypes[out] = field.dtype
+        views.append(
+            _ViewPlan(
+                layout=layout,
+                features=layout.indices(sel.feature_names),
+                outputs=outputs,
+                key_pos=tuple(key_pos),
+            )
+        )
+    clash = sorted(set(names) & set(join_keys))
+    if clash:
+        raise InvalidError(
+            f"feature '{clash[0]}' has the same name as a join key; pass "
+            "full_feature_names=True to get 'view__feature' column names"
+        )
+    return _Plan(join_keys, key_dtypes, views, names, dtypes, key_users)
+
+
+def _plan(
+    store: FeatureStore,
+    features: Sequence[str] | None,
+    feature_service: str | None,
+    full_feature_names: bool,
+) -> _Plan:
+    cache = _cache(store)
+    if isinstance(features, str):
+        features = [features]
+    key = (
+        tuple(features) if features is not None else None,
+        feature_service,
+        bool(full_feature_names),
+    )
+    try:
+        plan = cache.plans.get(key)
+    except TypeError:
+        raise InvalidError("features must be a list of 'view:feature' strings") from None
+    if plan is None:
+        plan = _build_plan(store, features, feature_service, full_feature_names)
+        cache.plans[key] = plan
+    return plan
+
+
+# -- entity rows -------------------------------------------------------------------------------
+
+
+def _entity_columns(plan: _Plan, entity_rows: Any) -> dict[str, list[Any]]:
+    """Join key -> raw values, from a list of dicts, a dict of lists, or a DataFrame/Table."""
+    if entity_rows is None:
+        raise InvalidError(
+            f"entity_rows is missing; pass a list of dicts such as [{{'{plan.join_keys[0]}': ...}}]"
+        )
+    if isinstance(entity_rows, Mapping):
+        return _columns_from_mapping(plan, entity_rows)
+    if not isinstance(entity_rows, (list, tuple)):
+        for attr, args in (("to_pydict", ()), ("to_dict", ("list",))):
+            method = getattr(entity_rows, attr, None)
+            if method is not None:
+                try:
+                    as_columns = method(*args)
+                except TypeError:
+                    as_columns = entity_rows.to_dict(as_series=False)  # polars
+                return _columns_from_mapping(plan, as_columns)
+        raise InvalidError(
+            f"entity_rows must be a list of dicts, a dict of lists or a DataFrame, "
+            f"not {type(entity_rows).__name__}"
+        )
+    columns: dict[str, list[Any]] = {}
+    for key in plan.join_keys:
+        try:
+            columns[key] = [row[key] for row in entity_rows]
+        except KeyError:
+            for i, row in enumerate(entity_rows):
+                if key not in row:
+                    raise InvalidError(_missing_key(plan, key, i)) from None
+            raise
+        except TypeError:
+            for i, row in enumerate(entity_rows):
+                if not isinstance(row, Mapping):
+                    raise InvalidError(
+                        f"entity row {i} is {type(row).__name__}, not a dict of join keys"
+                    ) from None
+            raise
+    return columns
+
+
+def _columns_from_mapping(plan: _Plan, mapping: Mapping[str, Any]) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {}
+    length = None
+    for key in plan.join_keys:
+        if key not in mapping:
+            raise InvalidError(_missing_key(plan, key, None))
+        values = mapping[key]
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+            raise InvalidError(f"entity column '{key}' must be a list of values")
+        values = list(values)
+        if length is not None and len(values) != length:
+            raise InvalidError("entity columns have different lengths")
+        length = len(values)
+        columns[key] = values
+    return columns
+
+
+def _missing_key(plan: _Plan, key: str, row: int | None) -> str:
+    where = f"entity row {row}" if row is not None else "entity_rows"
+    return (
+        f"{where} has no join key '{key}' (needed by feature view '{plan.key_users[key]}'); "
+        f"every row needs: {', '.join(plan.join_keys)}"
+    )
+
+
+def _bad_key(key: str, dtype: str, values: list[Any]) -> InvalidError:
+    for i, v in enumerate(values):
+        try:
+            _physical_key(dtype, v)
+        except (TypeError, ValueError, OverflowError) as exc:
+            shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+            return InvalidError(
+                f"entity row {i}: join key '{key}' must be {dtype}, got "
+                f"{type(v).__name__} {shown}" + (f" ({exc})" if str(exc) else "")
+            )
+    return InvalidError(f"join key '{key}' has a value that is not {dtype}")  # pragma: no cover
+
+
+def _physical_key(dtype: str, v: Any) -> Any:
+    """One join key value as its physical form, or raise TypeError / ValueError."""
+    if v is None:
+        raise ValueError("null")
+    if dtype in _INT_RANGES:
+        if isinstance(v, bool) or not isinstance(v, Integral):
+            raise TypeError("")
+        low, high = _INT_RANGES[dtype]
+        v = int(v)
+        if not low <= v <= high:
+            raise OverflowError("out of range")
+        return v
+    if dtype == "string":
+        if not isinstance(v, str):
+            raise TypeError("")
+        return str(v)
+    if dtype == "bool":
+        if type(v).__name__ not in ("bool", "bool_"):
+            raise TypeError("")
+        return bool(v)
+    if dtype == "timestamp":
+        if isinstance(v, str):
+            try:
+                v = datetime.fromisoformat(v)
+            except ValueError:
+                raise TypeError("not an ISO 8601 timestamp") from None
+        if not isinstance(v, datetime):
+            raise TypeError("")
+        return datetime_to_us(v)
+    raise TypeError(f"unsupported join key dtype {dtype}")  # pragma: no cover
+
+
+def _validate_keys(key: str, dtype: str, values: list[Any]) -> list[Any]:
+    """Physical values of one join key column, or raise a clear InvalidError."""
+    if dtype in _INT_RANGES:
+        if all(type(v) is int for v in values):
+            low, high = _INT_RANGES[dtype]
+            if not values or (low <= min(values) and max(values) <= high):
+                return values
+        try:
+            return [_physical_key(dtype, v) for v in values]
+        except (TypeError, ValueError, OverflowError):
+            raise _bad_key(key, dtype, values) from None
+    if dtype == "string" and all(type(v) is str for v in values):
+        return values
+    try:
+        return [_physical_key(dtype, v) for v in values]
+    except (TypeError, ValueError, OverflowError):
+        raise _bad_key(key, dtype, values) from None
+
+
+# -- get_online_features -------------------------------------------------------------------------
+
+
+def get_online_features(
+    store: FeatureStore,
+    *,
+    features: Sequence[str] | None = None,
+    entity_rows: Any = None,
+    feature_service: str | None = None,
+    full_feature_names: bool = False,
+) -> OnlineResponse:
+    """The latest stored values of features for each entity row, with a status per value.
+
+    Args:
+        store: The feature store.
+        features: References ``view:feature`` or ``view:*``.
+        entity_rows: One dict of join keys per row (or a dict of lists, or a DataFrame).
+        feature_service: A feature service name (instead of ``features``).
+        full_feature_names: Name outputs ``view__feature``.
+
+    Returns:
+        An :class:`OnlineResponse`, rows in request order. A value is ``present``,
+        ``not_found`` (no row for the key) or ``expired`` (its event time is at least the
+        view's TTL before now); values that are not ``present`` are ``None``.
+
+    Raises:
+        InvalidError: bad references, an entity row missing a join key, or a key value of
+            the wrong type.
+        NotFoundError: an unknown view, feature or service.
+        BackendError: the online store failed.
+    """
+    plan = _plan(store, features, feature_service, full_feature_names)
+    raw = _entity_columns(plan, entity_rows)
+    columns = [
+        _validate_keys(key, dtype, raw[key])
+        for key, dtype in zip(plan.join_keys, plan.key_dtypes, strict=True)
+    ]
+    requests = []
+    for vp in plan.views:
+        encoder = vp.layout.key_encoder
+        keys = encoder.encode_columns([columns[i] for i in vp.key_pos])
+        requests.append(ReadRequest(vp.layout, vp.features, keys))
+    results = store.online_store.read(requests)
+    now_us = time.time_ns() // 1000
+    n = len(columns[0]) if columns else 0
+    values: dict[str, list[Any]] = {}
+    statuses: dict[str, list[str]] = {}
+    event_us: dict[str, list[int | None]] = {}
+    for vp, rows in zip(plan.views, results, strict=True):
+        ttl = vp.layout.ttl_us
+        cutoff = now_us - ttl if ttl is not None else None
+        width = len(vp.outputs)
+        if None not in rows and (cutoff is None or all(r[0] > cutoff for r in rows)):  # type: ignore[index]
+            status = [PRESENT] * n
+            if n:
+                transposed = list(zip(*rows, strict=True))  # type: ignore[misc]
+                times = list(transposed[0])
+                for j, name in enumerate(vp.outputs):
+                    values[name] = list(transposed[2 + j])
+            else:
+                times = []
+                for name in vp.outputs:
+                    values[name] = []
+        else:
+            status = []
+            times = []
+            cols: list[list[Any]] = [[] for _ in range(width)]
+            for row in rows:
+                if row is None:
+                    status.append(NOT_FOUND)
+                    times.append(None)
+                    for col in cols:
+                        col.append(None)
+                elif cutoff is not None and row[0] <= cutoff:
+                    status.append(EXPIRED)
+                    times.append(row[0])
+                    for col in cols:
+                        col.append(None)
+                else:
+                    status.append(PRESENT)
+                    times.append(row[0])
+                    for j, col in enumerate(cols):
+                        col.append(row[2 + j])
+            for name, col in zip(vp.outputs, cols, strict=True):
+                values[name] = col
+        for name in vp.outputs:
+            statuses[name] = list(status)
+            event_us[name] = times
+    entity_columns = dict(zip(plan.join_keys, _output_keys(plan, columns), strict=True))
+    return OnlineResponse(
+        feature_names=plan.feature_names,
+        join_keys=plan.join_keys,
+        entity_columns=entity_columns,
+        values=values,
+        statuses=statuses,
+        event_us=event_us,
+        dtypes=plan.dtypes,
+        key_dtypes=dict(zip(plan.join_keys, plan.key_dtypes, strict=True)),
+    )
+
+
+def _output_keys(plan: _Plan, columns: list[list[Any]]) -> list[list[Any]]:
+    out = []
+    for dtype, col in zip(plan.key_dtypes, columns, strict=True):
+        out.append([us_to_datetime(v) for v in col] if dtype == "timestamp" else list(col))
+    return out
+
+
+# -- push --------------------------------------------------------------------------------------
+
+
+def _push_target(store: FeatureStore, view: str) -> _PushTarget:
+    cache = _cache(store)
+    target = cache.targets.get(view)
+    if target is not None:
+        return target
+    registry = store.registry
+    if not isinstance(view, str):
+        raise InvalidError(f"push needs a feature view name, got {type(view).__name__}")
+    fv = registry.find("feature_view", view)
+    if fv is None:
+        raise NotFoundError(
+            f"feature view '{view}' does not exist in project '{store.project}'"
+            + did_you_mean(view, registry.names("feature_view"))
+        )
+    entities = [registry.get("entity", e) for e in fv.entities]
+    source = registry.get("data_source", fv.source_name)
+    target = _PushTarget(fv, ViewLayout.from_view(store.project, fv, entities), source)
+    cache.targets[view] = target
+    return target
+
+
+def push(
+    store: FeatureStore,
+    view: str,
+    rows: Any,
+    *,
+    to: Literal["online", "offline", "both"] = "online",
+) -> int:
+    """Validate fresh rows of ``view`` and write them to the online and/or offline store.
+
+    Args:
+        store: The feature store.
+        view: The feature view's name.
+        rows: A pandas or polars DataFrame, an Arrow table or batch, a list of dicts, or a
+            dict of lists. Columns: every join key, every feature of the view, and optionally
+            the event timestamp (the source's ``timestamp_field`` or ``event_timestamp``;
+            default: now) and the created timestamp (default: now).
+        to: ``online`` (default), ``offline`` (append to the view's source) or ``both``.
+
+    Returns:
+        The number of rows pushed.
+
+    Raises:
+        NotFoundError: the view does not exist.
+        InvalidError: ``to`` is not one of the three, the view is not online, or the rows do
+            not match the view's schema (nothing is written then).
+    """
+    if to not in ("online", "offline", "both"):
+        raise InvalidError(f"push: to={to!r} must be 'online', 'offline' or 'both'")
+    target = _push_target(store, view)
+    if isinstance(rows, (list, tuple)) and not rows:
+        return 0
+    if to != "offline" and not target.view.online:
+        raise InvalidError(
+            f"feature view '{view}' has online=False, so it has no online data; set "
+            "online=True and apply, or push with to='offline'"
+        )
+    table = _push_table(target, rows)
+    if table.num_rows == 0:
+        return 0
+    if to in ("offline", "both"):
+        from quiver.offline.sources import append_to_source
+
+        append_to_source(store.config, target.source, _source_table(target, table))
+    if to in ("online", "both"):
+        store.online_store.write(target.layout, table)
+    return table.num_rows
+
+
+def _as_arrow(rows: Any, view: str) -> pa.Table:
+    import pyarrow as pa
+
+    try:
+        if isinstance(rows, pa.Table):
+            return rows
+        if isinstance(rows, pa.RecordBatch):
+            return pa.Table.from_batches([rows])
+        if isinstance(rows, Mapping):
+            return pa.table({k: _py_array(v, k, view) for k, v in rows.items()})
+        if isinstance(rows, (list, tuple)):
+            names: list[str] = []
+            for i, row in enumerate(rows):
+                if not isinstance(row, Mapping):
+                    raise InvalidError(
+                        f"push to feature view '{view}': row {i} is {type(row).__name__}, "
+                        "not a dict"
+                    )
+                for k in row:
+                    if k not in names:
+                        names.append(k)
+            for i, row in enumerate(rows):
+                if len(row) != len(names):
+                    missing = [k for k in names if k not in row]
+                    raise InvalidError(
+                        f"push to feature view '{view}': row {i} lacks {', '.join(missing)}"
+                    )
+            return pa.table({k: _py_array([r[k] for r in rows], k, view) for k in names})
+        module = type(rows).__module__.split(".")[0]
+        if module == "pandas":
+            return pa.Table.from_pandas(rows, preserve_index=False)
+        if module == "polars":
+            return rows.to_arrow()
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InvalidError(f"push to feature view '{view}': cannot read the rows: {exc}") from exc
+    raise InvalidError(
+        f"push to feature view '{view}': rows must be a pandas or polars DataFrame, an Arrow "
+        f"table, a list of dicts or a dict of lists, not {type(rows).__name__}"
+    )
+
+
+def _py_array(values: Any, column: str, view: str) -> pa.Array:
+    import pyarrow as pa
+
+    try:
+        return pa.array(list(values), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InvalidError(
+            f"push to feature view '{view}': column '{column}' mixes value types ({exc})"
+        ) from None
+
+
+def _compatible(src: pa.DataType, dtype: str) -> bool:
+    import pyarrow as pa
+    import pyarrow.types as t
+
+    if t.is_null(src):
+        return True
+    if t.is_dictionary(src):
+        src = src.value_type
+    if is_list(dtype):
+        return (t.is_list(src) or t.is_large_list(src)) and _compatible(src.value_type, dtype[5:-1])
+    if dtype in ("int32", "int64"):
+        return t.is_integer(src)
+    if dtype in ("float32", "float64"):
+        return t.is_integer(src) or t.is_floating(src) or t.is_decimal(src)
+    if dtype == "string":
+        return t.is_string(src) or t.is_large_string(src)
+    if dtype == "bool":
+        return t.is_boolean(src)
+    if dtype == "timestamp":
+        return t.is_timestamp(src) or t.is_date(src) or t.is_string(src) or src == pa.string()
+    return False  # pragma: no cover
+
+
+def _coerce(arr: Any, dtype: str, column: str, view: str) -> Any:
+    import pyarrow as pa
+
+    if not _compatible(arr.type, dtype):
+        raise InvalidError(
+            f"push to feature view '{view}': column '{column}' is {arr.type}, but it must be "
+            f"{dtype}"
+        )
+    target = arrow_type(dtype)
+    try:
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.cast(arr.type.value_type)
+        # Timestamps may lose sub-microsecond digits (pandas writes nanoseconds).
+        timestamps = dtype == "timestamp" or dtype == "list<timestamp>"
+        return arr.cast(target, safe=not timestamps)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise InvalidError(
+            f"push to feature view '{view}': column '{column}' cannot be read as {dtype}: {exc}"
+        ) from None
+
+
+def _push_table(target: _PushTarget, rows: Any) -> pa.Table:
+    """The rows as an Arrow table of join keys, features, event and created timestamps."""
+    import pyarrow as pa
+
+    layout, source, view = target.layout, target.source, target.view.name
+    table = _as_arrow(rows, view)
+    names = table.schema.names
+    if len(set(names)) != len(names):
+        raise InvalidError(f"push to feature view '{view}': a column name appears twice")
+    mapping = source.field_mapping
+    ts, created = source.timestamp_field, source.created_timestamp_field
+    event_names = list(dict.fromkeys([mapping.get(ts, ts), ts, EVENT_TS]))
+    created_names = list(
+        dict.fromkeys([c for c in (mapping.get(created or "", created), created, CREATED_TS) if c])
+    )
+    allowed = {*layout.join_keys, *layout.feature_names, *event_names, *created_names}
+    unknown = [c for c in names if c not in allowed]
+    if unknown:
+        raise InvalidError(
+            f"push to feature view '{view}': unknown column(s) {', '.join(unknown)}; the view "
+            f"takes {', '.join([*layout.join_keys, *layout.feature_names])} and "
+            f"'{event_names[0]}'"
+        )
+    missing = [c for c in (*layout.join_keys, *layout.feature_names) if c not in names]
+    if missing:
+        raise InvalidError(
+            f"push to feature view '{view}': missing column(s) {', '.join(missing)}; rows need "
+            "every join key and every feature of the view (use None for a missing value)"
+        )
+    n = table.num_rows
+    out: dict[str, Any] = {}
+    for key, dtype in zip(layout.join_keys, layout.key_dtypes, strict=True):
+        col = _coerce(table.column(key), dtype, key, view)
+        if col.null_count:
+            raise InvalidError(f"push to feature view '{view}': join key '{key}' has nulls")
+        out[key] = col
+    for name, dtype in zip(layout.feature_names, layout.feature_dtypes, strict=True):
+        out[name] = _coerce(table.column(name), dtype, name, view)
+    now = datetime.now(UTC)
+    out[EVENT_TS] = _timestamp_column(table, event_names, n, now, view, "event")
+    out[CREATED_TS] = _timestamp_column(table, created_names, n, now, view, "created")
+    return pa.table(out)
+
+
+def _timestamp_column(
+    table: pa.Table, candidates: list[str], n: int, now: datetime, view: str, what: str
+) -> Any:
+    import pyarrow as pa
+
+    found = [c for c in candidates if c in table.schema.names]
+    if len(found) > 1:
+        raise InvalidError(
+            f"push to feature view '{view}': give the {what} timestamp once "
+            f"(found {', '.join(found)})"
+        )
+    if not found:
+        return pa.array([now] * n, type=arrow_type("timestamp"))
+    col = _coerce(table.column(found[0]), "timestamp", found[0], view)
+    if col.null_count:
+        raise InvalidError(f"push to feature view '{view}': column '{found[0]}' has nulls")
+    return col
+
+
+def _source_table(target: _PushTarget, table: pa.Table) -> pa.Table:
+    """The pushed rows for the offline append: keys and features under their own names, the
+    timestamps under the names the source's ``field_mapping`` gives them."""
+    import pyarrow as pa
+
+    source = target.source
+    columns: dict[str, Any] = {
+        name: table.column(name)
+        for name in (*target.layout.join_keys, *target.layout.feature_names)
+    }
+    ts = source.timestamp_field
+    columns[source.field_mapping.get(ts, ts)] = table.column(EVENT_TS)
+    created = source.created_timestamp_field
+    if created:
+        columns[source.field_mapping.get(created, created)] = table.column(CREATED_TS)
+    return pa.table(columns)

@@ -1,0 +1,341 @@
+"""Materialization runs and per-view watermarks, kept in the registry database.
+
+Every run of :func:`quiver.materialize.materialize` records a row (``running`` when it starts,
+``succeeded`` or ``failed`` when it ends). A successful run moves the view's *watermark* (the
+end of the materialized time range, exclusive) forward; ``materialize-incremental`` resumes
+from it. A watermark belongs to the view's online schema version: after a schema change the
+view has no watermark until it is materialized again.
+
+A run whose process died (e.g. killed) stays ``running``; the next run of the same view on the
+same host notices the process is gone and marks it ``failed``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from quiver.errors import BackendError
+from quiver.registry.tables import materialization_runs as runs_table
+from quiver.registry.tables import materialization_watermarks as marks_table
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from quiver.registry import Registry
+
+__all__ = [
+    "MaterializationRun",
+    "finish_run",
+    "get_watermark",
+    "last_run_per_view",
+    "list_runs",
+    "list_watermarks",
+    "start_run",
+]
+
+STATUSES = ("running", "succeeded", "failed")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class MaterializationRun:
+    """One materialization of one feature view over ``[start, end)``.
+
+    Attributes:
+        run_id: A unique id (32 hex characters).
+        view: The feature view.
+        start: The range start (inclusive), ``None`` for "from the beginning".
+        end: The range end (exclusive); the new watermark when the run succeeds.
+        rows_written: Rows (entity keys) written to the online store.
+        duration_seconds: Wall time of the run.
+        status: ``running``, ``succeeded`` or ``failed``.
+        error: What went wrong, for a failed run.
+        started_at: When the run started (UTC).
+        finished_at: When it ended (UTC), ``None`` while running.
+        schema_version: The view's online schema version the run wrote.
+    """
+
+    run_id: str
+    view: str
+    start: datetime | None
+    end: datetime
+    rows_written: int
+    duration_seconds: float
+    status: str
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    schema_version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible dict (timestamps in ISO 8601)."""
+        return {
+            "run_id": self.run_id,
+            "view": self.view,
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat(),
+            "rows_written": self.rows_written,
+            "duration_seconds": self.duration_seconds,
+            "status": self.status,
+            "error": self.error,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "schema_version": self.schema_version,
+        }
+
+
+def _from_row(row: Any) -> MaterializationRun:
+    return MaterializationRun(
+        run_id=row.run_id,
+        view=row.view,
+        start=_utc(row.start_ts),
+        end=_utc(row.end_ts),  # type: ignore[arg-type]
+        rows_written=int(row.rows_written),
+        duration_seconds=float(row.duration_seconds),
+        status=row.status,
+        error=row.error,
+        started_at=_utc(row.started_at),  # type: ignore[arg-type]
+        finished_at=_utc(row.finished_at),
+        schema_version=row.schema_version,
+    )
+
+
+@contextmanager
+def _write(registry: Registry) -> Iterator[Connection]:
+    try:
+        with registry.engine.connect() as conn:
+            conn.execution_options(quiver_write=True)
+            with conn.begin():
+                yield conn
+    except sa.exc.SQLAlchemyError as exc:
+        raise BackendError(f"registry write (materialization runs) failed: {exc}") from exc
+
+
+@contextmanager
+def _read(registry: Registry) -> Iterator[Connection]:
+    try:
+        with registry.engine.connect() as conn:
+            yield conn
+    except sa.exc.SQLAlchemyError as exc:
+        raise BackendError(f"registry read (materialization runs) failed: {exc}") from exc
+
+
+def _process_gone(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _reap(conn: Connection, registry: Registry, view: str, now: datetime) -> None:
+    """Mark ``running`` runs of ``view`` whose process on this host is gone as failed."""
+    host = socket.gethostname()
+    rows = conn.execute(
+        sa.select(runs_table.c.run_id, runs_table.c.pid, runs_table.c.started_at).where(
+            runs_table.c.project == registry.project,
+            runs_table.c.view == view,
+            runs_table.c.status == "running",
+            runs_table.c.host == host,
+        )
+    ).all()
+    for row in rows:
+        if row.pid is not None and _process_gone(int(row.pid)):
+            started = _utc(row.started_at) or now
+            conn.execute(
+                runs_table.update()
+                .where(runs_table.c.run_id == row.run_id)
+                .values(
+                    status="failed",
+                    error=f"interrupted: process {row.pid} on {host} exited during the run",
+                    finished_at=now,
+                    duration_seconds=max((now - started).total_seconds(), 0.0),
+                )
+            )
+
+
+def start_run(
+    registry: Registry,
+    view: str,
+    start: datetime | None,
+    end: datetime,
+    schema_version: str,
+) -> MaterializationRun:
+    """Record a new ``running`` run (and mark dead runs of the same view as failed)."""
+    now = datetime.now(UTC)
+    run = MaterializationRun(
+        run_id=uuid.uuid4().hex,
+        view=view,
+        start=_utc(start),
+        end=_utc(end),  # type: ignore[arg-type]
+        rows_written=0,
+        duration_seconds=0.0,
+        status="running",
+        error=None,
+        started_at=now,
+        finished_at=None,
+        schema_version=schema_version,
+    )
+    with _write(registry) as conn:
+        _reap(conn, registry, view, now)
+        conn.execute(
+            runs_table.insert().values(
+                run_id=run.run_id,
+                project=registry.project,
+                view=view,
+                schema_version=schema_version,
+                start_ts=run.start,
+                end_ts=run.end,
+                status="running",
+                rows_written=0,
+                duration_seconds=0.0,
+                error=None,
+                started_at=now,
+                finished_at=None,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+            )
+        )
+    return run
+
+
+def finish_run(
+    registry: Registry,
+    run: MaterializationRun,
+    *,
+    rows_written: int,
+    duration_seconds: float,
+    error: str | None = None,
+) -> MaterializationRun:
+    """Record the end of a run; a success moves the view's watermark up to ``run.end``.
+
+    The watermark never moves back: it becomes the later of its current value (if it belongs
+    to the same schema version) and ``run.end``.
+    """
+    now = datetime.now(UTC)
+    done = replace(
+        run,
+        rows_written=rows_written,
+        duration_seconds=duration_seconds,
+        status="failed" if error is not None else "succeeded",
+        error=error,
+        finished_at=now,
+    )
+    with _write(registry) as conn:
+        conn.execute(
+            runs_table.update()
+            .where(runs_table.c.run_id == run.run_id)
+            .values(
+                status=done.status,
+                rows_written=rows_written,
+                duration_seconds=duration_seconds,
+                error=error,
+                finished_at=now,
+            )
+        )
+        if error is None:
+            _advance_watermark(conn, registry, done, now)
+    return done
+
+
+def _advance_watermark(
+    conn: Connection, registry: Registry, run: MaterializationRun, now: datetime
+) -> None:
+    key = (marks_table.c.project == registry.project) & (marks_table.c.view == run.view)
+    row = conn.execute(sa.select(marks_table).where(key)).first()
+    values = {
+        "watermark": run.end,
+        "schema_version": run.schema_version,
+        "run_id": run.run_id,
+        "updated_at": now,
+    }
+    if row is None:
+        conn.execute(marks_table.insert().values(project=registry.project, view=run.view, **values))
+        return
+    current = _utc(row.watermark)
+    if row.schema_version == run.schema_version and current is not None and current >= run.end:
+        return
+    conn.execute(marks_table.update().where(key).values(**values))
+
+
+def get_watermark(
+    registry: Registry, view: str, schema_version: str | None = None
+) -> datetime | None:
+    """The view's watermark (end of the last materialized range), or ``None``.
+
+    Args:
+        registry: The registry.
+        view: The feature view.
+        schema_version: If given, a watermark recorded under another schema version counts as
+            none (the online data of the current schema starts empty).
+    """
+    with _read(registry) as conn:
+        row = conn.execute(
+            sa.select(marks_table).where(
+                marks_table.c.project == registry.project, marks_table.c.view == view
+            )
+        ).first()
+    if row is None or (schema_version is not None and row.schema_version != schema_version):
+        return None
+    return _utc(row.watermark)
+
+
+def list_watermarks(registry: Registry) -> dict[str, datetime]:
+    """Every view's watermark, by view name."""
+    with _read(registry) as conn:
+        rows = conn.execute(
+            sa.select(marks_table).where(marks_table.c.project == registry.project)
+        ).all()
+    return {r.view: _utc(r.watermark) for r in rows}  # type: ignore[misc]
+
+
+def list_runs(
+    registry: Registry, view: str | None = None, limit: int = 100
+) -> list[MaterializationRun]:
+    """The most recent runs (of one view, or of all), newest first."""
+    query = sa.select(runs_table).where(runs_table.c.project == registry.project)
+    if view is not None:
+        query = query.where(runs_table.c.view == view)
+    query = query.order_by(runs_table.c.started_at.desc(), runs_table.c.run_id).limit(max(limit, 0))
+    with _read(registry) as conn:
+        rows = conn.execute(query).all()
+    return [_from_row(r) for r in rows]
+
+
+def last_run_per_view(registry: Registry) -> dict[str, MaterializationRun]:
+    """The most recent run of every view that has one, by view name."""
+    latest = (
+        sa.select(runs_table.c.view, sa.func.max(runs_table.c.started_at).label("started_at"))
+        .where(runs_table.c.project == registry.project)
+        .group_by(runs_table.c.view)
+        .subquery()
+    )
+    query = (
+        sa.select(runs_table)
+        .join(
+            latest,
+            (runs_table.c.view == latest.c.view) & (runs_table.c.started_at == latest.c.started_at),
+        )
+        .where(runs_table.c.project == registry.project)
+    )
+    with _read(registry) as conn:
+        rows = conn.execute(query).all()
+    return {r.view: _from_row(r) for r in rows}

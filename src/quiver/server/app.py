@@ -1,0 +1,150 @@
+"""The FastAPI application: ``create_app(store)`` and the uvicorn factory ``app_from_env``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import Depends, FastAPI
+
+from quiver.config import ServerConfig
+from quiver.server.deps import get_principal
+from quiver.server.errors import GuardMiddleware, install_error_handlers
+
+if TYPE_CHECKING:
+    from quiver.store import FeatureStore
+
+__all__ = ["app_from_env", "create_app"]
+
+logger = logging.getLogger("quiver.server")
+
+_DESCRIPTION = """\
+Quiver's REST API: the registry (entities, data sources, feature views, feature services),
+feature discovery, online and historical serving, materialization and push under `/api/v1`;
+Feast's feature server routes (`/get-online-features`, `/push`, ...) and the `/feast` platform
+routes for teams moving from Feast.
+
+Every error is `{"error": {"type", "message", "details"}}` with the right status code.
+"""
+
+_TAGS = [
+    {"name": "health", "description": "Probes."},
+    {"name": "status", "description": "What the server serves."},
+    {"name": "entities", "description": "Business objects and their join keys."},
+    {"name": "data-sources", "description": "Where raw feature rows live."},
+    {"name": "feature-views", "description": "Features of one source for some entities."},
+    {"name": "feature-services", "description": "Feature selections used by models."},
+    {"name": "features", "description": "Feature discovery."},
+    {"name": "serving", "description": "Online values and point-in-time training data."},
+    {"name": "materializations", "description": "Offline to online copies."},
+    {"name": "push", "description": "Fresh rows straight into the stores."},
+    {"name": "models", "description": "The model registry."},
+    {"name": "predictions", "description": "Batch and online predictions."},
+    {"name": "feast", "description": "Feast feature server compatible routes."},
+    {"name": "feast-platform", "description": "The `/feast` platform API."},
+]
+
+
+def _routers() -> list:  # type: ignore[type-arg]
+    from quiver.server.compat import feast, platform, platform_ml
+    from quiver.server.routers import (
+        data_sources,
+        entities,
+        feature_services,
+        feature_views,
+        features,
+        health,
+        materializations,
+        models,
+        predictions,
+        push,
+        serving,
+        status,
+    )
+
+    modules = (
+        health,
+        status,
+        entities,
+        data_sources,
+        feature_views,
+        feature_services,
+        features,
+        serving,
+        materializations,
+        push,
+        models,
+        predictions,
+        feast,
+        platform,
+        platform_ml,
+    )
+    return [m.router for m in modules]
+
+
+def create_app(
+    store: FeatureStore, *, settings: ServerConfig | None = None, close_store: bool = False
+) -> FastAPI:
+    """The REST API over ``store``.
+
+    Args:
+        store: The feature store every route works on.
+        settings: Limits of the server (``max_inline_rows``, ``max_body_bytes``); default:
+            ``store.config.server``.
+        close_store: Close ``store`` when the app shuts down (for apps that own their store).
+
+    Returns:
+        A FastAPI app; serve it with uvicorn (``quiver serve`` does).
+    """
+    from quiver import __version__
+
+    settings = settings or store.config.server
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        _warm_up(store)
+        try:
+            yield
+        finally:
+            if close_store:
+                store.close()
+
+    app = FastAPI(
+        title="Quiver",
+        version=__version__,
+        description=_DESCRIPTION,
+        openapi_tags=_TAGS,
+        dependencies=[Depends(get_principal)],
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    for router in _routers():
+        app.include_router(router)
+    return app
+
+
+def _warm_up(store: FeatureStore) -> None:
+    """Open the registry and the online store before the first request (failures: /ready)."""
+    for name in ("registry", "online_store"):
+        try:
+            getattr(store, name)
+        except Exception as exc:  # reported by /ready; the server still starts
+            logger.warning("cannot open the %s yet: %s", name.replace("_", " "), exc)
+
+
+def app_from_env() -> FastAPI:
+    """The app of the repo named by ``QUIVER_REPO`` (default: the current directory).
+
+    This is the import-string factory used by ``quiver serve --workers N``:
+    ``uvicorn --factory quiver.server.app:app_from_env``.
+    """
+    from quiver.store import FeatureStore
+
+    store = FeatureStore(repo_path=os.environ.get("QUIVER_REPO", "."))
+    return create_app(store, close_store=True)

@@ -1,0 +1,1 @@
+"""Compatibility routes: Feast's feature server and the ``/feast`` platform API."""

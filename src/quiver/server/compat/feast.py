@@ -1,0 +1,181 @@
+"""Feast's Python feature server routes, so Feast clients and scripts work unchanged.
+
+``POST /get-online-features`` answers Feast's JSON: ``metadata.feature_names`` lists the entity
+key columns first, then the features; ``results`` holds one vector per name, each with
+``values``, ``statuses`` (``PRESENT``, ``NOT_FOUND``, ``OUTSIDE_MAX_AGE``) and
+``event_timestamps`` over the requested entities. ``POST /push`` takes
+``{"push_source_name", "df", "to"}``; Quiver has no push sources, so the name is a feature view,
+or a data source whose views all receive the rows. Like Feast, the write routes answer ``null``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from quiver.definitions import did_you_mean
+from quiver.errors import NotFoundError
+from quiver.server._convert import as_utc, check_columns, push_table
+from quiver.server.deps import SettingsDep, StoreDep
+from quiver.server.routers.serving import call_online, json_response
+from quiver.server.schemas import (
+    ERROR_RESPONSES,
+    FeastMaterializeIncrementalRequest,
+    FeastMaterializeRequest,
+    FeastNull,
+    FeastOnlineRequest,
+    FeastOnlineResponse,
+    FeastPushRequest,
+    FeastWriteRequest,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["feast"], responses=ERROR_RESPONSES)
+
+STATUS = {"present": "PRESENT", "not_found": "NOT_FOUND", "expired": "OUTSIDE_MAX_AGE"}
+EPOCH = "1970-01-01T00:00:00Z"
+_MODES = {"online": "online", "offline": "offline", "online_and_offline": "both", "both": "both"}
+
+
+def _ts(value: datetime | None) -> str:
+    if value is None:
+        return EPOCH
+    text = as_utc(value).isoformat()
+    return text.replace("+00:00", "Z")
+
+
+@router.post(
+    "/get-online-features",
+    response_model=FeastOnlineResponse,
+    operation_id="feast_get_online_features",
+    summary="Feast: online features",
+)
+async def get_online_features(
+    body: FeastOnlineRequest, store: StoreDep, settings: SettingsDep
+) -> Response:
+    """Feast-compatible online lookup (request and response as Feast's feature server)."""
+    n = check_columns(body.entities, settings.max_inline_rows)
+    result = await call_online(
+        store,
+        features=body.features,
+        entity_rows=body.entities,
+        feature_service=body.feature_service,
+        full_feature_names=body.full_feature_names,
+    )
+    names: list[str] = []
+    vectors: list[dict[str, Any]] = []
+    for key in result.join_keys:
+        names.append(key)
+        vectors.append(
+            {
+                "values": list(result.entity_columns[key]),
+                "statuses": ["PRESENT"] * n,
+                "event_timestamps": [EPOCH] * n,
+            }
+        )
+    for name in result.feature_names:
+        names.append(name)
+        vectors.append(
+            {
+                "values": list(result.values[name]),
+                "statuses": [STATUS.get(s, "NOT_FOUND") for s in result.statuses[name]],
+                "event_timestamps": [_ts(t) for t in result.event_timestamps[name]],
+            }
+        )
+    return json_response({"metadata": {"feature_names": names}, "results": vectors})
+
+
+def _views_for(store: Any, name: str) -> list[str]:
+    if store.registry.find_record("feature_view", name) is not None:
+        return [name]
+    views = [v.name for v in store.list_feature_views() if v.source_name == name]
+    if not views:
+        options = store.registry.names("feature_view") + store.registry.names("data_source")
+        raise NotFoundError(
+            f"push source '{name}' is neither a feature view nor the data source of one"
+            + did_you_mean(name, options)
+        )
+    return views
+
+
+def _null(headers: dict[str, str] | None = None) -> Response:
+    return Response(b"null", media_type="application/json", headers=headers)
+
+
+@router.post(
+    "/push",
+    response_model=FeastNull,
+    operation_id="feast_push",
+    summary="Feast: push rows",
+)
+def push(body: FeastPushRequest, store: StoreDep, settings: SettingsDep) -> Response:
+    """Feast-compatible push: ``df`` is columnar; ``to`` is online, offline or online_and_offline.
+
+    The response body is ``null`` as in Feast; the header ``X-Quiver-Rows`` says how many rows
+    were written.
+    """
+    check_columns(body.df, settings.max_inline_rows, what="df")
+    total = 0
+    for view in _views_for(store, body.push_source_name):
+        table = push_table(store, view, body.df, view_columns_only=True)
+        total += int(store.push(view, table, to=_MODES[body.to]))  # type: ignore[arg-type]
+    return _null({"X-Quiver-Rows": str(total)})
+
+
+@router.post(
+    "/write-to-online-store",
+    response_model=FeastNull,
+    operation_id="feast_write_to_online_store",
+    summary="Feast: write rows to the online store",
+)
+def write_to_online_store(
+    body: FeastWriteRequest, store: StoreDep, settings: SettingsDep
+) -> Response:
+    """Feast-compatible write of a feature view's rows to the online store."""
+    check_columns(body.df, settings.max_inline_rows, what="df")
+    store.get_feature_view(body.feature_view_name)
+    table = push_table(store, body.feature_view_name, body.df, view_columns_only=True)
+    written = int(store.push(body.feature_view_name, table, to="online"))
+    return _null({"X-Quiver-Rows": str(written)})
+
+
+def _parse_ts(value: str, what: str) -> datetime:
+    from quiver.errors import InvalidError
+
+    try:
+        return as_utc(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
+    except ValueError as exc:
+        raise InvalidError(f"{what} {value!r} is not an ISO 8601 timestamp") from exc
+
+
+@router.post(
+    "/materialize",
+    response_model=FeastNull,
+    operation_id="feast_materialize",
+    summary="Feast: materialize a range",
+)
+def materialize(body: FeastMaterializeRequest, store: StoreDep) -> Response:
+    """Feast-compatible materialization of ``[start_ts, end_ts)``."""
+    start = _parse_ts(body.start_ts, "start_ts")
+    end = _parse_ts(body.end_ts, "end_ts")
+    if start >= end:
+        from quiver.errors import InvalidError
+
+        raise InvalidError(f"start_ts ({body.start_ts}) must be before end_ts ({body.end_ts})")
+    store.materialize(start, end, body.feature_views)
+    return _null()
+
+
+@router.post(
+    "/materialize-incremental",
+    response_model=FeastNull,
+    operation_id="feast_materialize_incremental",
+    summary="Feast: materialize incrementally",
+)
+def materialize_incremental(body: FeastMaterializeIncrementalRequest, store: StoreDep) -> Response:
+    """Feast-compatible incremental materialization up to ``end_ts``."""
+    store.materialize_incremental(_parse_ts(body.end_ts, "end_ts"), body.feature_views)
+    return _null()

@@ -1,0 +1,210 @@
+"""Errors as JSON: ``{"error": {"type", "message", "details"}}`` with the right status.
+
+- :class:`~quiver.errors.QuiverError` -> its ``status_code`` (404, 409, 413, 422, 503).
+- ``RequestValidationError`` (bad JSON, wrong types) -> 422 with pydantic's details.
+- Starlette's ``HTTPException`` (unknown route 404, wrong method 405) -> the same body.
+- Anything else -> 500 with a request id; the traceback goes to the server log only.
+
+:class:`GuardMiddleware` bounds the request body size (413) and catches what no handler did,
+so the error is logged once and never reaches the client as a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from quiver.errors import QuiverError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["GuardMiddleware", "error_response", "install_error_handlers"]
+
+logger = logging.getLogger("quiver.server")
+
+_HTTP_TYPES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "too_many_requests",
+}
+
+
+def error_response(
+    status: int,
+    type_: str,
+    message: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A JSON error response in the API's one error shape."""
+    try:
+        safe = jsonable_encoder(details)
+    except Exception:  # details that cannot be encoded must not turn a 4xx into a 500
+        safe = str(details)
+    return JSONResponse(
+        status_code=status,
+        content={"error": {"type": type_, "message": message, "details": safe}},
+        headers=headers,
+    )
+
+
+async def _quiver_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, QuiverError)
+    if exc.status_code >= 500:
+        logger.warning("%s: %s", type(exc).__name__, exc.message, exc_info=exc.__cause__)
+    return error_response(exc.status_code, exc.error_type, exc.message, exc.details)
+
+
+def _loc(loc: Any) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    details = []
+    for err in errors:
+        item: dict[str, Any] = {
+            "loc": list(err.get("loc", ())),
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
+        ctx = err.get("ctx")
+        if ctx:
+            item["ctx"] = {
+                k: v if isinstance(v, int | float | bool) else str(v) for k, v in ctx.items()
+            }
+        details.append(item)
+    shown = "; ".join(f"{_loc(d['loc'])}: {d['msg']}" for d in details[:5])
+    more = f" (and {len(details) - 5} more)" if len(details) > 5 else ""
+    return error_response(422, "invalid", f"invalid request: {shown}{more}", details)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    if status == 404 and exc.detail in ("Not Found", None):
+        message = f"no route {request.method} {request.url.path}; the routes are listed at /docs"
+    elif status == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error_response(
+        status,
+        _HTTP_TYPES.get(status, "http_error"),
+        message,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    return _internal(request.method, request.url.path, exc)
+
+
+def _internal(method: str, path: str, exc: BaseException) -> JSONResponse:
+    request_id = uuid.uuid4().hex[:12]
+    logger.error("unexpected error %s in %s %s", request_id, method, path, exc_info=exc)
+    return error_response(
+        500,
+        "internal",
+        f"internal server error (request id {request_id}); the server log has the details",
+        {"request_id": request_id},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the JSON error handlers on ``app``."""
+    app.add_exception_handler(QuiverError, _quiver_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+class GuardMiddleware:
+    """Pure ASGI middleware: a request body limit (413) and a last-resort 500 handler.
+
+    Args:
+        app: The wrapped application.
+        max_body_bytes: The largest request body accepted.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_body_bytes
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > limit:
+                    await self._too_large(scope, receive, send)
+                    return
+                break
+
+        started = False
+        received = 0
+
+        async def guarded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise StarletteHTTPException(413, detail=self._too_large_message())
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, guarded_receive, tracking_send)
+        except StarletteHTTPException as exc:
+            if started or exc.status_code != 413:
+                raise
+            await self._too_large(scope, receive, send)
+        except Exception as exc:
+            if started:
+                raise
+            response = _internal(scope.get("method", ""), scope.get("path", ""), exc)
+            await response(scope, receive, send)
+
+    def _too_large_message(self) -> str:
+        return (
+            f"the request body is larger than the limit of {self.max_body_bytes} bytes "
+            "(server.max_body_bytes); send fewer rows, or reference a file or data source"
+        )
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413,
+            "payload_too_large",
+            self._too_large_message(),
+            {"max_body_bytes": self.max_body_bytes},
+        )
+        await response(scope, receive, send)

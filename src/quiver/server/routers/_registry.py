@@ -1,0 +1,228 @@
+"""A CRUD router for one kind of registry object, with history and restore.
+
+Writes go through the facade's plan/apply, so the REST API follows the same rules as
+``quiver plan`` / ``quiver apply``: a breaking update needs ``?allow_breaking=true`` and
+deleting an object that another one references answers 409 naming the referrer.
+"""
+
+# No ``from __future__ import annotations`` here: the endpoints are built in a factory and
+# FastAPI must see their real annotation objects, not names it cannot resolve.
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+
+from quiver.definitions import KIND_LABELS, object_from_spec
+from quiver.errors import ConflictError, InvalidError, NotFoundError
+from quiver.server.deps import StoreDep
+from quiver.server.schemas import (
+    ERROR_RESPONSES,
+    ChangeOut,
+    FieldChangeOut,
+    HistoryOut,
+    ObjectListOut,
+    ObjectRecordOut,
+    RestoreRequest,
+    VersionOut,
+    WriteResult,
+)
+
+__all__ = ["make_registry_router", "record_out", "write_result"]
+
+AllowBreaking = Annotated[
+    bool, Query(description="accept breaking changes (dtype, join keys, removed features in use)")
+]
+
+
+def record_out(record: Any) -> ObjectRecordOut:
+    """The API model of a registry :class:`~quiver.registry.ObjectRecord`."""
+    return ObjectRecordOut(
+        kind=record.kind,
+        name=record.name,
+        version=record.version,
+        spec_hash=record.spec_hash,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        updated_by=record.updated_by,
+        spec=record.spec,
+    )
+
+
+def write_result(plan: Any, obj: ObjectRecordOut, kind: str, name: str) -> WriteResult:
+    """The API model of an applied plan, for the object ``kind``/``name``."""
+    action = "unchanged"
+    changes = []
+    for change in plan.changes:
+        if change.kind == kind and change.name == name:
+            action = change.action
+        if change.action == "unchanged":
+            continue
+        changes.append(
+            ChangeOut(
+                kind=change.kind,
+                name=change.name,
+                action=change.action,
+                breaking=change.breaking,
+                changes=[FieldChangeOut(**f.to_dict()) for f in change.fields],
+            )
+        )
+    return WriteResult(action=action, object=obj, changes=changes)
+
+
+def _build(kind: str, spec: dict[str, Any]) -> Any:
+    return object_from_spec(kind, spec)
+
+
+def make_registry_router(
+    kind: str, path: str, singular: str, plural: str, spec_model: Any, tag: str
+) -> APIRouter:
+    """A router with list, get, create, update, delete, history and restore for ``kind``.
+
+    Args:
+        kind: The registry kind (``entity``, ``data_source``, ...).
+        path: The URL segment (``entities``); the router's prefix is ``/api/v1/<path>``.
+        singular: Used in operation ids (``get_<singular>``).
+        plural: Used in operation ids (``list_<plural>``).
+        spec_model: The pydantic request model of the object's spec.
+        tag: The OpenAPI tag.
+    """
+    label = KIND_LABELS[kind]
+    router = APIRouter(prefix=f"/api/v1/{path}", tags=[tag], responses=ERROR_RESPONSES)
+
+    def spec_of(body: Any, name: str | None) -> dict[str, Any]:
+        spec = body.model_dump(by_alias=True)
+        if name is not None:
+            if spec.get("name") not in (None, name):
+                raise InvalidError(
+                    f"the body names {label} '{spec['name']}' but the path names '{name}'; "
+                    "rename with a delete and a create"
+                )
+            spec["name"] = name
+        elif not spec.get("name"):
+            raise InvalidError(f"a {label} needs a 'name'")
+        if kind == "data_source" and spec.get("format") is None:
+            spec.pop("format", None)
+        return spec
+
+    def list_objects(store: StoreDep) -> ObjectListOut:
+        records = store.registry.records(kind)
+        return ObjectListOut(items=[record_out(r) for r in records], count=len(records))
+
+    def get_object(name: str, store: StoreDep) -> ObjectRecordOut:
+        return record_out(store.registry.get_record(kind, name))
+
+    def create_object(
+        body: Any, store: StoreDep, allow_breaking: AllowBreaking = False
+    ) -> WriteResult:
+        spec = spec_of(body, None)
+        obj = _build(kind, spec)
+        if store.registry.find_record(kind, obj.name) is not None:
+            raise ConflictError(
+                f"{label} '{obj.name}' already exists; update it with PUT "
+                f"/api/v1/{path}/{obj.name}",
+                details={"kind": kind, "name": obj.name},
+            )
+        plan = store.apply(store.plan([obj]), allow_breaking=allow_breaking)
+        return write_result(
+            plan, record_out(store.registry.get_record(kind, obj.name)), kind, obj.name
+        )
+
+    def update_object(
+        name: str, body: Any, store: StoreDep, allow_breaking: AllowBreaking = False
+    ) -> WriteResult:
+        store.registry.get_record(kind, name)
+        obj = _build(kind, spec_of(body, name))
+        plan = store.apply(store.plan([obj]), allow_breaking=allow_breaking)
+        return write_result(plan, record_out(store.registry.get_record(kind, name)), kind, name)
+
+    def delete_object(name: str, store: StoreDep) -> WriteResult:
+        before = record_out(store.registry.get_record(kind, name))
+        plan = store.delete(kind, name)
+        return write_result(plan, before, kind, name)
+
+    def object_history(name: str, store: StoreDep) -> HistoryOut:
+        versions = store.history(name, kind)
+        return HistoryOut(items=[VersionOut(**v.to_dict()) for v in versions], count=len(versions))
+
+    def object_version(name: str, version: int, store: StoreDep) -> VersionOut:
+        for v in store.history(name, kind):
+            if v.version == version:
+                return VersionOut(**v.to_dict())
+        raise NotFoundError(f"{label} '{name}' has no version {version}")
+
+    def restore_object(
+        name: str, body: RestoreRequest, store: StoreDep, allow_breaking: AllowBreaking = False
+    ) -> WriteResult:
+        plan = store.restore(name, body.version, kind, allow_breaking=allow_breaking)
+        return write_result(plan, record_out(store.registry.get_record(kind, name)), kind, name)
+
+    body_type = Annotated[spec_model, Body()]
+    create_object.__annotations__["body"] = body_type
+    update_object.__annotations__["body"] = body_type
+
+    router.add_api_route(
+        "",
+        list_objects,
+        methods=["GET"],
+        response_model=ObjectListOut,
+        operation_id=f"list_{plural}",
+        summary=f"List {label}s",
+    )
+    router.add_api_route(
+        "",
+        create_object,
+        methods=["POST"],
+        response_model=WriteResult,
+        status_code=201,
+        operation_id=f"create_{singular}",
+        summary=f"Create a {label}",
+    )
+    router.add_api_route(
+        "/{name}",
+        get_object,
+        methods=["GET"],
+        response_model=ObjectRecordOut,
+        operation_id=f"get_{singular}",
+        summary=f"Get a {label}",
+    )
+    router.add_api_route(
+        "/{name}",
+        update_object,
+        methods=["PUT"],
+        response_model=WriteResult,
+        operation_id=f"update_{singular}",
+        summary=f"Update a {label}",
+    )
+    router.add_api_route(
+        "/{name}",
+        delete_object,
+        methods=["DELETE"],
+        response_model=WriteResult,
+        operation_id=f"delete_{singular}",
+        summary=f"Delete a {label}",
+    )
+    router.add_api_route(
+        "/{name}/history",
+        object_history,
+        methods=["GET"],
+        response_model=HistoryOut,
+        operation_id=f"{singular}_history",
+        summary=f"Every version of a {label}",
+    )
+    router.add_api_route(
+        "/{name}/history/{version}",
+        object_version,
+        methods=["GET"],
+        response_model=VersionOut,
+        operation_id=f"get_{singular}_version",
+        summary=f"One version of a {label}",
+    )
+    router.add_api_route(
+        "/{name}/restore",
+        restore_object,
+        methods=["POST"],
+        response_model=WriteResult,
+        operation_id=f"restore_{singular}",
+        summary=f"Make an earlier version of a {label} current again",
+    )
+    return router

@@ -1,0 +1,91 @@
+"""``/api/v1/features``: feature discovery across views."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from quiver.server._runs import as_datetime, last_runs, pick
+from quiver.server.deps import StoreDep
+from quiver.server.schemas import ERROR_RESPONSES, FeatureInfo, FeatureListOut, Freshness
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/features", tags=["features"], responses=ERROR_RESPONSES)
+
+
+def _tag_filter(tags: list[str]) -> list[tuple[str, str | None]]:
+    out: list[tuple[str, str | None]] = []
+    for tag in tags:
+        key, sep, value = tag.replace(":", "=", 1).partition("=")
+        out.append((key.strip(), value.strip() if sep else None))
+    return out
+
+
+@router.get(
+    "", response_model=FeatureListOut, operation_id="list_features", summary="Find features"
+)
+def list_features(
+    store: StoreDep,
+    q: Annotated[
+        str | None, Query(description="text in the name, reference, view or description")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, Query(description="key=value (or key) ; repeat to require several")
+    ] = None,
+    owner: Annotated[str | None, Query(description="the view's owner")] = None,
+    view: Annotated[str | None, Query(description="only this feature view")] = None,
+) -> FeatureListOut:
+    """Every feature matching all the filters, with its view, dtype, tags, owner and freshness.
+
+    A feature's tags are its view's tags overlaid with its own.
+    """
+    text = q.lower().strip() if q else None
+    wanted_tags = _tag_filter(tag or [])
+    runs = last_runs(store.registry)
+    entities = {e.name: e for e in store.list_entities()}
+    now = datetime.now(UTC)
+    items: list[FeatureInfo] = []
+    for fv in store.list_feature_views():
+        if view is not None and fv.name != view:
+            continue
+        if owner is not None and fv.owner.lower() != owner.lower():
+            continue
+        run = runs.get(fv.name, {})
+        until = as_datetime(pick(run, "watermark", "end", "materialized_until"))
+        finished = as_datetime(pick(run, "finished_at", "ended_at", "completed_at"))
+        ttl = fv.ttl.total_seconds() if fv.ttl is not None else None
+        freshness = Freshness(
+            ttl_seconds=ttl,
+            materialized_until=until,
+            last_materialized_at=finished,
+            lag_seconds=round((now - until).total_seconds(), 3) if until else None,
+        )
+        keys = [k for e in fv.entities if e in entities for k in entities[e].join_keys]
+        for field in fv.features:
+            tags = {**fv.tags, **field.tags}
+            if any(k not in tags or (v is not None and tags[k] != v) for k, v in wanted_tags):
+                continue
+            ref = f"{fv.name}:{field.name}"
+            if text is not None and not any(
+                text in s.lower() for s in (ref, field.description, fv.description)
+            ):
+                continue
+            items.append(
+                FeatureInfo(
+                    name=field.name,
+                    ref=ref,
+                    view=fv.name,
+                    dtype=field.dtype,
+                    description=field.description,
+                    tags=tags,
+                    owner=fv.owner,
+                    entities=list(fv.entities),
+                    join_keys=keys,
+                    online=fv.online,
+                    freshness=freshness,
+                )
+            )
+    return FeatureListOut(items=items, count=len(items))

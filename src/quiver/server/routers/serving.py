@@ -1,0 +1,183 @@
+"""``/api/v1/serving``: online feature values and point-in-time correct training data."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from quiver.errors import InvalidError, PayloadTooLargeError
+from quiver.server._convert import (
+    check_columns,
+    inline_table,
+    output_path,
+    repo_input_path,
+    table_rows,
+)
+from quiver.server.deps import SettingsDep, StoreDep
+from quiver.server.schemas import (
+    ERROR_RESPONSES,
+    HistoricalRequest,
+    HistoricalResponse,
+    OnlineMetadata,
+    OnlineRequest,
+    OnlineResponseOut,
+)
+
+__all__ = ["call_online", "json_response", "router"]
+
+router = APIRouter(prefix="/api/v1/serving", tags=["serving"], responses=ERROR_RESPONSES)
+
+INLINE_ONLINE_STORES = frozenset({"sqlite"})
+"""Online stores read on the event loop: an embedded lookup is shorter than a thread hop.
+
+Network stores (Redis) are read in the threadpool so one slow call does not stall the loop.
+"""
+
+
+async def call_online(store: Any, **kwargs: Any) -> Any:
+    """``store.get_online_features(**kwargs)``, inline or in the threadpool (see above)."""
+    if store.config.online_store.type in INLINE_ONLINE_STORES:
+        return store.get_online_features(**kwargs)
+    return await run_in_threadpool(lambda: store.get_online_features(**kwargs))
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    """A JSON response serialized in one pass (datetimes as ISO 8601, NaN as null)."""
+    from pydantic_core import to_json
+
+    return Response(
+        to_json(content, inf_nan_mode="null", fallback=str),
+        status_code=status_code,
+        media_type="application/json",
+    )
+
+
+@router.post(
+    "/online",
+    response_model=OnlineResponseOut,
+    operation_id="get_online_features",
+    summary="Online feature values per entity key",
+    responses={413: ERROR_RESPONSES[422] | {"description": "too many entity keys"}},
+)
+async def online(body: OnlineRequest, store: StoreDep, settings: SettingsDep) -> Response:
+    """The latest value of each feature for each entity key, with a status per value.
+
+    Statuses: ``present``, ``not_found`` (no value for the key), ``expired`` (older than the
+    view's TTL).
+    """
+    start = time.perf_counter()
+    n = check_columns(body.entities, settings.max_inline_rows)
+    result = await call_online(
+        store,
+        features=body.features,
+        entity_rows=body.entities,
+        feature_service=body.feature_service,
+        full_feature_names=body.full_feature_names,
+    )
+    keys = list(result.join_keys)
+    names = list(result.feature_names)
+    ent, val, sta, ts = (
+        result.entity_columns,
+        result.values,
+        result.statuses,
+        result.event_timestamps,
+    )
+    results = [
+        {
+            "entity": {k: ent[k][i] for k in keys},
+            "values": {f: val[f][i] for f in names},
+            "statuses": {f: sta[f][i] for f in names},
+            "event_timestamps": {f: ts[f][i] for f in names},
+        }
+        for i in range(n)
+    ]
+    content = {
+        "feature_names": names,
+        "join_keys": keys,
+        "results": results,
+        "metadata": {
+            "latency_ms": round((time.perf_counter() - start) * 1000, 3),
+            "feature_service": body.feature_service,
+        },
+    }
+    return json_response(content)
+
+
+@router.post(
+    "/historical",
+    response_model=HistoricalResponse,
+    operation_id="get_historical_features",
+    summary="Point-in-time correct features for an entity table",
+    responses={413: ERROR_RESPONSES[422] | {"description": "too many inline rows"}},
+)
+def historical(body: HistoricalRequest, store: StoreDep, settings: SettingsDep) -> Any:
+    """Join features to an entity table as of each row's timestamp.
+
+    The entity table is inline (``entity_rows``, at most ``server.max_inline_rows`` rows), a
+    registered data source (``entity_source``) or a file (``entity_path``). The output is inline
+    JSON (bounded the same way) or a Parquet file whose path is returned.
+    """
+    start = time.perf_counter()
+    given = [
+        n for n in ("entity_rows", "entity_source", "entity_path") if getattr(body, n) is not None
+    ]
+    if len(given) != 1:
+        raise InvalidError(
+            "give exactly one of entity_rows, entity_source and entity_path"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    limit = settings.max_inline_rows
+    entity_df: Any
+    if body.entity_rows is not None:
+        entity_df = inline_table(
+            body.entity_rows.columns, body.entity_rows.data, limit, body.timestamp_column
+        )
+    elif body.entity_source is not None:
+        entity_df = store.get_data_source(body.entity_source).name
+    else:
+        entity_df = repo_input_path(store, body.entity_path or "")
+    if body.output == "json" and body.output_path is not None:
+        raise InvalidError("output_path is only used with output='parquet'")
+    job = store.get_historical_features(
+        entity_df,
+        features=body.features,
+        feature_service=body.feature_service,
+        full_feature_names=body.full_feature_names,
+        timestamp_column=body.timestamp_column,
+    )
+    meta = OnlineMetadata(latency_ms=0.0, feature_service=body.feature_service)
+    if body.output == "parquet":
+        target = output_path(store, body.output_path, "historical")
+        job.to_parquet(target)
+        columns, rows = _parquet_summary(target)
+        meta.latency_ms = round((time.perf_counter() - start) * 1000, 3)
+        return {"columns": columns, "row_count": rows, "output_path": target, "metadata": meta}
+    table = job.to_arrow()
+    if table.num_rows > limit:
+        raise PayloadTooLargeError(
+            f"the result has {table.num_rows} rows, more than the inline limit of {limit} "
+            "(server.max_inline_rows); ask for output='parquet'",
+            details={"rows": table.num_rows, "limit": limit},
+        )
+    meta.latency_ms = round((time.perf_counter() - start) * 1000, 3)
+    content = {
+        "columns": table.column_names,
+        "data": table_rows(table),
+        "row_count": table.num_rows,
+        "output_path": None,
+        "metadata": meta.model_dump(),
+    }
+    return json_response(content)
+
+
+def _parquet_summary(path: str) -> tuple[list[str], int | None]:
+    import pyarrow.parquet as pq
+
+    if "://" in path:
+        return [], None
+    meta = pq.read_metadata(path)
+    return list(meta.schema.to_arrow_schema().names), meta.num_rows

@@ -1,0 +1,586 @@
+"""Request and response models of the REST API.
+
+Request models check shapes and types only (``extra="forbid"`` so a typo is a 422); the
+meaning of a request (does the view exist, is the spec consistent) is checked by the core,
+whose :class:`~quiver.errors.QuiverError` becomes the same JSON error body.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+JsonScalar = str | int | float | bool | None
+"""A JSON value that can be a join key, a feature value or a cell of an entity table."""
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class ErrorBody(_Out):
+    """What went wrong."""
+
+    type: str = Field(description="a stable error type, e.g. not_found, conflict, invalid")
+    message: str = Field(description="one line that names the object and says what to do")
+    details: Any = Field(default=None, description="structured details, when there are any")
+
+
+class ErrorResponse(_Out):
+    """The body of every error response."""
+
+    error: ErrorBody
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "an object does not exist"},
+    409: {"model": ErrorResponse, "description": "the request conflicts with the current state"},
+    422: {"model": ErrorResponse, "description": "invalid input"},
+}
+"""The error responses documented on every route."""
+
+
+# --- probes and status -------------------------------------------------------------------------
+
+
+class HealthResponse(_Out):
+    """The process is up."""
+
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(_Out):
+    """Whether the registry and the online store answer."""
+
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str] = Field(description="check name -> 'ok' or the error")
+
+
+class LastMaterialization(_Out):
+    """The latest materialization run of one feature view."""
+
+    view: str
+    status: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    finished_at: datetime | None = None
+    rows: int | None = None
+
+
+class StatusResponse(_Out):
+    """The project, its backends and what the registry holds."""
+
+    project: str
+    version: str
+    registry_type: str
+    online_store_type: str
+    offline_engine_type: str
+    counts: dict[str, int | None] = Field(
+        description="entities, data_sources, feature_views, feature_services, models"
+    )
+    last_materialization: list[LastMaterialization]
+
+
+# --- registry objects --------------------------------------------------------------------------
+
+
+class FieldSpec(_In):
+    """A named, typed column of a feature view."""
+
+    name: str
+    dtype: str = Field(examples=["int64", "float64", "string", "list<int64>"])
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class EntitySpec(_In):
+    """An entity; ``name`` may be omitted on update (the path gives it)."""
+
+    name: str | None = None
+    join_keys: list[str] = Field(default_factory=list)
+    value_type: str = "int64"
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    owner: str = ""
+
+
+class _SourceSpecBase(_In):
+    name: str | None = None
+    timestamp_field: str = "event_timestamp"
+    created_timestamp_field: str | None = None
+    field_mapping: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    owner: str = ""
+
+
+class FileSourceSpec(_SourceSpecBase):
+    """Parquet or CSV files, local (relative to the repo) or ``s3://``."""
+
+    type: Literal["file"] = "file"
+    path: str
+    format: Literal["parquet", "csv"] | None = None
+
+
+class IcebergSourceSpec(_SourceSpecBase):
+    """A table ``namespace.table`` in an Iceberg catalog of ``quiver.yaml``."""
+
+    type: Literal["iceberg"]
+    table: str
+    catalog: str = "default"
+
+
+DataSourceSpec = FileSourceSpec | IcebergSourceSpec
+
+
+class FeatureViewSpec(_In):
+    """A feature view; ``source`` is a registered source's name or an inline source."""
+
+    name: str | None = None
+    entities: list[str]
+    features: list[FieldSpec]
+    source: str | FileSourceSpec | IcebergSourceSpec
+    ttl_seconds: float | None = None
+    online: bool = True
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    owner: str = ""
+
+
+class FeatureServiceSpec(_In):
+    """A feature service: references ``view:feature`` or ``view:*``."""
+
+    name: str | None = None
+    features: list[str]
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    owner: str = ""
+
+
+class ObjectRecordOut(_Out):
+    """One registry object: its current spec and metadata."""
+
+    kind: str
+    name: str
+    version: int
+    spec_hash: str
+    created_at: datetime
+    updated_at: datetime
+    updated_by: str | None = None
+    spec: dict[str, Any]
+
+
+class ObjectListOut(_Out):
+    """Objects of one kind, by name."""
+
+    items: list[ObjectRecordOut]
+    count: int
+
+
+class FieldChangeOut(_Out):
+    """One changed value in a spec."""
+
+    path: str
+    old: Any = None
+    new: Any = None
+    breaking: bool = False
+    reason: str = ""
+
+
+class ChangeOut(_Out):
+    """What a write did to one object."""
+
+    kind: str
+    name: str
+    action: Literal["create", "update", "delete", "unchanged"]
+    breaking: bool = False
+    changes: list[FieldChangeOut] = Field(default_factory=list)
+
+
+class WriteResult(_Out):
+    """The result of a create, update, delete or restore."""
+
+    action: Literal["create", "update", "delete", "unchanged"]
+    object: ObjectRecordOut = Field(description="the object after the write (before, for delete)")
+    changes: list[ChangeOut] = Field(
+        default_factory=list, description="every object the write changed"
+    )
+
+
+class VersionOut(_Out):
+    """One entry of an object's history."""
+
+    kind: str
+    name: str
+    version: int
+    operation: str
+    spec_hash: str
+    created_at: datetime
+    author: str | None = None
+    message: str | None = None
+    spec: dict[str, Any]
+
+
+class HistoryOut(_Out):
+    """Every version of one object, oldest first."""
+
+    items: list[VersionOut]
+    count: int
+
+
+class RestoreRequest(_In):
+    """Which version to make current again."""
+
+    version: int = Field(ge=1)
+
+
+# --- feature discovery -------------------------------------------------------------------------
+
+
+class Freshness(_Out):
+    """How fresh a view's online values are."""
+
+    ttl_seconds: float | None = None
+    materialized_until: datetime | None = Field(
+        default=None, description="the end of the last successful materialization"
+    )
+    last_materialized_at: datetime | None = Field(
+        default=None, description="when that run finished"
+    )
+    lag_seconds: float | None = Field(
+        default=None, description="seconds between now and materialized_until"
+    )
+
+
+class FeatureInfo(_Out):
+    """One feature of one view."""
+
+    name: str
+    ref: str = Field(description="the feature reference, view:feature")
+    view: str
+    dtype: str
+    description: str
+    tags: dict[str, str]
+    owner: str
+    entities: list[str]
+    join_keys: list[str]
+    online: bool
+    freshness: Freshness
+
+
+class FeatureListOut(_Out):
+    """Features matching the filters."""
+
+    items: list[FeatureInfo]
+    count: int
+
+
+# --- serving -----------------------------------------------------------------------------------
+
+
+class OnlineRequest(_In):
+    """Online feature values for entity keys (columnar, as in Feast)."""
+
+    features: list[str] | None = Field(default=None, examples=[["customer_behavior:tenure_months"]])
+    feature_service: str | None = None
+    entities: dict[str, list[JsonScalar]] = Field(examples=[{"customer_id": [1, 2]}])
+    full_feature_names: bool = False
+
+
+class OnlineRow(_Out):
+    """The values of one entity key."""
+
+    entity: dict[str, Any]
+    values: dict[str, Any]
+    statuses: dict[str, Literal["present", "not_found", "expired"]]
+    event_timestamps: dict[str, datetime | None]
+
+
+class OnlineMetadata(_Out):
+    """About the lookup."""
+
+    latency_ms: float
+    feature_service: str | None = None
+
+
+class OnlineResponseOut(_Out):
+    """Values per entity key, in request order."""
+
+    feature_names: list[str]
+    join_keys: list[str]
+    results: list[OnlineRow]
+    metadata: OnlineMetadata
+
+
+class InlineTable(_In):
+    """A small table: column names and rows."""
+
+    columns: list[str] = Field(min_length=1)
+    data: list[list[JsonScalar]]
+
+
+class HistoricalRequest(_In):
+    """Point-in-time correct features for an entity table.
+
+    Give exactly one of ``entity_rows`` (inline, bounded), ``entity_source`` (a registered data
+    source) and ``entity_path`` (a Parquet/CSV file inside the repo, or ``s3://``).
+    """
+
+    features: list[str] | None = None
+    feature_service: str | None = None
+    entity_rows: InlineTable | None = None
+    entity_source: str | None = None
+    entity_path: str | None = None
+    timestamp_column: str = "event_timestamp"
+    full_feature_names: bool = False
+    output: Literal["json", "parquet"] = "json"
+    output_path: str | None = Field(
+        default=None,
+        description="for output=parquet: a path under the data directory, or s3://; "
+        "default data/outputs/historical-<id>.parquet",
+    )
+
+
+class HistoricalResponse(_Out):
+    """The training rows inline, or where they were written."""
+
+    columns: list[str]
+    data: list[list[Any]] | None = None
+    row_count: int
+    output_path: str | None = None
+    metadata: OnlineMetadata
+
+
+class MaterializeRequest(_In):
+    """A materialization run: a range ``[start, end)``, or incremental up to ``end``."""
+
+    start: datetime | None = None
+    end: datetime | None = Field(default=None, description="default: now")
+    views: list[str] | None = Field(default=None, description="default: every online view")
+    incremental: bool = False
+
+
+class RunOut(_Out):
+    """One materialization run."""
+
+    model_config = ConfigDict(extra="allow")
+
+    view: str | None = None
+    status: str | None = None
+    rows: int | None = None
+    duration_seconds: float | None = None
+
+
+class RunListOut(_Out):
+    """Materialization runs, newest first."""
+
+    items: list[RunOut]
+    count: int
+
+
+class PushRequest(_In):
+    """Fresh rows of one feature view (join keys, timestamp, features)."""
+
+    view: str
+    rows: list[dict[str, JsonScalar]] = Field(min_length=1)
+    to: Literal["online", "offline", "both"] = "online"
+
+
+class PushResponse(_Out):
+    """How many rows were written where."""
+
+    view: str
+    rows: int
+    to: str
+
+
+# --- Feast feature server ----------------------------------------------------------------------
+
+
+class FeastOnlineRequest(BaseModel):
+    """Feast's ``/get-online-features`` request."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    entities: dict[str, list[JsonScalar]]
+    feature_service: str | None = None
+    features: list[str] | None = None
+    full_feature_names: bool = False
+
+
+class FeastMetadata(_Out):
+    """Feast's response metadata."""
+
+    feature_names: list[str]
+
+
+class FeastFeatureVector(_Out):
+    """One output column (entity key or feature) over every requested entity."""
+
+    values: list[Any]
+    statuses: list[Literal["PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE", "NULL_VALUE"]]
+    event_timestamps: list[str]
+
+
+class FeastOnlineResponse(_Out):
+    """Feast's ``/get-online-features`` response: entity key columns first."""
+
+    metadata: FeastMetadata
+    results: list[FeastFeatureVector]
+
+
+class FeastPushRequest(BaseModel):
+    """Feast's ``/push`` request: ``push_source_name`` is a feature view or a data source."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    push_source_name: str
+    df: dict[str, list[JsonScalar]]
+    to: Literal["online", "offline", "online_and_offline", "both"] = "online"
+    allow_registry_cache: bool = True
+    transform_on_write: bool = True
+
+
+class FeastWriteRequest(BaseModel):
+    """Feast's ``/write-to-online-store`` request."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    feature_view_name: str
+    df: dict[str, list[JsonScalar]]
+    allow_registry_cache: bool = True
+    transform_on_write: bool = True
+
+
+class FeastMaterializeRequest(BaseModel):
+    """Feast's ``/materialize`` request."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    start_ts: str
+    end_ts: str
+    feature_views: list[str] | None = None
+
+
+class FeastMaterializeIncrementalRequest(BaseModel):
+    """Feast's ``/materialize-incremental`` request."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    end_ts: str
+    feature_views: list[str] | None = None
+
+
+class FeastNull(RootModel[None]):
+    """Feast's feature server answers these routes with an empty (``null``) body."""
+
+    root: None = None
+
+
+# --- /feast platform routes --------------------------------------------------------------------
+
+
+class PlatformFeature(BaseModel):
+    """A feature of the platform API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    dtype: str
+    description: str = ""
+
+
+class PlatformSource(BaseModel):
+    """Where the rows live: an Iceberg table, or Parquet under ``<data_dir>/<schema>/<table>``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table_name: str
+    timestamp_field: str = "event_timestamp"
+    catalog: str | None = None
+    schema_: str | None = Field(default=None, alias="schema")
+    created_timestamp_field: str | None = None
+
+
+class PlatformFeatureViewIn(BaseModel):
+    """``POST /feast/features``: a feature view; ``entities`` are join key names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    entities: list[str] = Field(min_length=1)
+    features: list[PlatformFeature] = Field(min_length=1)
+    source: PlatformSource
+    ttl_seconds: int | None = Field(default=None, ge=0)
+    online: bool = True
+    description: str = ""
+
+
+class PlatformFeatureViewCreated(_Out):
+    """The registered feature view."""
+
+    name: str
+    entities: list[str]
+    features: list[PlatformFeature]
+    status: Literal["registered"] = "registered"
+    created_at: datetime
+
+
+class PlatformFeatureViewOut(_Out):
+    """A feature view as the platform lists it."""
+
+    name: str
+    entities: list[str]
+    features: list[PlatformFeature]
+    online: bool
+    ttl_seconds: int | None
+    created_at: datetime
+    description: str = ""
+
+
+class PlatformFeatureViewList(_Out):
+    """Every feature view."""
+
+    feature_views: list[PlatformFeatureViewOut]
+    count: int
+
+
+class PlatformServiceIn(BaseModel):
+    """``POST /feast/features/service``: a feature service over whole views."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    feature_views: list[str] = Field(min_length=1)
+    description: str = ""
+
+
+class PlatformServiceCreated(_Out):
+    """The created feature service."""
+
+    name: str
+    feature_views: list[str]
+    status: Literal["created"] = "created"
+
+
+class PlatformStatus(_Out):
+    """The platform's status."""
+
+    status: Literal["healthy", "degraded"]
+    project: str
+    registry: str
+    online_store: str
+    offline_store: str
+    feature_views: int
+    entities: int
+    feature_services: int
+    version: str

@@ -1,0 +1,168 @@
+"""E2E fixtures: a demo repo and ``quiver serve`` running on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+DEMO_CUSTOMERS = 300
+MAX_INLINE_ROWS = 1000
+MAX_BODY_BYTES = 256 * 1024
+STARTUP_TIMEOUT = 60.0
+
+
+def quiver_command() -> list[str]:
+    """How to run the ``quiver`` CLI of this interpreter."""
+    exe = Path(sys.executable).with_name("quiver")
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", "from quiver.cli import main; main()"]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``quiver ARGS`` and fail with its output if it fails."""
+    result = subprocess.run(
+        [*quiver_command(), *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"quiver {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def make_demo_repo(directory: Path) -> Path:
+    """``quiver init --demo``, ``quiver apply``, and a materialization of the whole history."""
+    run_cli("init", str(directory), "--demo", "--customers", str(DEMO_CUSTOMERS))
+    run_cli("apply", "--repo", str(directory))
+    from quiver.store import FeatureStore
+
+    with FeatureStore(repo_path=directory) as store:
+        store.materialize(datetime(2020, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC))
+    return directory
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running ``quiver serve``."""
+
+    url: str
+    repo: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    max_inline_rows: int = MAX_INLINE_ROWS
+    max_body_bytes: int = MAX_BODY_BYTES
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60.0, **kwargs)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+
+
+def start_server(repo: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
+    """Start ``quiver serve`` for ``repo`` and wait until ``/health`` answers."""
+    port = free_port()
+    log = repo / f"server-{port}.log"
+    environ = {
+        **os.environ,
+        "QUIVER_SERVER__MAX_INLINE_ROWS": str(MAX_INLINE_ROWS),
+        "QUIVER_SERVER__MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        **(env or {}),
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                *quiver_command(),
+                "serve",
+                "--repo",
+                str(repo),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+                *extra,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environ,
+        )
+    server = Server(url=f"http://127.0.0.1:{port}", repo=repo, process=process, log=log)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"quiver serve exited ({process.returncode}):\n{log.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"quiver serve did not answer in {STARTUP_TIMEOUT}s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def demo_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A materialized demo repo shared by the server tests (read it, do not change it)."""
+    return make_demo_repo(tmp_path_factory.mktemp("server") / "repo")
+
+
+@pytest.fixture(scope="session")
+def server(demo_repo: Path) -> Iterator[Server]:
+    """``quiver serve`` over the demo repo, for the whole session."""
+    srv = start_server(demo_repo)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    """An HTTP client of the session server."""
+    with server.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def new_demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], Server]]:
+    """Start another server over a fresh demo repo (for tests that may change it freely)."""
+    started: list[Server] = []
+
+    def start() -> Server:
+        srv = start_server(make_demo_repo(tmp_path_factory.mktemp("server") / "repo"))
+        started.append(srv)
+        return srv
+
+    try:
+        yield start
+    finally:
+        for srv in started:
+            srv.stop()

@@ -1,0 +1,386 @@
+"""The online stores themselves (real SQLite file, real redis-server): one behaviour suite."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from quiver.errors import BackendError, InvalidError
+from quiver.online import ReadRequest
+from quiver.online.encoding import NO_CREATED, ViewLayout, datetime_to_us
+from quiver.online.redis import RedisOnlineStore
+from quiver.online.sqlite import SqliteOnlineStore
+from quiver.types import arrow_type
+
+TS = arrow_type("timestamp")
+BASE = datetime(2024, 6, 1, tzinfo=UTC)
+
+ALL_TYPES = {
+    "i32": "int32",
+    "i64": "int64",
+    "f32": "float32",
+    "f64": "float64",
+    "s": "string",
+    "b": "bool",
+    "t": "timestamp",
+    "li": "list<int64>",
+    "ls": "list<string>",
+    "lt": "list<timestamp>",
+}
+
+
+def layout(
+    features: dict[str, str] | None = None,
+    keys: dict[str, str] | None = None,
+    ttl: timedelta | None = None,
+    view: str | None = None,
+) -> ViewLayout:
+    features = features or {"x": "int64"}
+    keys = keys or {"customer_id": "int64"}
+    return ViewLayout(
+        project="p",
+        view=view or f"v_{uuid.uuid4().hex[:8]}",
+        join_keys=tuple(keys),
+        key_dtypes=tuple(keys.values()),
+        feature_names=tuple(features),
+        feature_dtypes=tuple(features.values()),
+        ttl_us=None if ttl is None else ttl // timedelta(microseconds=1),
+    )
+
+
+def rows(lay: ViewLayout, records: list[dict[str, Any]]) -> pa.Table:
+    """An Arrow batch for ``lay`` from dicts (keys, features, event_timestamp, created)."""
+    columns: dict[str, pa.Array] = {}
+    for name, dtype in zip(lay.join_keys, lay.key_dtypes, strict=True):
+        columns[name] = pa.array([r[name] for r in records], type=arrow_type(dtype))
+    for name, dtype in zip(lay.feature_names, lay.feature_dtypes, strict=True):
+        columns[name] = pa.array([r.get(name) for r in records], type=arrow_type(dtype))
+    columns["event_timestamp"] = pa.array([r["event_timestamp"] for r in records], type=TS)
+    if any("created_timestamp" in r for r in records):
+        columns["created_timestamp"] = pa.array(
+            [r.get("created_timestamp") for r in records], type=TS
+        )
+    return pa.table(columns)
+
+
+def read(store: Any, lay: ViewLayout, keys: list[tuple], features: list[str] | None = None):
+    names = features or list(lay.feature_names)
+    encoded = [lay.key_encoder.encode(k) for k in keys]
+    (result,) = store.read([ReadRequest(lay, lay.indices(names), encoded)])
+    return result
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "sqlite":
+        s: Any = SqliteOnlineStore(tmp_path / "online.db")
+    else:
+        url = request.getfixturevalue("redis_url")
+        s = RedisOnlineStore(url, key_prefix=f"t{uuid.uuid4().hex[:6]}")
+    yield s
+    s.close()
+
+
+def test_every_dtype_round_trips_with_nulls(store: Any) -> None:
+    lay = layout(ALL_TYPES)
+    when = BASE + timedelta(microseconds=123)
+    full = {
+        "customer_id": 1,
+        "i32": -(2**31),
+        "i64": 2**63 - 1,
+        "f32": 0.1,
+        "f64": -1.5e300,
+        "s": "héllo \x00 wörld",
+        "b": False,
+        "t": when,
+        "li": [1, None, -3],
+        "ls": ["a", "", None],
+        "lt": [when, None],
+        "event_timestamp": BASE,
+        "created_timestamp": BASE,
+    }
+    empty = {"customer_id": 2, "event_timestamp": BASE}
+    assert store.write(lay, rows(lay, [full, empty])) == 2
+    got = read(store, lay, [(1,), (2,), (3,)])
+    expected_full = pa.table({"f32": pa.array([0.1], pa.float32())}).column(0)[0].as_py()
+    assert got[0] == (
+        datetime_to_us(BASE),
+        datetime_to_us(BASE),
+        -(2**31),
+        2**63 - 1,
+        expected_full,
+        -1.5e300,
+        "héllo \x00 wörld",
+        False,
+        when,
+        [1, None, -3],
+        ["a", "", None],
+        [when, None],
+    )
+    assert got[1] == (datetime_to_us(BASE), NO_CREATED, *[None] * len(ALL_TYPES))
+    assert got[2] is None
+    # A subset of features, in the order asked.
+    assert read(store, lay, [(1,)], ["s", "i32"]) == [
+        (datetime_to_us(BASE), datetime_to_us(BASE), "héllo \x00 wörld", -(2**31))
+    ]
+
+
+def test_nan_reads_back_as_null_on_every_store(store: Any) -> None:
+    lay = layout({"f": "float64"})
+    store.write(lay, rows(lay, [{"customer_id": 1, "f": float("nan"), "event_timestamp": BASE}]))
+    assert read(store, lay, [(1,)])[0][2] is None
+
+
+def test_newer_wins_and_rewrites_are_idempotent(store: Any) -> None:
+    lay = layout()
+    t0, t1 = BASE, BASE + timedelta(hours=1)
+    store.write(lay, rows(lay, [{"customer_id": 1, "x": 10, "event_timestamp": t1}]))
+    # An older row does not overwrite a newer one, whatever its created timestamp.
+    store.write(
+        lay,
+        rows(lay, [{"customer_id": 1, "x": 0, "event_timestamp": t0, "created_timestamp": t1}]),
+    )
+    assert read(store, lay, [(1,)])[0][2] == 10
+    # Same event time: the greater created timestamp wins; a missing one loses.
+    store.write(
+        lay,
+        rows(lay, [{"customer_id": 1, "x": 11, "event_timestamp": t1, "created_timestamp": t0}]),
+    )
+    assert read(store, lay, [(1,)])[0][2] == 11
+    store.write(lay, rows(lay, [{"customer_id": 1, "x": 12, "event_timestamp": t1}]))
+    assert read(store, lay, [(1,)])[0][2] == 11
+    # Writing the same row again leaves the same state.
+    again = rows(lay, [{"customer_id": 1, "x": 11, "event_timestamp": t1, "created_timestamp": t0}])
+    store.write(lay, again)
+    store.write(lay, again)
+    assert read(store, lay, [(1,)]) == [(datetime_to_us(t1), datetime_to_us(t0), 11)]
+
+
+@st.composite
+def _write_sequences(draw: st.DrawFn) -> list[list[tuple[int, int, int | None, int]]]:
+    """Batches of (key, event offset, created offset or None, value)."""
+    n = draw(st.integers(1, 40))
+    writes = [
+        (
+            draw(st.integers(0, 4)),
+            draw(st.integers(0, 5)),
+            draw(st.none() | st.integers(0, 3)),
+            i,
+        )
+        for i in range(n)
+    ]
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=4)))
+    bounds = [0, *cuts, n]
+    return [writes[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=_write_sequences())
+def test_newer_wins_against_a_brute_force_oracle(store: Any, batches: list) -> None:
+    lay = layout()  # a fresh view per example: no state leaks between examples
+    for batch in batches:
+        store.write(
+            lay,
+            rows(
+                lay,
+                [
+                    {
+                        "customer_id": k,
+                        "x": v,
+                        "event_timestamp": BASE + timedelta(seconds=e),
+                        **(
+                            {"created_timestamp": BASE + timedelta(seconds=c)}
+                            if c is not None
+                            else {}
+                        ),
+                    }
+                    for k, e, c, v in batch
+                ],
+            ),
+        )
+    # Oracle: per key the greatest (event, created); among exact ties the last write.
+    best: dict[int, tuple[int, int, int]] = {}
+    for batch in batches:
+        for k, e, c, v in batch:
+            rank = (e, -(10**9) if c is None else c)
+            if k not in best or rank >= best[k][:2]:
+                best[k] = (*rank, v)
+    got = read(store, lay, [(k,) for k in range(5)])
+    for k in range(5):
+        if k in best:
+            assert got[k] is not None and got[k][2] == best[k][2], (k, best[k], got[k])
+        else:
+            assert got[k] is None
+
+
+def test_compound_keys_are_distinct(store: Any) -> None:
+    lay = layout({"x": "int64"}, keys={"customer_id": "int64", "merchant_id": "string"})
+    records = [
+        {"customer_id": c, "merchant_id": m, "x": c * 100 + len(m), "event_timestamp": BASE}
+        for c in (1, 2)
+        for m in ("a", "ab", "")
+    ]
+    store.write(lay, rows(lay, records))
+    keys = [(r["customer_id"], r["merchant_id"]) for r in records] + [(3, "a"), (1, "b")]
+    got = read(store, lay, keys)
+    assert [g[2] if g else None for g in got] == [r["x"] for r in records] + [None, None]
+
+
+def test_schema_versions_and_views_do_not_mix(store: Any) -> None:
+    old = layout({"x": "int64"}, view="same")
+    new = layout({"x": "int64", "y": "string"}, view="same")
+    other = layout({"x": "int64"}, view="other")
+    store.write(old, rows(old, [{"customer_id": 1, "x": 1, "event_timestamp": BASE}]))
+    store.write(other, rows(other, [{"customer_id": 1, "x": 2, "event_timestamp": BASE}]))
+    assert read(store, new, [(1,)]) == [None]  # a changed schema never reads old columns
+    assert read(store, other, [(1,)])[0][2] == 2
+    store.delete_view(old)
+    assert read(store, old, [(1,)]) == [None]
+    assert read(store, other, [(1,)])[0][2] == 2
+
+
+def test_many_keys_and_duplicates_in_one_read(store: Any) -> None:
+    lay = layout()
+    store.write(
+        lay,
+        rows(lay, [{"customer_id": i, "x": i, "event_timestamp": BASE} for i in range(0, 3000, 2)]),
+    )
+    keys = [(i,) for i in range(3000)] + [(4,), (4,)]
+    got = read(store, lay, keys)
+    assert [g[2] if g else None for g in got] == [
+        i if i % 2 == 0 else None for i in range(3000)
+    ] + [4, 4]
+    assert store.read([]) == []
+    assert read(store, lay, []) == []
+
+
+def test_several_views_in_one_read(store: Any) -> None:
+    a, b = layout({"x": "int64"}), layout({"y": "string"})
+    store.write(a, rows(a, [{"customer_id": 1, "x": 5, "event_timestamp": BASE}]))
+    store.write(b, rows(b, [{"customer_id": 2, "y": "z", "event_timestamp": BASE}]))
+    keys = [a.key_encoder.encode((i,)) for i in (1, 2)]
+    got = store.read([ReadRequest(a, (0,), keys), ReadRequest(b, (0,), keys)])
+    assert [[r[2] if r else None for r in part] for part in got] == [[5, None], [None, "z"]]
+
+
+def test_bad_batches_change_nothing(store: Any) -> None:
+    lay = layout()
+    store.write(lay, rows(lay, [{"customer_id": 1, "x": 1, "event_timestamp": BASE}]))
+    newer = BASE + timedelta(days=1)
+    bad = rows(
+        lay,
+        [
+            {"customer_id": 1, "x": 2, "event_timestamp": newer},
+            {"customer_id": 2, "x": 3, "event_timestamp": newer},
+        ],
+    )
+    with pytest.raises(InvalidError):
+        store.write(lay, bad.set_column(0, "customer_id", pa.array([1, None])))
+    with pytest.raises(InvalidError):
+        store.write(lay, bad.drop_columns(["event_timestamp"]))
+    assert [r[2] if r else None for r in read(store, lay, [(1,), (2,)])] == [1, None]
+    assert store.write(lay, bad.slice(0, 0)) == 0
+
+
+def test_ping(store: Any) -> None:
+    store.ping()
+
+
+def test_sqlite_one_writer_many_readers(tmp_path: Path) -> None:
+    """Readers in other threads see whole batches only, never errors, while a writer runs."""
+    store = SqliteOnlineStore(tmp_path / "online.db")
+    lay = layout({"x": "int64", "y": "int64"})
+    keys = [(i,) for i in range(200)]
+    store.write(
+        lay,
+        rows(
+            lay, [{"customer_id": i, "x": 0, "y": 0, "event_timestamp": BASE} for i in range(200)]
+        ),
+    )
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not done.is_set():
+                got = read(store, lay, keys)
+                # Each row's two features come from the same write (x == y).
+                assert all(g is not None and g[2] == g[3] for g in got)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for step in range(1, 30):
+            batch = [
+                {
+                    "customer_id": i,
+                    "x": step,
+                    "y": step,
+                    "event_timestamp": BASE + timedelta(seconds=step),
+                }
+                for i in random.sample(range(200), 50)
+            ]
+            store.write(lay, rows(lay, batch))
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+        store.close()
+    assert not errors, errors[0]
+
+
+def test_redis_keys_expire_after_twice_the_ttl(redis_url: str) -> None:
+    import redis
+
+    store = RedisOnlineStore(redis_url, key_prefix="exp")
+    lay = layout(ttl=timedelta(hours=1))
+    now = datetime.now(UTC)
+    store.write(
+        lay,
+        rows(
+            lay,
+            [
+                {"customer_id": 1, "x": 1, "event_timestamp": now},
+                {"customer_id": 2, "x": 2, "event_timestamp": now - timedelta(hours=1, minutes=30)},
+                {"customer_id": 3, "x": 3, "event_timestamp": now - timedelta(hours=3)},
+            ],
+        ),
+    )
+    client = redis.Redis.from_url(redis_url)
+    prefix = store.key_prefix_for(lay)
+    ttl_ms = [client.pttl(prefix + lay.key_encoder.encode((i,))) for i in (1, 2, 3)]
+    assert 7_100_000 < ttl_ms[0] <= 7_200_000  # event time + 2 h
+    assert 1_700_000 < ttl_ms[1] <= 1_800_000  # still readable (as expired) for 30 min
+    assert ttl_ms[2] == -2  # already past: not written at all
+    no_expiry = RedisOnlineStore(redis_url, key_prefix="noexp", expire_with_ttl=False)
+    no_expiry.write(lay, rows(lay, [{"customer_id": 1, "x": 1, "event_timestamp": now}]))
+    assert client.pttl(no_expiry.key_prefix_for(lay) + lay.key_encoder.encode((1,))) == -1
+    store.close()
+    no_expiry.close()
+
+
+def test_redis_unreachable_is_a_backend_error() -> None:
+    from _servers import free_port
+
+    store = RedisOnlineStore(f"redis://127.0.0.1:{free_port()}/0")
+    lay = layout()
+    with pytest.raises(BackendError, match="Redis online store at redis://127"):
+        read(store, lay, [(1,)])
+    with pytest.raises(BackendError):
+        store.ping()
