@@ -9,8 +9,10 @@ the view's TTL before that instant counts as expired (null), exactly as the join
 
 Keys are sampled uniformly (reservoir sampling, seeded) from the keys that have offline rows
 before the watermark. A key whose online row is at or after the watermark (pushed since) is
-not compared; it is counted as ``newer_online``. NaN and null compare equal (online stores
-keep NaN as null).
+not compared; it is counted as ``newer_online``. Neither is a key the store has already
+reclaimed (Redis key expiry, see ``retention_us``) although its value was fresh at the
+watermark: it is counted as ``reclaimed`` (this happens when the watermark lags far behind).
+NaN and null compare equal (online stores keep NaN as null).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from quiver.definitions import did_you_mean
@@ -65,6 +67,7 @@ class ConsistencyReport:
         values_compared: Feature values compared.
         mismatch_count: Values that differ.
         newer_online: Sampled keys skipped because their online row is newer than the watermark.
+        reclaimed: Sampled keys skipped because the store already dropped their (stale) row.
         by_feature: Feature -> number of differing values.
         mismatches: The first differing values (up to ``max_reported``).
     """
@@ -78,6 +81,7 @@ class ConsistencyReport:
     values_compared: int = 0
     mismatch_count: int = 0
     newer_online: int = 0
+    reclaimed: int = 0
     by_feature: dict[str, int] = field(default_factory=dict)
     mismatches: list[Mismatch] = field(default_factory=list)
 
@@ -98,6 +102,7 @@ class ConsistencyReport:
             "values_compared": self.values_compared,
             "mismatch_count": self.mismatch_count,
             "newer_online": self.newer_online,
+            "reclaimed": self.reclaimed,
             "by_feature": dict(self.by_feature),
             "mismatches": [m.to_dict() for m in self.mismatches],
             "ok": self.ok,
@@ -147,7 +152,7 @@ def validate_consistency(
     import pyarrow as pa
 
     from quiver.online import ReadRequest
-    from quiver.online.encoding import ViewLayout, datetime_to_us
+    from quiver.online.encoding import ViewLayout, datetime_to_us, timestamps_us
     from quiver.registry.runs import get_watermark
     from quiver.selection import ViewSelection
     from quiver.types import arrow_type
@@ -179,11 +184,12 @@ def validate_consistency(
 
     keys = sel.join_keys
     rng = random.Random(seed)
-    chosen: list[tuple[Any, ...]] = []
+    chosen: list[tuple[Any, ...]] = []  # (*key values, latest event time in microseconds)
     limit = sample or None
     seen = 0
     for batch in store.offline_engine.pull_latest(sel, None, watermark):
         columns = [batch.column(k).to_pylist() for k in keys]
+        columns.append(timestamps_us(batch.column("event_timestamp")).to_pylist())
         for row in zip(*columns, strict=True):
             seen += 1
             if limit is None or len(chosen) < limit:
@@ -217,7 +223,12 @@ def validate_consistency(
 
     watermark_us = datetime_to_us(watermark)
     cutoff = datetime_to_us(as_of) - layout.ttl_us if layout.ttl_us is not None else None
+    retention = store.online_store.retention_us(layout)
+    now_us = datetime_to_us(datetime.now(UTC))
     for i, row in enumerate(rows):
+        if row is None and retention is not None and chosen[i][-1] + retention <= now_us:
+            report.reclaimed += 1
+            continue
         if row is None:
             status, online_values = "not_found", [None] * len(names)
         elif row[0] >= watermark_us:
@@ -239,7 +250,7 @@ def validate_consistency(
             if len(report.mismatches) < max_reported:
                 report.mismatches.append(
                     Mismatch(
-                        key=dict(zip(keys, chosen[i], strict=True)),
+                        key=dict(zip(keys, chosen[i][:-1], strict=True)),
                         feature=name,
                         online=online_values[j],
                         offline=offline_cols[j][i],

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import timedelta
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (

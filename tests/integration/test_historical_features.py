@@ -185,9 +185,7 @@ def test_ttl_window_excludes_rows_at_or_older_than_t_minus_ttl(repo: Repo) -> No
 
 def test_ties_on_event_time_broken_by_created_timestamp(repo: Repo) -> None:
     table = stats_rows([(1, h(1), 1, 1.0), (1, h(1), 3, 3.0), (1, h(1), 2, 2.0), (2, h(1), 7, 7.0)])
-    table = table.append_column(
-        "created", pa.array([h(5), h(9), h(7), None], UTC_US)
-    )
+    table = table.append_column("created", pa.array([h(5), h(9), h(7), None], UTC_US))
     src = repo.source("stats_source", table, created_timestamp_field="created")
     repo.apply(customer, src, stats_view(src))
     out = repo.hist(entities([(1, h(2)), (2, h(2)), (1, h(1))]), ["stats:orders", "stats:spend"])
@@ -197,9 +195,7 @@ def test_ties_on_event_time_broken_by_created_timestamp(repo: Repo) -> None:
 
 def test_nulls_where_nothing_matches(repo: Repo) -> None:
     simple_repo(repo)
-    out = repo.hist(
-        entities([(99, h(3)), (1, h(-5)), (2, h(0))]), ["stats:orders", "stats:spend"]
-    )
+    out = repo.hist(entities([(99, h(3)), (1, h(-5)), (2, h(0))]), ["stats:orders", "stats:spend"])
     assert out.column("orders").to_pylist() == [None, None, None]
     assert out.column("spend").to_pylist() == [None, None, None]
     assert out.schema.field("orders").type == pa.int64()
@@ -271,11 +267,15 @@ def test_several_views_different_entities_and_compound_keys(repo: Repo) -> None:
             "event_timestamp": pa.array([h(3), h(1), h(1), h(1)], UTC_US),
         }
     )
-    out = repo.hist(
-        ent, ["stats:orders", "store_stats:footfall", "pair_stats:affinity"]
-    )
+    out = repo.hist(ent, ["stats:orders", "store_stats:footfall", "pair_stats:affinity"])
     assert out.column_names == [
-        "customer_id", "product_id", "store_id", "event_timestamp", "orders", "footfall", "affinity"
+        "customer_id",
+        "product_id",
+        "store_id",
+        "event_timestamp",
+        "orders",
+        "footfall",
+        "affinity",
     ]
     assert out.column("orders").to_pylist() == [10, 10, 20, 20]
     assert out.column("footfall").to_pylist() == [150, 200, 100, None]
@@ -294,7 +294,10 @@ def test_naive_timestamps_are_utc_and_aware_ones_are_converted(repo: Repo) -> No
         }
     )
     naive = pd.DataFrame(
-        {"customer_id": [1, 1], "event_timestamp": pd.to_datetime(["2024-05-01 01:30", "2024-05-01 02:30"])}
+        {
+            "customer_id": [1, 1],
+            "event_timestamp": pd.to_datetime(["2024-05-01 01:30", "2024-05-01 02:30"]),
+        }
     )
     out_paris = repo.hist(paris, ["stats:orders"])
     out_naive = repo.hist(naive, ["stats:orders"])
@@ -342,7 +345,11 @@ def test_star_reference_service_and_full_feature_names(repo: Repo) -> None:
         ent, feature_service="svc", full_feature_names=True
     ).to_arrow()
     assert full.column_names == [
-        "customer_id", "event_timestamp", "stats__orders", "stats__spend", "other__orders"
+        "customer_id",
+        "event_timestamp",
+        "stats__orders",
+        "stats__spend",
+        "other__orders",
     ]
     assert full.column("other__orders").to_pylist() == [99]
     with pytest.raises(InvalidError, match="full_feature_names=True"):
@@ -460,17 +467,28 @@ def test_timestamp_forms_in_sources(tmp_path: Path, fmt: str, source_form: str) 
         customer,
         src,
         FeatureView(
-            name="v", entities=["customer"], features=[Field(name="orders", dtype="int64")], source=src
+            name="v",
+            entities=["customer"],
+            features=[Field(name="orders", dtype="int64")],
+            source=src,
         ),
     )
     ent_days = [datetime(2024, 5, d, 12, tzinfo=UTC) for d in (1, 2, 3, 4, 6)] + [
         datetime(2024, 4, 30, tzinfo=UTC),
         datetime(2024, 5, 3, tzinfo=UTC),
     ]
-    for entity_form in ("pandas_ns_naive", "arrow_ms_aware", "date", "plain_string", "iso_string_offset"):
+    for entity_form in (
+        "pandas_ns_naive",
+        "arrow_ms_aware",
+        "date",
+        "plain_string",
+        "iso_string_offset",
+    ):
         ents = pa.table(
-            {"customer_id": pa.array([1] * len(ent_days), pa.int64()),
-             "event_timestamp": _ts_forms()[entity_form](ent_days)}
+            {
+                "customer_id": pa.array([1] * len(ent_days), pa.int64()),
+                "event_timestamp": _ts_forms()[entity_form](ent_days),
+            }
         )
         if entity_form == "pandas_ns_naive":
             ents = ents.to_pandas()
@@ -496,11 +514,22 @@ def test_csv_string_timestamps_with_mixed_offsets(tmp_path: Path) -> None:
         customer,
         src,
         FeatureView(
-            name="v", entities=["customer"], features=[Field(name="orders", dtype="int64")], source=src
+            name="v",
+            entities=["customer"],
+            features=[Field(name="orders", dtype="int64")],
+            source=src,
         ),
     )
     out = repo.hist(
-        entities([(1, h(0.5)), (1, h(1.5)), (1, h(2.5)), (1, T0 + timedelta(hours=3, milliseconds=100)), (1, h(4))]),
+        entities(
+            [
+                (1, h(0.5)),
+                (1, h(1.5)),
+                (1, h(2.5)),
+                (1, T0 + timedelta(hours=3, milliseconds=100)),
+                (1, h(4)),
+            ]
+        ),
         ["v:orders"],
     )
     assert out.column("orders").to_pylist() == [1, 2, 3, 3, 4]
@@ -519,7 +548,10 @@ def test_field_mapping_renames_source_columns(repo: Repo) -> None:
         }
     )
     src = repo.source(
-        "mapped", raw, timestamp_field="ts", field_mapping={"cust": "customer_id", "n_orders": "orders"}
+        "mapped",
+        raw,
+        timestamp_field="ts",
+        field_mapping={"cust": "customer_id", "n_orders": "orders"},
     )
     repo.apply(customer, src, stats_view(src))
     out = repo.hist(entities([(1, h(0.5)), (1, h(2))]), ["stats:orders", "stats:spend"])
@@ -594,9 +626,16 @@ def test_unknown_feature_reference_suggests_nearest(pq_repo: Repo) -> None:
 def test_entity_df_missing_join_key_or_timestamp(pq_repo: Repo) -> None:
     repo = simple_repo(pq_repo)
     with pytest.raises(InvalidError, match="no column 'customer_id'.*join key.*'stats'"):
-        repo.hist(pa.table({"cust_id": [1], "event_timestamp": pa.array([h(1)], UTC_US)}), ["stats:orders"])
-    with pytest.raises(InvalidError, match="no timestamp column 'event_timestamp'.*did you mean 'event_ts'"):
-        repo.hist(pa.table({"customer_id": [1], "event_ts": pa.array([h(1)], UTC_US)}), ["stats:orders"])
+        repo.hist(
+            pa.table({"cust_id": [1], "event_timestamp": pa.array([h(1)], UTC_US)}),
+            ["stats:orders"],
+        )
+    with pytest.raises(
+        InvalidError, match="no timestamp column 'event_timestamp'.*did you mean 'event_ts'"
+    ):
+        repo.hist(
+            pa.table({"customer_id": [1], "event_ts": pa.array([h(1)], UTC_US)}), ["stats:orders"]
+        )
     out = repo.hist(
         pa.table({"customer_id": [1], "event_ts": pa.array([h(1)], UTC_US)}),
         ["stats:orders"],
@@ -610,25 +649,34 @@ def test_timestamp_column_of_wrong_type(pq_repo: Repo) -> None:
     with pytest.raises(InvalidError, match="timestamp column 'event_timestamp' has type int64"):
         repo.hist(pa.table({"customer_id": [1], "event_timestamp": [1714521600]}), ["stats:orders"])
     with pytest.raises(InvalidError, match="not a timestamp"):
-        repo.hist(pa.table({"customer_id": [1], "event_timestamp": ["yesterday"]}), ["stats:orders"])
+        repo.hist(
+            pa.table({"customer_id": [1], "event_timestamp": ["yesterday"]}), ["stats:orders"]
+        )
 
 
 def test_join_key_of_wrong_type(pq_repo: Repo) -> None:
     repo = simple_repo(pq_repo)
     out = repo.hist(  # castable keys are fine
-        pa.table({"customer_id": pa.array([1], pa.int32()), "event_timestamp": pa.array([h(1)], UTC_US)}),
+        pa.table(
+            {"customer_id": pa.array([1], pa.int32()), "event_timestamp": pa.array([h(1)], UTC_US)}
+        ),
         ["stats:orders"],
     )
     assert out.column("orders").to_pylist() == [10]
     assert out.schema.field("customer_id").type == pa.int32()
     with pytest.raises(InvalidError, match="customer_id' has type string.*int64"):
-        repo.hist(pa.table({"customer_id": ["x"], "event_timestamp": pa.array([h(1)], UTC_US)}), ["stats:orders"])
+        repo.hist(
+            pa.table({"customer_id": ["x"], "event_timestamp": pa.array([h(1)], UTC_US)}),
+            ["stats:orders"],
+        )
 
 
 def test_source_file_missing_or_lacking_a_column(repo: Repo, tmp_path: Path) -> None:
     src = repo.source("stats_source", stats_rows([(1, h(0), 1, 1.0)]).drop_columns(["spend"]))
     repo.apply(customer, src, stats_view(src))
-    with pytest.raises(InvalidError, match="no column 'spend'.*feature 'spend' of feature view 'stats'"):
+    with pytest.raises(
+        InvalidError, match="no column 'spend'.*feature 'spend' of feature view 'stats'"
+    ):
         repo.hist(entities([(1, h(1))]), ["stats:orders", "stats:spend"])
     # only 'orders' requested: the missing column is never read
     assert repo.hist(entities([(1, h(1))]), ["stats:orders"]).column("orders").to_pylist() == [1]
@@ -654,7 +702,9 @@ def test_source_timestamp_of_wrong_type(pq_repo: Repo) -> None:
 
 def test_entity_df_path_or_source_that_does_not_exist(pq_repo: Repo, tmp_path: Path) -> None:
     repo = simple_repo(pq_repo)
-    with pytest.raises(NotFoundError, match="neither an existing file nor a registered data source"):
+    with pytest.raises(
+        NotFoundError, match="neither an existing file nor a registered data source"
+    ):
         repo.hist(str(tmp_path / "nope.parquet"), ["stats:orders"])
     with pytest.raises(NotFoundError, match="did you mean 'stats_source'"):
         repo.hist("stats_sourc", ["stats:orders"])
@@ -677,7 +727,8 @@ def test_entity_timestamps_all_null_or_some_null(pq_repo: Repo) -> None:
     )
     assert out.column("orders").to_pylist() == [None, 10]
     out = repo.hist(
-        pa.table({"customer_id": [1], "event_timestamp": pa.array([None], UTC_US)}), ["stats:orders"]
+        pa.table({"customer_id": [1], "event_timestamp": pa.array([None], UTC_US)}),
+        ["stats:orders"],
     )
     assert out.column("orders").to_pylist() == [None]
 
@@ -702,7 +753,9 @@ def test_dtypes_of_every_kind(repo: Repo) -> None:
         Field(name="b", dtype="bool"),
         Field(name="ts", dtype="timestamp"),
     ]
-    repo.apply(customer, src, FeatureView(name="v", entities=["customer"], features=feats, source=src))
+    repo.apply(
+        customer, src, FeatureView(name="v", entities=["customer"], features=feats, source=src)
+    )
     out = repo.hist(entities([(1, h(1))]), ["v:*"])
     assert out.schema.field("i32").type == pa.int32()
     assert out.schema.field("f32").type == pa.float32()
@@ -716,7 +769,9 @@ def test_dtypes_of_every_kind(repo: Repo) -> None:
 
 def test_date_typed_entity_column_is_midnight_utc(pq_repo: Repo) -> None:
     repo = simple_repo(pq_repo)
-    ent = pa.table({"customer_id": [1], "event_timestamp": pa.array([date(2024, 5, 2)], pa.date32())})
+    ent = pa.table(
+        {"customer_id": [1], "event_timestamp": pa.array([date(2024, 5, 2)], pa.date32())}
+    )
     out = repo.hist(ent, ["stats:orders"])
     assert out.column("orders").to_pylist() == [30]
     assert out.column("event_timestamp").to_pylist() == [datetime(2024, 5, 2, tzinfo=UTC)]

@@ -117,7 +117,13 @@ def test_regression_output_has_no_class_column(store: FeatureStore, models: dict
     out = store.repo_path / "out" / "ltv.parquet"
     store.predict_batch("ltv_lgb", _now_rows([1, 2, 3]), out, prediction_column="ltv")
     table = pq.read_table(out)
-    assert table.column_names == ["customer_id", "event_timestamp", "ltv", "model_id", "model_version"]
+    assert table.column_names == [
+        "customer_id",
+        "event_timestamp",
+        "ltv",
+        "model_id",
+        "model_version",
+    ]
     assert table.num_rows == 3
 
 
@@ -165,7 +171,9 @@ def test_batch_iceberg_input_and_output(store: FeatureStore, models: dict[str, A
     assert job.rows == 50
     written = catalog.load_table("scoring.preds").scan().to_arrow()
     assert written.num_rows == 50
-    assert {"customer_id", "prediction", "prediction_class", "model_id"} <= set(written.column_names)
+    assert {"customer_id", "prediction", "prediction_class", "model_id"} <= set(
+        written.column_names
+    )
     # A second run appends in one more commit.
     store.predict_batch("churn_lgb:1", "iceberg:scoring.requests", "scoring.preds")
     assert catalog.load_table("scoring.preds").scan().to_arrow().num_rows == 100
@@ -178,7 +186,7 @@ def test_failed_batch_is_recorded_and_writes_nothing(
 
     out = tmp_path / "never.parquet"
     bad = _now_rows([1, 2]).rename_columns(["customer_id", "ts"])
-    with pytest.raises(InvalidError, match="lacks column.*event_timestamp"):
+    with pytest.raises(InvalidError, match=r"lacks column.*event_timestamp"):
         store.predict_batch("churn_lgb:1", bad, out)
     assert not out.exists() and not list(tmp_path.iterdir())
     last = list_prediction_jobs(store, "churn_lgb")[0]
@@ -187,24 +195,26 @@ def test_failed_batch_is_recorded_and_writes_nothing(
 
 def test_batch_bad_requests(store: FeatureStore, models: dict[str, Any], tmp_path: Path) -> None:
     rows = _now_rows([1])
-    with pytest.raises(NotFoundError, match="model 'churn_lbg' does not exist.*churn_lgb"):
+    with pytest.raises(NotFoundError, match=r"model 'churn_lbg' does not exist.*churn_lgb"):
         store.predict_batch("churn_lbg", rows, tmp_path / "x.parquet")
-    with pytest.raises(NotFoundError, match="has no version 7"):
+    with pytest.raises(NotFoundError, match=r"has no version 7"):
         store.predict_batch("churn_lgb:7", rows, tmp_path / "x.parquet")
-    with pytest.raises(InvalidError, match="not trained on feature view.*customer_profile"):
+    with pytest.raises(InvalidError, match=r"not trained on feature view.*customer_profile"):
         store.predict_batch(
             "churn_lgb:1", rows, tmp_path / "x.parquet", feature_views=["customer_profile"]
         )
-    with pytest.raises(InvalidError, match="also needs feature view"):
+    with pytest.raises(InvalidError, match=r"also needs feature view"):
         store.predict_batch(
             "churn_lgb:1", rows, tmp_path / "x.parquet", feature_views=["customer_behavior"]
         )
-    with pytest.raises(NotFoundError, match="neither a registered data source"):
+    with pytest.raises(NotFoundError, match=r"neither a registered data source"):
         store.predict_batch("churn_lgb:1", "no_such_input", tmp_path / "x.parquet")
-    with pytest.raises(InvalidError, match="neither a Parquet path"):
+    with pytest.raises(InvalidError, match=r"neither a Parquet path"):
         store.predict_batch("churn_lgb:1", rows, "not a target")
-    with pytest.raises(InvalidError, match="clash"):
-        store.predict_batch("churn_lgb:1", rows, tmp_path / "x.parquet", prediction_column="customer_id")
+    with pytest.raises(InvalidError, match=r"clash"):
+        store.predict_batch(
+            "churn_lgb:1", rows, tmp_path / "x.parquet", prediction_column="customer_id"
+        )
 
 
 # -- online ---------------------------------------------------------------------------------
@@ -239,7 +249,9 @@ def test_online_prediction_equals_batch(
     features = store.get_historical_features(
         _now_rows(customers[:1]), feature_service="churn_prediction_v1"
     ).to_arrow()
-    values = {k: v[0] for k, v in features.drop(["customer_id", "event_timestamp"]).to_pydict().items()}
+    values = {
+        k: v[0] for k, v in features.drop(["customer_id", "event_timestamp"]).to_pydict().items()
+    }
     direct = store.predict_online(version.model_id, features=values)
     assert direct["predictions"][0]["prediction"] == pytest.approx(got[0], rel=1e-9)
     # ... also when named view:feature or view__feature.
@@ -253,12 +265,14 @@ def test_online_by_name_and_stage(store: FeatureStore, models: dict[str, Any]) -
     store.promote("churn_rf", 1, "staging")
     by_stage = store.predict_online("churn_rf", stage="staging", entity_rows=[{"customer_id": 5}])
     assert by_stage["model_id"] == "churn_rf:1"
-    with pytest.raises(NotFoundError, match="no version in stage 'production'"):
+    with pytest.raises(NotFoundError, match=r"no version in stage 'production'"):
         store.predict_online("churn_rf", stage="production", entity_rows=[{"customer_id": 5}])
 
 
 def test_online_missing_features(store: FeatureStore, models: dict[str, Any]) -> None:
-    with pytest.raises(MissingFeaturesError, match=r"customer_id=999999: tenure_months \(not_found\)"):
+    with pytest.raises(
+        MissingFeaturesError, match=r"customer_id=999999: tenure_months \(not_found\)"
+    ):
         store.predict_online("churn_lgb:1", entity_rows=[{"customer_id": 999_999}])
     answer = store.predict_online(
         "churn_lgb:1", entity_rows=[{"customer_id": 999_999}, {"customer_id": 1}], use_defaults=True
@@ -271,7 +285,9 @@ def test_online_missing_features(store: FeatureStore, models: dict[str, Any]) ->
     assert "tenure_months" not in partial["predictions"][0]["used_defaults"]
 
 
-def test_online_expired_features(store: FeatureStore, models: dict[str, Any], tmp_path: Path) -> None:
+def test_online_expired_features(
+    store: FeatureStore, models: dict[str, Any], tmp_path: Path
+) -> None:
     # Push a customer whose behaviour snapshot is older than the view's 30-day TTL.
     old = NOW - timedelta(days=45)
     store.push(
@@ -299,13 +315,15 @@ def test_online_expired_features(store: FeatureStore, models: dict[str, Any], tm
 
 
 def test_online_bad_requests(store: FeatureStore, models: dict[str, Any]) -> None:
-    with pytest.raises(InvalidError, match="not trained on feature.*'tenure' .did you mean 'tenure_months'"):
+    with pytest.raises(
+        InvalidError, match=r"not trained on feature.*'tenure' .did you mean 'tenure_months'"
+    ):
         store.predict_online("churn_lgb:1", features={"tenure": 3})
-    with pytest.raises(InvalidError, match="either entity_rows"):
+    with pytest.raises(InvalidError, match=r"either entity_rows"):
         store.predict_online("churn_lgb:1")
-    with pytest.raises(InvalidError, match="lacks the join key"):
+    with pytest.raises(InvalidError, match=r"lacks the join key"):
         store.predict_online("churn_lgb:1", entity_rows=[{"customer": 1}])
-    with pytest.raises(InvalidError, match="expects int64"):
+    with pytest.raises(InvalidError, match=r"expects int64"):
         store.predict_online("churn_lgb:1", features={"tenure_months": "long"}, use_defaults=True)
     with pytest.raises(NotFoundError):
         store.predict_online("nope:1", entity_rows=[{"customer_id": 1}])
@@ -318,13 +336,13 @@ def test_tampered_artifact_is_refused_at_prediction(
     store.predict_online(version.model_id, entity_rows=[{"customer_id": 1}])  # loads and caches
     model_file = store.config.model_path / version.artifact_dir / "model.txt"
     model_file.write_text(model_file.read_text().replace("num_leaves", "num_leaveZ", 1))
-    with pytest.raises(ArtifactIntegrityError, match="model.txt.*does not match its registered"):
+    with pytest.raises(ArtifactIntegrityError, match=r"model.txt.*does not match its registered"):
         store.predict_online(version.model_id, entity_rows=[{"customer_id": 1}])
     with pytest.raises(ArtifactIntegrityError):
         store.predict_batch(version.model_id, _now_rows([1]), tmp_path / "x.parquet")
     encoding = store.config.model_path / version.artifact_dir / "encoding.json"
     model_file.unlink()
-    with pytest.raises(NotFoundError, match="is missing"):
+    with pytest.raises(NotFoundError, match=r"is missing"):
         store.predict_online(version.model_id, entity_rows=[{"customer_id": 1}])
     assert json.loads(encoding.read_text())["features"]
 

@@ -200,7 +200,9 @@ def test_time_split_puts_no_test_row_before_a_training_row(store: FeatureStore) 
     # Every label row later than the cut-off is in the test split, every earlier one in train.
     labels = _labels(store)
     cutoff = pa.scalar(rng["test_min_timestamp"]).cast(labels["event_timestamp"].type)
-    assert counts["test"] == int(pc.sum(pc.greater_equal(labels["event_timestamp"], cutoff)).as_py())
+    assert counts["test"] == int(
+        pc.sum(pc.greater_equal(labels["event_timestamp"], cutoff)).as_py()
+    )
 
 
 def test_random_split_and_default_features(store: FeatureStore) -> None:
@@ -267,7 +269,7 @@ def _no_new_versions(store: FeatureStore, name: str) -> None:
 def test_unknown_label_column(store: FeatureStore) -> None:
     body = spec("bad_label", "lightgbm", "classification")
     body["training_data"]["label_column"] = "churnd"
-    with pytest.raises(InvalidError, match="label column 'churnd'.*did you mean 'churned'"):
+    with pytest.raises(InvalidError, match=r"label column 'churnd'.*did you mean 'churned'"):
         store.train(body)
     _no_new_versions(store, "bad_label")
 
@@ -279,7 +281,7 @@ def test_single_class_label(store: FeatureStore, tmp_path: Path) -> None:
     pq.write_table(one_class, path)
     body = spec("one_class", "lightgbm", "classification")
     body["training_data"]["entity_df_source"] = str(path)
-    with pytest.raises(InvalidError, match="single class"):
+    with pytest.raises(InvalidError, match=r"single class"):
         store.train(body)
     _no_new_versions(store, "one_class")
 
@@ -289,18 +291,18 @@ def test_too_few_rows(store: FeatureStore, tmp_path: Path) -> None:
     pq.write_table(_labels(store).slice(0, 5), path)
     body = spec("few", "lightgbm", "classification")
     body["training_data"]["entity_df_source"] = str(path)
-    with pytest.raises(InvalidError, match="only 5 labelled rows"):
+    with pytest.raises(InvalidError, match=r"only 5 labelled rows"):
         store.train(body)
     body["training_data"]["entity_df_source"] = "churn_labels"
     body["training_data"]["start_date"] = "2030-01-01"
-    with pytest.raises(InvalidError, match="only 0 labelled rows.*between 2030"):
+    with pytest.raises(InvalidError, match=r"only 0 labelled rows.*between 2030"):
         store.train(body)
     _no_new_versions(store, "few")
 
 
 def test_unknown_hyperparameter(store: FeatureStore) -> None:
     body = spec("bad_param", "xgboost", "classification", hyperparameters={"max_dept": 3})
-    with pytest.raises(InvalidError, match="unknown hyperparameter 'max_dept'.*max_depth"):
+    with pytest.raises(InvalidError, match=r"unknown hyperparameter 'max_dept'.*max_depth"):
         store.train(body)
     _no_new_versions(store, "bad_param")
 
@@ -308,13 +310,13 @@ def test_unknown_hyperparameter(store: FeatureStore) -> None:
 def test_unknown_sources_and_features(store: FeatureStore) -> None:
     body = spec("bad_source", "lightgbm", "classification")
     body["training_data"]["entity_df_source"] = "churn_lables"
-    with pytest.raises(NotFoundError, match="churn_lables.*did you mean 'churn_labels'"):
+    with pytest.raises(NotFoundError, match=r"churn_lables.*did you mean 'churn_labels'"):
         store.train(body)
     body = spec("bad_feature", "lightgbm", "classification", features=["customer_behavior:nope"])
-    with pytest.raises(NotFoundError, match="no feature 'nope'"):
+    with pytest.raises(NotFoundError, match=r"no feature 'nope'"):
         store.train(body)
     body = spec("bad_service", "lightgbm", "classification", features="no_such_service")
-    with pytest.raises(NotFoundError, match="no_such_service"):
+    with pytest.raises(NotFoundError, match=r"no_such_service"):
         store.train(body)
 
 
@@ -327,10 +329,30 @@ def test_regression_needs_a_numeric_label(store: FeatureStore, tmp_path: Path) -
     pq.write_table(text, path)
     body = spec("text_reg", "lightgbm", "regression")
     body["training_data"] = {"entity_df_source": str(path), "label_column": "churned"}
-    with pytest.raises(InvalidError, match="must be numeric"):
+    with pytest.raises(InvalidError, match=r"must be numeric"):
         store.train(body)
     # ... while string classes are fine for a classifier.
     body = spec("text_cls", "lightgbm", "classification")
     body["training_data"] = {"entity_df_source": str(path), "label_column": "churned"}
     version = store.train(body)
     assert version.lineage["label_distribution"]["total"].keys() == {"0", "1"}
+
+
+def test_labels_from_iceberg_tables(store: FeatureStore) -> None:
+    from quiver.definitions import IcebergSource
+    from quiver.offline.sources import iceberg_catalog
+
+    catalog = iceberg_catalog(store.config)
+    catalog.create_namespace_if_not_exists("labels")
+    labels = _labels(store)
+    if not catalog.table_exists("labels.churn"):
+        catalog.create_table("labels.churn", schema=labels.schema).append(labels)
+    body = spec("iceberg_labels", "lightgbm", "classification")
+    body["training_data"]["entity_df_source"] = "iceberg:labels.churn"
+    version = store.train(body)
+    assert version.lineage["row_counts"]["total"] == labels.num_rows
+    store.apply([IcebergSource(name="churn_labels_ice", table="labels.churn")], prune=False)
+    body["training_data"]["entity_df_source"] = "churn_labels_ice"
+    again = store.train(body)
+    assert again.lineage["label_source"] == "churn_labels_ice"
+    assert again.test_metrics == version.test_metrics

@@ -147,8 +147,24 @@ def materialized(store: FeatureStore) -> FeatureStore:
     return store
 
 
-def test_values_statuses_and_shapes(materialized: FeatureStore) -> None:
-    res = materialized.get_online_features(
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def reader(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FeatureStore]:
+    """A materialized store shared by the tests that only read (a fresh Redis key prefix)."""
+    if request.param == "sqlite":
+        online: dict[str, Any] = {"type": "sqlite", "path": "data/online.db"}
+    else:
+        server = request.getfixturevalue("redis_server")
+        online = {"type": "redis", "url": server.url, "key_prefix": f"r{uuid.uuid4().hex[:6]}"}
+    s = make_store(tmp_path_factory.mktemp("reader") / "repo", online)
+    s.materialize(NOW - timedelta(days=1000), NOW)
+    yield s
+    s.close()
+
+
+def test_values_statuses_and_shapes(reader: FeatureStore) -> None:
+    res = reader.get_online_features(
         features=["stats:*", "profile:age"],
         entity_rows=[
             {"customer_id": 1},
@@ -184,16 +200,16 @@ def test_values_statuses_and_shapes(materialized: FeatureStore) -> None:
     assert isinstance(res.to_polars(), pl.DataFrame)
 
 
-def test_null_feature_values_are_present(materialized: FeatureStore) -> None:
-    res = materialized.get_online_features(
+def test_null_feature_values_are_present(reader: FeatureStore) -> None:
+    res = reader.get_online_features(
         features=["stats:spend", "stats:vip", "stats:tags"], entity_rows=[{"customer_id": 2}]
     )
     assert res.to_dict() == {"customer_id": [2], "spend": [None], "vip": [None], "tags": [[]]}
     assert res.statuses["spend"] == ["present"]
 
 
-def test_feature_service_and_full_names(materialized: FeatureStore) -> None:
-    res = materialized.get_online_features(
+def test_feature_service_and_full_names(reader: FeatureStore) -> None:
+    res = reader.get_online_features(
         feature_service="svc", entity_rows={"customer_id": [2, 1]}, full_feature_names=True
     )
     assert res.to_dict() == {
@@ -205,8 +221,8 @@ def test_feature_service_and_full_names(materialized: FeatureStore) -> None:
     }
 
 
-def test_compound_keys_and_several_views(materialized: FeatureStore) -> None:
-    res = materialized.get_online_features(
+def test_compound_keys_and_several_views(reader: FeatureStore) -> None:
+    res = reader.get_online_features(
         features=["pair:visits", "profile:region"],
         entity_rows=[
             {"customer_id": 1, "merchant_id": "m1"},
@@ -221,15 +237,15 @@ def test_compound_keys_and_several_views(materialized: FeatureStore) -> None:
     assert res.values["region"] == ["north", "north", "south", "south"]
 
 
-def test_clashing_names_need_full_names(materialized: FeatureStore) -> None:
+def test_clashing_names_need_full_names(reader: FeatureStore) -> None:
     with pytest.raises(InvalidError, match="full_feature_names=True"):
-        materialized.get_online_features(
+        reader.get_online_features(
             features=["stats:spend", "pair:spend"],
             entity_rows=[{"customer_id": 1, "merchant_id": "m1"}],
         )
 
 
-def test_entity_input_forms(materialized: FeatureStore) -> None:
+def test_entity_input_forms(reader: FeatureStore) -> None:
     expected = {"customer_id": [1, 2], "orders": [2, 7]}
     for rows in (
         [{"customer_id": 1}, {"customer_id": 2}],
@@ -239,47 +255,45 @@ def test_entity_input_forms(materialized: FeatureStore) -> None:
         pl.DataFrame({"customer_id": [1, 2]}),
         [{"customer_id": pd.Series([1, 2]).iloc[0]}, {"customer_id": 2}],  # numpy int64
     ):
-        assert materialized.get_online_features(["stats:orders"], rows).to_dict() == expected
-    empty = materialized.get_online_features(["stats:orders"], [])
+        assert reader.get_online_features(["stats:orders"], rows).to_dict() == expected
+    empty = reader.get_online_features(["stats:orders"], [])
     assert empty.to_dict() == {"customer_id": [], "orders": []}
 
 
-@pytest.mark.parametrize(
-    ("rows", "message"),
-    [
-        ([{"customer_id": 1}, {"customer": 2}], r"entity row 1 has no join key 'customer_id'"),
-        ([{"customer_id": "1"}], r"entity row 0: join key 'customer_id' must be int64, got str"),
-        ([{"customer_id": 1.0}], r"must be int64, got float"),
-        ([{"customer_id": True}], r"must be int64, got bool"),
-        ([{"customer_id": None}], r"must be int64, got NoneType"),
-        ([{"customer_id": 2**64}], r"out of range"),
-        ({"customer": [1]}, r"entity_rows has no join key 'customer_id'"),
-        ([1, 2], r"entity row 0 is int, not a dict"),
-        ("customer_id=1", r"entity_rows must be a list of dicts"),
-        (None, r"entity_rows is missing"),
-    ],
-)
-def test_bad_entity_rows(materialized: FeatureStore, rows: Any, message: str) -> None:
-    with pytest.raises(InvalidError, match=message):
-        materialized.get_online_features(["stats:orders"], rows)
+BAD_ENTITY_ROWS = [
+    ([{"customer_id": 1}, {"customer": 2}], r"entity row 1 has no join key 'customer_id'"),
+    ([{"customer_id": "1"}], r"entity row 0: join key 'customer_id' must be int64, got str"),
+    ([{"customer_id": 1.0}], r"must be int64, got float"),
+    ([{"customer_id": True}], r"must be int64, got bool"),
+    ([{"customer_id": None}], r"must be int64, got NoneType"),
+    ([{"customer_id": 2**64}], r"out of range"),
+    ({"customer": [1]}, r"entity_rows has no join key 'customer_id'"),
+    ([1, 2], r"entity row 0 is int, not a dict"),
+    ("customer_id=1", r"entity_rows must be a list of dicts"),
+    (None, r"entity_rows is missing"),
+]
 
 
-def test_compound_key_type_errors(materialized: FeatureStore) -> None:
+def test_bad_entity_rows(reader: FeatureStore) -> None:
+    for rows, message in BAD_ENTITY_ROWS:
+        with pytest.raises(InvalidError, match=message):
+            reader.get_online_features(["stats:orders"], rows)
+
+
+def test_compound_key_type_errors(reader: FeatureStore) -> None:
     with pytest.raises(InvalidError, match="join key 'merchant_id' must be string, got int"):
-        materialized.get_online_features(["pair:visits"], [{"customer_id": 1, "merchant_id": 1}])
+        reader.get_online_features(["pair:visits"], [{"customer_id": 1, "merchant_id": 1}])
     with pytest.raises(InvalidError, match=r"has no join key 'merchant_id'.*feature view 'pair'"):
-        materialized.get_online_features(["pair:visits"], [{"customer_id": 1}])
+        reader.get_online_features(["pair:visits"], [{"customer_id": 1}])
 
 
-def test_bad_references(materialized: FeatureStore) -> None:
+def test_bad_references(reader: FeatureStore) -> None:
     with pytest.raises(NotFoundError, match="did you mean 'stats'"):
-        materialized.get_online_features(["stat:orders"], [{"customer_id": 1}])
+        reader.get_online_features(["stat:orders"], [{"customer_id": 1}])
     with pytest.raises(NotFoundError, match="no feature 'order'"):
-        materialized.get_online_features(["stats:order"], [{"customer_id": 1}])
+        reader.get_online_features(["stats:order"], [{"customer_id": 1}])
     with pytest.raises(InvalidError, match="not both or neither"):
-        materialized.get_online_features(
-            ["stats:orders"], [{"customer_id": 1}], feature_service="svc"
-        )
+        reader.get_online_features(["stats:orders"], [{"customer_id": 1}], feature_service="svc")
 
 
 def test_before_materialization_everything_is_not_found(store: FeatureStore) -> None:
@@ -415,13 +429,13 @@ BAD_PUSHES = [
 ]
 
 
-@pytest.mark.parametrize(("change", "message"), BAD_PUSHES)
-def test_bad_push_changes_nothing(materialized: FeatureStore, change: Any, message: str) -> None:
+def test_bad_push_changes_nothing(materialized: FeatureStore) -> None:
     before = _snapshot(materialized)
     rows = [_stats_row(1, 50, NOW), _stats_row(40, 51, NOW)]
-    with pytest.raises(InvalidError, match=message):
-        materialized.push("stats", change(rows))
-    assert _snapshot(materialized) == before
+    for change, message in BAD_PUSHES:
+        with pytest.raises(InvalidError, match=message):
+            materialized.push("stats", change(rows))
+        assert _snapshot(materialized) == before, message
 
 
 def test_push_to_unknown_view_or_target(materialized: FeatureStore) -> None:

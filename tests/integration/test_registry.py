@@ -85,7 +85,7 @@ def test_apply_and_read_back_the_example_repo(store: FeatureStore) -> None:
 
 def test_a_missing_object_is_not_found_with_a_suggestion(store: FeatureStore) -> None:
     store.apply([CUSTOMER, SOURCE, _view()])
-    with pytest.raises(NotFoundError, match="feature view 'order' does not exist.*'orders'"):
+    with pytest.raises(NotFoundError, match=r"feature view 'order' does not exist.*'orders'"):
         store.get_feature_view("order")
     with pytest.raises(NotFoundError, match="entity 'nobody'"):
         store.get_entity("nobody")
@@ -183,7 +183,7 @@ def test_describe_reports_the_current_version(store: FeatureStore) -> None:
 
 def test_a_name_used_by_two_kinds_needs_a_kind(store: FeatureStore) -> None:
     store.apply([CUSTOMER, FileSource(name="customer", path="c.parquet")])
-    with pytest.raises(InvalidError, match="names several objects.*--kind"):
+    with pytest.raises(InvalidError, match=r"names several objects.*--kind"):
         store.describe("customer")
     with pytest.raises(InvalidError, match="--kind"):
         store.history("customer")
@@ -191,7 +191,7 @@ def test_a_name_used_by_two_kinds_needs_a_kind(store: FeatureStore) -> None:
     assert store.history("customer", kind="entity")[0].operation == "create"
     with pytest.raises(InvalidError, match="unknown kind 'view'"):
         store.describe("customer", kind="view")
-    with pytest.raises(NotFoundError, match="no object called 'custmer'.*'customer'"):
+    with pytest.raises(NotFoundError, match=r"no object called 'custmer'.*'customer'"):
         store.describe("custmer")
 
 
@@ -216,7 +216,7 @@ def test_restore_writes_a_new_version_equal_to_the_old_spec(store: FeatureStore)
 def test_a_breaking_restore_needs_allow_breaking(store: FeatureStore) -> None:
     store.apply([CUSTOMER, SOURCE, _view()])
     store.apply([_view(dtype="string")], allow_breaking=True)
-    with pytest.raises(BreakingChangeError, match="features.total.dtype"):
+    with pytest.raises(BreakingChangeError, match=r"features\.total\.dtype"):
         store.restore("orders", 1)
     assert len(store.history("orders")) == 2
     store.restore("orders", 1, allow_breaking=True)
@@ -226,7 +226,7 @@ def test_a_breaking_restore_needs_allow_breaking(store: FeatureStore) -> None:
 def test_restore_recreates_a_deleted_object(store: FeatureStore) -> None:
     store.apply([CUSTOMER, SOURCE, _view()])
     store.apply([CUSTOMER, SOURCE], prune=True)
-    with pytest.raises(NotFoundError, match="version 2 .* is its deletion.*restore version 1"):
+    with pytest.raises(NotFoundError, match=r"version 2 .* is its deletion.*restore version 1"):
         # Regression: restoring the deletion itself silently recreated the object.
         store.restore("orders", 2)
     assert store.registry.find("feature_view", "orders") is None

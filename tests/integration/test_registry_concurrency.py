@@ -191,9 +191,7 @@ def test_processes_opening_a_new_registry_and_applying_at_once(
 
 
 @pytest.mark.slow
-def test_racing_plans_for_one_object_let_exactly_one_win(
-    registry_url: str, tmp_path: Path
-) -> None:
+def test_racing_plans_for_one_object_let_exactly_one_win(registry_url: str, tmp_path: Path) -> None:
     with _open(registry_url, tmp_path) as store:
         store.apply([CUSTOMER, SOURCE, _view()])
     results = _run_workers(_racing_worker, registry_url, tmp_path)

@@ -163,7 +163,7 @@ def test_an_unknown_nested_key_from_the_environment_names_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("QUIVER_SERVER__PROT", "9000")
-    with pytest.raises(ConfigError, match="unknown key 'server.prot'.*QUIVER_SERVER__PROT"):
+    with pytest.raises(ConfigError, match=r"unknown key 'server\.prot'.*QUIVER_SERVER__PROT"):
         load_config(tmp_path)
 
 

@@ -290,7 +290,7 @@ def test_iceberg_source() -> None:
     source = IcebergSource(name="pay", table="finance.payments")
     assert (source.type, source.catalog, source.table) == ("iceberg", "default", "finance.payments")
     assert IcebergSource(name="p", table="a.b.c", catalog="lake").catalog == "lake"
-    with pytest.raises(InvalidError, match="namespace.table"):
+    with pytest.raises(InvalidError, match=r"namespace\.table"):
         IcebergSource(name="pay", table="payments")
 
 

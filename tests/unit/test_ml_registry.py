@@ -70,17 +70,17 @@ def test_get_version_by_id_name_version_stage(models: ModelRegistry) -> None:
     models.set_stage("churn", 2, "production")
     assert models.get_version("churn").version == 2  # production wins
     assert models.get_version("churn", stage="production").version == 2
-    with pytest.raises(NotFoundError, match="no version in stage 'staging'"):
+    with pytest.raises(NotFoundError, match=r"no version in stage 'staging'"):
         models.get_version("churn", stage="staging")
-    with pytest.raises(NotFoundError, match="has no version 9"):
+    with pytest.raises(NotFoundError, match=r"has no version 9"):
         models.get_version("churn:9")
-    with pytest.raises(NotFoundError, match="model 'chrn' does not exist.*did you mean 'churn'"):
+    with pytest.raises(NotFoundError, match=r"model 'chrn' does not exist.*did you mean 'churn'"):
         models.get_version("chrn")
-    with pytest.raises(InvalidError, match="not both"):
+    with pytest.raises(InvalidError, match=r"not both"):
         models.get_version("churn", version=1, stage="production")
-    with pytest.raises(InvalidError, match="names version 2"):
+    with pytest.raises(InvalidError, match=r"names version 2"):
         models.get_version("churn:2", version=3)
-    with pytest.raises(InvalidError, match="unknown stage"):
+    with pytest.raises(InvalidError, match=r"unknown stage"):
         models.get_version("churn", stage="prod")
 
 
@@ -96,7 +96,7 @@ def test_one_production_version(models: ModelRegistry) -> None:
     assert [v.version for v in models.versions("churn") if v.stage == "production"] == [3]
     with pytest.raises(NotFoundError):
         models.set_stage("churn", 7, "staging")
-    with pytest.raises(InvalidError, match="unknown stage"):
+    with pytest.raises(InvalidError, match=r"unknown stage"):
         models.set_stage("churn", 1, "gold")
 
 
@@ -134,7 +134,9 @@ def test_failed_publish_leaves_nothing(models: ModelRegistry) -> None:
 
 def test_prediction_jobs(models: ModelRegistry) -> None:
     version = _add(models)
-    job_id = models.start_job(version, mode="batch", input="in.parquet", output="out.parquet", author="me")
+    job_id = models.start_job(
+        version, mode="batch", input="in.parquet", output="out.parquet", author="me"
+    )
     assert models.get_job(job_id).status == "running"
     job = models.finish_job(job_id, status="completed", rows=10, duration_seconds=1.5)
     assert (job.status, job.rows, job.model_id) == ("completed", 10, "churn:1")
@@ -164,7 +166,9 @@ def _trained(tmp_path: Path) -> tuple[Path, dict[str, str], np.ndarray]:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 2))
     y = (x[:, 0] > 0).astype(np.int64)
-    model = trainer.fit(trainer.build("classification", None, {"n_estimators": 5}, 0), x, y, ["a", "b"], [])
+    model = trainer.fit(
+        trainer.build("classification", None, {"n_estimators": 5}, 0), x, y, ["a", "b"], []
+    )
     table = pa.table({"a": x[:, 0], "b": x[:, 1]})
     enc = Encoding.fit(
         table,
@@ -187,7 +191,11 @@ def _load(final: Path, sums: dict[str, str]) -> artifacts.LoadedModel:
 
 def test_artifact_round_trip(tmp_path: Path) -> None:
     final, sums, x = _trained(tmp_path)
-    assert sorted(p.name for p in final.iterdir()) == ["encoding.json", "metadata.json", "model.txt"]
+    assert sorted(p.name for p in final.iterdir()) == [
+        "encoding.json",
+        "metadata.json",
+        "model.txt",
+    ]
     assert json.loads((final / "metadata.json").read_text()) == {"version": 1}
     loaded = _load(final, sums)
     proba = loaded.predict_matrix(loaded.encoding.encode(pa.table({"a": x[:, 0], "b": x[:, 1]})))
@@ -208,7 +216,7 @@ def test_tampered_artifact_is_refused(tmp_path: Path, file: str) -> None:
 def test_missing_artifact_is_refused(tmp_path: Path) -> None:
     final, sums, _ = _trained(tmp_path)
     (final / "model.txt").unlink()
-    with pytest.raises(NotFoundError, match="model.txt.*is missing"):
+    with pytest.raises(NotFoundError, match=r"model.txt.*is missing"):
         _load(final, sums)
 
 

@@ -50,7 +50,9 @@ def test_sklearn_defaults_to_random_forest_and_accepts_aliases() -> None:
 def test_features_as_service_or_references() -> None:
     spec = TrainingSpec.parse({**BASE, "features": "churn_prediction_v1"})
     assert spec.service_name == "churn_prediction_v1"
-    spec = TrainingSpec.parse({**BASE, "features": ["customer_behavior:orders", "customer_contract"]})
+    spec = TrainingSpec.parse(
+        {**BASE, "features": ["customer_behavior:orders", "customer_contract"]}
+    )
     assert spec.feature_refs == ["customer_behavior:orders", "customer_contract:*"]
     spec = TrainingSpec.parse({**BASE, "feature_service": "svc"})
     assert spec.service_name == "svc"
@@ -82,24 +84,24 @@ def test_bad_specs_are_clear_errors(change: dict, needle: str) -> None:
 
 
 def test_bad_sklearn_algorithm_for_task() -> None:
-    with pytest.raises(InvalidError, match="logistic_regression is for classification"):
+    with pytest.raises(InvalidError, match=r"logistic_regression is for classification"):
         TrainingSpec.parse(
             {**BASE, "framework": "sklearn", "model_type": "regression", "algorithm": "logistic"}
         )
-    with pytest.raises(InvalidError, match="unknown algorithm"):
+    with pytest.raises(InvalidError, match=r"unknown algorithm"):
         TrainingSpec.parse({**BASE, "framework": "sklearn", "algorithm": "svm"})
 
 
 def test_bad_training_data() -> None:
-    with pytest.raises(InvalidError, match="must be before"):
+    with pytest.raises(InvalidError, match=r"must be before"):
         TrainingSpec.parse(
             {**BASE, "training_data": {**BASE["training_data"], "start_date": "2027-01-01"}}
         )
-    with pytest.raises(InvalidError, match="not an ISO date"):
+    with pytest.raises(InvalidError, match=r"not an ISO date"):
         TrainingSpec.parse({**BASE, "training_data": {**BASE["training_data"], "end_date": "soon"}})
-    with pytest.raises(InvalidError, match="label_column"):
+    with pytest.raises(InvalidError, match=r"label_column"):
         TrainingSpec.parse({**BASE, "training_data": {"entity_df_source": "x"}})
-    with pytest.raises(InvalidError, match="extra"):
+    with pytest.raises(InvalidError, match=r"extra"):
         TrainingSpec.parse({**BASE, "training_data": {**BASE["training_data"], "extra": 1}})
 
 
@@ -115,19 +117,19 @@ def test_yaml_and_json_files(tmp_path: Path) -> None:
 
 
 def test_bad_files(tmp_path: Path) -> None:
-    with pytest.raises(NotFoundError, match="does not exist"):
+    with pytest.raises(NotFoundError, match=r"does not exist"):
         load_spec(tmp_path / "missing.yaml")
     (tmp_path / "bad.yaml").write_text("name: [unclosed")
-    with pytest.raises(InvalidError, match="not valid YAML"):
+    with pytest.raises(InvalidError, match=r"not valid YAML"):
         load_spec(tmp_path / "bad.yaml")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
-    with pytest.raises(InvalidError, match="mapping"):
+    with pytest.raises(InvalidError, match=r"mapping"):
         load_spec(tmp_path / "list.yaml")
     (tmp_path / "typo.yaml").write_text("name: m\nframewrk: sklearn\n")
-    with pytest.raises(InvalidError, match="framewrk"):
+    with pytest.raises(InvalidError, match=r"framewrk"):
         load_spec(tmp_path / "typo.yaml")
 
 
 def test_not_a_spec() -> None:
-    with pytest.raises(InvalidError, match="must be a TrainingSpec"):
+    with pytest.raises(InvalidError, match=r"must be a TrainingSpec"):
         TrainingSpec.parse(42)

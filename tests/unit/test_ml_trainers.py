@@ -78,7 +78,7 @@ def test_fit_predict_save_load(
 @pytest.mark.parametrize("framework", list(TRAINERS))
 def test_unknown_hyperparameter_is_named(framework: str) -> None:
     trainer = get_trainer(framework)
-    with pytest.raises(InvalidError, match="unknown hyperparameter 'n_estimator'.*n_estimators"):
+    with pytest.raises(InvalidError, match=r"unknown hyperparameter 'n_estimator'.*n_estimators"):
         trainer.build("classification", None, {"n_estimator": 5}, 0)
 
 
@@ -92,12 +92,12 @@ def test_bad_parameter_value_is_invalid() -> None:
     trainer = get_trainer("sklearn")
     x, y = _data("classification")
     est = trainer.build("classification", "random_forest", {"n_estimators": -3}, 0)
-    with pytest.raises(InvalidError, match="could not train"):
+    with pytest.raises(InvalidError, match=r"could not train"):
         trainer.fit(est, x, y, ["a", "b", "c"], [])
 
 
 def test_unknown_framework() -> None:
-    with pytest.raises(InvalidError, match="unknown framework 'torch'"):
+    with pytest.raises(InvalidError, match=r"unknown framework 'torch'"):
         get_trainer("torch")
 
 
@@ -110,7 +110,7 @@ def test_skops_refuses_types_outside_the_allow_list(tmp_path: Path) -> None:
     path = tmp_path / "model.skops"
     sio.dump(FunctionTransformer(func=operator.add).fit([[1.0]]), path)
     assert sio.get_untrusted_types(file=path) == ["_operator.add"]
-    with pytest.raises(ArtifactIntegrityError, match="does not trust.*_operator.add"):
+    with pytest.raises(ArtifactIntegrityError, match=r"does not trust.*_operator.add"):
         get_trainer("sklearn").load(path, "classification")
 
 
@@ -119,5 +119,5 @@ def test_garbage_model_files_are_refused(framework: str, tmp_path: Path) -> None
     trainer = get_trainer(framework)
     path = tmp_path / trainer.artifact_file
     path.write_bytes(b"\x00not a model at all")
-    with pytest.raises(ArtifactIntegrityError, match="is not"):
+    with pytest.raises(ArtifactIntegrityError, match=r"is not"):
         trainer.load(path, "classification")

@@ -73,9 +73,27 @@ def test_latest_row_per_key_in_window(setup: tuple) -> None:
     )
     # user 1: two rows at h(2), the greater created timestamp wins; null user ids are left out
     assert out.to_pylist() == [
-        {"user_id": 1, "score": 2.5, "tag": "c", "event_timestamp": h(2), "created_timestamp": h(4)},
-        {"user_id": 2, "score": 4.0, "tag": "e", "event_timestamp": h(5), "created_timestamp": h(5)},
-        {"user_id": 3, "score": 5.0, "tag": "f", "event_timestamp": h(9), "created_timestamp": h(9)},
+        {
+            "user_id": 1,
+            "score": 2.5,
+            "tag": "c",
+            "event_timestamp": h(2),
+            "created_timestamp": h(4),
+        },
+        {
+            "user_id": 2,
+            "score": 4.0,
+            "tag": "e",
+            "event_timestamp": h(5),
+            "created_timestamp": h(5),
+        },
+        {
+            "user_id": 3,
+            "score": 5.0,
+            "tag": "f",
+            "event_timestamp": h(9),
+            "created_timestamp": h(9),
+        },
     ]
 
 
@@ -138,7 +156,9 @@ def test_streams_in_batches(tmp_path: Path) -> None:
     )
     entity = Entity(name="k")
     source = FileSource(name="big", path="data/big.parquet")
-    view = FeatureView(name="big", entities=["k"], features=[Field(name="v", dtype="int64")], source="big")
+    view = FeatureView(
+        name="big", entities=["k"], features=[Field(name="v", dtype="int64")], source="big"
+    )
     sel = ViewSelection(view=view, features=tuple(view.features), source=source, entities=(entity,))
     engine = create_offline_engine(config)
     try:

@@ -85,7 +85,9 @@ def _history_sizes(store: FeatureStore) -> dict[tuple[str, str], int]:
 def _snapshot(store: FeatureStore) -> dict[str, Any]:
     """Everything a reader can see: current specs and versions, plus history sizes."""
     return {
-        "objects": {k: [(r.name, r.version, r.spec) for r in store.registry.records(k)] for k in KINDS},
+        "objects": {
+            k: [(r.name, r.version, r.spec) for r in store.registry.records(k)] for k in KINDS
+        },
         "history": _history_sizes(store),
     }
 
@@ -210,7 +212,7 @@ def test_removing_a_feature_no_service_uses_is_not_breaking(store: FeatureStore)
 
 def test_removing_a_feature_a_service_names_is_refused(store: FeatureStore) -> None:
     store.apply([CUSTOMER, SOURCE, _view(), _service("orders:amount")])
-    with pytest.raises(NotFoundError, match="feature service 'svc'.*no feature 'amount'"):
+    with pytest.raises(NotFoundError, match=r"feature service 'svc'.*no feature 'amount'"):
         store.plan([_view(schema=_fields(total="int64"))])
 
 
@@ -271,9 +273,7 @@ def test_prune_deletes_objects_missing_from_the_definitions(store: FeatureStore)
     additive = store.plan([CUSTOMER], prune=False)
     assert not additive.has_changes
     pruned = store.plan([*_base()], prune=True)
-    assert [(c.kind, c.name, c.action) for c in pruned.pending] == [
-        ("entity", "unused", "delete")
-    ]
+    assert [(c.kind, c.name, c.action) for c in pruned.pending] == [("entity", "unused", "delete")]
     store.apply(pruned)
     assert [e.name for e in store.list_entities()] == ["customer"]
     assert [v.operation for v in store.history("unused")] == ["create", "delete"]
@@ -485,7 +485,8 @@ def _states(draw: st.DrawFn) -> list[Any]:
         for name in draw(st.lists(st.sampled_from(["svc1", "svc2"]), unique=True)):
             objects.append(
                 FeatureService(
-                    name=name, features=draw(st.lists(st.sampled_from(refs), min_size=1, unique=True))
+                    name=name,
+                    features=draw(st.lists(st.sampled_from(refs), min_size=1, unique=True)),
                 )
             )
     return objects

@@ -192,6 +192,11 @@ def validate_consistency(
                 f"  {report.newer_online:,} keys skipped: their online value is newer than the "
                 "watermark (pushed since)"
             )
+        if report.reclaimed:
+            console.print(
+                f"  {report.reclaimed:,} keys skipped: the online store already dropped their "
+                "stale value (key expiry); the watermark lags behind"
+            )
         if report.ok:
             console.print("[green]OK[/]: 0 mismatches")
         else:

@@ -240,6 +240,14 @@ def _service_row(obj: Any) -> dict[str, Any]:
     }
 
 
+_PLURALS = {
+    "entity": "entities",
+    "data_source": "data sources",
+    "feature_view": "feature views",
+    "feature_service": "feature services",
+}
+
+
 def _lister(kind: str, row: Any) -> Any:
     def list_objects(repo: RepoOption = Path("."), json_: JsonOption = False) -> None:
         store = open_store(repo)
@@ -247,13 +255,11 @@ def _lister(kind: str, row: Any) -> Any:
         if json_:
             print_json([o.to_spec() for o in objects])
             return
-        from quiver.definitions import KIND_LABELS
-
         rows = [row(o) for o in objects]
         if not rows:
-            console.print(f"No {KIND_LABELS[kind]}s in project '{store.project}'.")
+            console.print(f"No {_PLURALS[kind]} in project '{store.project}'.")
             return
-        table = Table(title=f"{KIND_LABELS[kind]}s in project '{store.project}' ({len(rows)})")
+        table = Table(title=f"{_PLURALS[kind]} in project '{store.project}' ({len(rows)})")
         for col in rows[0]:
             table.add_column(col)
         for r in rows:

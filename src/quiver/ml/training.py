@@ -72,6 +72,7 @@ def train(store: FeatureStore, spec: Any, *, progress: Progress | None = None) -
 
     say = progress or _noop
     spec = TrainingSpec.parse(spec)
+    say(f"checking the spec of '{spec.name}' ({spec.framework} {spec.model_type})")
     trainer = get_trainer(spec.framework)
     params = spec.hyperparameters.params
     trainer.build(spec.model_type, spec.algorithm, params, spec.random_state)  # fail fast

@@ -327,12 +327,13 @@ class _JoinPlan:
         self._build_entity(entity, ts)
 
     def _build_entity(self, entity: pa.Table, ts: pa.ChunkedArray) -> None:
+        import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
 
         n = entity.num_rows
         naive = ts.cast(pa.timestamp("us"))
-        arrays: dict[str, Any] = {_ROW: pa.array(range(n), pa.int64()) if n else pa.array([], pa.int64())}
+        arrays: dict[str, Any] = {_ROW: pa.array(np.arange(n, dtype=np.int64))}
         arrays[_TS] = naive
         self.key_cols: dict[tuple[str, str], str] = {}
         for sel in self.selections:
@@ -350,7 +351,8 @@ class _JoinPlan:
                 if ttl not in self.lo_cols:
                     name = f"__qv_lo{len(self.lo_cols)}"
                     self.lo_cols[ttl] = name
-                    arrays[name] = pc.subtract(naive, pa.scalar(ttl, pa.duration("us")))
+                    micros = pc.subtract(naive.cast(pa.int64()), pa.scalar(ttl, pa.int64()))
+                    arrays[name] = micros.cast(pa.timestamp("us"))
         self.duck_entity = pa.table(arrays)
         bounds = pc.min_max(naive)
         lo, hi = bounds["min"], bounds["max"]
@@ -370,7 +372,8 @@ class _JoinPlan:
         try:
             entity_name = f"__qv_entity_{uuid.uuid4().hex[:12]}"
             cur.register(entity_name, self.duck_entity)
-            ctes = [f'"__qv_e" AS (SELECT * FROM {quote(entity_name)})']
+            self.entity_name = entity_name
+            ctes: list[str] = []
             params: list[Any] = []
             joins: list[str] = []
             outputs: list[str] = []
@@ -404,7 +407,8 @@ class _JoinPlan:
                         value = f"CASE WHEN {alias}.{quote(_TS)} > e.{quote(lo)} THEN {value} END"
                     outputs.append(f"{value} AS {quote(n)}")
             sql = (
-                "WITH " + ", ".join(ctes) + f" SELECT {', '.join(outputs)} FROM \"__qv_e\" AS e "
+                ("WITH " + ", ".join(ctes) + " " if ctes else "")
+                + f"SELECT {', '.join(outputs)} FROM {quote(entity_name)} AS e "
                 + " ".join(joins)
                 + f" ORDER BY e.{quote(_ROW)}"
             )
@@ -440,7 +444,10 @@ class _JoinPlan:
                 f"src.{quote(k)} = ek.{quote(c)}"
                 for k, c in zip(sel.join_keys, key_cols, strict=True)
             )
-            sql += f' SEMI JOIN (SELECT DISTINCT {distinct} FROM "__qv_e") AS ek ON {on}'
+            sql += (
+                f" SEMI JOIN (SELECT DISTINCT {distinct} FROM {quote(self.entity_name)}) AS ek"
+                f" ON {on}"
+            )
         if sel.source.created_timestamp_field:
             part = ", ".join(f"src.{quote(k)}" for k in sel.join_keys)
             sql += (

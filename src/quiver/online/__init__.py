@@ -62,6 +62,11 @@ class OnlineStore(Protocol):
         """Remove every row of one view (all schema versions)."""
         ...
 
+    def retention_us(self, layout: ViewLayout) -> int | None:
+        """How long after its event time a row stays readable, in microseconds (``None``: until
+        it is overwritten). Stores that reclaim stale rows (Redis key expiry) say so here."""
+        ...
+
     def ping(self) -> None:
         """Check that the store answers; raise :class:`~quiver.errors.BackendError` if not."""
         ...

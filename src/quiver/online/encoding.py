@@ -142,6 +142,11 @@ class ViewLayout:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @cached_property
+    def ident(self) -> str:
+        """``<project>__<view>__<version>``: names the view's current table or keys."""
+        return f"{self.project}__{self.view}__{self.version}"
+
+    @cached_property
     def feature_index(self) -> dict[str, int]:
         """Feature name -> position in :attr:`feature_names`."""
         return {name: i for i, name in enumerate(self.feature_names)}

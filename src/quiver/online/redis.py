@@ -109,6 +109,12 @@ class RedisOnlineStore:
             f"{what} in the Redis online store at {_safe_url(self.url)} failed: {exc}"
         )
 
+    def retention_us(self, layout: ViewLayout) -> int | None:
+        """Keys of a view with a TTL expire at event time + twice the TTL (if enabled)."""
+        if self.expire_with_ttl and layout.ttl_us is not None:
+            return layout.ttl_us * EXPIRY_TTL_MULTIPLE
+        return None
+
     def ping(self) -> None:
         """Check that Redis answers ``PING``."""
         try:
@@ -138,8 +144,8 @@ class RedisOnlineStore:
         prefix = self.key_prefix_for(layout)
         keys = [prefix + k for k in cols.keys]
         expire: list[Any] | None = None
-        if self.expire_with_ttl and layout.ttl_us is not None:
-            keep_us = layout.ttl_us * EXPIRY_TTL_MULTIPLE
+        keep_us = self.retention_us(layout)
+        if keep_us is not None:
             now_ms = int(time.time() * 1000)
             expire = [(e + keep_us) // 1000 for e in cols.event_us]
             live = [i for i, at in enumerate(expire) if at > now_ms]

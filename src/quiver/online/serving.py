@@ -18,6 +18,7 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import UTC, datetime
 from numbers import Integral
 from typing import TYPE_CHECKING, Any, Literal
@@ -183,6 +184,14 @@ class _Plan:
     feature_names: list[str]
     dtypes: dict[str, str]
     key_users: dict[str, str]
+
+    @cached_property
+    def key_dtype_map(self) -> dict[str, str]:
+        return dict(zip(self.join_keys, self.key_dtypes, strict=True))
+
+    @cached_property
+    def has_timestamp_key(self) -> bool:
+        return "timestamp" in self.key_dtypes
 
 
 @dataclass(frozen=True)
@@ -517,22 +526,18 @@ def get_online_features(
     for vp, rows in zip(plan.views, results, strict=True):
         ttl = vp.layout.ttl_us
         cutoff = now_us - ttl if ttl is not None else None
-        width = len(vp.outputs)
-        if None not in rows and (cutoff is None or all(r[0] > cutoff for r in rows)):  # type: ignore[index]
+        outputs = vp.outputs
+        if n and None not in rows and (cutoff is None or min(r[0] for r in rows) > cutoff):  # type: ignore[index]
+            # Every value present: transpose the rows.
             status = [PRESENT] * n
-            if n:
-                transposed = list(zip(*rows, strict=True))  # type: ignore[misc]
-                times = list(transposed[0])
-                for j, name in enumerate(vp.outputs):
-                    values[name] = list(transposed[2 + j])
-            else:
-                times = []
-                for name in vp.outputs:
-                    values[name] = []
+            transposed = list(zip(*rows))  # type: ignore[misc]
+            times: list[int | None] = list(transposed[0])
+            for j, name in enumerate(outputs, 2):
+                values[name] = list(transposed[j])
         else:
             status = []
             times = []
-            cols: list[list[Any]] = [[] for _ in range(width)]
+            cols: list[list[Any]] = [[] for _ in outputs]
             for row in rows:
                 if row is None:
                     status.append(NOT_FOUND)
@@ -547,23 +552,24 @@ def get_online_features(
                 else:
                     status.append(PRESENT)
                     times.append(row[0])
-                    for j, col in enumerate(cols):
-                        col.append(row[2 + j])
-            for name, col in zip(vp.outputs, cols, strict=True):
+                    for j, col in enumerate(cols, 2):
+                        col.append(row[j])
+            for name, col in zip(outputs, cols, strict=True):
                 values[name] = col
-        for name in vp.outputs:
-            statuses[name] = list(status)
+        for name in outputs:
+            statuses[name] = status.copy()
             event_us[name] = times
-    entity_columns = dict(zip(plan.join_keys, _output_keys(plan, columns), strict=True))
+    if plan.has_timestamp_key:
+        columns = _output_keys(plan, columns)
     return OnlineResponse(
         feature_names=plan.feature_names,
         join_keys=plan.join_keys,
-        entity_columns=entity_columns,
+        entity_columns=dict(zip(plan.join_keys, columns, strict=True)),
         values=values,
         statuses=statuses,
         event_us=event_us,
         dtypes=plan.dtypes,
-        key_dtypes=dict(zip(plan.join_keys, plan.key_dtypes, strict=True)),
+        key_dtypes=plan.key_dtype_map,
     )
 
 

@@ -44,7 +44,7 @@ _SQL_TYPES = {
 
 def table_name(layout: ViewLayout) -> str:
     """The table holding one view's rows: ``<project>__<view>__<schema version>``."""
-    return f"{layout.project}__{layout.view}__{layout.version}"
+    return layout.ident
 
 
 def _sql_type(dtype: str) -> str:
@@ -129,6 +129,10 @@ class SqliteOnlineStore:
         for conn in connections:
             conn.close()
         self._local = threading.local()
+
+    def retention_us(self, layout: ViewLayout) -> int | None:
+        """Rows stay until overwritten."""
+        return None
 
     def ping(self) -> None:
         """Check that the database file can be read."""
@@ -221,7 +225,7 @@ class SqliteOnlineStore:
     # -- reads ---------------------------------------------------------------------------------
 
     def _read_plan(self, layout: ViewLayout, features: tuple[int, ...]) -> _ReadPlan:
-        key = (table_name(layout), features)
+        key = (layout.ident, features)
         plan = self._read_plans.get(key)
         if plan is None:
             cols = "".join(f', "f_{layout.feature_names[i]}"' for i in features)
@@ -274,6 +278,8 @@ class SqliteOnlineStore:
                 f"{self.path} failed: {exc}"
             ) from exc
         converters = plan.converters
+        if n == 1 and not converters:
+            return [rows[0][1:] if rows else None]
         if converters:
             converted = []
             for row in rows:

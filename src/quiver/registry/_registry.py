@@ -7,6 +7,7 @@ applies are serialized and each one checks the versions it planned against (comp
 
 from __future__ import annotations
 
+import builtins
 import getpass
 import json
 import os
@@ -302,7 +303,7 @@ class Registry:
         """Every object of one kind, by name."""
         return [r.obj for r in self.records(kind)]
 
-    def names(self, kind: str) -> list[str]:
+    def names(self, kind: str) -> builtins.list[str]:
         """The names of every object of one kind."""
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -312,7 +313,7 @@ class Registry:
             ).all()
         return [r.name for r in rows]
 
-    def kinds_of(self, name: str) -> list[str]:
+    def kinds_of(self, name: str) -> builtins.list[str]:
         """The kinds that have a current object called ``name``."""
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -322,7 +323,7 @@ class Registry:
             ).all()
         return [r.kind for r in rows]
 
-    def history_kinds_of(self, name: str) -> list[str]:
+    def history_kinds_of(self, name: str) -> builtins.list[str]:
         """The kinds with any history (deleted objects included) for ``name``."""
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -332,7 +333,7 @@ class Registry:
             ).all()
         return sorted(r.kind for r in rows)
 
-    def history(self, kind: str, name: str) -> list[VersionRecord]:
+    def history(self, kind: str, name: str) -> builtins.list[VersionRecord]:
         """Every version of one object, oldest first (deletions included)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -374,7 +375,7 @@ class Registry:
                 ).scalar_one()
             )
 
-    def referrers(self, kind: str, name: str, conn: Connection) -> list[tuple[str, str]]:
+    def referrers(self, kind: str, name: str, conn: Connection) -> builtins.list[tuple[str, str]]:
         """Objects in the database that reference ``kind``/``name``, as (kind, name)."""
         from quiver.registry.plan import references_of
 

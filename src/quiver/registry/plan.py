@@ -41,12 +41,13 @@ class DefinitionSet:
 
     def by_kind(self, kind: str) -> dict[str, Any]:
         """The objects of one kind."""
-        return {
+        tables: dict[str, dict[str, Any]] = {
             "entity": self.entities,
             "data_source": self.data_sources,
             "feature_view": self.feature_views,
             "feature_service": self.feature_services,
-        }[kind]
+        }
+        return tables[kind]
 
     def add(self, obj: Any, origin: str = "") -> None:
         """Add one object; inline sources of feature views are registered as data sources.
@@ -235,16 +236,16 @@ def validate_state(state: DefinitionSet) -> None:
     for service in state.feature_services.values():
         for ref in service.features:
             vname, fname = parse_feature_ref(ref)
-            view = state.feature_views.get(vname)
-            if view is None:
+            used = state.feature_views.get(vname)
+            if used is None:
                 raise NotFoundError(
                     f"feature service '{service.name}' references feature view '{vname}', which "
                     "does not exist" + did_you_mean(vname, list(state.feature_views))
                 )
-            if fname != "*" and fname not in view.feature_names:
+            if fname != "*" and fname not in used.feature_names:
                 raise NotFoundError(
                     f"feature service '{service.name}': feature view '{vname}' has no feature "
-                    f"'{fname}'" + did_you_mean(fname, view.feature_names)
+                    f"'{fname}'" + did_you_mean(fname, used.feature_names)
                 )
 
 
@@ -313,8 +314,8 @@ def compute_plan(registry: Registry, definitions: DefinitionSet, *, prune: bool)
         desired = definitions.by_kind(kind)
         table = state.by_kind(kind)
         if not prune:
-            for name, record in current[kind].items():
-                table[name] = record.obj
+            for name, existing in current[kind].items():
+                table[name] = existing.obj
         table.update(desired)
 
     changes: list[ObjectChange] = []

@@ -65,7 +65,10 @@ def _routers() -> list:  # type: ignore[type-arg]
         status,
     )
 
+    # Routes are matched in order: the online serving routes (the hot path) come first.
     modules = (
+        serving,
+        feast,
         health,
         status,
         entities,
@@ -73,12 +76,10 @@ def _routers() -> list:  # type: ignore[type-arg]
         feature_views,
         feature_services,
         features,
-        serving,
         materializations,
         push,
         models,
         predictions,
-        feast,
         platform,
         platform_ml,
     )
@@ -126,6 +127,9 @@ def create_app(
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
     for router in _routers():
         app.include_router(router)
+    from quiver.server.fastpath import install_fast_routes
+
+    install_fast_routes(app)
     return app
 
 

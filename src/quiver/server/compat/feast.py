@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from quiver.definitions import did_you_mean
 from quiver.errors import NotFoundError
@@ -53,10 +53,10 @@ def _ts(value: datetime | None) -> str:
     operation_id="feast_get_online_features",
     summary="Feast: online features",
 )
-async def get_online_features(
-    body: FeastOnlineRequest, store: StoreDep, settings: SettingsDep
-) -> Response:
+async def get_online_features(body: FeastOnlineRequest, request: Request) -> Response:
     """Feast-compatible online lookup (request and response as Feast's feature server)."""
+    state = request.app.state  # not dependencies: this is the hot path
+    store, settings = state.store, state.settings
     n = check_columns(body.entities, settings.max_inline_rows)
     result = await call_online(
         store,
@@ -71,18 +71,26 @@ async def get_online_features(
         names.append(key)
         vectors.append(
             {
-                "values": list(result.entity_columns[key]),
+                "values": result.entity_columns[key],
                 "statuses": ["PRESENT"] * n,
                 "event_timestamps": [EPOCH] * n,
             }
         )
+    stamps = result.event_timestamps
+    texts: dict[datetime | None, str] = {None: EPOCH}
     for name in result.feature_names:
         names.append(name)
+        column = []
+        for t in stamps[name]:
+            text = texts.get(t)
+            if text is None:
+                text = texts[t] = _ts(t)
+            column.append(text)
         vectors.append(
             {
-                "values": list(result.values[name]),
+                "values": result.values[name],
                 "statuses": [STATUS.get(s, "NOT_FOUND") for s in result.statuses[name]],
-                "event_timestamps": [_ts(t) for t in result.event_timestamps[name]],
+                "event_timestamps": column,
             }
         )
     return json_response({"metadata": {"feature_names": names}, "results": vectors})

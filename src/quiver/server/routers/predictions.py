@@ -1,11 +1,299 @@
-"""``/api/v1/predictions``: batch and online predictions (owned by the ML issue)."""
+"""``/api/v1/predictions``: batch and online predictions, and the record of batch jobs.
+
+Batch jobs run inside the request (in the threadpool) and stream the input in chunks; the answer
+is the finished job record. Inputs are a registered data source, a Parquet/CSV file inside the
+repo (or ``s3://``), an Iceberg table, or a small inline table; outputs are a Parquet file under
+the data directory (or ``s3://``) or an Iceberg table.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import time
+from datetime import datetime
+from typing import Annotated, Any
 
-from quiver.server.schemas import ERROR_RESPONSES
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["router"]
+from quiver.errors import InvalidError
+from quiver.server._convert import check_columns, inline_table, output_path, repo_input_path
+from quiver.server.deps import SettingsDep, StoreDep
+from quiver.server.schemas import ERROR_RESPONSES, InlineTable, JsonScalar
+
+__all__ = [
+    "BatchPredictionRequest",
+    "OnlinePredictionOut",
+    "OnlinePredictionRequest",
+    "PredictionJobOut",
+    "router",
+    "run_online",
+]
 
 router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"], responses=ERROR_RESPONSES)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+
+class _ModelChoice(_In):
+    model: str = Field(
+        description="a model id 'name:version', or a model name (then version or stage; "
+        "default: the production version, else the latest)",
+        examples=["churn_model:3"],
+    )
+    version: int | None = None
+    stage: str | None = Field(default=None, examples=["production"])
+
+
+class BatchPredictionRequest(_ModelChoice):
+    """Score a table of entity rows; give exactly one input and at most one output."""
+
+    input_source: str | None = Field(default=None, description="a registered data source")
+    input_path: str | None = Field(
+        default=None, description="a Parquet/CSV file or folder inside the repo, or s3://"
+    )
+    input_table: str | None = Field(
+        default=None, description="an Iceberg table 'namespace.table' or 'catalog/namespace.table'"
+    )
+    entity_rows: InlineTable | None = Field(
+        default=None, description="a small inline table (at most server.max_inline_rows rows)"
+    )
+    output_path: str | None = Field(
+        default=None,
+        description="a Parquet file under the data directory, or s3:// (default: "
+        "data/outputs/predictions-<id>.parquet)",
+    )
+    output_table: str | None = Field(default=None, description="an Iceberg table to append to")
+    entity_columns: list[str] | None = Field(
+        default=None, description="input columns copied to the output (default: the join keys)"
+    )
+    timestamp_column: str = "event_timestamp"
+    prediction_column: str = "prediction"
+    feature_views: list[str] | None = Field(
+        default=None, description="optional check: the feature views the model must use"
+    )
+    chunk_rows: int | None = Field(default=None, ge=1, description="rows per chunk")
+
+
+class PredictionJobOut(_Out):
+    """A prediction job record."""
+
+    prediction_id: str
+    model_id: str
+    model_name: str
+    model_version: int
+    mode: str
+    input: str | None = None
+    output: str | None = None
+    rows: int
+    duration_seconds: float
+    status: str
+    error: str | None = None
+    created_at: datetime
+    created_by: str | None = None
+
+
+class JobListOut(_Out):
+    """Prediction jobs, newest first."""
+
+    jobs: list[PredictionJobOut]
+    count: int
+
+
+class OnlinePredictionRequest(_ModelChoice):
+    """Entity keys (features from the online store) or feature values; give one of them."""
+
+    entities: dict[str, list[JsonScalar]] | None = Field(
+        default=None, description="join keys, columnar", examples=[{"customer_id": [1, 2]}]
+    )
+    features: dict[str, JsonScalar] | list[dict[str, JsonScalar]] | None = Field(
+        default=None,
+        description="feature values: one object, or one per row",
+        examples=[{"tenure_months": 12, "contract_type": "one_year"}],
+    )
+    use_defaults: bool = Field(
+        default=False,
+        description="fill missing or expired features with the training-time defaults",
+    )
+
+
+class OnlinePrediction(_Out):
+    """The prediction for one row."""
+
+    prediction: float = Field(
+        description="binary classifier: the positive-class probability; multiclass: the top "
+        "class's probability; regressor: the value"
+    )
+    prediction_class: JsonScalar = None
+    probabilities: dict[str, float] | None = None
+    entity: dict[str, Any] | None = None
+    used_defaults: list[str] = Field(default_factory=list)
+
+
+class PredictionMetadata(_Out):
+    """About the call."""
+
+    latency_ms: float
+
+
+class OnlinePredictionOut(_Out):
+    """Predictions in request order."""
+
+    model_id: str
+    model_name: str
+    model_version: int
+    model_type: str
+    predictions: list[OnlinePrediction]
+    metadata: PredictionMetadata
+
+
+def run_online(
+    store: Any,
+    model: str,
+    *,
+    limit: int,
+    version: int | None = None,
+    stage: str | None = None,
+    entities: dict[str, list[Any]] | None = None,
+    features: Any = None,
+    use_defaults: bool = False,
+) -> dict[str, Any]:
+    """``store.predict_online`` for a REST body (columnar keys, bounded row count)."""
+    rows = None
+    if entities is not None:
+        n = check_columns(entities, limit)
+        rows = [{k: v[i] for k, v in entities.items()} for i in range(n)]
+    elif isinstance(features, list):
+        check_columns({"features": features}, limit, "features")
+    return store.predict_online(
+        model,
+        version=version,
+        stage=stage,
+        entity_rows=rows,
+        features=features,
+        use_defaults=use_defaults,
+    )
+
+
+@router.post(
+    "/online",
+    response_model=OnlinePredictionOut,
+    operation_id="predict_online",
+    summary="Online predictions",
+)
+def online(body: OnlinePredictionRequest, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    """Score entity keys (their features read from the online store) or given feature values.
+
+    Missing or expired features are a 422 listing them, unless ``use_defaults`` is set.
+    """
+    start = time.perf_counter()
+    answer = run_online(
+        store,
+        body.model,
+        limit=settings.max_inline_rows,
+        version=body.version,
+        stage=body.stage,
+        entities=body.entities,
+        features=body.features,
+        use_defaults=body.use_defaults,
+    )
+    answer["metadata"] = {"latency_ms": round((time.perf_counter() - start) * 1000, 3)}
+    return answer
+
+
+@router.post(
+    "/batch",
+    response_model=PredictionJobOut,
+    operation_id="predict_batch",
+    summary="Batch predictions",
+)
+def batch(body: BatchPredictionRequest, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    """Score every input row with features as of its timestamp and write the predictions.
+
+    The answer is the finished (or failed) job; failures are also recorded in the job list.
+    """
+    given = [
+        n
+        for n in ("input_source", "input_path", "input_table", "entity_rows")
+        if getattr(body, n) is not None
+    ]
+    if len(given) != 1:
+        raise InvalidError(
+            "give exactly one of input_source, input_path, input_table and entity_rows"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    source: Any
+    if body.entity_rows is not None:
+        source = inline_table(
+            body.entity_rows.columns,
+            body.entity_rows.data,
+            settings.max_inline_rows,
+            body.timestamp_column,
+        )
+    elif body.input_source is not None:
+        source = store.get_data_source(body.input_source).name
+    elif body.input_path is not None:
+        source = repo_input_path(store, body.input_path)
+    else:
+        source = _iceberg(body.input_table or "")
+    if body.output_path is not None and body.output_table is not None:
+        raise InvalidError("give output_path or output_table, not both")
+    target = (
+        _iceberg(body.output_table)
+        if body.output_table is not None
+        else output_path(store, body.output_path, "predictions")
+    )
+    job = store.predict_batch(
+        body.model,
+        source,
+        target,
+        version=body.version,
+        stage=body.stage,
+        entity_columns=body.entity_columns,
+        timestamp_column=body.timestamp_column,
+        prediction_column=body.prediction_column,
+        feature_views=body.feature_views,
+        chunk_rows=body.chunk_rows,
+    )
+    return job.to_dict()
+
+
+def _iceberg(table: str) -> str:
+    text = table.strip()
+    return text if text.startswith("iceberg:") else f"iceberg:{text}"
+
+
+@router.get(
+    "/jobs",
+    response_model=JobListOut,
+    operation_id="list_prediction_jobs",
+    summary="List prediction jobs",
+)
+def list_jobs(
+    store: StoreDep,
+    model: Annotated[str | None, Query(description="a model name or id")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Recent prediction jobs, newest first."""
+    from quiver.ml.service import list_prediction_jobs
+
+    jobs = list_prediction_jobs(store, model, limit=limit)
+    return {"jobs": [j.to_dict() for j in jobs], "count": len(jobs)}
+
+
+@router.get(
+    "/jobs/{prediction_id}",
+    response_model=PredictionJobOut,
+    operation_id="get_prediction_job",
+    summary="One prediction job",
+)
+def get_job(prediction_id: str, store: StoreDep) -> dict[str, Any]:
+    """One prediction job record (model version, input, output, rows, duration, status)."""
+    from quiver.ml.service import get_prediction_job
+
+    return get_prediction_job(store, prediction_id).to_dict()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
@@ -63,13 +63,15 @@ def json_response(content: Any, status_code: int = 200) -> Response:
     summary="Online feature values per entity key",
     responses={413: ERROR_RESPONSES[422] | {"description": "too many entity keys"}},
 )
-async def online(body: OnlineRequest, store: StoreDep, settings: SettingsDep) -> Response:
+async def online(body: OnlineRequest, request: Request) -> Response:
     """The latest value of each feature for each entity key, with a status per value.
 
     Statuses: ``present``, ``not_found`` (no value for the key), ``expired`` (older than the
     view's TTL).
     """
     start = time.perf_counter()
+    state = request.app.state  # not dependencies: this is the hot path
+    store, settings = state.store, state.settings
     n = check_columns(body.entities, settings.max_inline_rows)
     result = await call_online(
         store,

@@ -1,0 +1,362 @@
+"""Benchmark: ``get_historical_features(...).to_arrow()`` against hand-written DuckDB ASOF joins.
+
+Synthetic, seeded data under ``bench/_data/`` (generated once, reused):
+
+* ``features_1m``: 100k entities x 10 daily timestamps (jittered), 10 float64 features, Parquet;
+* ``features_10m``: 1M entities x 10 timestamps, same columns (``--quick``: 100k x 10);
+* entity frames of 100k and 1M rows (random keys, timestamps uniform over the 10 days, a label);
+  the 100k frame for the 10M table draws keys from its 1M entities.
+
+Every case runs in its own child process (peak RSS from ``os.wait4``, see ``_common.py``): one
+warm-up, then ``--repeat`` timed runs; medians are printed with the ratio Quiver / reference.
+The reference is the same join written by hand in DuckDB on the same files: an ``ASOF LEFT
+JOIN`` per view with the same TTL rule, output in entity-row order (``ORDER BY`` a row number,
+as Quiver guarantees). For the 10M table a second reference first filters the feature side to
+the entity keys and the time window (a semi-join), the better plan there. Both sides are
+checked to return the same values (sum and null count of every feature column).
+
+Run: ``python bench/bench_historical.py`` (or ``--quick`` for small sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import child_main, fmt_bytes, fmt_seconds, median, print_table, run_child, timings
+
+DATA = Path(__file__).resolve().parent / "_data" / "historical"
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+DAY_US = 86_400_000_000
+N_TS = 10
+N_FEATURES = 10
+TTL_DAYS = 3
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+
+
+def _t0_us() -> int:
+    return int(T0.timestamp()) * 1_000_000
+
+
+def make_features(path: Path, entities: int, seed: int) -> None:
+    """``entities`` x 10 rows: key, jittered daily timestamp, 10 float64 features."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    n = entities * N_TS
+    writer = None
+    chunk = 100_000  # entities per row group keeps memory low for the 10M table
+    try:
+        for start in range(0, entities, chunk):
+            m = min(chunk, entities - start)
+            ids = np.repeat(np.arange(start, start + m, dtype=np.int64), N_TS)
+            ts = (
+                _t0_us()
+                + np.tile(np.arange(N_TS, dtype=np.int64) * DAY_US, m)
+                + rng.integers(0, DAY_US // 2, m * N_TS)
+            )
+            cols: dict[str, Any] = {
+                "entity_id": ids,
+                "event_timestamp": pa.array(ts, pa.timestamp("us", tz="UTC")),
+            }
+            for i in range(N_FEATURES):
+                cols[f"f{i}"] = rng.standard_normal(m * N_TS)
+            table = pa.table(cols)
+            if writer is None:
+                writer = pq.ParquetWriter(path.with_suffix(".tmp"), table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    os.replace(path.with_suffix(".tmp"), path)
+    assert n == pq.read_metadata(path).num_rows
+
+
+def make_entities(path: Path, rows: int, entities: int, seed: int) -> None:
+    """``rows`` entity rows: random keys, timestamps uniform over the 10 days, a label."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    table = pa.table(
+        {
+            "entity_id": rng.integers(0, entities, rows, dtype=np.int64),
+            "event_timestamp": pa.array(
+                _t0_us() + rng.integers(0, N_TS * DAY_US, rows), pa.timestamp("us", tz="UTC")
+            ),
+            "label": rng.integers(0, 2, rows, dtype=np.int64),
+        }
+    )
+    pq.write_table(table, path)
+
+
+def prepare(quick: bool) -> dict[str, Any]:
+    """Generate (once) the data and a Quiver repo over it; return the case layout."""
+    scale = 10 if quick else 1
+    small_entities = 100_000 // scale
+    big_entities = 1_000_000 // scale
+    folder = DATA / ("quick" if quick else "full")
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "features_1m": (folder / "features_small.parquet", small_entities, 1),
+        "features_10m": (folder / "features_big.parquet", big_entities, 2),
+    }
+    for path, entities, seed in files.values():
+        if not path.exists():
+            print(f"generating {path.name} ({entities * N_TS:,} rows) ...", flush=True)
+            make_features(path, entities, seed)
+    frames = {
+        "entities_100k": (folder / "entities_small.parquet", 100_000 // scale, small_entities, 3),
+        "entities_1m": (folder / "entities_big.parquet", 1_000_000 // scale, small_entities, 4),
+        "entities_100k_big": (folder / "entities_for_big.parquet", 100_000 // scale, big_entities, 5),
+    }
+    for path, rows, entities, seed in frames.values():
+        if not path.exists():
+            make_entities(path, rows, entities, seed)
+    repo = folder / "repo"
+    make_repo(repo, files["features_1m"][0], files["features_10m"][0])
+    return {
+        "repo": str(repo),
+        "files": {k: str(v[0]) for k, v in files.items()},
+        "frames": {k: str(v[0]) for k, v in frames.items()},
+        "rows": {k: v[1] for k, v in frames.items()},
+        "feature_rows": {k: v[1] * N_TS for k, v in files.items()},
+    }
+
+
+def make_repo(repo: Path, small: Path, big: Path) -> None:
+    """A repo with views over the two feature tables (10 features; and 5 views of 2)."""
+    from datetime import timedelta
+
+    from quiver import Entity, FeatureStore, FeatureView, Field, FileSource
+    from quiver.config import load_config
+
+    (repo / "data").mkdir(parents=True, exist_ok=True)
+    store = FeatureStore(config=load_config(repo))
+    entity = Entity(name="entity", join_keys=["entity_id"])
+    src_small = FileSource(name="small", path=str(small))
+    src_big = FileSource(name="big", path=str(big))
+    ttl = timedelta(days=TTL_DAYS)
+    fields = [Field(name=f"f{i}", dtype="float64") for i in range(N_FEATURES)]
+    objects: list[Any] = [entity, src_small, src_big]
+    objects.append(FeatureView(name="small", entities=["entity"], features=fields, source=src_small, ttl=ttl))
+    objects.append(FeatureView(name="big", entities=["entity"], features=fields, source=src_big, ttl=ttl))
+    for v in range(5):
+        part = fields[2 * v : 2 * v + 2]
+        objects.append(
+            FeatureView(name=f"part{v}", entities=["entity"], features=part, source=src_small, ttl=ttl)
+        )
+    store.apply(objects)
+    store.close()
+
+
+# --------------------------------------------------------------------------------------------
+# cases (run in child processes)
+# --------------------------------------------------------------------------------------------
+
+
+def _checksum(table: Any, columns: list[str]) -> dict[str, list[float]]:
+    import pyarrow.compute as pc
+
+    out = {}
+    for c in columns:
+        col = table.column(c)
+        total = pc.sum(col).as_py()
+        out[c] = [round(total or 0.0, 6), col.null_count]
+    return out
+
+
+def case_quiver(args: dict[str, Any]) -> dict[str, Any]:
+    """Time ``get_historical_features(...).to_arrow()``."""
+    import pyarrow.parquet as pq
+
+    from quiver import FeatureStore
+    from quiver.config import load_config
+
+    store = FeatureStore(config=load_config(args["repo"]))
+    entity = pq.read_table(args["frame"])
+    refs = args["refs"]
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        result["table"] = store.get_historical_features(entity, refs).to_arrow()
+
+    times = timings(run, args["repeat"])
+    table = result["table"]
+    feats = [c for c in table.column_names if c not in entity.column_names]
+    return {"times": times, "rows": table.num_rows, "check": _checksum(table, feats)}
+
+
+def raw_sql(views: list[tuple[str, list[str]]], filtered: bool) -> str:
+    """The hand-written reference: one ASOF LEFT JOIN per view, TTL rule, entity-row order."""
+    ctes = []
+    joins = []
+    outs = []
+    for v, (path, feats) in enumerate(views):
+        cols = ", ".join(["entity_id", "event_timestamp", *feats])
+        src = f"SELECT {cols} FROM read_parquet('{path}')"
+        if filtered:
+            src += (
+                " WHERE event_timestamp <= (SELECT max(event_timestamp) FROM e)"
+                f" AND event_timestamp > (SELECT min(event_timestamp) FROM e) - INTERVAL {TTL_DAYS} DAY"
+            )
+            src = (
+                f"SELECT s.* FROM ({src}) s SEMI JOIN (SELECT DISTINCT entity_id FROM e) k"
+                " ON s.entity_id = k.entity_id"
+            )
+        ctes.append(f"f{v} AS ({src})")
+        joins.append(
+            f"ASOF LEFT JOIN f{v} ON e.entity_id = f{v}.entity_id"
+            f" AND e.event_timestamp >= f{v}.event_timestamp"
+        )
+        for f in feats:
+            outs.append(
+                f"CASE WHEN f{v}.event_timestamp > e.event_timestamp - INTERVAL {TTL_DAYS} DAY"
+                f" THEN f{v}.{f} END AS {f}"
+            )
+    return (
+        "WITH " + ", ".join(ctes) + " SELECT e.entity_id, e.event_timestamp, e.label, "
+        + ", ".join(outs) + " FROM e " + " ".join(joins) + " ORDER BY e.rn"
+    )
+
+
+def case_raw(args: dict[str, Any]) -> dict[str, Any]:
+    """Time the hand-written DuckDB query on the same files."""
+    import duckdb
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    entity = pq.read_table(args["frame"])
+    entity = entity.append_column("rn", pa.array(np.arange(entity.num_rows, dtype=np.int64)))
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("e", entity)
+    sql = raw_sql([(p, f) for p, f in args["views"]], args["filtered"])
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        result["table"] = con.sql(sql).to_arrow_table()
+
+    times = timings(run, args["repeat"])
+    table = result["table"]
+    feats = [c for c in table.column_names if c not in ("entity_id", "event_timestamp", "label")]
+    return {"times": times, "rows": table.num_rows, "check": _checksum(table, feats)}
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (10x smaller)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per case (default 5)")
+    parser.add_argument("--only", nargs="*", help="run only these cases (by label prefix)")
+    opts = parser.parse_args()
+    layout = prepare(opts.quick)
+    files, frames, rows = layout["files"], layout["frames"], layout["rows"]
+    feats = [f"f{i}" for i in range(N_FEATURES)]
+    suffix = " (quick: /10)" if opts.quick else ""
+
+    def rows_label(n: int) -> str:
+        return f"{n / 1e6:g}M" if n >= 1_000_000 else f"{n // 1000}k"
+
+    small_rows = rows_label(layout["feature_rows"]["features_1m"])
+    big_rows = rows_label(layout["feature_rows"]["features_10m"])
+    cases: list[dict[str, Any]] = []
+    for frame in ("entities_100k", "entities_1m"):
+        cases.append(
+            {
+                "label": f"{small_rows} features x {rows_label(rows[frame])} entity rows",
+                "frame": frames[frame],
+                "refs": ["small:*"],
+                "views": [(files["features_1m"], feats)],
+                "refs_filtered": False,
+            }
+        )
+    cases.append(
+        {
+            "label": f"{big_rows} features x {rows_label(rows['entities_100k_big'])} entity rows",
+            "frame": frames["entities_100k_big"],
+            "refs": ["big:*"],
+            "views": [(files["features_10m"], feats)],
+            "refs_filtered": True,
+        }
+    )
+    for n_views in (2, 5):
+        cases.append(
+            {
+                "label": f"{n_views} views ({small_rows} each) x {rows_label(rows['entities_100k'])}",
+                "frame": frames["entities_100k"],
+                "refs": [f"part{v}:*" for v in range(n_views)],
+                "views": [(files["features_1m"], feats[2 * v : 2 * v + 2]) for v in range(n_views)],
+                "refs_filtered": False,
+            }
+        )
+    if opts.only:
+        cases = [c for c in cases if any(c["label"].startswith(o) for o in opts.only)]
+
+    print(f"bench_historical{suffix}: {opts.repeat} timed runs per case after 1 warm-up; "
+          f"{os.cpu_count()} CPUs; medians; peak RSS per child process", flush=True)
+    table_rows = []
+    for case in cases:
+        common = {"frame": case["frame"], "repeat": opts.repeat}
+        q = run_child(__file__, "case_quiver", {**common, "repo": layout["repo"], "refs": case["refs"]})
+        refs = [("raw ASOF", False)]
+        if case["refs_filtered"]:
+            refs.append(("raw filtered ASOF", True))
+        for ref_name, filtered in refs:
+            r = run_child(
+                __file__, "case_raw", {**common, "views": case["views"], "filtered": filtered}
+            )
+            same = _same(q.extra["check"], r.extra["check"]) and q.extra["rows"] == r.extra["rows"]
+            ratio = median(q.times) / median(r.times)
+            table_rows.append(
+                [
+                    case["label"],
+                    ref_name,
+                    fmt_seconds(median(q.times)),
+                    fmt_seconds(median(r.times)),
+                    f"{ratio:.2f}x",
+                    fmt_bytes(q.peak_rss),
+                    fmt_bytes(r.peak_rss),
+                    "yes" if same else "NO",
+                ]
+            )
+            print(f"  {case['label']} vs {ref_name}: quiver {fmt_seconds(median(q.times))} "
+                  f"{[round(t, 3) for t in q.times]}, ref {fmt_seconds(median(r.times))} "
+                  f"{[round(t, 3) for t in r.times]}, {ratio:.2f}x", flush=True)
+    print()
+    print_table(
+        ["case", "reference", "quiver", "reference", "ratio", "quiver peak", "ref peak", "same"],
+        table_rows,
+    )
+
+
+def _same(a: dict[str, list[float]], b: dict[str, list[float]]) -> bool:
+    if a.keys() != b.keys():
+        return False
+    return all(
+        a[k][1] == b[k][1] and math.isclose(a[k][0], b[k][0], rel_tol=1e-9, abs_tol=1e-6) for k in a
+    )
+
+
+if __name__ == "__main__":
+    if not child_main(globals()):
+        main()

@@ -1,0 +1,367 @@
+"""Benchmark: online serving over HTTP against a minimal ASGI + raw SQLite reference.
+
+Bounded load on loopback only: for each target, a fixed duration with a few keep-alive
+connections, each sending one request after the other (closed loop). Targets:
+
+- ``reference``: a bare ASGI app (no framework) doing the same SQLite lookup as Quiver's online
+  store (same tables, same key encoding) and answering JSON;
+- ``quiver /get-online-features`` (Feast-compatible route) and ``quiver /api/v1/serving/online``.
+
+All three run under uvicorn with the same settings (one worker, no access log, uvicorn's default
+loop and HTTP parser). Each request asks for 1 entity and 10 features (7 of
+``customer_behavior``, 3 of ``customer_demographics``). The load generator is an asyncio client
+on raw keep-alive sockets in this process; it shares the machine's cores with the server, so
+its settings are printed with the figures.
+
+Run: ``python bench/bench_server.py [--duration 10] [--connections 2] [--customers 2000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+FEATURES = [
+    "customer_behavior:tenure_months",
+    "customer_behavior:monthly_charges",
+    "customer_behavior:total_charges",
+    "customer_behavior:support_tickets",
+    "customer_behavior:orders",
+    "customer_behavior:avg_order_value",
+    "customer_behavior:days_since_last_order",
+    "customer_demographics:age",
+    "customer_demographics:gender",
+    "customer_demographics:region",
+]
+
+
+# --- the reference server ----------------------------------------------------------------------
+
+
+def reference_app(repo: Path) -> Any:
+    """A bare ASGI app: parse the body, one SELECT per view, answer JSON. No framework."""
+    import sqlite3
+
+    from quiver.config import load_config
+    from quiver.online.encoding import KeyEncoder
+
+    config = load_config(repo)
+    db = config.resolve(config.online_store.path)  # type: ignore[union-attr]
+    conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL").fetchall()
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    views: dict[str, list[str]] = {}
+    for ref in FEATURES:
+        view, feature = ref.split(":")
+        views.setdefault(view, []).append(feature)
+    statements = []
+    for view, features in views.items():
+        table = next(t for t in tables if t.startswith(f"{config.project}__{view}__"))
+        cols = ", ".join(f'"f_{f}"' for f in features)
+        statements.append((features, f'SELECT ts, {cols} FROM "{table}" WHERE k = ?'))
+    encoder = KeyEncoder(["int64"])
+    headers = [(b"content-type", b"application/json")]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request = json.loads(body)
+        key = request["entities"]["customer_id"][0]
+        k = encoder.encode([key])
+        values: dict[str, Any] = {}
+        for features, sql in statements:
+            row = conn.execute(sql, (k,)).fetchone()
+            for i, f in enumerate(features):
+                values[f] = row[i + 1] if row else None
+        payload = json.dumps({"customer_id": key, "values": values}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*headers, (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    return app
+
+
+def serve_reference(repo: Path, port: int) -> None:
+    """Run the reference app under uvicorn with the same settings as ``quiver serve``."""
+    import uvicorn
+
+    uvicorn.run(
+        reference_app(repo), host="127.0.0.1", port=port, access_log=False, log_level="warning"
+    )
+
+
+# --- load generator ----------------------------------------------------------------------------
+
+
+def _request(path: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = -1
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length < 0:
+        raise RuntimeError("the load generator needs responses with a Content-Length")
+    await reader.readexactly(length)
+    return status
+
+
+async def _connection(
+    port: int, path: str, bodies: list[bytes], stop_at: float, latencies: list[float]
+) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    errors = 0
+    i = 0
+    try:
+        while time.perf_counter() < stop_at:
+            request = _request(path, bodies[i % len(bodies)])
+            i += 1
+            t0 = time.perf_counter()
+            writer.write(request)
+            status = await _read_response(reader)
+            latencies.append(time.perf_counter() - t0)
+            if status != 200:
+                errors += 1
+    finally:
+        writer.close()
+    return errors
+
+
+def load(port: int, path: str, bodies: list[bytes], duration: float, connections: int) -> dict:
+    """Closed-loop load for ``duration`` seconds; latency percentiles and throughput."""
+
+    async def run() -> tuple[list[float], int, float]:
+        latencies: list[float] = []
+        start = time.perf_counter()
+        stop_at = start + duration
+        errors = await asyncio.gather(
+            *(_connection(port, path, bodies, stop_at, latencies) for _ in range(connections))
+        )
+        return latencies, sum(errors), time.perf_counter() - start
+
+    latencies, errors, elapsed = asyncio.run(run())
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "requests": n,
+        "errors": errors,
+        "rps": n / elapsed,
+        "p50_ms": 1000 * latencies[n // 2],
+        "p99_ms": 1000 * latencies[min(n - 1, int(n * 0.99))],
+        "mean_ms": 1000 * statistics.fmean(latencies),
+    }
+
+
+# --- orchestration -----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+def _quiver() -> list[str]:
+    exe = Path(sys.executable).with_name("quiver")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "quiver"]
+
+
+def build_repo(directory: Path, customers: int) -> Path:
+    """A demo repo, applied and materialized, with fresh behaviour rows for every customer."""
+    subprocess.run(
+        [*_quiver(), "init", str(directory), "--demo", "--customers", str(customers)],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run([*_quiver(), "apply", "--repo", str(directory)], check=True, capture_output=True)
+    from quiver.store import FeatureStore
+
+    with FeatureStore(repo_path=directory) as store:
+        store.materialize(datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC))
+        # fresh rows so the 30-day TTL of customer_behavior leaves the values present
+        now = datetime.now(UTC)
+        rng = random.Random(7)
+        store.push(
+            "customer_behavior",
+            [
+                {
+                    "customer_id": i,
+                    "event_timestamp": now,
+                    "tenure_months": rng.randint(1, 72),
+                    "monthly_charges": rng.uniform(10, 120),
+                    "total_charges": rng.uniform(10, 8000),
+                    "support_tickets": rng.randint(0, 5),
+                    "orders": rng.randint(0, 20),
+                    "avg_order_value": rng.uniform(5, 200),
+                    "days_since_last_order": rng.randint(0, 60),
+                }
+                for i in range(1, customers + 1)
+            ],
+        )
+    return directory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per target")
+    parser.add_argument("--connections", type=int, default=2, help="keep-alive connections")
+    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per target")
+    parser.add_argument("--reference-server", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.reference_server:
+        serve_reference(args.reference_server, args.port)
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = build_repo(Path(tmp) / "repo", args.customers)
+        env = {**os.environ, "QUIVER_REPO": str(repo)}
+        ports = {"reference": _free_port(), "quiver": _free_port()}
+        procs = {
+            "reference": subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--reference-server",
+                    str(repo),
+                    "--port",
+                    str(ports["reference"]),
+                ],
+                env=env,
+            ),
+            "quiver": subprocess.Popen(
+                [
+                    *_quiver(),
+                    "serve",
+                    "--repo",
+                    str(repo),
+                    "--port",
+                    str(ports["quiver"]),
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+            ),
+        }
+        try:
+            for name, proc in procs.items():
+                _wait(ports[name], proc)
+            rng = random.Random(1)
+            keys = [rng.randint(1, args.customers) for _ in range(1000)]
+            feast_bodies = [
+                json.dumps({"features": FEATURES, "entities": {"customer_id": [k]}}).encode()
+                for k in keys
+            ]
+            targets = [
+                ("reference", ports["reference"], "/get-online-features", feast_bodies),
+                (
+                    "quiver /get-online-features",
+                    ports["quiver"],
+                    "/get-online-features",
+                    feast_bodies,
+                ),
+                (
+                    "quiver /api/v1/serving/online",
+                    ports["quiver"],
+                    "/api/v1/serving/online",
+                    feast_bodies,
+                ),
+            ]
+            for _, port, path, bodies in targets:  # warm-up: caches, JIT-free but lazy imports
+                load(port, path, bodies, 1.0, args.connections)
+            results: dict[str, list[dict]] = {t[0]: [] for t in targets}
+            for _ in range(args.rounds):
+                for name, port, path, bodies in targets:
+                    results[name].append(
+                        load(port, path, bodies, args.duration / args.rounds, args.connections)
+                    )
+        finally:
+            for proc in procs.values():
+                proc.terminate()
+                proc.wait(timeout=15)
+
+    def merged(runs: list[dict]) -> dict:
+        return {
+            "requests": sum(r["requests"] for r in runs),
+            "errors": sum(r["errors"] for r in runs),
+            "rps": statistics.fmean(r["rps"] for r in runs),
+            "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        }
+
+    summary = {name: merged(runs) for name, runs in results.items()}
+    ref = summary["reference"]
+    print(
+        f"load: {args.connections} keep-alive connections, closed loop, "
+        f"{args.duration:.0f}s per target in {args.rounds} alternating rounds; asyncio client in "
+        f"this process; {os.cpu_count()} CPUs shared by client and server; 1 entity x 10 features"
+    )
+    print(
+        f"{'target':32} {'requests':>9} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'p99/ref':>8} {'rps/ref':>8}"
+    )
+    for name, r in summary.items():
+        print(
+            f"{name:32} {r['requests']:9d} {r['rps']:9.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} "
+            f"{r['p99_ms'] / ref['p99_ms']:8.2f} {r['rps'] / ref['rps']:8.2f}"
+            + (f"  ({r['errors']} errors)" if r["errors"] else "")
+        )
+    print("targets: p99 <= 1.5x reference, rps >= 0.7x reference")
+
+
+if __name__ == "__main__":
+    main()
