@@ -7,8 +7,12 @@ Synthetic, seeded data under ``bench/_data/`` (generated once, reused):
 * entity frames of 100k and 1M rows (random keys, timestamps uniform over the 10 days, a label);
   the 100k frame for the 10M table draws keys from its 1M entities.
 
-Every case runs in its own child process (peak RSS from ``os.wait4``, see ``_common.py``): one
-warm-up, then ``--repeat`` timed runs; medians are printed with the ratio Quiver / reference.
+Timing: per case, one child process sets up Quiver and the reference(s), warms each up once, then
+alternates them for ``--repeat`` rounds (so a busy machine slows both alike). Printed: the medians,
+``ratio`` = median(Quiver) / median(reference), and ``paired`` = the median of the per-round
+ratios. Peak memory: each implementation runs once more in its own child process, whose peak RSS
+comes from ``os.wait4`` (see ``_common.py``); it includes the interpreter, the libraries and the
+entity frame.
 The reference is the same join written by hand in DuckDB on the same files: an ``ASOF LEFT
 JOIN`` per view with the same TTL rule, output in entity-row order (``ORDER BY`` a row number,
 as Quiver guarantees). For the 10M table a second reference first filters the feature side to
@@ -180,25 +184,60 @@ def _checksum(table: Any, columns: list[str]) -> dict[str, list[float]]:
     return out
 
 
-def case_quiver(args: dict[str, Any]) -> dict[str, Any]:
-    """Time ``get_historical_features(...).to_arrow()``."""
-    import pyarrow.parquet as pq
-
+def _quiver_runner(args: dict[str, Any], entity: Any) -> Any:
     from quiver import FeatureStore
     from quiver.config import load_config
 
     store = FeatureStore(config=load_config(args["repo"]))
-    entity = pq.read_table(args["frame"])
     refs = args["refs"]
-    result: dict[str, Any] = {}
+    return lambda: store.get_historical_features(entity, refs).to_arrow()
 
-    def run() -> None:
-        result["table"] = store.get_historical_features(entity, refs).to_arrow()
 
-    times = timings(run, args["repeat"])
-    table = result["table"]
-    feats = [c for c in table.column_names if c not in entity.column_names]
-    return {"times": times, "rows": table.num_rows, "check": _checksum(table, feats)}
+def _raw_runner(args: dict[str, Any], entity: Any, filtered: bool) -> Any:
+    import duckdb
+    import numpy as np
+    import pyarrow as pa
+
+    entity = entity.append_column("rn", pa.array(np.arange(entity.num_rows, dtype=np.int64)))
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("e", entity)
+    sql = raw_sql([(p, f) for p, f in args["views"]], filtered)
+    return lambda: con.sql(sql).to_arrow_table()
+
+
+def case_compare(args: dict[str, Any]) -> dict[str, Any]:
+    """Time Quiver and the reference(s) in one process, alternating runs (fair under load)."""
+    import pyarrow.parquet as pq
+
+    entity = pq.read_table(args["frame"])
+    runners = {"quiver": _quiver_runner(args, entity), "raw": _raw_runner(args, entity, False)}
+    if args["filtered"]:
+        runners["raw_filtered"] = _raw_runner(args, entity, True)
+    results = {name: fn() for name, fn in runners.items()}  # warm-up, and the checks
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    names = list(runners)
+    for i in range(args["repeat"]):
+        order = names if i % 2 == 0 else names[::-1]
+        for name in order:
+            times[name] += timings(runners[name], 1, warmup=0)
+    checks = {}
+    for name, table in results.items():
+        feats = [c for c in table.column_names if c not in ("entity_id", "event_timestamp", "label")]
+        checks[name] = {"rows": table.num_rows, "sums": _checksum(table, feats)}
+    return {"times": times["quiver"], "all_times": times, "checks": checks}
+
+
+def case_memory(args: dict[str, Any]) -> list[float]:
+    """One run of one implementation, for its peak RSS."""
+    import pyarrow.parquet as pq
+
+    entity = pq.read_table(args["frame"])
+    if args["impl"] == "quiver":
+        fn = _quiver_runner(args, entity)
+    else:
+        fn = _raw_runner(args, entity, args["impl"] == "raw_filtered")
+    return timings(fn, 1, warmup=0)
 
 
 def raw_sql(views: list[tuple[str, list[str]]], filtered: bool) -> str:
@@ -232,30 +271,6 @@ def raw_sql(views: list[tuple[str, list[str]]], filtered: bool) -> str:
         "WITH " + ", ".join(ctes) + " SELECT e.entity_id, e.event_timestamp, e.label, "
         + ", ".join(outs) + " FROM e " + " ".join(joins) + " ORDER BY e.rn"
     )
-
-
-def case_raw(args: dict[str, Any]) -> dict[str, Any]:
-    """Time the hand-written DuckDB query on the same files."""
-    import duckdb
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    entity = pq.read_table(args["frame"])
-    entity = entity.append_column("rn", pa.array(np.arange(entity.num_rows, dtype=np.int64)))
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.register("e", entity)
-    sql = raw_sql([(p, f) for p, f in args["views"]], args["filtered"])
-    result: dict[str, Any] = {}
-
-    def run() -> None:
-        result["table"] = con.sql(sql).to_arrow_table()
-
-    times = timings(run, args["repeat"])
-    table = result["table"]
-    feats = [c for c in table.column_names if c not in ("entity_id", "event_timestamp", "label")]
-    return {"times": times, "rows": table.num_rows, "check": _checksum(table, feats)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,39 +327,60 @@ def main() -> None:
     if opts.only:
         cases = [c for c in cases if any(c["label"].startswith(o) for o in opts.only)]
 
-    print(f"bench_historical{suffix}: {opts.repeat} timed runs per case after 1 warm-up; "
-          f"{os.cpu_count()} CPUs; medians; peak RSS per child process", flush=True)
+    print(
+        f"bench_historical{suffix}: {opts.repeat} timed runs per implementation after 1 warm-up, "
+        f"alternating; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     table_rows = []
     for case in cases:
-        common = {"frame": case["frame"], "repeat": opts.repeat}
-        q = run_child(__file__, "case_quiver", {**common, "repo": layout["repo"], "refs": case["refs"]})
-        refs = [("raw ASOF", False)]
-        if case["refs_filtered"]:
-            refs.append(("raw filtered ASOF", True))
-        for ref_name, filtered in refs:
-            r = run_child(
-                __file__, "case_raw", {**common, "views": case["views"], "filtered": filtered}
+        common = {
+            "frame": case["frame"],
+            "repeat": opts.repeat,
+            "repo": layout["repo"],
+            "refs": case["refs"],
+            "views": case["views"],
+            "filtered": case["refs_filtered"],
+        }
+        res = run_child(__file__, "case_compare", common)
+        all_times, checks = res.extra["all_times"], res.extra["checks"]
+        peaks = {
+            impl: run_child(__file__, "case_memory", {**common, "impl": impl}).peak_rss
+            for impl in all_times
+        }
+        q = all_times["quiver"]
+        for ref in [n for n in all_times if n != "quiver"]:
+            r = all_times[ref]
+            same = checks[ref]["rows"] == checks["quiver"]["rows"] and _same(
+                checks[ref]["sums"], checks["quiver"]["sums"]
             )
-            same = _same(q.extra["check"], r.extra["check"]) and q.extra["rows"] == r.extra["rows"]
-            ratio = median(q.times) / median(r.times)
+            ratio = median(q) / median(r)
+            paired = median([a / b for a, b in zip(q, r, strict=True)])
+            name = "raw ASOF" if ref == "raw" else "raw filtered ASOF"
             table_rows.append(
                 [
                     case["label"],
-                    ref_name,
-                    fmt_seconds(median(q.times)),
-                    fmt_seconds(median(r.times)),
+                    name,
+                    fmt_seconds(median(q)),
+                    fmt_seconds(median(r)),
                     f"{ratio:.2f}x",
-                    fmt_bytes(q.peak_rss),
-                    fmt_bytes(r.peak_rss),
+                    f"{paired:.2f}x",
+                    fmt_bytes(peaks["quiver"]),
+                    fmt_bytes(peaks[ref]),
                     "yes" if same else "NO",
                 ]
             )
-            print(f"  {case['label']} vs {ref_name}: quiver {fmt_seconds(median(q.times))} "
-                  f"{[round(t, 3) for t in q.times]}, ref {fmt_seconds(median(r.times))} "
-                  f"{[round(t, 3) for t in r.times]}, {ratio:.2f}x", flush=True)
+            print(
+                f"  {case['label']} vs {name}: quiver {[round(t, 3) for t in q]}, "
+                f"reference {[round(t, 3) for t in r]}",
+                flush=True,
+            )
     print()
     print_table(
-        ["case", "reference", "quiver", "reference", "ratio", "quiver peak", "ref peak", "same"],
+        [
+            "case", "reference", "quiver", "reference", "ratio", "paired", "quiver peak",
+            "ref peak", "same",
+        ],
         table_rows,
     )
 

@@ -184,7 +184,7 @@ def redis_reference(url: str, table: Any) -> Any:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def measure(ours: Any, ref: Any, key_sets: list[list[int]], warmup: int) -> tuple[list, list]:
@@ -261,10 +261,10 @@ def main() -> None:
                         rng.sample(range(1, entities + 1), batch) for _ in range(calls + warmup)
                     ]
 
-                    def ours(keys: list[int], refs: list[str] = refs) -> Any:
+                    def ours(keys: list[int], refs: list[str] = refs, store: Any = store) -> Any:
                         return store.get_online_features(refs, [{"customer_id": k} for k in keys])
 
-                    def reference(keys: list[int], views: list = views) -> Any:
+                    def reference(keys: list[int], views: list = views, ref: Any = ref) -> Any:
                         return ref(views, keys)
 
                     check = ours(key_sets[0])

@@ -218,8 +218,13 @@ def validate_consistency(
     ).to_arrow()
     names = layout.feature_names
     offline_cols = [offline.column(f"{view}__{n}").to_pylist() for n in names]
-    encoded = layout.key_encoder.encode_arrow([entity.column(k) for k in keys])
-    (rows,) = store.online_store.read([ReadRequest(layout, tuple(range(len(names))), encoded)])
+    key_columns = [
+        (
+            timestamps_us(entity.column(k)) if key_types[k] == "timestamp" else entity.column(k)
+        ).to_pylist()
+        for k in keys
+    ]
+    (rows,) = store.online_store.read([ReadRequest(layout, tuple(range(len(names))), key_columns)])
 
     watermark_us = datetime_to_us(watermark)
     cutoff = datetime_to_us(as_of) - layout.ttl_us if layout.ttl_us is not None else None
@@ -237,7 +242,7 @@ def validate_consistency(
         elif cutoff is not None and row[0] <= cutoff:
             status, online_values = "expired", [None] * len(names)
         else:
-            status, online_values = "present", list(row[2:])
+            status, online_values = "present", list(row[2 : 2 + len(names)])
         bad = False
         for j, name in enumerate(names):
             report.values_compared += 1

@@ -166,3 +166,20 @@ def new_demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
     finally:
         for srv in started:
             srv.stop()
+
+
+@pytest.fixture
+def serve_repo() -> Iterator[Callable[..., Server]]:
+    """Start ``quiver serve`` with extra options over a given repo; stopped after the test."""
+    started: list[Server] = []
+
+    def start(repo: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
+        srv = start_server(repo, *extra, env=env)
+        started.append(srv)
+        return srv
+
+    try:
+        yield start
+    finally:
+        for srv in started:
+            srv.stop()

@@ -175,7 +175,9 @@ def test_editing_a_dtype_is_a_breaking_change(demo: Path) -> None:
 def test_file_applies_are_additive_and_the_repo_apply_prunes(demo: Path, tmp_path: Path) -> None:
     extra = tmp_path / "extra.yaml"
     extra.write_text("entities: [{name: store, join_keys: [store_id]}]\n")
-    quiver("apply", "-f", str(extra), cwd=demo)
+    applied = quiver_json("apply", "-f", str(extra), cwd=demo)
+    assert applied["applied"] is True
+    assert applied["summary"] == {"create": 1, "update": 0, "delete": 0, "unchanged": 9}
     assert [e["name"] for e in quiver_json("entities", "list", cwd=demo)] == ["customer", "store"]
 
     before = registry_rows(demo)
@@ -207,9 +209,9 @@ def test_the_example_definitions_apply_from_every_format(tmp_path: Path) -> None
 def test_describe_needs_a_kind_only_when_ambiguous(demo: Path, tmp_path: Path) -> None:
     info = quiver_json("describe", "customer", cwd=demo)
     assert info["kind"] == "entity" and info["spec"]["join_keys"] == ["customer_id"]
-    extra = tmp_path / "extra.yaml"
-    extra.write_text("data_sources: [{name: customer, path: data/c.parquet}]\n")
-    quiver("apply", "-f", str(extra), cwd=demo)
+    (tmp_path / "extra.yaml").write_text("data_sources: [{name: customer, path: data/c.parquet}]\n")
+    # Regression: -f was resolved against --repo instead of the working directory.
+    quiver("apply", "-f", "extra.yaml", "--repo", str(demo), cwd=tmp_path)
     assert_one_line_error(quiver("describe", "customer", cwd=demo, ok=False), r"--kind")
     by_kind = quiver_json("describe", "customer", "--kind", "data_source", cwd=demo)
     assert by_kind["spec"]["path"] == "data/c.parquet"

@@ -31,6 +31,8 @@ TRAIN_BODY: dict[str, Any] = {
 }
 WHEN = "2025-12-15T00:00:00Z"
 
+pytestmark = pytest.mark.slow  # a fresh demo repo and server: ~20 s of set-up
+
 
 @pytest.fixture(scope="module")
 def api(new_demo_server: Any) -> Iterator[tuple[httpx.Client, Path]]:

@@ -209,3 +209,38 @@ def test_write_to_online_store_and_materialize(client: httpx.Client) -> None:
         ),
         422,
     )
+
+
+def test_online_routes_with_redis(demo_repo: Any, serve_repo: Any, redis_url: str) -> None:
+    srv = serve_repo(
+        demo_repo,
+        env={"QUIVER_ONLINE_STORE__TYPE": "redis", "QUIVER_ONLINE_STORE__URL": redis_url},
+    )
+    with srv.client() as c:
+        assert c.get("/ready").json()["checks"]["online_store"] == "ok"
+        assert c.get("/api/v1/status").json()["online_store_type"] == "redis"
+        pushed = c.post(
+            "/push",
+            json={
+                "push_source_name": "customer_demographics",
+                "df": {
+                    "customer_id": [11, 12],
+                    "event_timestamp": [datetime.now(UTC).isoformat()] * 2,
+                    "age": [20, 30],
+                    "gender": ["other", "male"],
+                    "region": ["south", "west"],
+                },
+            },
+        )
+        assert pushed.status_code == 200, pushed.text
+        body = c.post(
+            "/get-online-features",
+            json={"features": DEMOGRAPHICS, "entities": {"customer_id": [12, 11, 13]}},
+        ).json()
+        assert body["results"][1]["values"] == [30, 20, None]
+        assert body["results"][1]["statuses"] == ["PRESENT", "PRESENT", "NOT_FOUND"]
+        native = c.post(
+            "/api/v1/serving/online",
+            json={"features": DEMOGRAPHICS, "entities": {"customer_id": [11]}},
+        ).json()
+        assert native["results"][0]["values"] == {"age": 20, "region": "south"}

@@ -6,16 +6,21 @@ property checked: no request, however odd, gets a 5xx.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, settings
-
-schemathesis = pytest.importorskip("schemathesis", reason="pip install 'quiver[dev]'")
-from schemathesis.checks import not_a_server_error  # noqa: E402
+from schemathesis.checks import not_a_server_error
 
 pytestmark = pytest.mark.slow
+
+# Bounded by default (the suite must stay fast); raise for a deeper run:
+# QUIVER_FUZZ_EXAMPLES=200 QUIVER_FUZZ_COVERAGE=1 pytest tests/e2e/test_server_fuzz.py
+EXAMPLES = int(os.environ.get("QUIVER_FUZZ_EXAMPLES", "8"))
+COVERAGE = os.environ.get("QUIVER_FUZZ_COVERAGE", "0") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +30,12 @@ def fuzz_server(new_demo_server: Callable[[], Any]) -> Any:
 
 @pytest.fixture(scope="module")
 def api_schema(fuzz_server: Any) -> Any:
-    return schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json")
+    from schemathesis.config import SchemathesisConfig
+
+    # The coverage phase (boundary values of every parameter) runs once per operation; the
+    # fuzzing phase adds max_examples random requests per operation.
+    config = SchemathesisConfig.from_dict({"phases": {"coverage": {"enabled": COVERAGE}}})
+    return schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json", config=config)
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
@@ -33,7 +43,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 @schema.parametrize()
 @settings(
-    max_examples=8,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )

@@ -301,3 +301,35 @@ def test_feature_discovery(client: httpx.Client) -> None:
     owner = client.get("/api/v1/features", params={"owner": "billing@example.com"}).json()
     assert owner["count"] == 3
     assert client.get("/api/v1/features", params={"q": "zzz-nothing"}).json()["count"] == 0
+
+
+def test_serve_with_workers_and_config_errors(demo_repo: Any, serve_repo: Any) -> None:
+    srv = serve_repo(demo_repo, "--workers", "2")
+    with srv.client() as c:
+        for _ in range(4):
+            response = c.post(
+                "/get-online-features",
+                json={"features": ["customer_demographics:age"], "entities": {"customer_id": [1]}},
+            )
+            assert response.status_code == 200, response.text
+        assert c.get("/ready").json()["status"] == "ready"
+
+
+def test_ready_reports_a_broken_online_store(tmp_path: Any, serve_repo: Any) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("quiver")
+    subprocess.run([str(exe), "init", str(tmp_path / "r")], check=True, capture_output=True)
+    blocker = tmp_path / "r" / "not_a_dir"
+    blocker.write_text("a file where the online store's folder should be")
+    srv = serve_repo(tmp_path / "r", env={"QUIVER_ONLINE_STORE__PATH": str(blocker / "online.db")})
+    with srv.client() as c:
+        assert c.get("/health").status_code == 200
+        ready = c.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "unavailable"
+        assert ready.json()["checks"]["registry"] == "ok"
+        assert ready.json()["checks"]["online_store"] != "ok"
+        assert c.get("/feast/status").json()["status"] == "degraded"

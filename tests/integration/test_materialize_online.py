@@ -484,7 +484,7 @@ def _request(store: FeatureStore, view: str, keys: list[tuple]) -> Any:
 
     fv = store.get_feature_view(view)
     layout = ViewLayout.from_view(store.project, fv, [customer])
-    return ReadRequest(layout, (0,), [layout.key_encoder.encode(k) for k in keys])
+    return ReadRequest(layout, (0,), [[k[0] for k in keys]])
 
 
 # -- CLI -----------------------------------------------------------------------------------------

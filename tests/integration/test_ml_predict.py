@@ -155,6 +155,7 @@ def test_batch_input_forms_and_chunks_agree(
     assert job.rows == 300
     a, b = pq.read_table(whole), pq.read_table(chunked)
     assert a.column_names[:3] == ["customer_id", "churned", "event_timestamp"]
+    assert a.schema.field("churned").type == pa.int64()  # entity columns keep their type
     assert a.equals(b)
     assert a["customer_id"].to_pylist() == labels["customer_id"].to_pylist()
 

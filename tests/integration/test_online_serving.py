@@ -478,6 +478,6 @@ def test_registry_changes_in_another_process_reach_the_cache(materialized: Featu
     other = FeatureStore(materialized.repo_path)
     other.apply([stats.model_copy(update={"ttl": timedelta(days=1)})])
     other.close()
-    serving._caches[materialized].checked = 0.0  # as if REVISION_CHECK_SECONDS had passed
+    serving._cache(materialized).checked = 0.0  # as if REVISION_CHECK_SECONDS had passed
     res = materialized.get_online_features(["stats:orders"], [{"customer_id": 1}])
     assert res.statuses["orders"] == ["expired"]

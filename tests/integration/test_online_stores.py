@@ -75,10 +75,11 @@ def rows(lay: ViewLayout, records: list[dict[str, Any]]) -> pa.Table:
 
 
 def read(store: Any, lay: ViewLayout, keys: list[tuple], features: list[str] | None = None):
+    """Stored rows as ``(event_us, created_us, *values)`` (a store may append items: cut)."""
     names = features or list(lay.feature_names)
-    encoded = [lay.key_encoder.encode(k) for k in keys]
-    (result,) = store.read([ReadRequest(lay, lay.indices(names), encoded)])
-    return result
+    columns = [[k[i] for k in keys] for i in range(len(lay.join_keys))]
+    (result,) = store.read([ReadRequest(lay, lay.indices(names), columns)])
+    return [None if r is None else tuple(r[: 2 + len(names)]) for r in result]
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -271,7 +272,7 @@ def test_several_views_in_one_read(store: Any) -> None:
     a, b = layout({"x": "int64"}), layout({"y": "string"})
     store.write(a, rows(a, [{"customer_id": 1, "x": 5, "event_timestamp": BASE}]))
     store.write(b, rows(b, [{"customer_id": 2, "y": "z", "event_timestamp": BASE}]))
-    keys = [a.key_encoder.encode((i,)) for i in (1, 2)]
+    keys = [[1, 2]]
     got = store.read([ReadRequest(a, (0,), keys), ReadRequest(b, (0,), keys)])
     assert [[r[2] if r else None for r in part] for part in got] == [[5, None], [None, "z"]]
 

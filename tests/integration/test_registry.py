@@ -128,7 +128,7 @@ def test_projects_are_isolated(registry_url: str, tmp_path: Path) -> None:
 def test_specs_are_stored_intact(store: FeatureStore) -> None:
     entity = Entity(
         name="k" * 63,
-        description="Ünïcödé — \"quotes\" 'and' ; semicolons -- /* */ \n newlines \x01",
+        description="Ünïcödé — \"quotes\" 'and' ; semicolons -- /* */ \n newlines \x00 \x01",
         tags={"ключ": "值", "a": ""},
         owner="o'brien@example.com",
     )

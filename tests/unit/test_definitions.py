@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -531,3 +535,61 @@ def test_any_valid_view_round_trips_through_its_json_spec(view: FeatureView) -> 
     assert back == view
     assert back.to_spec() == view.to_spec()
     assert back.spec_hash() == view.spec_hash()
+
+
+# --- static typing -------------------------------------------------------------------------------
+
+_TYPED_USAGE = """
+from datetime import timedelta
+
+from quiver import Entity, FeatureService, FeatureView, Field, FileSource
+
+customer = Entity(name="customer", join_keys=["customer_id"])
+source = FileSource(name="orders", path="data/orders.parquet")
+by_schema = FeatureView(
+    name="orders",
+    entities=[customer],
+    schema=[Field(name="total", dtype="int64")],
+    source=source,
+    ttl=timedelta(days=1),
+)
+by_features = FeatureView(
+    name="orders", entities=["customer"], features=[Field(name="a", dtype="int64")], source="s"
+)
+by_json_alias = FeatureView(
+    name="v", entities="customer", features=[{"name": "a", "dtype": "int64"}], source="s",
+    ttl_seconds=60,
+)
+service = FeatureService(name="svc", features=[by_schema, by_features[["a"]], "orders:total"])
+typo = FeatureView(name="v", entities=["c"], schema=[], source="s", tll=5)
+"""
+
+
+@pytest.mark.slow
+def test_mypy_accepts_feature_views_as_users_write_them(tmp_path: Path) -> None:
+    """Regression: the pydantic mypy plugin rejected ``FeatureView(schema=[...])``."""
+    pytest.importorskip("mypy")
+    root = Path(__file__).resolve().parents[2]
+    module = tmp_path / "user_features.py"
+    module.write_text(_TYPED_USAGE)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(root / "pyproject.toml"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--follow-imports=silent",
+            str(module),
+        ],
+        env={**os.environ, "MYPYPATH": str(root / "src")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    errors = [line for line in proc.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1, proc.stdout + proc.stderr
+    assert 'Unexpected keyword argument "tll" for "FeatureView"' in errors[0]

@@ -20,7 +20,7 @@ CASES = [
     ("lightgbm", None),
 ]
 SMALL = {
-    "random_forest": {"n_estimators": 10},
+    "random_forest": {"n_estimators": 10, "n_jobs": 1},
     "gradient_boosting": {"n_estimators": 10},
     "logistic_regression": {},
     "linear_regression": {},

@@ -424,6 +424,17 @@ def test_a_concurrent_delete_of_a_referenced_object_is_caught(tmp_path: Path) ->
         assert alice.registry.find("feature_view", "orders") is None
 
 
+def test_a_plan_applies_only_to_its_own_project(tmp_path: Path) -> None:
+    with _store(tmp_path, "shop") as shop, _store(tmp_path, "ads") as ads:
+        plan = shop.plan([CUSTOMER])
+        # Regression: a plan made for one project was written into another.
+        with pytest.raises(InvalidError, match="made for project 'shop', not 'ads'"):
+            ads.apply(plan)
+        assert ads.list_entities() == []
+        shop.apply(plan)
+        assert shop.get_entity("customer") == CUSTOMER
+
+
 def test_plan_to_dict_is_json(store: FeatureStore) -> None:
     store.apply(_base())
     data = store.plan(_base(schema=_fields(total="float64", amount="float64"))).to_dict()

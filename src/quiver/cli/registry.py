@@ -109,7 +109,8 @@ def init(
 
 
 def _load(store: Any, file: Path | None, prune: bool | None) -> tuple[Any, bool]:
-    definitions = store.load_definitions(file)
+    # A path on the command line is relative to the working directory, not to --repo.
+    definitions = store.load_definitions(file.expanduser().absolute() if file else None)
     return definitions, (file is None) if prune is None else prune
 
 

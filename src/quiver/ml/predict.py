@@ -150,6 +150,7 @@ def predict_batch(
     loaded = load_model(store, version)
     join_keys = list(version.lineage.get("join_keys", []))
     keep = list(dict.fromkeys(entity_columns if entity_columns else join_keys))
+    keep = [c for c in keep if c != timestamp_column]  # the timestamp is always written
     class_column = f"{prediction_column}_class"
     reserved = {prediction_column, "model_id", "model_version", timestamp_column}
     if loaded.model_type == "classification":
@@ -179,7 +180,7 @@ def predict_batch(
     )
     started = time.perf_counter()
     rows = 0
-    schema = _output_schema(store, loaded, version, keep, timestamp_column, prediction_column)
+    schema: pa.Schema | None = None
     try:
         needed = list(dict.fromkeys([*join_keys, *keep, timestamp_column]))
         for chunk in chunks:
@@ -193,6 +194,11 @@ def predict_batch(
                 )
             if chunk.num_rows == 0:
                 continue
+            if schema is None:
+                seen = {c: chunk.schema.field(c).type for c in keep}
+                schema = _output_schema(
+                    store, loaded, keep, timestamp_column, prediction_column, seen
+                )
             out = _score_chunk(
                 store,
                 loaded,
@@ -207,7 +213,9 @@ def predict_batch(
             rows += out.num_rows
             if progress is not None:
                 progress(rows)
-        target.commit(schema)
+        target.commit(
+            schema or _output_schema(store, loaded, keep, timestamp_column, prediction_column, {})
+        )
     except BaseException as exc:
         target.abort()
         message = exc.message if isinstance(exc, QuiverError) else f"{type(exc).__name__}: {exc}"
@@ -227,12 +235,13 @@ def predict_batch(
 def _output_schema(
     store: FeatureStore,
     loaded: LoadedModel,
-    version: ModelVersion,
     keep: list[str],
     timestamp_column: str,
     prediction_column: str,
+    seen: dict[str, pa.DataType],
 ) -> pa.Schema:
-    """The output schema; entity columns take their entity dtype (else string until seen)."""
+    """The output schema: join keys take their entity's dtype, other entity columns keep the
+    type seen in the input (string when the input is empty); timestamps are UTC."""
     import pyarrow as pa
 
     from quiver.types import arrow_type
@@ -241,7 +250,12 @@ def _output_schema(
     for entity in store.list_entities():
         for key in entity.join_keys:
             key_types[key] = arrow_type(entity.value_type)
-    fields = [pa.field(c, key_types.get(c, pa.string())) for c in keep]
+    fields = []
+    for c in keep:
+        kind = key_types.get(c) or seen.get(c) or pa.string()
+        if pa.types.is_timestamp(kind):
+            kind = pa.timestamp("us", tz="UTC")
+        fields.append(pa.field(c, kind))
     fields.append(pa.field(timestamp_column, pa.timestamp("us", tz="UTC")))
     fields.append(pa.field(prediction_column, pa.float64()))
     if loaded.model_type == "classification":

@@ -71,6 +71,7 @@ def train(store: FeatureStore, spec: Any, *, progress: Progress | None = None) -
     from quiver.ml.registry import ModelRegistry
 
     say = progress or _noop
+    began = time.perf_counter()
     spec = TrainingSpec.parse(spec)
     say(f"checking the spec of '{spec.name}' ({spec.framework} {spec.model_type})")
     trainer = get_trainer(spec.framework)
@@ -126,6 +127,7 @@ def train(store: FeatureStore, spec: Any, *, progress: Progress | None = None) -
         timestamp_column=ts,
     )
     frame = job.to_arrow()
+    join_seconds = time.perf_counter() - began
 
     train_idx, test_idx = _split(spec, frame, label_enc)
     train_rows = frame.take(pa.array(train_idx))
@@ -175,6 +177,11 @@ def train(store: FeatureStore, spec: Any, *, progress: Progress | None = None) -
         metrics=metrics,
         join_keys=join_keys,
     )
+    lineage["timings"] = {
+        "training_set_seconds": round(join_seconds, 3),
+        "fit_seconds": round(fit_seconds, 3),
+        "total_seconds": round(time.perf_counter() - began, 3),
+    }
 
     say("saving the model")
     from quiver.ml import artifacts

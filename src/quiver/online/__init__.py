@@ -33,15 +33,29 @@ __all__ = [
 ]
 
 StoredRow = tuple[Any, ...]
-"""``(event_us, created_us, value, ...)``: a stored row with the requested features' values."""
+"""``(event_us, created_us, value, ...)``: a stored row with the requested features' values, in
+the requested order. A store may append items of its own after them; read by position."""
 
 
 class ReadRequest(NamedTuple):
-    """Keys to read from one view: ``features`` are positions in ``layout.feature_names``."""
+    """Entity keys to read from one view.
+
+    Attributes:
+        layout: The view's layout.
+        features: Positions in ``layout.feature_names`` of the features to return.
+        key_columns: One sequence of physical key values per join key (integers, strings,
+            booleans; timestamps as microseconds), all of the same length. Each store encodes
+            them as it needs (``layout.key_encoder``).
+    """
 
     layout: ViewLayout
     features: tuple[int, ...]
-    keys: Sequence[bytes]
+    key_columns: Sequence[Sequence[Any]]
+
+    @property
+    def size(self) -> int:
+        """How many keys the request holds."""
+        return len(self.key_columns[0]) if self.key_columns else 0
 
 
 class OnlineStore(Protocol):

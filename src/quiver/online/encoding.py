@@ -58,7 +58,7 @@ EVENT_TS = "event_timestamp"
 """The event timestamp column of a batch written to an online store."""
 CREATED_TS = "created_timestamp"
 """The (optional) created timestamp column of a batch written to an online store."""
-FORMAT_VERSION = "v1"
+FORMAT_VERSION = "v2"
 """Part of every schema version: bump it when the byte layout changes."""
 NO_CREATED = -(1 << 63)
 """The created timestamp stored for rows that have none (it loses every tie)."""
@@ -145,6 +145,11 @@ class ViewLayout:
     def ident(self) -> str:
         """``<project>__<view>__<version>``: names the view's current table or keys."""
         return f"{self.project}__{self.view}__{self.version}"
+
+    @cached_property
+    def single_int_key(self) -> bool:
+        """Whether the entity key is one integer (int32 or int64)."""
+        return len(self.key_dtypes) == 1 and self.key_dtypes[0] in ("int32", "int64")
 
     @cached_property
     def feature_index(self) -> dict[str, int]:
@@ -398,9 +403,12 @@ class RowCodec:
 
 @dataclass
 class WriteColumns:
-    """A batch prepared for writing: encoded keys, timestamps and one Arrow array per feature."""
+    """A batch prepared for writing: keys, timestamps and one Arrow array per feature.
 
-    keys: list[bytes]
+    ``keys`` are encoded bytes, or the plain integers when ``raw_int_keys`` was asked for.
+    """
+
+    keys: list[Any]
     event_us: list[int]
     created_us: list[int]
     features: list[Any]
@@ -409,7 +417,9 @@ class WriteColumns:
         return len(self.keys)
 
 
-def prepare_write(layout: ViewLayout, batch: pa.Table | pa.RecordBatch) -> WriteColumns:
+def prepare_write(
+    layout: ViewLayout, batch: pa.Table | pa.RecordBatch, *, raw_int_keys: bool = False
+) -> WriteColumns:
     """Split a batch (join keys, every feature, ``event_timestamp``, optional
     ``created_timestamp``) into what a store writes. NaN floats become nulls (SQLite cannot
     store NaN, and every store behaves the same).
@@ -433,7 +443,10 @@ def prepare_write(layout: ViewLayout, batch: pa.Table | pa.RecordBatch) -> Write
                 f"rows for feature view '{layout.view}' have nulls in '{col}'; every row needs "
                 "its join keys and an event timestamp"
             )
-    keys = layout.key_encoder.encode_arrow([batch.column(k) for k in layout.join_keys])
+    if raw_int_keys and layout.single_int_key:
+        keys = batch.column(layout.join_keys[0]).cast(pa.int64()).to_pylist()
+    else:
+        keys = layout.key_encoder.encode_arrow([batch.column(k) for k in layout.join_keys])
     event_us = timestamps_us(batch.column(EVENT_TS)).to_pylist()
     if CREATED_TS in names:
         created = pc.fill_null(timestamps_us(batch.column(CREATED_TS)), pa.scalar(NO_CREATED))

@@ -186,9 +186,12 @@ class RedisOnlineStore:
     def read(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
         """Read every view's keys with one ``MGET`` (chunked for very large requests)."""
         all_keys: list[bytes] = []
+        sizes = []
         for req in requests:
             prefix = self.key_prefix_for(req.layout)
-            all_keys.extend([prefix + k for k in req.keys])
+            encoded = req.layout.key_encoder.encode_columns(req.key_columns)
+            all_keys.extend([prefix + k for k in encoded])
+            sizes.append(len(encoded))
         if not all_keys:
             return [[] for _ in requests]
         try:
@@ -203,16 +206,16 @@ class RedisOnlineStore:
             raise self._fail("reading features", exc) from exc
         out: list[list[StoredRow | None]] = []
         pos = 0
-        for req in requests:
+        for req, size in zip(requests, sizes, strict=True):
             decode = req.layout.row_codec.decode
             features = req.features
             rows: list[StoredRow | None] = []
-            for data in raw[pos : pos + len(req.keys)]:
+            for data in raw[pos : pos + size]:
                 if data is None:
                     rows.append(None)
                 else:
                     event, created, values = decode(data)
                     rows.append((event, created, *[values[i] for i in features]))
             out.append(rows)
-            pos += len(req.keys)
+            pos += size
         return out

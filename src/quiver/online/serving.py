@@ -18,8 +18,8 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import UTC, datetime
+from functools import cached_property
 from numbers import Integral
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -74,7 +74,8 @@ class OnlineResponse:
         join_keys: The join keys of the requested views, in first-use order.
         entity_columns: Join key -> the requested key values, in request order.
         values: Output name -> values (``None`` where the status is not ``present``).
-        statuses: Output name -> ``present``, ``not_found`` or ``expired`` per row.
+        statuses: Output name -> ``present``, ``not_found`` or ``expired`` per row (the
+            features of one view share one list: treat the lists as read-only).
     """
 
     __slots__ = (
@@ -237,7 +238,7 @@ class _Cache:
         return self
 
 
-_caches: weakref.WeakKeyDictionary[Any, _Cache] = weakref.WeakKeyDictionary()
+_CACHE_ATTR = "_quiver_serving_cache"
 _caches_lock = threading.Lock()
 
 
@@ -254,13 +255,14 @@ def _revision(registry: Registry) -> int:
 
 
 def _cache(store: FeatureStore) -> _Cache:
+    """The store's plan cache, kept on the store object itself (a new registry: a new cache)."""
     registry = store.registry
-    cache = _caches.get(store)
+    cache: _Cache | None = store.__dict__.get(_CACHE_ATTR)
     if cache is None or cache.registry is not registry:
         with _caches_lock:
-            cache = _caches.get(store)
+            cache = store.__dict__.get(_CACHE_ATTR)
             if cache is None or cache.registry is not registry:
-                cache = _caches[store] = _Cache(registry)
+                cache = store.__dict__[_CACHE_ATTR] = _Cache(registry)
     return cache.fresh()
 
 
@@ -346,6 +348,33 @@ def _plan(
 # -- entity rows -------------------------------------------------------------------------------
 
 
+def _key_columns(plan: _Plan, entity_rows: Any) -> list[list[Any]]:
+    """Validated physical key values, one list per join key of the plan."""
+    if type(entity_rows) is list:
+        out = []
+        for key, dtype in zip(plan.join_keys, plan.key_dtypes, strict=True):
+            try:
+                column = [row[key] for row in entity_rows]
+            except (KeyError, TypeError, IndexError):
+                raise _row_error(plan, key, entity_rows) from None
+            out.append(_validate_keys(key, dtype, column))
+        return out
+    raw = _entity_columns(plan, entity_rows)
+    return [
+        _validate_keys(key, dtype, raw[key])
+        for key, dtype in zip(plan.join_keys, plan.key_dtypes, strict=True)
+    ]
+
+
+def _row_error(plan: _Plan, key: str, rows: Sequence[Any]) -> InvalidError:
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            return InvalidError(f"entity row {i} is {type(row).__name__}, not a dict of join keys")
+        if key not in row:
+            return InvalidError(_missing_key(plan, key, i))
+    return InvalidError(f"entity rows cannot be read for join key '{key}'")  # pragma: no cover
+
+
 def _entity_columns(plan: _Plan, entity_rows: Any) -> dict[str, list[Any]]:
     """Join key -> raw values, from a list of dicts, a dict of lists, or a DataFrame/Table."""
     if entity_rows is None:
@@ -371,18 +400,8 @@ def _entity_columns(plan: _Plan, entity_rows: Any) -> dict[str, list[Any]]:
     for key in plan.join_keys:
         try:
             columns[key] = [row[key] for row in entity_rows]
-        except KeyError:
-            for i, row in enumerate(entity_rows):
-                if key not in row:
-                    raise InvalidError(_missing_key(plan, key, i)) from None
-            raise
-        except TypeError:
-            for i, row in enumerate(entity_rows):
-                if not isinstance(row, Mapping):
-                    raise InvalidError(
-                        f"entity row {i} is {type(row).__name__}, not a dict of join keys"
-                    ) from None
-            raise
+        except (KeyError, TypeError, IndexError):
+            raise _row_error(plan, key, entity_rows) from None
     return columns
 
 
@@ -459,10 +478,15 @@ def _physical_key(dtype: str, v: Any) -> Any:
 def _validate_keys(key: str, dtype: str, values: list[Any]) -> list[Any]:
     """Physical values of one join key column, or raise a clear InvalidError."""
     if dtype in _INT_RANGES:
-        if all(type(v) is int for v in values):
-            low, high = _INT_RANGES[dtype]
-            if not values or (low <= min(values) and max(values) <= high):
+        low, high = _INT_RANGES[dtype]
+        if len(values) == 1:
+            v = values[0]
+            if type(v) is int and low <= v <= high:
                 return values
+        elif all(type(v) is int for v in values) and (
+            not values or (low <= min(values) and max(values) <= high)
+        ):
+            return values
         try:
             return [_physical_key(dtype, v) for v in values]
         except (TypeError, ValueError, OverflowError):
@@ -507,18 +531,17 @@ def get_online_features(
         BackendError: the online store failed.
     """
     plan = _plan(store, features, feature_service, full_feature_names)
-    raw = _entity_columns(plan, entity_rows)
-    columns = [
-        _validate_keys(key, dtype, raw[key])
-        for key, dtype in zip(plan.join_keys, plan.key_dtypes, strict=True)
-    ]
-    requests = []
-    for vp in plan.views:
-        encoder = vp.layout.key_encoder
-        keys = encoder.encode_columns([columns[i] for i in vp.key_pos])
-        requests.append(ReadRequest(vp.layout, vp.features, keys))
-    results = store.online_store.read(requests)
-    now_us = time.time_ns() // 1000
+    columns = _key_columns(plan, entity_rows)
+    results = store.online_store.read(
+        [ReadRequest(vp.layout, vp.features, [columns[i] for i in vp.key_pos]) for vp in plan.views]
+    )
+    return _response(plan, columns, results, time.time_ns() // 1000)
+
+
+def _response(
+    plan: _Plan, columns: list[list[Any]], results: list[list[Any]], now_us: int
+) -> OnlineResponse:
+    """Values, statuses and event times per output name from the stored rows of each view."""
     n = len(columns[0]) if columns else 0
     values: dict[str, list[Any]] = {}
     statuses: dict[str, list[str]] = {}
@@ -527,13 +550,24 @@ def get_online_features(
         ttl = vp.layout.ttl_us
         cutoff = now_us - ttl if ttl is not None else None
         outputs = vp.outputs
-        if n and None not in rows and (cutoff is None or min(r[0] for r in rows) > cutoff):  # type: ignore[index]
+        width = len(outputs)
+        if n == 1:
+            row = rows[0]
+            if row is not None and (cutoff is None or row[0] > cutoff):
+                values.update(zip(outputs, [[v] for v in row[2 : 2 + width]], strict=True))
+                status, times = [PRESENT], [row[0]]
+            else:
+                values.update(zip(outputs, [[None] for _ in outputs], strict=True))
+                if row is None:
+                    status, times = [NOT_FOUND], [None]
+                else:
+                    status, times = [EXPIRED], [row[0]]
+        elif n and None not in rows and (cutoff is None or min(r[0] for r in rows) > cutoff):
             # Every value present: transpose the rows.
             status = [PRESENT] * n
-            transposed = list(zip(*rows))  # type: ignore[misc]
-            times: list[int | None] = list(transposed[0])
-            for j, name in enumerate(outputs, 2):
-                values[name] = list(transposed[j])
+            transposed = list(zip(*rows, strict=True))
+            times = list(transposed[0])
+            values.update(zip(outputs, map(list, transposed[2 : 2 + width]), strict=True))
         else:
             status = []
             times = []
@@ -554,22 +588,21 @@ def get_online_features(
                     times.append(row[0])
                     for j, col in enumerate(cols, 2):
                         col.append(row[j])
-            for name, col in zip(outputs, cols, strict=True):
-                values[name] = col
-        for name in outputs:
-            statuses[name] = status.copy()
-            event_us[name] = times
+            values.update(zip(outputs, cols, strict=True))
+        # The features of one view share their status and time lists (treat them as read-only).
+        statuses.update(dict.fromkeys(outputs, status))
+        event_us.update(dict.fromkeys(outputs, times))
     if plan.has_timestamp_key:
         columns = _output_keys(plan, columns)
     return OnlineResponse(
-        feature_names=plan.feature_names,
-        join_keys=plan.join_keys,
-        entity_columns=dict(zip(plan.join_keys, columns, strict=True)),
-        values=values,
-        statuses=statuses,
-        event_us=event_us,
-        dtypes=plan.dtypes,
-        key_dtypes=plan.key_dtype_map,
+        plan.feature_names,
+        plan.join_keys,
+        dict(zip(plan.join_keys, columns, strict=True)),
+        values,
+        statuses,
+        event_us,
+        plan.dtypes,
+        plan.key_dtype_map,
     )
 
 

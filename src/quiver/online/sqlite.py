@@ -1,11 +1,13 @@
 """The embedded online store: one SQLite file in WAL mode.
 
-Each feature view (per project and schema version) is one ``WITHOUT ROWID`` table keyed by the
-encoded entity key, with typed columns::
+Each feature view (per project and schema version) is one table keyed by the encoded entity
+key, with typed columns::
 
-    k BLOB PRIMARY KEY, ts INTEGER, cts INTEGER, f_<feature> <INTEGER|REAL|TEXT>, ...
+    k <key> PRIMARY KEY, ts INTEGER, cts INTEGER, f_<feature> <INTEGER|REAL|TEXT>, ...
 
-``ts`` and ``cts`` are the event and created timestamps in microseconds; timestamps features
+An entity key that is one integer is stored as such (``k INTEGER PRIMARY KEY``, SQLite's
+fastest lookup); any other key as the encoded bytes (``k BLOB`` in a ``WITHOUT ROWID`` table).
+``ts`` and ``cts`` are the event and created timestamps in microseconds; timestamp features
 are stored as microseconds, booleans as 0/1, lists as JSON text. Writes are upserts whose
 ``WHERE`` clause keeps the newer row. WAL mode lets one writer and many readers work at once;
 each thread gets its own connection. SQLite cannot store NaN (it reads back as NULL).
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SqliteOnlineStore", "table_name"]
 
-_CHUNK = 512
+_CHUNK = 500
 _SQL_TYPES = {
     "int32": "INTEGER",
     "int64": "INTEGER",
@@ -49,14 +51,6 @@ def table_name(layout: ViewLayout) -> str:
 
 def _sql_type(dtype: str) -> str:
     return "TEXT" if is_list(dtype) else _SQL_TYPES[dtype]
-
-
-def _bucket(n: int) -> int:
-    """The next power of two >= n (so the statement cache holds a few IN-list shapes)."""
-    size = 1
-    while size < n:
-        size <<= 1
-    return size
 
 
 @dataclass
@@ -99,12 +93,10 @@ class SqliteOnlineStore:
         if self._closed:
             raise BackendError(f"the SQLite online store at {self.path} is closed")
         try:
+            # The default isolation level: plain SELECTs run without a transaction (autocommit
+            # mode, isolation_level=None, costs more per statement); writes BEGIN explicitly.
             conn = sqlite3.connect(
-                self.path,
-                timeout=60,
-                isolation_level=None,
-                check_same_thread=False,
-                cached_statements=512,
+                self.path, timeout=60, check_same_thread=False, cached_statements=512
             )
             conn.execute("PRAGMA journal_mode=WAL").fetchall()
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -151,9 +143,13 @@ class SqliteOnlineStore:
             f'"f_{f}" {_sql_type(d)}'
             for f, d in zip(layout.feature_names, layout.feature_dtypes, strict=True)
         )
+        if layout.single_int_key:
+            key, suffix = "k INTEGER PRIMARY KEY NOT NULL", ""
+        else:
+            key, suffix = "k BLOB PRIMARY KEY NOT NULL", " WITHOUT ROWID"
         conn.execute(
-            f'CREATE TABLE IF NOT EXISTS "{name}" (k BLOB PRIMARY KEY NOT NULL, '
-            f"ts INTEGER NOT NULL, cts INTEGER NOT NULL, {columns}) WITHOUT ROWID"
+            f'CREATE TABLE IF NOT EXISTS "{name}" ({key}, '
+            f"ts INTEGER NOT NULL, cts INTEGER NOT NULL, {columns}){suffix}"
         )
         self._tables.add(name)
         return name
@@ -195,7 +191,7 @@ class SqliteOnlineStore:
 
     def write(self, layout: ViewLayout, batch: pa.Table | pa.RecordBatch) -> int:
         """Upsert rows in one transaction, keeping the newer row per key."""
-        cols = prepare_write(layout, batch)
+        cols = prepare_write(layout, batch, raw_int_keys=True)
         if not len(cols):
             return 0
         physical = [
@@ -228,14 +224,15 @@ class SqliteOnlineStore:
         key = (layout.ident, features)
         plan = self._read_plans.get(key)
         if plan is None:
-            cols = "".join(f', "f_{layout.feature_names[i]}"' for i in features)
+            cols = "".join(f'"f_{layout.feature_names[i]}", ' for i in features)
             converters = []
             for pos, i in enumerate(features):
                 conv = python_converter(layout.feature_dtypes[i])
                 if conv is not None:
-                    converters.append((pos + 3, conv))  # after k, ts, cts
+                    converters.append((pos + 2, conv))  # after ts, cts
+            # The key comes last: a row is then a StoredRow as it is (no slicing).
             plan = self._read_plans[key] = _ReadPlan(
-                select=f'SELECT k, ts, cts{cols} FROM "{key[0]}"',
+                select=f'SELECT ts, cts, {cols}k FROM "{key[0]}"',
                 converters=converters,
                 statements={},
             )
@@ -247,24 +244,23 @@ class SqliteOnlineStore:
         return [self._read_one(conn, req) for req in requests]
 
     def _read_one(self, conn: sqlite3.Connection, req: ReadRequest) -> list[StoredRow | None]:
-        layout, features, keys = req
+        layout, features, key_columns = req
+        if layout.single_int_key:
+            keys = key_columns[0]
+        else:
+            keys = layout.key_encoder.encode_columns(key_columns)
         n = len(keys)
         if not n:
             return []
         plan = self._read_plan(layout, features)
         try:
             if n <= _CHUNK:
-                size = _bucket(n)
-                params = keys if size == n else [*keys, *([keys[-1]] * (size - n))]
-                rows = conn.execute(plan.sql(size), params).fetchall()
+                rows = conn.execute(plan.sql(n), keys).fetchall()
             else:
                 rows = []
                 for i in range(0, n, _CHUNK):
                     part = keys[i : i + _CHUNK]
-                    size = _bucket(len(part))
-                    if size != len(part):
-                        part = [*part, *([part[-1]] * (size - len(part)))]
-                    rows.extend(conn.execute(plan.sql(size), part).fetchall())
+                    rows.extend(conn.execute(plan.sql(len(part)), part).fetchall())
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return [None] * n
@@ -278,8 +274,6 @@ class SqliteOnlineStore:
                 f"{self.path} failed: {exc}"
             ) from exc
         converters = plan.converters
-        if n == 1 and not converters:
-            return [rows[0][1:] if rows else None]
         if converters:
             converted = []
             for row in rows:
@@ -287,9 +281,10 @@ class SqliteOnlineStore:
                 for pos, conv in converters:
                     if values[pos] is not None:
                         values[pos] = conv(values[pos])
-                converted.append(values)
-            found = {r[0]: tuple(r[1:]) for r in converted}
-        else:
-            found = {r[0]: r[1:] for r in rows}
+                converted.append(tuple(values))
+            rows = converted
+        elif n == 1:
+            return [rows[0] if rows else None]
+        found = {r[-1]: r for r in rows}
         get = found.get
         return [get(k) for k in keys]

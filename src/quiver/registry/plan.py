@@ -381,6 +381,11 @@ def apply_plan(
         ConcurrentChangeError: an object changed in the registry after the plan was made.
         ReferencedError: a concurrent change left a reference dangling.
     """
+    if plan.project != registry.project:
+        raise InvalidError(
+            f"the plan was made for project '{plan.project}', not '{registry.project}'; "
+            "plan again against this project"
+        )
     if plan.breaking and not allow_breaking:
         lines = [
             f"{KIND_LABELS[c.kind]} '{c.name}': "

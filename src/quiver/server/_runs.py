@@ -6,7 +6,7 @@ from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["last_runs", "pick", "run_dict"]
+__all__ = ["as_datetime", "last_runs", "pick", "run_dict", "watermarks"]
 
 
 def run_dict(run: Any) -> dict[str, Any]:
@@ -53,3 +53,12 @@ def as_datetime(value: Any) -> datetime | None:
         return datetime.fromisoformat(str(value))
     except ValueError:
         return None
+
+
+def watermarks(registry: Any) -> dict[str, datetime]:
+    """Each view's materialization watermark: online values cover event times before it."""
+    try:
+        from quiver.registry.runs import list_watermarks
+    except ImportError:
+        return {}
+    return dict(list_watermarks(registry))

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from quiver.config import ServerConfig
 from quiver.server.deps import get_principal
@@ -48,7 +48,7 @@ _TAGS = [
 ]
 
 
-def _routers() -> list:  # type: ignore[type-arg]
+def _routers() -> list[APIRouter]:
     from quiver.server.compat import feast, platform, platform_ml
     from quiver.server.routers import (
         data_sources,

@@ -55,7 +55,8 @@ async def get_principal(request: Request) -> Principal:
     registry, raise :class:`~quiver.errors.QuiverError` subclasses for 401/403, and return a
     :class:`Principal` with the key's roles. Routes that need a permission take
     ``principal: PrincipalDep`` and check its roles; the audit log reads
-    ``request.state.principal``.
+    ``request.state.principal``. The lean online routes (:mod:`quiver.server.fastpath`) call
+    this function too, so it stays the one place.
     """
     request.state.principal = ANONYMOUS
     return ANONYMOUS

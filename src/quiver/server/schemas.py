@@ -254,7 +254,10 @@ class Freshness(_Out):
         default=None, description="the end of the last successful materialization"
     )
     last_materialized_at: datetime | None = Field(
-        default=None, description="when that run finished"
+        default=None, description="when the latest materialization run finished"
+    )
+    last_run_status: str | None = Field(
+        default=None, description="succeeded or failed (running while a run is under way)"
     )
     lag_seconds: float | None = Field(
         default=None, description="seconds between now and materialized_until"

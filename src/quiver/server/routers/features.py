@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from quiver.server._runs import as_datetime, last_runs, pick
+from quiver.server._runs import as_datetime, last_runs, pick, watermarks
 from quiver.server.deps import StoreDep
 from quiver.server.schemas import ERROR_RESPONSES, FeatureInfo, FeatureListOut, Freshness
 
@@ -45,6 +45,7 @@ def list_features(
     text = q.lower().strip() if q else None
     wanted_tags = _tag_filter(tag or [])
     runs = last_runs(store.registry)
+    marks = watermarks(store.registry)
     entities = {e.name: e for e in store.list_entities()}
     now = datetime.now(UTC)
     items: list[FeatureInfo] = []
@@ -54,13 +55,14 @@ def list_features(
         if owner is not None and fv.owner.lower() != owner.lower():
             continue
         run = runs.get(fv.name, {})
-        until = as_datetime(pick(run, "watermark", "end", "materialized_until"))
-        finished = as_datetime(pick(run, "finished_at", "ended_at", "completed_at"))
+        until = marks.get(fv.name)
+        finished = as_datetime(pick(run, "finished_at"))
         ttl = fv.ttl.total_seconds() if fv.ttl is not None else None
         freshness = Freshness(
             ttl_seconds=ttl,
             materialized_until=until,
             last_materialized_at=finished,
+            last_run_status=pick(run, "status"),
             lag_seconds=round((now - until).total_seconds(), 3) if until else None,
         )
         keys = [k for e in fv.entities if e in entities for k in entities[e].join_keys]
