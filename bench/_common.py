@@ -130,7 +130,9 @@ def fmt_bytes(n: float) -> str:
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:
     """Print a plain aligned table (no dependencies)."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     print(line)
     print("  ".join("-" * w for w in widths))

@@ -134,8 +134,9 @@ class Entity(_Definition):
     def _keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = [value]
-        for key in value or []:
-            _name(key)
+        if isinstance(value, (list, tuple)):
+            for key in value:
+                _name(key)
         return value
 
     @model_validator(mode="after")
@@ -199,9 +200,10 @@ class _SourceBase(_Definition):
     @field_validator("field_mapping", mode="before")
     @classmethod
     def _mapping(cls, value: Any) -> Any:
-        for src, dst in (value or {}).items():
-            _name(src)
-            _name(dst)
+        if isinstance(value, dict):
+            for src, dst in value.items():
+                _name(src)
+                _name(dst)
         return value
 
     def column_for(self, name: str) -> str:
@@ -332,7 +334,9 @@ class FeatureView(_Definition):
     def _entities(cls, value: Any) -> Any:
         if isinstance(value, (str, Entity)):
             value = [value]
-        names = [v.name if isinstance(v, Entity) else v for v in value or []]
+        if not isinstance(value, (list, tuple)):
+            return value  # pydantic reports "Input should be a valid list"
+        names = [v.name if isinstance(v, Entity) else v for v in value]
         for name in names:
             _name(name)
         return names
@@ -354,7 +358,10 @@ class FeatureView(_Definition):
         if isinstance(value, (int, float)):
             if value < 0:
                 raise ValueError("ttl must not be negative")
-            return timedelta(seconds=value)
+            try:
+                return timedelta(seconds=value)
+            except (OverflowError, ValueError):
+                raise ValueError(f"ttl {value!r} is not a usable number of seconds") from None
         if isinstance(value, timedelta) and value < timedelta(0):
             raise ValueError("ttl must not be negative")
         return value

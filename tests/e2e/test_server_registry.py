@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 
 
 def assert_error(response: httpx.Response, status: int, type_: str | None = None) -> Any:
@@ -303,7 +304,8 @@ def test_feature_discovery(client: httpx.Client) -> None:
     assert client.get("/api/v1/features", params={"q": "zzz-nothing"}).json()["count"] == 0
 
 
-def test_serve_with_workers_and_config_errors(demo_repo: Any, serve_repo: Any) -> None:
+@pytest.mark.slow
+def test_serve_with_workers(demo_repo: Any, serve_repo: Any) -> None:
     srv = serve_repo(demo_repo, "--workers", "2")
     with srv.client() as c:
         for _ in range(4):
@@ -315,6 +317,7 @@ def test_serve_with_workers_and_config_errors(demo_repo: Any, serve_repo: Any) -
         assert c.get("/ready").json()["status"] == "ready"
 
 
+@pytest.mark.slow
 def test_ready_reports_a_broken_online_store(tmp_path: Any, serve_repo: Any) -> None:
     import subprocess
     import sys

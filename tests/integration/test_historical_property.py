@@ -33,6 +33,7 @@ from quiver.offline import OfflineEngine, create_offline_engine
 from quiver.offline.retrieval import load_entity_table
 from quiver.selection import ViewSelection
 
+pytestmark = pytest.mark.slow
 EXAMPLES = int(os.environ.get("QUIVER_HYPOTHESIS_EXAMPLES", "200"))
 T0 = datetime(2024, 3, 10, tzinfo=UTC)
 UNIT = timedelta(minutes=1)
@@ -72,10 +73,14 @@ def view_cases(draw: st.DrawFn) -> ViewCase:
     created = draw(st.booleans())
     row = st.fixed_dictionaries(
         {
-            "a": st.one_of(st.integers(0, 3), st.just(None)) if draw(st.booleans()) else st.integers(0, 3),
+            "a": st.one_of(st.integers(0, 3), st.just(None))
+            if draw(st.booleans())
+            else st.integers(0, 3),
             "b": st.integers(0, 1),
             "c": st.sampled_from(C_VALUES[:3]),
-            "ts": st.one_of(st.integers(0, 12), st.just(None)) if draw(st.booleans()) else st.integers(0, 12),
+            "ts": st.one_of(st.integers(0, 12), st.just(None))
+            if draw(st.booleans())
+            else st.integers(0, 12),
             "created": st.one_of(st.integers(0, 3), st.just(None)),
             "x": st.one_of(st.integers(-5, 5), st.just(None)),
             "y": st.one_of(st.floats(-10, 10, allow_nan=False), st.just(None)),
@@ -99,7 +104,11 @@ def cases(draw: st.DrawFn) -> Case:
     rows = draw(st.lists(ent, min_size=0, max_size=20))
     if rows and draw(st.booleans()):  # exact duplicates of earlier rows
         rows += draw(st.lists(st.sampled_from(rows), max_size=5))
-    entity_form = draw(st.sampled_from(["utc_us", "naive_ns", "zoned_ns", "ms_utc", "pandas_naive", "pandas_zoned"]))
+    entity_form = draw(
+        st.sampled_from(
+            ["utc_us", "naive_ns", "zoned_ns", "ms_utc", "pandas_naive", "pandas_zoned"]
+        )
+    )
     source_form = draw(st.sampled_from(["utc_us", "naive_ns", "zoned_ms"]))
     return Case(views=views, entity_rows=rows, entity_form=entity_form, source_form=source_form)
 

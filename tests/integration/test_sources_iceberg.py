@@ -8,7 +8,15 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from quiver import ConfigError, Entity, FeatureStore, FeatureView, Field, IcebergSource, InvalidError
+from quiver import (
+    ConfigError,
+    Entity,
+    FeatureStore,
+    FeatureView,
+    Field,
+    IcebergSource,
+    InvalidError,
+)
 from quiver.config import load_config
 from quiver.offline.sources import append_to_source, iceberg_catalog, scan_source
 
@@ -50,12 +58,18 @@ def test_partitioned_table_mapping_push_and_pull(tmp_path: Path) -> None:
         spec.add_field("cust", IdentityTransform(), "cust_part")
     ice = catalog.load_table("web.clicks")
     assert ice.spec().fields and isinstance(ice.spec(), PartitionSpec)
-    assert isinstance(ice.spec().fields[0], PartitionField) and ice.spec().fields[0].source_id == field_id
+    assert (
+        isinstance(ice.spec().fields[0], PartitionField)
+        and ice.spec().fields[0].source_id == field_id
+    )
     ice.append(table)
     assert (tmp_path / "data" / "iceberg_catalog.db").exists()  # the embedded default catalog
 
     src = IcebergSource(
-        name="clicks_src", table="web.clicks", timestamp_field="ts", field_mapping={"cust": "customer_id"}
+        name="clicks_src",
+        table="web.clicks",
+        timestamp_field="ts",
+        field_mapping={"cust": "customer_id"},
     )
     view = FeatureView(
         name="clicks",
@@ -66,7 +80,10 @@ def test_partitioned_table_mapping_push_and_pull(tmp_path: Path) -> None:
     )
     store.apply([customer, src, view])
     ents = pa.table(
-        {"customer_id": pa.array([1, 1, 2, 2], pa.int64()), "event_timestamp": pa.array([h(2), h(31), h(2), h(40)], UTC_US)}
+        {
+            "customer_id": pa.array([1, 1, 2, 2], pa.int64()),
+            "event_timestamp": pa.array([h(2), h(31), h(2), h(40)], UTC_US),
+        }
     )
     out = store.get_historical_features(ents, ["clicks:clicks"]).to_arrow()
     assert out.column("clicks").to_pylist() == [5, 6, 7, None]
@@ -125,12 +142,22 @@ def test_named_catalogs(tmp_path: Path) -> None:
     catalog.create_namespace("ns")
     catalog.create_table("ns.t", schema=events([1], [0], [3]).schema).append(events([1], [0], [3]))
     assert (tmp_path / "lake" / "catalog.db").exists()
-    src = IcebergSource(name="t", table="ns.t", catalog="lake", timestamp_field="ts", field_mapping={"cust": "customer_id"})
-    view = FeatureView(name="t", entities=["customer"], features=[Field(name="clicks", dtype="int64")], source=src)
+    src = IcebergSource(
+        name="t",
+        table="ns.t",
+        catalog="lake",
+        timestamp_field="ts",
+        field_mapping={"cust": "customer_id"},
+    )
+    view = FeatureView(
+        name="t", entities=["customer"], features=[Field(name="clicks", dtype="int64")], source=src
+    )
     store.apply([customer, src, view])
     ents = pa.table({"customer_id": [1], "event_timestamp": pa.array([h(1)], UTC_US)})
-    assert store.get_historical_features(ents, ["t:clicks"]).to_arrow().column("clicks").to_pylist() == [3]
+    assert store.get_historical_features(ents, ["t:clicks"]).to_arrow().column(
+        "clicks"
+    ).to_pylist() == [3]
 
     other = IcebergSource(name="u", table="ns.t", catalog="lak", timestamp_field="ts")
-    with pytest.raises(ConfigError, match="catalog 'lak' is not configured.*did you mean 'lake'"):
+    with pytest.raises(ConfigError, match=r"catalog 'lak' is not configured.*did you mean 'lake'"):
         scan_source(store.config, other)

@@ -20,6 +20,7 @@ import pytest
 from quiver import Entity, FeatureStore, FeatureView, Field, FileSource, NotFoundError
 from quiver.config import load_config
 
+pytestmark = pytest.mark.slow
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 UTC_US = pa.timestamp("us", tz="UTC")
 BUCKET = "quiver-test"
@@ -55,7 +56,9 @@ def s3_endpoint() -> Iterator[str]:
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError("moto's S3 server did not start; pip install 'moto[server]'")
+                raise RuntimeError(
+                    "moto's S3 server did not start; pip install 'moto[server]'"
+                ) from None
             time.sleep(0.1)
     try:
         _client(endpoint).create_bucket(Bucket=BUCKET)
@@ -175,7 +178,9 @@ def test_credentials_from_aws_environment(
     store = make_store(tmp_path, {})
     src = FileSource(name="env", path=f"s3://{BUCKET}/env/stats.parquet")
     store.apply([customer, src, view_for(src)])
-    ents = pa.table({"customer_id": [1], "event_timestamp": pa.array([T0 + timedelta(hours=1)], UTC_US)})
+    ents = pa.table(
+        {"customer_id": [1], "event_timestamp": pa.array([T0 + timedelta(hours=1)], UTC_US)}
+    )
     out = store.get_historical_features(ents, ["env_view:orders"]).to_arrow()
     assert out.column("orders").to_pylist() == [42]
 
@@ -185,5 +190,7 @@ def test_missing_s3_object_is_not_found(s3_endpoint: str, tmp_path: Path) -> Non
     src = FileSource(name="gone", path=f"s3://{BUCKET}/nothing/here.parquet")
     store.apply([customer, src, view_for(src)])
     ents = pa.table({"customer_id": [1], "event_timestamp": pa.array([T0], UTC_US)})
-    with pytest.raises(NotFoundError, match=r"data source 'gone'.*s3://quiver-test/nothing/here.parquet"):
+    with pytest.raises(
+        NotFoundError, match=r"data source 'gone'.*s3://quiver-test/nothing/here.parquet"
+    ):
         store.get_historical_features(ents, ["gone_view:orders"]).to_arrow()

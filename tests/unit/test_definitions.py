@@ -527,7 +527,7 @@ def _views(draw: st.DrawFn) -> FeatureView:
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_views())
 def test_any_valid_view_round_trips_through_its_json_spec(view: FeatureView) -> None:
     text = json.dumps(view.to_spec())

@@ -203,7 +203,7 @@ def promote(
             f"say which version of '{model}' to promote: quiver models promote {model} VERSION "
             f"{stage}"
         )
-    chosen = store.promote(model, version, stage)  # type: ignore[arg-type]
+    chosen = store.promote(model, version, stage)
     if json_:
         print_json(chosen.to_dict(full=False))
         return

@@ -69,7 +69,9 @@ def training_set(
     if out.suffix.lower() not in (".parquet", ".pq"):
         raise InvalidError(f"--out '{out}' must be a .parquet file")
     store = open_store(repo)
-    summary = _run(store, entities, refs or None, service, timestamp_column, full_feature_names, out, json_)
+    summary = _run(
+        store, entities, refs or None, service, timestamp_column, full_feature_names, out, json_
+    )
     if json_:
         print_json(
             {
@@ -80,9 +82,7 @@ def training_set(
             }
         )
         return
-    rates = ", ".join(
-        f"{c} {summary.null_rate(c):.1%}" for c in summary.feature_columns
-    )
+    rates = ", ".join(f"{c} {summary.null_rate(c):.1%}" for c in summary.feature_columns)
     console.print(
         f"Wrote {summary.rows:,} rows x {len(summary.columns)} columns to {summary.path} "
         f"(null rate per feature: {rates or 'none'})",

@@ -384,7 +384,7 @@ def predict_online(
         rows, statuses = _rows_from_online(store, version, loaded, rows_req, join_keys)
         keys_out = [dict(r) for r in rows_req]
 
-    problems = []
+    problems: list[dict[str, Any]] = []
     for i, row_status in enumerate(statuses):
         bad = {name: s for name, s in row_status.items() if s != "present"}
         if bad:

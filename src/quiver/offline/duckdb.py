@@ -18,12 +18,13 @@ Plan choices:
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quiver.errors import BackendError, InvalidError, NotFoundError, QuiverError
@@ -83,15 +84,19 @@ class DuckDBOfflineEngine:
             settings["threads"] = int(engine.threads)
         if engine.memory_limit:
             settings["memory_limit"] = engine.memory_limit
-        settings["temp_directory"] = str(Path(tempfile.gettempdir()) / "quiver-duckdb-spill")
+        # Where DuckDB spills joins and sorts that exceed memory_limit; removed on close().
+        self._spill_dir = tempfile.mkdtemp(prefix="quiver-duckdb-")
+        settings["temp_directory"] = self._spill_dir
         try:
             self._con = duckdb.connect(":memory:", config=settings)
         except duckdb.Error as exc:
             from quiver.errors import ConfigError
 
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
             raise ConfigError(f"offline_engine settings are invalid: {_first_line(exc)}") from exc
         self._lock = threading.Lock()
         self._closed = False
+        weakref.finalize(self, shutil.rmtree, self._spill_dir, True)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -109,6 +114,7 @@ class DuckDBOfflineEngine:
             if not self._closed:
                 self._closed = True
                 self._con.close()
+                shutil.rmtree(self._spill_dir, ignore_errors=True)
 
     # -- latest per key -------------------------------------------------------------------------
 
@@ -217,7 +223,10 @@ class DuckDBOfflineEngine:
         feature_schema = pa.schema(fields)
         if entity_table.num_rows == 0:
             return RetrievalJob(
-                out_entity, feature_schema, None, selections=selections,
+                out_entity,
+                feature_schema,
+                None,
+                selections=selections,
                 full_feature_names=full_feature_names,
             )
         plan = _JoinPlan(self, out_entity, ts, selections, names)
@@ -426,9 +435,7 @@ class _JoinPlan:
         lo = None if sel.view.ttl is None else self.t_min - _us(sel.view.ttl)
         return TimeWindow(lo=lo, lo_inclusive=False, hi=self.t_max, hi_inclusive=True)
 
-    def _view_cte(
-        self, cur: Any, sel: ViewSelection, window: TimeWindow
-    ) -> tuple[str, list[Any]]:
+    def _view_cte(self, cur: Any, sel: ViewSelection, window: TimeWindow) -> tuple[str, list[Any]]:
         columns: dict[str, str | None] = {k: sel.key_types[k] for k in sel.join_keys}
         for f in sel.features:
             columns[f.name] = f.dtype

@@ -323,7 +323,9 @@ def _entity_from_name(
                 )
         lowered = path.lower().rstrip("/")
         fmt = "csv" if lowered.endswith((".csv", ".csv.gz", ".tsv")) else "parquet"
-        source = FileSource(name="entity_df", path=path, format=fmt, timestamp_field=timestamp_column)
+        source = FileSource(
+            name="entity_df", path=path, format=fmt, timestamp_field=timestamp_column
+        )
         what = f"entity_df '{text}'"
     else:
         what = f"entity_df (data source '{text}')"
@@ -396,7 +398,8 @@ def _check_entity_table(
             if key not in cols:
                 raise InvalidError(
                     f"entity_df has no column '{key}', a join key of feature view "
-                    f"'{sel.view.name}'{did_you_mean(key, cols)}; its columns are: {', '.join(cols)}"
+                    f"'{sel.view.name}'{did_you_mean(key, cols)}; its columns are: "
+                    + ", ".join(cols)
                 )
     clash = [n for n in names if n in cols]
     if clash:

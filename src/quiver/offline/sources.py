@@ -121,7 +121,9 @@ def s3_filesystem(config: RepoConfig) -> pafs.S3FileSystem:
     s3 = config.s3
     kwargs: dict[str, Any] = {}
     endpoint = (
-        s3.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        s3.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
     )
     if endpoint:
         scheme, sep, rest = endpoint.partition("://")
@@ -212,9 +214,7 @@ def list_files(
         return _list_s3(config, path, fmt, what=what, must_exist=must_exist)
     resolved = str(config.resolve(path))
     if _GLOB_CHARS.search(path):
-        files = sorted(
-            f for f in glob.glob(resolved, recursive=True) if os.path.isfile(f)
-        )
+        files = sorted(f for f in glob.glob(resolved, recursive=True) if os.path.isfile(f))
         base = _glob_base(resolved)
     elif os.path.isdir(resolved):
         files = []
@@ -236,7 +236,9 @@ def list_files(
     return FileListing(files=files, filesystem=None, base=base, hive=_has_hive_dirs(files, base))
 
 
-def _list_s3(config: RepoConfig, path: str, fmt: str, *, what: str, must_exist: bool) -> FileListing:
+def _list_s3(
+    config: RepoConfig, path: str, fmt: str, *, what: str, must_exist: bool
+) -> FileListing:
     import pyarrow.fs as pafs
 
     fs = s3_filesystem(config)
@@ -247,7 +249,9 @@ def _list_s3(config: RepoConfig, path: str, fmt: str, *, what: str, must_exist: 
             infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
             pattern = raw.replace("**/", "*").replace("/**", "*")
             files = sorted(
-                i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, pattern)
+                i.path
+                for i in infos
+                if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, pattern)
             )
         else:
             info = fs.get_file_info(raw)
@@ -323,8 +327,10 @@ def _catalog_properties(config: RepoConfig, name: str) -> dict[str, str]:
     if warehouse:
         props["warehouse"] = warehouse
     s3 = config.s3
-    endpoint = s3.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-        "AWS_ENDPOINT_URL"
+    endpoint = (
+        s3.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
     )
     for key, value in (
         ("s3.endpoint", endpoint),
@@ -397,7 +403,11 @@ def _iceberg_filter(table: Any, column: str, window: TimeWindow) -> Any:
     except ValueError:
         return AlwaysTrue()
     expr: Any = AlwaysTrue()
-    for bound, make in ((window.lo, GreaterThanOrEqual), (window.hi, LessThanOrEqual)):
+    makers: tuple[tuple[int | None, Any], ...] = (
+        (window.lo, GreaterThanOrEqual),
+        (window.hi, LessThanOrEqual),
+    )
+    for bound, make in makers:
         if bound is None:
             continue
         when = _utc_datetime(bound)
@@ -475,7 +485,13 @@ def _ts_expr(col: str, duck_type: str, *, what: str) -> str:
 def _prefilter(col: str, duck_type: str, window: TimeWindow) -> tuple[list[str], list[Any]]:
     """Conservative filters on the raw column that DuckDB can push into the scan."""
     t = duck_type.upper()
-    if t not in ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", "TIMESTAMP_MS", "TIMESTAMP_S"):
+    if t not in (
+        "TIMESTAMP",
+        "TIMESTAMP WITH TIME ZONE",
+        "TIMESTAMPTZ",
+        "TIMESTAMP_MS",
+        "TIMESTAMP_S",
+    ):
         return [], []
     target = "TIMESTAMPTZ" if "ZONE" in t or t == "TIMESTAMPTZ" else t
     parts: list[str] = []
@@ -565,18 +581,25 @@ def _register_part(
             rel.create_view(name)
         elif part.kind == "csv":
             assert part.listing is not None
-            files = part.listing.files
+            csv_files: Any = part.listing.files  # DuckDB accepts a list of paths
             opts: dict[str, Any] = {
                 "header": True,
                 "hive_partitioning": part.listing.hive,
-                "union_by_name": len(files) > 1,
+                "union_by_name": len(csv_files) > 1,
             }
             probe = cur.read_csv(
-                files, header=True, union_by_name=len(files) > 1, hive_partitioning=False,
+                csv_files,
+                header=True,
+                union_by_name=len(csv_files) > 1,
+                hive_partitioning=False,
                 all_varchar=True,
             )
             types = _csv_types(raw_hints, probe.columns)
-            rel = cur.read_csv(files, **opts, dtype=types) if types else cur.read_csv(files, **opts)
+            rel = (
+                cur.read_csv(csv_files, **opts, dtype=types)
+                if types
+                else cur.read_csv(csv_files, **opts)
+            )
             rel.create_view(name)
         elif part.kind == "dataset":
             assert part.listing is not None
@@ -594,7 +617,11 @@ def _register_part(
             raise AssertionError(part.kind)
     except duckdb.IOException as exc:
         raise NotFoundError(f"{part.label}: cannot read the files: {_first_line(exc)}") from exc
-    except (duckdb.InvalidInputException, duckdb.BinderException, duckdb.ConversionException) as exc:
+    except (
+        duckdb.InvalidInputException,
+        duckdb.BinderException,
+        duckdb.ConversionException,
+    ) as exc:
         raise InvalidError(f"{part.label}: cannot read the files: {_first_line(exc)}") from exc
     except OSError as exc:
         raise BackendError(f"{part.label}: cannot read: {exc}") from exc
@@ -610,8 +637,10 @@ def _arrow_dataset(part: _Part, raw_hints: Mapping[str, str | None]) -> Any:
 
     assert part.listing is not None
     listing = part.listing
-    if part.kind == "dataset" and listing.files and listing.files[0].lower().endswith(
-        (".csv", ".csv.gz", ".tsv", ".txt")
+    if (
+        part.kind == "dataset"
+        and listing.files
+        and listing.files[0].lower().endswith((".csv", ".csv.gz", ".tsv", ".txt"))
     ):
         column_types = {
             c: (pa.string() if d == "timestamp" or is_list(d) else arrow_type(d))
@@ -635,7 +664,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _missing_column(
-    source: FileSource | IcebergSource, part: _Part, out: str, raw: str, types: Mapping[str, str], role: str
+    source: FileSource | IcebergSource,
+    part: _Part,
+    out: str,
+    raw: str,
+    types: Mapping[str, str],
+    role: str,
 ) -> InvalidError:
     cols = sorted(types)
     hint = did_you_mean(raw, cols)
@@ -682,7 +716,6 @@ def source_select(
         NotFoundError: the source's files or table do not exist.
         InvalidError: a declared column is missing, or the timestamp column has a wrong type.
     """
-    what = f"data source '{source.name}'"
     parts = _open_parts(config, source, include_pushed=include_pushed)
     roles = roles or {}
     selects: list[str] = []
@@ -729,17 +762,27 @@ def source_select(
                     )
                     continue
                 raise _missing_column(source, part, out, raw, types, roles.get(out, f"'{out}'"))
-            exprs.append(_cast_expr(raw, types[raw], columns[out], what=f"{part.label} column '{raw}'") + f" AS {quote(out)}")
+            exprs.append(
+                _cast_expr(raw, types[raw], columns[out], what=f"{part.label} column '{raw}'")
+                + f" AS {quote(out)}"
+            )
         ts_sql = _ts_expr(ts_raw, types[ts_raw], what=f"{part.label}: timestamp column '{ts_raw}'")
         exprs.append(f"{ts_sql} AS {quote(ts_alias)}")
         if created_alias is not None:
             if created_raw and created_raw in types:
                 c_sql = _ts_expr(
-                    created_raw, types[created_raw], what=f"{part.label}: created timestamp column '{created_raw}'"
+                    created_raw,
+                    types[created_raw],
+                    what=f"{part.label}: created timestamp column '{created_raw}'",
                 )
             elif created_raw and part.mapped:
                 raise _missing_column(
-                    source, part, created_out or "", created_raw, types, "the created_timestamp_field"
+                    source,
+                    part,
+                    created_out or "",
+                    created_raw,
+                    types,
+                    "the created_timestamp_field",
                 )
             else:
                 c_sql = "CAST(NULL AS TIMESTAMP)"
@@ -759,7 +802,9 @@ def source_select(
         selects.append(sql)
         params.extend(wparams)
     outputs = [*out_columns, ts_alias] + ([created_alias] if created_alias is not None else [])
-    return SourceSelect(sql=" UNION ALL ".join(f"({s})" for s in selects), params=params, columns=outputs)
+    return SourceSelect(
+        sql=" UNION ALL ".join(f"({s})" for s in selects), params=params, columns=outputs
+    )
 
 
 def _cast_expr(raw: str, duck_type: str, dtype: str | None, *, what: str) -> str:
@@ -838,7 +883,9 @@ def scan_source(
             ts_alias=ts_out,
             created_alias=created_out,
         )
-        outer = [quote(c) for c in wanted] + [f"CAST({quote(ts_out)} AS TIMESTAMPTZ) AS {quote(ts_out)}"]
+        outer = [quote(c) for c in wanted] + [
+            f"CAST({quote(ts_out)} AS TIMESTAMPTZ) AS {quote(ts_out)}"
+        ]
         if created_out:
             outer.append(f"CAST({quote(created_out)} AS TIMESTAMPTZ) AS {quote(created_out)}")
         sql = f"SELECT {', '.join(outer)} FROM ({select.sql})"
@@ -867,15 +914,19 @@ def _drain(reader: pa.RecordBatchReader, con: Any, name: str) -> Iterator[pa.Rec
 def _all_columns(
     cur: duckdb.DuckDBPyConnection, config: RepoConfig, source: FileSource | IcebergSource
 ) -> list[str]:
-    parts = _open_parts(config, source, include_pushed=False) or _open_parts(config, source)
-    part = parts[0]
+    part = _open_parts(config, source)[0]
     if part.kind == "iceberg":
         raw = [f.name for f in part.table.schema().fields]
     else:
         name = _view_name("probe")
         raw = list(
             _register_part(
-                cur, part, name, raw_columns=[], raw_hints={}, ts_raw=source.timestamp_field,
+                cur,
+                part,
+                name,
+                raw_columns=[],
+                raw_hints={},
+                ts_raw=source.timestamp_field,
                 window=TimeWindow(),
             )
         )
@@ -891,8 +942,8 @@ def read_table(
     """Read every column of a source (``field_mapping`` applied, pushed rows included).
 
     Values are returned as read (timestamps are not normalized); ``dtypes`` only tells the CSV
-    reader how to type those columns (so ``"007"`` stays a string key). Used for entity tables given as a path or a label source: they must fit in
-    memory.
+    reader how to type those columns (so ``"007"`` stays a string key). Used for entity tables
+    given as a path or a label source: they must fit in memory.
 
     Raises:
         NotFoundError: the source does not exist.
@@ -911,13 +962,16 @@ def read_table(
             if part.kind == "csv" or part.kind == "dataset":
                 raw_hints = {_raw_name(source, c, part): d for c, d in dtypes.items()}
             types = _register_part(
-                con, part, name, raw_columns=[], raw_hints=raw_hints,
-                ts_raw=source.timestamp_field, window=TimeWindow(),
+                con,
+                part,
+                name,
+                raw_columns=[],
+                raw_hints=raw_hints,
+                ts_raw=source.timestamp_field,
+                window=TimeWindow(),
             )
-            exprs = [
-                f"{quote(raw)} AS {quote(source.field_mapping.get(raw, raw) if part.mapped else raw)}"
-                for raw in types
-            ]
+            renamed = {r: source.field_mapping.get(r, r) if part.mapped else r for r in types}
+            exprs = [f"{quote(raw)} AS {quote(out)}" for raw, out in renamed.items()]
             selects.append(f"SELECT {', '.join(exprs)} FROM {quote(name)}")
         return con.sql(" UNION ALL BY NAME ".join(f"({s})" for s in selects)).to_arrow_table()
     except duckdb.Error as exc:
@@ -980,7 +1034,9 @@ def append_to_source(
         os.replace(tmp, final)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise BackendError(f"cannot write pushed rows for data source '{source.name}': {exc}") from exc
+        raise BackendError(
+            f"cannot write pushed rows for data source '{source.name}': {exc}"
+        ) from exc
 
 
 def _append_iceberg(config: RepoConfig, source: IcebergSource, table: pa.Table) -> None:

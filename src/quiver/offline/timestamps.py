@@ -41,9 +41,7 @@ def is_timestamp_like(arrow_type: pa.DataType) -> bool:
     )
 
 
-def normalize_timestamp(
-    values: pa.Array | pa.ChunkedArray, *, what: str
-) -> pa.ChunkedArray:
+def normalize_timestamp(values: pa.Array | pa.ChunkedArray, *, what: str) -> pa.ChunkedArray:
     """Convert a timestamp-like column to ``timestamp[us, UTC]``.
 
     Args:

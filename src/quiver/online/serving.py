@@ -209,9 +209,9 @@ class _Cache:
         self.registry = registry
         self.plans: dict[Any, _Plan] = {}
         self.targets: dict[str, _PushTarget] = {}
+        self.generation = 0
         self.revision = _revision(registry)
         self.checked = time.monotonic()
-        self.lock = threading.Lock()
         ref = weakref.ref(self)
 
         def _on_commit(_conn: Any) -> None:
@@ -224,6 +224,7 @@ class _Cache:
         event.listen(registry.engine, "commit", _on_commit)
 
     def clear(self) -> None:
+        self.generation += 1
         self.plans = {}
         self.targets = {}
 
@@ -231,7 +232,10 @@ class _Cache:
         now = time.monotonic()
         if now - self.checked >= REVISION_CHECK_SECONDS:
             self.checked = now
-            revision = _revision(self.registry)
+            try:
+                revision = _revision(self.registry)
+            except Exception:  # the registry is unreachable: keep serving the cached plans
+                return self
             if revision != self.revision:
                 self.revision = revision
                 self.clear()
@@ -340,8 +344,10 @@ def _plan(
     except TypeError:
         raise InvalidError("features must be a list of 'view:feature' strings") from None
     if plan is None:
+        generation = cache.generation
         plan = _build_plan(store, features, feature_service, full_feature_names)
-        cache.plans[key] = plan
+        if cache.generation == generation:  # no registry write meanwhile: the plan is current
+            cache.plans[key] = plan
     return plan
 
 
@@ -550,24 +556,26 @@ def _response(
         ttl = vp.layout.ttl_us
         cutoff = now_us - ttl if ttl is not None else None
         outputs = vp.outputs
-        width = len(outputs)
         if n == 1:
             row = rows[0]
             if row is not None and (cutoff is None or row[0] > cutoff):
-                values.update(zip(outputs, [[v] for v in row[2 : 2 + width]], strict=True))
-                status, times = [PRESENT], [row[0]]
+                # A stored row may carry extra items after the values: zip stops at outputs.
+                for name, value in zip(outputs, row[2:], strict=False):
+                    values[name] = [value]
+                status: list[str] = [PRESENT]
+                times: list[int | None] = [row[0]]
             else:
-                values.update(zip(outputs, [[None] for _ in outputs], strict=True))
-                if row is None:
-                    status, times = [NOT_FOUND], [None]
-                else:
-                    status, times = [EXPIRED], [row[0]]
+                for name in outputs:
+                    values[name] = [None]
+                status = [NOT_FOUND] if row is None else [EXPIRED]
+                times = [None if row is None else row[0]]
         elif n and None not in rows and (cutoff is None or min(r[0] for r in rows) > cutoff):
             # Every value present: transpose the rows.
             status = [PRESENT] * n
             transposed = list(zip(*rows, strict=True))
             times = list(transposed[0])
-            values.update(zip(outputs, map(list, transposed[2 : 2 + width]), strict=True))
+            for name, column in zip(outputs, transposed[2:], strict=False):
+                values[name] = list(column)
         else:
             status = []
             times = []
@@ -588,10 +596,12 @@ def _response(
                     times.append(row[0])
                     for j, col in enumerate(cols, 2):
                         col.append(row[j])
-            values.update(zip(outputs, cols, strict=True))
+            for name, col in zip(outputs, cols, strict=True):
+                values[name] = col
         # The features of one view share their status and time lists (treat them as read-only).
-        statuses.update(dict.fromkeys(outputs, status))
-        event_us.update(dict.fromkeys(outputs, times))
+        for name in outputs:
+            statuses[name] = status
+            event_us[name] = times
     if plan.has_timestamp_key:
         columns = _output_keys(plan, columns)
     return OnlineResponse(
@@ -624,6 +634,7 @@ def _push_target(store: FeatureStore, view: str) -> _PushTarget:
     registry = store.registry
     if not isinstance(view, str):
         raise InvalidError(f"push needs a feature view name, got {type(view).__name__}")
+    generation = cache.generation
     fv = registry.find("feature_view", view)
     if fv is None:
         raise NotFoundError(
@@ -633,7 +644,8 @@ def _push_target(store: FeatureStore, view: str) -> _PushTarget:
     entities = [registry.get("entity", e) for e in fv.entities]
     source = registry.get("data_source", fv.source_name)
     target = _PushTarget(fv, ViewLayout.from_view(store.project, fv, entities), source)
-    cache.targets[view] = target
+    if cache.generation == generation:
+        cache.targets[view] = target
     return target
 
 

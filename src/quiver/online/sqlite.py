@@ -240,7 +240,7 @@ class SqliteOnlineStore:
 
     def read(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
         """Read rows per view with ``SELECT ... WHERE k IN (...)``."""
-        conn = self._conn()
+        conn = getattr(self._local, "conn", None) or self._connect()
         return [self._read_one(conn, req) for req in requests]
 
     def _read_one(self, conn: sqlite3.Connection, req: ReadRequest) -> list[StoredRow | None]:
@@ -252,10 +252,11 @@ class SqliteOnlineStore:
         n = len(keys)
         if not n:
             return []
-        plan = self._read_plan(layout, features)
+        plan = self._read_plans.get((layout.ident, features)) or self._read_plan(layout, features)
         try:
             if n <= _CHUNK:
-                rows = conn.execute(plan.sql(n), keys).fetchall()
+                sql = plan.statements.get(n) or plan.sql(n)
+                rows = conn.execute(sql, keys).fetchall()
             else:
                 rows = []
                 for i in range(0, n, _CHUNK):
