@@ -281,7 +281,11 @@ def _source_tag(value: Any) -> str:
 
 DataSource = Annotated[
     Annotated[FileSource, Tag("file")] | Annotated[IcebergSource, Tag("iceberg")],
-    Discriminator(_source_tag),
+    Discriminator(
+        _source_tag,
+        custom_error_type="source_type",
+        custom_error_message="unknown data source type; use 'file' or 'iceberg'",
+    ),
 ]
 """A data source: :class:`FileSource` or :class:`IcebergSource` (JSON key ``type``)."""
 
@@ -381,6 +385,11 @@ class FeatureView(_Definition):
             seen.add(field.name)
         if self.ttl is not None and self.ttl < timedelta(0):
             raise ValueError(f"feature view '{self.name}': ttl must not be negative")
+        try:  # the spec stores seconds as a float: it must convert back
+            if self.ttl is not None:
+                timedelta(seconds=self.ttl.total_seconds())
+        except OverflowError:
+            raise ValueError(f"feature view '{self.name}': ttl {self.ttl} is too large") from None
         if self.ttl == timedelta(0):
             object.__setattr__(self, "ttl", None)
         if not isinstance(self.source, str) and self.source.name == "":
@@ -505,13 +514,23 @@ def invalid_from_pydantic(what: str, name: Any, exc: ValidationError) -> Invalid
     """Turn a pydantic ValidationError into an :class:`InvalidError` with a readable message."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, str) or p not in ("file", "iceberg"))
+        loc = ".".join(str(p) for p in err["loc"] if not _is_internal_loc(p))
         msg = str(err["msg"]).removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
     label = f"{what} {name!r}" if isinstance(name, str) else what
     return InvalidError(
         f"{label} is invalid: " + "; ".join(parts),
         details=[{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()],
+    )
+
+
+_INTERNAL_LOC = re.compile(r"^(tagged-union|function-(after|before|wrap|plain))\[")
+
+
+def _is_internal_loc(part: Any) -> bool:
+    """Whether a pydantic error location part names a union branch, not a user's key."""
+    return isinstance(part, str) and (
+        part in ("file", "iceberg") or _INTERNAL_LOC.match(part) is not None
     )
 
 
@@ -541,5 +560,13 @@ KIND_LABELS = {
 def object_from_spec(kind: str, spec: dict[str, Any]) -> Any:
     """Build a definition object of ``kind`` from its spec."""
     if kind == "data_source":
-        return IcebergSource.from_spec(spec) if spec.get("type") == "iceberg" else FileSource.from_spec(spec)
+        source_type = spec.get("type", "file")
+        if source_type not in ("file", "iceberg"):
+            raise InvalidError(
+                f"data source {spec.get('name')!r} has unknown type {source_type!r}; "
+                "use 'file' or 'iceberg'"
+            )
+        if source_type == "iceberg":
+            return IcebergSource.from_spec(spec)
+        return FileSource.from_spec(spec)
     return KINDS[kind].from_spec(spec)

@@ -773,3 +773,23 @@ def test_date_typed_entity_column_is_midnight_utc(pq_repo: Repo) -> None:
     out = repo.hist(ent, ["stats:orders"])
     assert out.column("orders").to_pylist() == [30]
     assert out.column("event_timestamp").to_pylist() == [datetime(2024, 5, 2, tzinfo=UTC)]
+
+
+def test_list_features(pq_repo: Repo) -> None:
+    table = pa.table(
+        {
+            "customer_id": pa.array([1, 1], pa.int64()),
+            "event_timestamp": pa.array([h(0), h(2)], UTC_US),
+            "recent": pa.array([[1, 2], None], pa.list_(pa.int32())),
+            "tags": pa.array([["a"], ["b", "c"]], pa.list_(pa.large_string())),
+        }
+    )
+    src = pq_repo.source("src", table)
+    feats = [Field(name="recent", dtype="list<int64>"), Field(name="tags", dtype="list<string>")]
+    pq_repo.apply(
+        customer, src, FeatureView(name="v", entities=["customer"], features=feats, source=src)
+    )
+    out = pq_repo.hist(entities([(1, h(1)), (1, h(3)), (2, h(3))]), ["v:*"])
+    assert out.schema.field("recent").type == pa.list_(pa.int64())
+    assert out.column("recent").to_pylist() == [[1, 2], None, None]
+    assert out.column("tags").to_pylist() == [["a"], ["b", "c"], None]

@@ -181,6 +181,32 @@ def test_definitions_are_frozen() -> None:
         entity.name = "other"  # type: ignore[misc]
 
 
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: Entity(name="e", join_keys=5), "join_keys: Input should be a valid list"),
+        (lambda: _view(entities=5), "entities: Input should be a valid list"),
+        (lambda: FileSource(name="s", path="x", field_mapping=["a"]), "field_mapping"),
+        (lambda: FileSource(name="s", path="x", field_mapping="a"), "field_mapping"),
+        (lambda: _view(ttl=float("inf")), "not a usable number of seconds"),
+        (lambda: _view(ttl=10**20), "not a usable number of seconds"),
+        (lambda: _view(ttl=timedelta.max), "too large"),
+        (lambda: _view(source={"type": "kafka", "name": "k"}), "unknown data source type"),
+        (
+            lambda: object_from_spec("data_source", {"type": "kafka", "name": "k"}),
+            "unknown type 'kafka'; use 'file' or 'iceberg'",
+        ),
+    ],
+)
+def test_values_of_the_wrong_type_are_invalid_errors(
+    build: Callable[[], object], match: str
+) -> None:
+    # Regression: these raised TypeError, AttributeError or OverflowError from inside pydantic.
+    with pytest.raises(InvalidError, match=match) as info:
+        build()
+    assert "tagged-union" not in info.value.message
+
+
 # --- entities ------------------------------------------------------------------------------------
 
 

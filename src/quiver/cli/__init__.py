@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import typer
 
@@ -31,25 +32,31 @@ for _module in ("offline", "online", "server", "ml"):
 
 def main() -> None:
     """Run the CLI; errors print one line (set QUIVER_DEBUG=1 for the traceback)."""
-    import click
     from rich.markup import escape
 
     from quiver.cli._common import err_console
     from quiver.errors import QuiverError
 
+    usage_errors, aborts, exits = _click_exceptions()
     try:
         app(standalone_mode=False)
     except QuiverError as exc:
         message = escape(exc.message)
         err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except click.exceptions.Abort:
+    except aborts:
         err_console.print("aborted")
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except usage_errors as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # the help text
+        else:
+            message = escape(exc.format_message())
+            err_console.print(
+                f"[bold red]error:[/] {message} (see --help)", highlight=False, soft_wrap=True
+            )
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except exits as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -63,3 +70,26 @@ def main() -> None:
             soft_wrap=True,
         )
         sys.exit(1)
+
+
+_Classes = tuple[type[Any], ...]
+
+
+def _click_exceptions() -> tuple[_Classes, _Classes, _Classes]:
+    """Click's usage-error, abort and exit classes, as raised by this version of Typer.
+
+    Recent Typer versions vendor Click (``typer._click``), whose exceptions are not the
+    ``click`` package's; catch both.
+    """
+    import click
+
+    usage: list[type[Any]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # this Typer uses the click package itself
+        pass
+    else:
+        usage.append(ClickException)
+    aborts = (click.exceptions.Abort, typer.Abort)
+    exits = (click.exceptions.Exit, typer.Exit)
+    return tuple(usage), aborts, exits
