@@ -17,9 +17,11 @@ Measured in the same run (medians over ``--reps`` runs, each into an empty store
 Target: within 1.5x of each reference. Peak memory: a child process materializes a
 ``--memory-rows`` source (default 10,000,000 rows, 1,000,000 entities) into SQLite; its peak
 RSS (``ru_maxrss``) is compared with the source's size (in memory, uncompressed). The same is
-run with ``offline_engine.memory_limit`` set, to show that DuckDB's share can be capped.
+run with ``offline_engine.memory_limit: 256MB`` (``--memory-limits``), which caps DuckDB's share.
 
-Run: ``python bench/bench_materialize.py [--quick] [--reps 3] [--memory-rows N] [--skip-memory]``.
+Run: ``python bench/bench_materialize.py [--quick] [--reps 3] [--stores sqlite,redis]
+[--memory-rows N] [--memory-limits default,256MB] [--skip-memory]`` (``--stores ''`` runs the
+memory case alone).
 """
 
 from __future__ import annotations
@@ -346,6 +348,11 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite,redis")
     parser.add_argument("--memory-rows", type=int, default=None)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--memory-limits",
+        default="default,256MB",
+        help="offline_engine.memory_limit values for the memory case ('default': unset)",
+    )
     parser.add_argument("--memory-child", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--memory-limit", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -392,7 +399,8 @@ def main() -> None:
         return
     print()
     print(f"peak memory, materializing {memory_rows:,} source rows into SQLite (child process):")
-    for limit in (None, "512MB"):
+    for text in args.memory_limits.split(","):
+        limit = None if text.strip() in ("", "default") else text.strip()
         r = memory_case(memory_rows, limit)
         print(
             f"  memory_limit={limit or 'default':8s} peak RSS {mb(r['peak'])} (baseline after "

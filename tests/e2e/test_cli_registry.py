@@ -245,6 +245,15 @@ def test_init_rejects_a_bad_project_name_and_writes_nothing(tmp_path: Path) -> N
     assert not repo.exists()
 
 
+def test_no_arguments_prints_the_help_without_an_error(tmp_path: Path) -> None:
+    # Regression: Typer's vendored Click exceptions slipped past main() and were printed as
+    # "error: NoArgsIsHelpError"; usage errors lost the option's name.
+    proc = quiver(cwd=tmp_path, ok=False)
+    assert "Usage: quiver" in proc.stdout + proc.stderr
+    assert "error" not in proc.stderr.lower()
+    assert proc.returncode in (0, 2)
+
+
 def test_python_dash_m_quiver_runs_the_cli(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "quiver", "--help"],
@@ -358,6 +367,11 @@ BAD_INPUT: dict[str, tuple[Callable[[Path], list[str]], str]] = {
         _command("restore", "customer", "--version", "9"),
         r"entity 'customer' has no version 9; versions are 1",
     ),
+    "bad option value": (
+        _command("restore", "customer", "--version", "abc"),
+        r"Invalid value for '--version'.*valid integer",
+    ),
+    "unknown command": (_command("aply"), r"No such command 'aply'"),
     "missing repo": (_command("entities", "list", "--repo", "no_such_dir"), r"does not exist"),
     "missing file": (_command("plan", "-f", "nope.yaml"), r"'.*nope\.yaml' does not exist"),
 }

@@ -793,3 +793,27 @@ def test_list_features(pq_repo: Repo) -> None:
     assert out.schema.field("recent").type == pa.list_(pa.int64())
     assert out.column("recent").to_pylist() == [[1, 2], None, None]
     assert out.column("tags").to_pylist() == [["a"], ["b", "c"], None]
+
+
+def test_nanosecond_source_timestamps_are_truncated_to_microseconds(pq_repo: Repo) -> None:
+    base = int(h(0).timestamp()) * 10**9
+    table = pa.table(
+        {
+            "customer_id": pa.array([1, 1], pa.int64()),
+            # pandas writes naive nanoseconds; 999 ns after the hour still counts as the hour
+            "event_timestamp": pa.array(
+                [base + 999, base + 3_600 * 10**9 + 999], pa.timestamp("ns")
+            ),
+            "orders": pa.array([1, 2], pa.int64()),
+        }
+    )
+    src = pq_repo.source("src", table)
+    pq_repo.apply(
+        customer,
+        src,
+        stats_view(src).model_copy(update={"features": [Field(name="orders", dtype="int64")]}),
+    )
+    out = pq_repo.hist(
+        entities([(1, h(0)), (1, h(1)), (1, h(1) - timedelta(microseconds=1))]), ["stats:orders"]
+    )
+    assert out.column("orders").to_pylist() == [1, 2, 1]

@@ -83,6 +83,24 @@ def test_apply_and_read_back_the_example_repo(store: FeatureStore) -> None:
     assert [v.name for v in store.list_feature_views()] == sorted(defs.feature_views)
 
 
+def test_the_sdk_opens_a_repo_by_path(registry_url: str, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "quiver.yaml").write_text(
+        f"project: sdk\nregistry: {registry_url}\ndefinitions: [features.py]\n"
+    )
+    (repo / "features.py").write_text((FIXTURES / "example_repo.py").read_text())
+    (repo / "scratch.py").write_text("raise RuntimeError('not a definitions file')\n")
+    with FeatureStore(repo_path=repo) as store:
+        assert store.project == "sdk"
+        assert store.repo_path == repo.resolve()
+        defs = store.load_definitions()  # the configured paths only
+        store.apply(defs, prune=True)
+        assert sorted(v.name for v in store.list_feature_views()) == sorted(defs.feature_views)
+        assert store.get_entity("customer").join_keys == ["customer_id"]
+        assert [v.operation for v in store.history("checkout_v1")] == ["create"]
+
+
 def test_a_missing_object_is_not_found_with_a_suggestion(store: FeatureStore) -> None:
     store.apply([CUSTOMER, SOURCE, _view()])
     with pytest.raises(NotFoundError, match=r"feature view 'order' does not exist.*'orders'"):

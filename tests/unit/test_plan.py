@@ -424,6 +424,22 @@ def test_a_concurrent_delete_of_a_referenced_object_is_caught(tmp_path: Path) ->
         assert alice.registry.find("feature_view", "orders") is None
 
 
+def test_a_concurrent_use_of_a_removed_feature_is_caught(tmp_path: Path) -> None:
+    # Regression: only object-level references were re-checked inside the transaction, so a
+    # service created meanwhile could be left pointing at a feature the plan removed, and
+    # every later plan of the project then failed.
+    with _store(tmp_path) as alice, _store(tmp_path) as bob:
+        alice.apply([CUSTOMER, SOURCE, _view()])
+        plan = alice.plan([_view(schema=_fields(total="int64"))])
+        assert not plan.breaking  # no service used 'amount' when the plan was made
+        bob.apply([_service("orders:amount")])
+        before = _snapshot(alice)
+        with pytest.raises(ConcurrentChangeError, match=r"no feature 'amount'.*run plan again"):
+            alice.apply(plan)
+        assert _snapshot(alice) == before
+        assert alice.plan([CUSTOMER]).has_changes is False  # the registry is still consistent
+
+
 def test_a_plan_applies_only_to_its_own_project(tmp_path: Path) -> None:
     with _store(tmp_path, "shop") as shop, _store(tmp_path, "ads") as ads:
         plan = shop.plan([CUSTOMER])

@@ -24,7 +24,7 @@ _registry.register(app)
 for _module in ("offline", "online", "server", "ml"):
     try:
         __import__(f"quiver.cli.{_module}")
-        sys.modules[f"quiver.cli.{_module}"].register(app)  # type: ignore[attr-defined]
+        sys.modules[f"quiver.cli.{_module}"].register(app)
     except ModuleNotFoundError as _exc:  # a command group that is not written yet
         if _exc.name != f"quiver.cli.{_module}":
             raise
@@ -49,7 +49,8 @@ def main() -> None:
         sys.exit(130)
     except usage_errors as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":
-            exc.show()  # the help text
+            if exc.format_message().strip():  # (Typer's rich help is already printed)
+                exc.show()
         else:
             message = escape(exc.format_message())
             err_console.print(

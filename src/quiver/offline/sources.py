@@ -20,7 +20,7 @@ import re
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -456,7 +456,6 @@ class _Part:
     table: Any = None
     mapped: bool = True  # whether the source's field_mapping applies to its columns
     label: str = ""
-    types: dict[str, str] = field(default_factory=dict)  # raw column -> DuckDB type
 
 
 def _raw_name(source: FileSource | IcebergSource, out: str, part: _Part) -> str:
@@ -483,25 +482,30 @@ def _ts_expr(col: str, duck_type: str, *, what: str) -> str:
 
 
 def _prefilter(col: str, duck_type: str, window: TimeWindow) -> tuple[list[str], list[Any]]:
-    """Conservative filters on the raw column that DuckDB can push into the scan."""
+    """Filters on the raw column that DuckDB can push into the scan (row-group pruning).
+
+    They keep every row the exact filter on the normalized value keeps (and maybe a few more):
+    the bounds are cast to the column's own type, and nanosecond columns get one extra
+    microsecond on the upper bound because normalizing truncates them.
+    """
     t = duck_type.upper()
-    if t not in (
-        "TIMESTAMP",
-        "TIMESTAMP WITH TIME ZONE",
-        "TIMESTAMPTZ",
-        "TIMESTAMP_MS",
-        "TIMESTAMP_S",
-    ):
+    if t in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
+        target, extra = "TIMESTAMPTZ", 0
+    elif t in ("TIMESTAMP", "TIMESTAMP_MS", "TIMESTAMP_S"):
+        target, extra = t, 0
+    elif t in ("TIMESTAMP_NS", "TIMESTAMPTZ_NS", "TIMESTAMP_NS WITH TIME ZONE"):
+        target, extra = ("TIMESTAMP_NS" if t == "TIMESTAMP_NS" else "TIMESTAMPTZ_NS"), 1
+    else:
         return [], []
-    target = "TIMESTAMPTZ" if "ZONE" in t or t == "TIMESTAMPTZ" else t
     parts: list[str] = []
     params: list[Any] = []
     if window.lo is not None:
         parts.append(f"{quote(col)} >= CAST(make_timestamp(?::BIGINT) AS {target})")
         params.append(window.lo)
     if window.hi is not None:
-        parts.append(f"{quote(col)} <= CAST(make_timestamp(?::BIGINT) AS {target})")
-        params.append(window.hi)
+        op = "<" if extra else "<="
+        parts.append(f"{quote(col)} {op} CAST(make_timestamp(?::BIGINT) AS {target})")
+        params.append(window.hi + extra)
     return parts, params
 
 
@@ -671,7 +675,10 @@ def _missing_column(
     types: Mapping[str, str],
     role: str,
 ) -> InvalidError:
-    cols = sorted(types)
+    if part.kind == "iceberg":  # only the wanted columns were registered: list the table's
+        cols = sorted(f.name for f in part.table.schema().fields)
+    else:
+        cols = sorted(types)
     hint = did_you_mean(raw, cols)
     mapping = "" if raw != out else " (or map a column to it with field_mapping)"
     return InvalidError(

@@ -21,7 +21,13 @@ from quiver.definitions import (
     object_from_spec,
     parse_feature_ref,
 )
-from quiver.errors import BreakingChangeError, InvalidError, NotFoundError, ReferencedError
+from quiver.errors import (
+    BreakingChangeError,
+    ConcurrentChangeError,
+    InvalidError,
+    NotFoundError,
+    ReferencedError,
+)
 from quiver.registry._registry import ObjectRecord, Registry
 
 __all__ = ["DefinitionSet", "FieldChange", "ObjectChange", "Plan", "apply_plan", "compute_plan"]
@@ -413,6 +419,7 @@ def apply_plan(
                 message=message,
             )
         _check_references(registry, plan, conn)
+        _check_state(registry, conn)
     return plan
 
 
@@ -435,6 +442,25 @@ def _check_references(registry: Registry, plan: Plan, conn: Any) -> None:
                         f"{KIND_LABELS[kind]} '{name}', which was deleted concurrently; "
                         "run plan again"
                     )
+
+
+def _check_state(registry: Registry, conn: Any) -> None:
+    """Validate the whole state being committed, inside the transaction.
+
+    The plan was validated when it was made; anything that fails now was changed by another
+    writer since (e.g. a feature service now uses a feature this plan removes).
+    """
+    state = DefinitionSet()
+    for kind in KIND_ORDER:
+        table = state.by_kind(kind)
+        for record in registry.records(kind, conn):
+            table[record.name] = record.obj
+    try:
+        validate_state(state)
+    except (InvalidError, NotFoundError) as exc:
+        raise ConcurrentChangeError(
+            f"the registry changed since the plan was made: {exc.message}; run plan again"
+        ) from exc
 
 
 def spec_object(kind: str, spec: dict[str, Any]) -> Any:
