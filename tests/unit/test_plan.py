@@ -212,7 +212,9 @@ def test_removing_a_feature_no_service_uses_is_not_breaking(store: FeatureStore)
 
 def test_removing_a_feature_a_service_names_is_refused(store: FeatureStore) -> None:
     store.apply([CUSTOMER, SOURCE, _view(), _service("orders:amount")])
-    with pytest.raises(NotFoundError, match=r"feature service 'svc'.*no feature 'amount'"):
+    with pytest.raises(
+        BreakingChangeError, match=r"removes feature 'amount'.*feature service 'svc' uses it"
+    ):
         store.plan([_view(schema=_fields(total="int64"))])
 
 

@@ -362,6 +362,7 @@ def compute_plan(registry: Registry, definitions: DefinitionSet, *, prune: bool)
                         f"{KIND_LABELS[kind]} '{other.name}' still references it; delete or "
                         "change that first"
                     )
+    _check_removed_features_in_use(state, current["feature_view"])
     validate_state(state)
     entities_before = {n: r.spec for n, r in current["entity"].items()}
     for change in changes:
@@ -370,6 +371,29 @@ def compute_plan(registry: Registry, definitions: DefinitionSet, *, prune: bool)
     # Deletions go last, in reverse dependency order.
     deleted.sort(key=lambda c: -KIND_ORDER.index(c.kind))
     return Plan(project=registry.project, changes=changes + deleted)
+
+
+def _check_removed_features_in_use(
+    state: DefinitionSet, current_views: dict[str, ObjectRecord]
+) -> None:
+    """Refuse a plan that removes a feature a feature service names explicitly.
+
+    Such a plan would leave the service pointing at nothing, so even ``allow_breaking`` cannot
+    apply it; the message says which service to change in the same apply.
+    """
+    for service in state.feature_services.values():
+        for ref in service.features:
+            vname, fname = parse_feature_ref(ref)
+            view = state.feature_views.get(vname)
+            record = current_views.get(vname)
+            if view is None or record is None or fname == "*" or fname in view.feature_names:
+                continue
+            if any(f.get("name") == fname for f in record.spec.get("features", [])):
+                raise BreakingChangeError(
+                    f"breaking change: the plan removes feature '{fname}' from feature view "
+                    f"'{vname}', but feature service '{service.name}' uses it; remove "
+                    f"'{ref}' from the service in the same apply"
+                )
 
 
 def apply_plan(
