@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,6 +69,14 @@ def init(
         int, typer.Option("--customers", min=10, help="Demo size (number of customers).")
     ] = 10_000,
     seed: Annotated[int, typer.Option("--seed", help="Demo random seed.")] = 42,
+    end_date: Annotated[
+        str | None,
+        typer.Option(
+            "--end-date",
+            help="Demo: the last day of the year of data (ISO date; default: today, UTC), "
+            "so that online values are fresh. Pin it for byte-identical data.",
+        ),
+    ] = None,
     project: Annotated[
         str | None, typer.Option("--project", help="Project name (default: the folder's name).")
     ] = None,
@@ -79,6 +88,7 @@ def init(
     directory = directory.expanduser().resolve()
     config_file = directory / "quiver.yaml"
     features_file = directory / "features.py"
+    end = _demo_end(end_date)
     if not force and (config_file.exists() or (demo and features_file.exists())):
         raise ConflictError(
             f"'{directory}' already holds a Quiver repo; pass --force to overwrite it"
@@ -95,17 +105,33 @@ def init(
     (directory / "data").mkdir(exist_ok=True)
     config_file.write_text(_CONFIG_TEMPLATE.format(project=name))
     if demo:
-        from quiver.demo import FEATURES_TEMPLATE, generate_demo_data
+        from quiver.demo import FEATURES_TEMPLATE, TRAINING_SPEC_TEMPLATE, generate_demo_data
 
         with console.status(f"Generating the demo dataset ({customers:,} customers)..."):
-            files = generate_demo_data(directory / "data", customers=customers, seed=seed)
+            files = generate_demo_data(
+                directory / "data", customers=customers, seed=seed, end=end
+            )
         features_file.write_text(FEATURES_TEMPLATE)
+        (directory / "churn_model.yaml").write_text(TRAINING_SPEC_TEMPLATE)
         for label, path in files.items():
             console.print(f"  wrote [cyan]{path.relative_to(directory)}[/] ({label})")
     elif not features_file.exists():
         features_file.write_text(_EMPTY_FEATURES)
     console.print(f"[green]Created Quiver repo[/] '{name}' in {directory}")
     console.print(f"Next: cd {directory} && quiver plan && quiver apply")
+
+
+def _demo_end(text: str | None) -> datetime:
+    from quiver.errors import InvalidError
+
+    if text is None:
+        today = datetime.now(UTC).date()
+        return datetime(today.year, today.month, today.day, tzinfo=UTC)
+    try:
+        day = date.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidError(f"--end-date {text!r} is not an ISO date such as 2026-01-01") from None
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _load(store: Any, file: Path | None, prune: bool | None) -> tuple[Any, bool]:

@@ -2,6 +2,7 @@
 
 Attributes:
     FEATURES_TEMPLATE: The source text of the demo repo's ``features.py``.
+    TRAINING_SPEC_TEMPLATE: The demo repo's ``churn_model.yaml`` training spec.
     LABEL_SOURCE: The name of the data source that holds the label (entity) table.
 """
 
@@ -15,6 +16,7 @@ __all__ = [
     "FEATURES_TEMPLATE",
     "LABEL_SOURCE",
     "TABLE_NAMES",
+    "TRAINING_SPEC_TEMPLATE",
     "build_demo_tables",
     "generate_demo_data",
 ]
@@ -23,6 +25,11 @@ FEATURES_TEMPLATE: str = (
     resources.files(__name__).joinpath("features_template.py").read_text(encoding="utf-8")
 )
 """The demo repo's ``features.py``, copied verbatim by ``quiver init --demo``."""
+
+TRAINING_SPEC_TEMPLATE: str = (
+    resources.files(__name__).joinpath("churn_model.yaml").read_text(encoding="utf-8")
+)
+"""The demo repo's ``churn_model.yaml`` training spec."""
 
 LABEL_SOURCE = "churn_labels"
 """The data source holding ``customer_id, event_timestamp, churned, lifetime_value``."""
