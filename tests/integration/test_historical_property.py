@@ -69,24 +69,26 @@ class Case:
 @st.composite
 def view_cases(draw: st.DrawFn) -> ViewCase:
     entity = draw(st.sampled_from(sorted(ENTITIES)))
-    ttl = draw(st.one_of(st.none(), st.integers(1, 8)))
+    ttl = draw(st.one_of(st.none(), st.integers(1, 5)))
     created = draw(st.booleans())
+    nullable = draw(st.booleans())  # some sources have null keys and timestamps
+    key = st.integers(0, 2)
+    when = st.integers(0, 10)
     row = st.fixed_dictionaries(
         {
-            "a": st.one_of(st.integers(0, 3), st.just(None))
-            if draw(st.booleans())
-            else st.integers(0, 3),
+            "a": st.one_of(key, st.just(None)) if nullable else key,
             "b": st.integers(0, 1),
-            "c": st.sampled_from(C_VALUES[:3]),
-            "ts": st.one_of(st.integers(0, 12), st.just(None))
-            if draw(st.booleans())
-            else st.integers(0, 12),
+            "c": st.sampled_from(C_VALUES[:2]),
+            "ts": st.one_of(when, st.just(None)) if nullable else when,
             "created": st.one_of(st.integers(0, 3), st.just(None)),
             "x": st.one_of(st.integers(-5, 5), st.just(None)),
             "y": st.one_of(st.floats(-10, 10, allow_nan=False), st.just(None)),
         }
     )
-    rows = draw(st.lists(row, min_size=0, max_size=25))
+    rows = draw(st.lists(row, min_size=0, max_size=30))
+    if rows:  # equal event times for the same key: ties, broken (or not) by created
+        twins = draw(st.lists(st.tuples(st.sampled_from(rows), row), max_size=6))
+        rows += [{**other, **{k: base[k] for k in ("a", "b", "c", "ts")}} for base, other in twins]
     return ViewCase(entity=entity, ttl=ttl, created=created, rows=rows)
 
 
@@ -95,14 +97,22 @@ def cases(draw: st.DrawFn) -> Case:
     views = draw(st.lists(view_cases(), min_size=1, max_size=3))
     ent = st.fixed_dictionaries(
         {
-            "a": st.one_of(st.integers(0, 4), st.just(None)),
+            "a": st.one_of(st.integers(0, 3), st.just(None)),  # 3: in no source
             "b": st.integers(0, 1),
-            "c": st.sampled_from(C_VALUES),
-            "ts": st.one_of(st.integers(-2, 15), st.just(None)),
+            "c": st.sampled_from(C_VALUES),  # 'r', 's': in no source
+            "ts": st.one_of(st.integers(-1, 13), st.just(None)),
         }
     )
-    rows = draw(st.lists(ent, min_size=0, max_size=20))
-    if rows and draw(st.booleans()):  # exact duplicates of earlier rows
+    rows = draw(st.lists(ent, min_size=1, max_size=25))
+    # rows aimed at the edges: exactly at a source row's time, and exactly ttl (or ttl - 1) later
+    sourced = [(v, r) for v in views for r in v.rows if r["ts"] is not None]
+    if sourced:
+        for v, r in draw(st.lists(st.sampled_from(sourced), max_size=8)):
+            offsets = [0] + ([v.ttl, v.ttl - 1] if v.ttl else [])
+            edge = {**draw(ent), **{k: r[k] for k in ("a", "b", "c")}}
+            edge["ts"] = r["ts"] + draw(st.sampled_from(offsets))
+            rows.insert(draw(st.integers(0, len(rows))), edge)
+    if draw(st.booleans()):  # exact duplicates of earlier rows
         rows += draw(st.lists(st.sampled_from(rows), max_size=5))
     entity_form = draw(
         st.sampled_from(

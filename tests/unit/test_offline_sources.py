@@ -268,3 +268,36 @@ def test_prefilter_chosen_for_large_sources(config) -> None:  # type: ignore[no-
             assert job.to_arrow().column("score").to_pylist() == list(range(rows))
     finally:
         engine.close()
+
+
+def test_iceberg_catalog_properties(tmp_path: Path) -> None:
+    from quiver.offline.sources import _catalog_properties
+
+    (tmp_path / "data").mkdir()
+    sql = _catalog_properties(load_config(tmp_path), "default")
+    assert sql["type"] == "sql"
+    assert sql["uri"] == f"sqlite:///{tmp_path / 'data' / 'iceberg_catalog.db'}"
+    assert sql["warehouse"] == (tmp_path / "data" / "warehouse").as_uri()
+    rest = _catalog_properties(
+        load_config(
+            tmp_path,
+            iceberg={
+                "catalogs": {
+                    "prod": {
+                        "type": "rest",
+                        "uri": "https://cat.example",
+                        "properties": {"token": "t"},
+                    }
+                }
+            },
+            s3={"endpoint_url": "http://127.0.0.1:9000", "region": "eu-west-1"},
+        ),
+        "prod",
+    )
+    assert rest == {
+        "type": "rest",
+        "uri": "https://cat.example",
+        "s3.endpoint": "http://127.0.0.1:9000",
+        "s3.region": "eu-west-1",
+        "token": "t",
+    }

@@ -149,10 +149,10 @@ class DuckDBOfflineEngine:
             ]
         )
         what = f"feature view '{selection.view.name}'"
+        if window.empty:
+            return pa.RecordBatchReader.from_batches(schema, iter(()))
         cur = self._cursor()
         try:
-            if window.empty:
-                return pa.RecordBatchReader.from_batches(schema, iter(()))
             select = source_select(
                 cur,
                 self.config,

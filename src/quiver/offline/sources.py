@@ -320,7 +320,9 @@ def _catalog_properties(config: RepoConfig, name: str) -> dict[str, str]:
             uri = prefix + str(db)
     props["uri"] = uri
     warehouse = cfg.warehouse
-    if warehouse and "://" not in warehouse:
+    if cfg.type == "rest":  # the server names its warehouse: pass only what the user set
+        warehouse = warehouse if "warehouse" in cfg.model_fields_set else ""
+    elif warehouse and "://" not in warehouse:
         folder = config.resolve(warehouse)
         folder.mkdir(parents=True, exist_ok=True)
         warehouse = folder.as_uri()

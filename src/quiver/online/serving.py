@@ -243,6 +243,7 @@ class _Cache:
 
 
 _CACHE_ATTR = "_quiver_serving_cache"
+_new_tuple = tuple.__new__
 _caches_lock = threading.Lock()
 
 
@@ -538,8 +539,12 @@ def get_online_features(
     """
     plan = _plan(store, features, feature_service, full_feature_names)
     columns = _key_columns(plan, entity_rows)
+    # tuple.__new__ skips the NamedTuple's Python-level constructor (this is the hot path).
     results = store.online_store.read(
-        [ReadRequest(vp.layout, vp.features, [columns[i] for i in vp.key_pos]) for vp in plan.views]
+        [
+            _new_tuple(ReadRequest, (vp.layout, vp.features, [columns[i] for i in vp.key_pos]))
+            for vp in plan.views
+        ]
     )
     return _response(plan, columns, results, time.time_ns() // 1000)
 
