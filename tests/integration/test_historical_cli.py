@@ -10,8 +10,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = pytest.mark.slow
-
 
 def quiver(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

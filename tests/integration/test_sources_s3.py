@@ -20,7 +20,6 @@ import pytest
 from quiver import Entity, FeatureStore, FeatureView, Field, FileSource, NotFoundError
 from quiver.config import load_config
 
-pytestmark = pytest.mark.slow
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 UTC_US = pa.timestamp("us", tz="UTC")
 BUCKET = "quiver-test"
