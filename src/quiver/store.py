@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,6 +26,8 @@ from quiver.registry import (
 )
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from quiver.definitions import Entity, FeatureService, FeatureView, FileSource, IcebergSource
     from quiver.selection import ViewSelection
 
@@ -367,9 +369,7 @@ class FeatureStore:
         full_feature_names: bool = False,
     ) -> Any:
         """The latest feature values for each entity row, with a status per value."""
-        from quiver.online.serving import get_online_features
-
-        return get_online_features(
+        return _serving().get_online_features(
             self,
             features=features,
             entity_rows=entity_rows,
@@ -384,9 +384,7 @@ class FeatureStore:
         to: Literal["online", "offline", "both"] = "online",
     ) -> int:
         """Write fresh rows of ``view`` to the online store (and/or the offline store)."""
-        from quiver.online.serving import push
-
-        return push(self, view, rows, to=to)
+        return _serving().push(self, view, rows, to=to)
 
     # -- models --------------------------------------------------------------------------------
 
@@ -425,3 +423,11 @@ class FeatureStore:
         from quiver.ml.service import predict_online
 
         return predict_online(self, model, **options)
+
+
+@cache
+def _serving() -> ModuleType:
+    """:mod:`quiver.online.serving`, imported on first use (an import per call costs ~1 us)."""
+    from quiver.online import serving
+
+    return serving

@@ -64,6 +64,7 @@ class Case:
     entity_rows: list[dict[str, Any]]  # a, b, c, ts
     entity_form: str
     source_form: str
+    prefilter: bool  # force the key/window pre-filter of the source (or leave it out)
 
 
 @st.composite
@@ -120,7 +121,13 @@ def cases(draw: st.DrawFn) -> Case:
         )
     )
     source_form = draw(st.sampled_from(["utc_us", "naive_ns", "zoned_ms"]))
-    return Case(views=views, entity_rows=rows, entity_form=entity_form, source_form=source_form)
+    return Case(
+        views=views,
+        entity_rows=rows,
+        entity_form=entity_form,
+        source_form=source_form,
+        prefilter=draw(st.booleans()),
+    )
 
 
 # --- building Arrow in the requested forms -----------------------------------------------------
@@ -269,6 +276,7 @@ def run_case(root: Path, engine: OfflineEngine, case: Case, fmt: str) -> None:
             )
         )
     ent = entity_table(case)
+    engine.prefilter_ratio = 0.0 if case.prefilter else float("inf")  # type: ignore[attr-defined]
     out = engine.get_historical_features(
         ent, selections, timestamp_column="ts", full_feature_names=False
     ).to_arrow()

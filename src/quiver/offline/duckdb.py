@@ -10,8 +10,10 @@ Plan choices:
 * each source is read with only the needed columns and only rows in the time window
   ``(min(t) - ttl, max(t)]``, pushed into the Parquet scan where the column allows;
 * when a source is much larger than the entity table, its rows are first reduced to the entity
-  table's keys (a hash semi-join) before the ``ASOF JOIN``; the semi-join costs more than it
-  saves when the two are of similar size, so it is chosen from an estimate of the source's rows;
+  table's keys, each within its own key's window ``(min(t) - ttl, max(t)]`` (a hash join
+  against one row per key) before the ``ASOF JOIN``; that costs more than it saves when the two
+  are of similar size, so it is chosen from a cheap estimate of the source's rows (Parquet
+  metadata, Iceberg snapshot summary; unknown counts as large);
 * ties on the event timestamp are resolved before the join (greatest created timestamp wins), only
   for sources that have a created timestamp.
 """
@@ -442,18 +444,25 @@ class _JoinPlan:
         select: SourceSelect = source_select(
             cur, self.engine.config, sel.source, columns, window=window, roles=_roles(sel)
         )
-        sql = f"SELECT * FROM ({select.sql}) AS src"
+        sql = f"SELECT src.* FROM ({select.sql}) AS src"
         estimate = self.engine.estimate_rows(sel.source)
         if estimate is None or estimate > self.engine.prefilter_ratio * self.entity_rows:
+            # Keep only rows of the entity table's keys, each within its own key's window
+            # (min(t) - ttl, max(t)]: a hash join against one row per key.
             key_cols = [self.key_cols[(k, sel.key_types[k])] for k in sel.join_keys]
-            distinct = ", ".join(quote(c) for c in key_cols)
-            on = " AND ".join(
+            keys = ", ".join(quote(c) for c in key_cols)
+            bounds = [f"max({quote(_TS)}) AS hi"]
+            on = [
                 f"src.{quote(k)} = ek.{quote(c)}"
                 for k, c in zip(sel.join_keys, key_cols, strict=True)
-            )
+            ]
+            on.append(f"src.{quote(_TS)} <= ek.hi")
+            if sel.view.ttl is not None:
+                bounds.append(f"min({quote(self.lo_cols[_us(sel.view.ttl)])}) AS lo")
+                on.append(f"src.{quote(_TS)} > ek.lo")
             sql += (
-                f" SEMI JOIN (SELECT DISTINCT {distinct} FROM {quote(self.entity_name)}) AS ek"
-                f" ON {on}"
+                f" JOIN (SELECT {keys}, {', '.join(bounds)} FROM {quote(self.entity_name)}"
+                f" GROUP BY {keys}) AS ek ON {' AND '.join(on)}"
             )
         if sel.source.created_timestamp_field:
             part = ", ".join(f"src.{quote(k)}" for k in sel.join_keys)

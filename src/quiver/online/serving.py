@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from numbers import Integral
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from quiver.definitions import did_you_mean
 from quiver.errors import InvalidError, NotFoundError
@@ -61,6 +61,8 @@ REVISION_CHECK_SECONDS = 1.0
 """How often (at most) serving checks the registry for changes made by other processes."""
 
 _INT_RANGES = {"int32": (-(1 << 31), (1 << 31) - 1), "int64": (-(1 << 63), (1 << 63) - 1)}
+_INT_ONLY = frozenset({int})
+_STR_ONLY = frozenset({str})
 
 
 # -- the response ------------------------------------------------------------------------------
@@ -169,12 +171,17 @@ class OnlineResponse:
 # -- resolved plans, cached per store ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _ViewPlan:
+class _ViewPlan(NamedTuple):
+    """One view of a plan (a tuple: the hot path unpacks it)."""
+
     layout: ViewLayout
     features: tuple[int, ...]
+    """Positions of the requested features in ``layout.feature_names``."""
     outputs: tuple[str, ...]
-    key_pos: tuple[int, ...]
+    """The output names of those features."""
+    key_pos: tuple[int, ...] | None
+    """Positions of the view's join keys among the plan's (``None``: all of them, in order)."""
+    ttl_us: int | None
 
 
 @dataclass(frozen=True)
@@ -185,6 +192,8 @@ class _Plan:
     feature_names: list[str]
     dtypes: dict[str, str]
     key_users: dict[str, str]
+    int_key: tuple[str, int, int] | None
+    """``(name, min, max)`` when the only join key is an integer (the common case)."""
 
     @cached_property
     def key_dtype_map(self) -> dict[str, str]:
@@ -284,7 +293,7 @@ def _build_plan(
     join_keys: list[str] = []
     key_dtypes: list[str] = []
     key_users: dict[str, str] = {}
-    views = []
+    views: list[tuple[ViewLayout, tuple[int, ...], tuple[str, ...], tuple[int, ...]]] = []
     dtypes: dict[str, str] = {}
     pos = 0
     for sel in selections:
@@ -309,21 +318,23 @@ def _build_plan(
         pos += len(sel.features)
         for out, field in zip(outputs, sel.features, strict=True):
             dtypes[out] = field.dtype
-        views.append(
-            _ViewPlan(
-                layout=layout,
-                features=layout.indices(sel.feature_names),
-                outputs=outputs,
-                key_pos=tuple(key_pos),
-            )
-        )
+        views.append((layout, layout.indices(sel.feature_names), outputs, tuple(key_pos)))
     clash = sorted(set(names) & set(join_keys))
     if clash:
         raise InvalidError(
             f"feature '{clash[0]}' has the same name as a join key; pass "
             "full_feature_names=True to get 'view__feature' column names"
         )
-    return _Plan(join_keys, key_dtypes, views, names, dtypes, key_users)
+    every_key = tuple(range(len(join_keys)))
+    view_plans = [
+        _ViewPlan(layout, feats, outputs, None if key_pos == every_key else key_pos, layout.ttl_us)
+        for layout, feats, outputs, key_pos in views
+    ]
+    int_key = None
+    if len(join_keys) == 1 and key_dtypes[0] in _INT_RANGES:
+        low, high = _INT_RANGES[key_dtypes[0]]
+        int_key = (join_keys[0], low, high)
+    return _Plan(join_keys, key_dtypes, view_plans, names, dtypes, key_users, int_key)
 
 
 def _plan(
@@ -357,6 +368,20 @@ def _plan(
 
 def _key_columns(plan: _Plan, entity_rows: Any) -> list[list[Any]]:
     """Validated physical key values, one list per join key of the plan."""
+    if plan.int_key is not None:
+        # The most common call, one entity with one integer join key, as a list of one dict
+        # or a dict of one list: take a plain int in range as it is. Anything else (and every
+        # error) goes through the general checks below.
+        key, low, high = plan.int_key
+        kind = type(entity_rows)
+        if kind is list and len(entity_rows) == 1 and type(entity_rows[0]) is dict:
+            value = entity_rows[0].get(key)
+        elif kind is dict and type(column := entity_rows.get(key)) is list and len(column) == 1:
+            value = column[0]
+        else:
+            value = None
+        if type(value) is int and low <= value <= high:
+            return [[value]]
     if type(entity_rows) is list:
         out = []
         for key, dtype in zip(plan.join_keys, plan.key_dtypes, strict=True):
@@ -490,15 +515,15 @@ def _validate_keys(key: str, dtype: str, values: list[Any]) -> list[Any]:
             v = values[0]
             if type(v) is int and low <= v <= high:
                 return values
-        elif all(type(v) is int for v in values) and (
-            not values or (low <= min(values) and max(values) <= high)
+        elif not values or (
+            set(map(type, values)) == _INT_ONLY and low <= min(values) and max(values) <= high
         ):
             return values
         try:
             return [_physical_key(dtype, v) for v in values]
         except (TypeError, ValueError, OverflowError):
             raise _bad_key(key, dtype, values) from None
-    if dtype == "string" and all(type(v) is str for v in values):
+    if dtype == "string" and set(map(type, values)) <= _STR_ONLY:
         return values
     try:
         return [_physical_key(dtype, v) for v in values]
@@ -542,8 +567,11 @@ def get_online_features(
     # tuple.__new__ skips the NamedTuple's Python-level constructor (this is the hot path).
     results = store.online_store.read(
         [
-            _new_tuple(ReadRequest, (vp.layout, vp.features, [columns[i] for i in vp.key_pos]))
-            for vp in plan.views
+            _new_tuple(
+                ReadRequest,
+                (layout, feats, columns if pos is None else [columns[i] for i in pos]),
+            )
+            for layout, feats, _, pos, _ in plan.views
         ]
     )
     return _response(plan, columns, results, time.time_ns() // 1000)
@@ -552,73 +580,93 @@ def get_online_features(
 def _response(
     plan: _Plan, columns: list[list[Any]], results: list[list[Any]], now_us: int
 ) -> OnlineResponse:
-    """Values, statuses and event times per output name from the stored rows of each view."""
+    """Values, statuses and event times per output name from the stored rows of each view.
+
+    A stored row is ``(event_us, created_us, value, ...)`` and may carry extra items after the
+    values (zip stops at the outputs). The features of one view share their status and time
+    lists (treat them as read-only).
+    """
     n = len(columns[0]) if columns else 0
     values: dict[str, list[Any]] = {}
     statuses: dict[str, list[str]] = {}
     event_us: dict[str, list[int | None]] = {}
-    for vp, rows in zip(plan.views, results, strict=True):
-        ttl = vp.layout.ttl_us
-        cutoff = now_us - ttl if ttl is not None else None
-        outputs = vp.outputs
+    status: list[str]
+    times: list[int | None]
+    # zip() with strict= costs more than indexing here (this is the hot path).
+    for v, (_, _, outputs, _, ttl) in enumerate(plan.views):
+        rows = results[v]
         if n == 1:
             row = rows[0]
-            if row is not None and (cutoff is None or row[0] > cutoff):
-                # A stored row may carry extra items after the values: zip stops at outputs.
-                for name, value in zip(outputs, row[2:], strict=False):
-                    values[name] = [value]
-                status: list[str] = [PRESENT]
-                times: list[int | None] = [row[0]]
-            else:
+            if row is None:
+                status, times = [NOT_FOUND], [None]
                 for name in outputs:
                     values[name] = [None]
-                status = [NOT_FOUND] if row is None else [EXPIRED]
-                times = [None if row is None else row[0]]
-        elif n and None not in rows and (cutoff is None or min(r[0] for r in rows) > cutoff):
-            # Every value present: transpose the rows.
-            status = [PRESENT] * n
-            transposed = list(zip(*rows, strict=True))
-            times = list(transposed[0])
-            for name, column in zip(outputs, transposed[2:], strict=False):
-                values[name] = list(column)
+            elif ttl is not None and row[0] <= now_us - ttl:
+                status, times = [EXPIRED], [row[0]]
+                for name in outputs:
+                    values[name] = [None]
+            else:
+                status, times = [PRESENT], [row[0]]
+                for i, name in enumerate(outputs, 2):
+                    values[name] = [row[i]]
         else:
-            status = []
-            times = []
-            cols: list[list[Any]] = [[] for _ in outputs]
-            for row in rows:
-                if row is None:
-                    status.append(NOT_FOUND)
-                    times.append(None)
-                    for col in cols:
-                        col.append(None)
-                elif cutoff is not None and row[0] <= cutoff:
-                    status.append(EXPIRED)
-                    times.append(row[0])
-                    for col in cols:
-                        col.append(None)
-                else:
-                    status.append(PRESENT)
-                    times.append(row[0])
-                    for j, col in enumerate(cols, 2):
-                        col.append(row[j])
-            for name, col in zip(outputs, cols, strict=True):
-                values[name] = col
-        # The features of one view share their status and time lists (treat them as read-only).
+            status, times = _columns(values, outputs, rows, None if ttl is None else now_us - ttl)
         for name in outputs:
             statuses[name] = status
             event_us[name] = times
     if plan.has_timestamp_key:
         columns = _output_keys(plan, columns)
+    entity_columns = {}
+    for i, key in enumerate(plan.join_keys):
+        entity_columns[key] = columns[i]
     return OnlineResponse(
         plan.feature_names,
         plan.join_keys,
-        dict(zip(plan.join_keys, columns, strict=True)),
+        entity_columns,
         values,
         statuses,
         event_us,
         plan.dtypes,
         plan.key_dtype_map,
     )
+
+
+def _columns(
+    values: dict[str, list[Any]], outputs: tuple[str, ...], rows: list[Any], cutoff: int | None
+) -> tuple[list[str], list[int | None]]:
+    """Fill ``values`` with one view's columns; return its statuses and event times.
+
+    ``cutoff``: a row whose event time is at or before it is expired.
+    """
+    if rows and None not in rows:
+        transposed = list(zip(*rows, strict=True))
+        times: list[int | None] = list(transposed[0])
+        if cutoff is None or min(transposed[0]) > cutoff:  # every value present
+            for name, column in zip(outputs, transposed[2:], strict=False):
+                values[name] = list(column)
+            return [PRESENT] * len(rows), times
+    status: list[str] = []
+    times = []
+    cols: list[list[Any]] = [[] for _ in outputs]
+    for row in rows:
+        if row is None:
+            status.append(NOT_FOUND)
+            times.append(None)
+            for col in cols:
+                col.append(None)
+        elif cutoff is not None and row[0] <= cutoff:
+            status.append(EXPIRED)
+            times.append(row[0])
+            for col in cols:
+                col.append(None)
+        else:
+            status.append(PRESENT)
+            times.append(row[0])
+            for j, col in enumerate(cols, 2):
+                col.append(row[j])
+    for name, col in zip(outputs, cols, strict=True):
+        values[name] = col
+    return status, times
 
 
 def _output_keys(plan: _Plan, columns: list[list[Any]]) -> list[list[Any]]:

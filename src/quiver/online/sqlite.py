@@ -19,6 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,12 +60,26 @@ class _ReadPlan:
     converters: list[tuple[int, Callable[[Any], Any]]]
     statements: dict[int, str]
 
+    @cached_property
+    def one(self) -> str:
+        """The statement reading one key."""
+        return f"{self.select} WHERE k = ?"
+
     def sql(self, n: int) -> str:
+        """The statement reading ``n`` keys."""
         found = self.statements.get(n)
         if found is None:
             marks = ",".join("?" * n)
             found = self.statements[n] = f"{self.select} WHERE k IN ({marks})"
         return found
+
+    def convert(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A stored row with its physical values turned into Python values."""
+        values = list(row)
+        for pos, conv in self.converters:
+            if values[pos] is not None:
+                values[pos] = conv(values[pos])
+        return tuple(values)
 
 
 class SqliteOnlineStore:
@@ -254,9 +269,13 @@ class SqliteOnlineStore:
             return []
         plan = self._read_plans.get((layout.ident, features)) or self._read_plan(layout, features)
         try:
+            if n == 1:
+                row = conn.execute(plan.one, keys).fetchone()
+                if row is not None and plan.converters:
+                    row = plan.convert(row)
+                return [row]
             if n <= _CHUNK:
-                sql = plan.statements.get(n) or plan.sql(n)
-                rows = conn.execute(sql, keys).fetchall()
+                rows = conn.execute(plan.sql(n), keys).fetchall()
             else:
                 rows = []
                 for i in range(0, n, _CHUNK):
@@ -265,27 +284,17 @@ class SqliteOnlineStore:
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return [None] * n
-            raise BackendError(
-                f"reading feature view '{layout.view}' from the SQLite online store at "
-                f"{self.path} failed: {exc}"
-            ) from exc
+            raise self._read_error(layout, exc) from exc
         except sqlite3.Error as exc:
-            raise BackendError(
-                f"reading feature view '{layout.view}' from the SQLite online store at "
-                f"{self.path} failed: {exc}"
-            ) from exc
-        converters = plan.converters
-        if converters:
-            converted = []
-            for row in rows:
-                values = list(row)
-                for pos, conv in converters:
-                    if values[pos] is not None:
-                        values[pos] = conv(values[pos])
-                converted.append(tuple(values))
-            rows = converted
-        elif n == 1:
-            return [rows[0] if rows else None]
+            raise self._read_error(layout, exc) from exc
+        if plan.converters:
+            rows = [plan.convert(row) for row in rows]
         found = {r[-1]: r for r in rows}
         get = found.get
         return [get(k) for k in keys]
+
+    def _read_error(self, layout: ViewLayout, exc: sqlite3.Error) -> BackendError:
+        return BackendError(
+            f"reading feature view '{layout.view}' from the SQLite online store at "
+            f"{self.path} failed: {exc}"
+        )
