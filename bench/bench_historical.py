@@ -115,9 +115,6 @@ def prepare(quick: bool) -> dict[str, Any]:
     big_entities = 1_000_000 // scale
     folder = DATA / ("quick" if quick else "full")
     folder.mkdir(parents=True, exist_ok=True)
-    ignore = DATA.parent / ".gitignore"  # bench/_data/ holds generated data only
-    if not ignore.exists():
-        ignore.write_text("*\n")
     files = {
         "features_1m": (folder / "features_small.parquet", small_entities, 1),
         "features_10m": (folder / "features_big.parquet", big_entities, 2),

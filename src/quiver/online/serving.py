@@ -130,6 +130,12 @@ class OnlineResponse:
             self._timestamps = out
         return self._timestamps
 
+    @property
+    def event_us(self) -> dict[str, list[int | None]]:
+        """Output name -> event time of the stored row in microseconds since the epoch, UTC
+        (``None`` where not found; the features of one view share one list: read-only)."""
+        return self._event_us
+
     def __len__(self) -> int:
         first = next(iter(self.entity_columns.values()), None)
         return len(first) if first is not None else 0

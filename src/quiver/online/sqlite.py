@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["SqliteOnlineStore", "table_name"]
 
 _CHUNK = 500
+_last = itemgetter(-1)
 _SQL_TYPES = {
     "int32": "INTEGER",
     "int64": "INTEGER",
@@ -289,9 +291,9 @@ class SqliteOnlineStore:
             raise self._read_error(layout, exc) from exc
         if plan.converters:
             rows = [plan.convert(row) for row in rows]
-        found = {r[-1]: r for r in rows}
-        get = found.get
-        return [get(k) for k in keys]
+        # Rows come back in key order, not request order: match them by their key (last item).
+        found = dict(zip(map(_last, rows), rows, strict=True))
+        return list(map(found.get, keys))
 
     def _read_error(self, layout: ViewLayout, exc: sqlite3.Error) -> BackendError:
         return BackendError(

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from quiver.config import ServerConfig
 from quiver.server.deps import get_principal
 from quiver.server.errors import GuardMiddleware, install_error_handlers
+from quiver.server.fastpath import QuiverAPI
 
 if TYPE_CHECKING:
     from quiver.store import FeatureStore
@@ -113,7 +114,7 @@ def create_app(
             if close_store:
                 store.close()
 
-    app = FastAPI(
+    app = QuiverAPI(  # FastAPI with a fast path for the online routes (quiver.server.fastpath)
         title="Quiver",
         version=__version__,
         description=_DESCRIPTION,
@@ -127,9 +128,6 @@ def create_app(
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
     for router in _routers():
         app.include_router(router)
-    from quiver.server.fastpath import install_fast_routes
-
-    install_fast_routes(app)
     return app
 
 
