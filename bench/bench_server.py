@@ -193,6 +193,15 @@ def load(port: int, path: str, bodies: list[bytes], duration: float, connections
 # --- orchestration -----------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process and its threads so far (Linux ``/proc``; else None)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -324,23 +333,30 @@ def main() -> None:
             for _, port, path, bodies in targets:  # warm-up: caches, JIT-free but lazy imports
                 load(port, path, bodies, 1.0, args.connections)
             results: dict[str, list[dict]] = {t[0]: [] for t in targets}
+            pids = {ports["reference"]: procs["reference"].pid, ports["quiver"]: procs["quiver"].pid}
             for _ in range(args.rounds):
                 for name, port, path, bodies in targets:
-                    results[name].append(
-                        load(port, path, bodies, args.duration / args.rounds, args.connections)
-                    )
+                    before = cpu_seconds(pids[port])
+                    run = load(port, path, bodies, args.duration / args.rounds, args.connections)
+                    after = cpu_seconds(pids[port])
+                    if before is not None and after is not None:
+                        run["cpu_s"] = after - before
+                    results[name].append(run)
         finally:
             for proc in procs.values():
                 proc.terminate()
                 proc.wait(timeout=15)
 
     def merged(runs: list[dict]) -> dict:
+        requests = sum(r["requests"] for r in runs)
+        cpu = [r["cpu_s"] for r in runs if "cpu_s" in r]
         return {
-            "requests": sum(r["requests"] for r in runs),
+            "requests": requests,
             "errors": sum(r["errors"] for r in runs),
             "rps": statistics.fmean(r["rps"] for r in runs),
             "p50_ms": statistics.median(r["p50_ms"] for r in runs),
             "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+            "cpu_us": 1e6 * sum(cpu) / requests if len(cpu) == len(runs) and requests else None,
         }
 
     summary = {name: merged(runs) for name, runs in results.items()}
@@ -352,15 +368,19 @@ def main() -> None:
     )
     print(
         f"{'target':32} {'requests':>9} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'p99/ref':>8} {'rps/ref':>8}"
+        f"{'p99/ref':>8} {'rps/ref':>8} {'server CPU/req':>15}"
     )
     for name, r in summary.items():
+        cpu = f"{r['cpu_us']:12.0f} us" if r["cpu_us"] is not None else f"{'n/a':>15}"
         print(
             f"{name:32} {r['requests']:9d} {r['rps']:9.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} "
-            f"{r['p99_ms'] / ref['p99_ms']:8.2f} {r['rps'] / ref['rps']:8.2f}"
+            f"{r['p99_ms'] / ref['p99_ms']:8.2f} {r['rps'] / ref['rps']:8.2f} {cpu}"
             + (f"  ({r['errors']} errors)" if r["errors"] else "")
         )
-    print("targets: p99 <= 1.5x reference, rps >= 0.7x reference")
+    print(
+        "targets: p99 <= 1.5x reference, rps >= 0.7x reference (server CPU/req: CPU time of the "
+        "server process, user + system, per request; uvicorn and the kernel included)"
+    )
 
 
 if __name__ == "__main__":
