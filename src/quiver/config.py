@@ -152,7 +152,9 @@ class RepoConfig(BaseSettings):
         from quiver.definitions import NAME_RE
 
         if not NAME_RE.match(value):
-            raise ValueError(f"project name {value!r} is not a plain identifier (letters, digits, _)")
+            raise ValueError(
+                f"project name {value!r} is not a plain identifier (letters, digits, _)"
+            )
         return value
 
     @field_validator("registry", mode="before")

@@ -83,7 +83,9 @@ class _Definition(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise invalid_from_pydantic(KIND_LABELS.get(self.kind, "object"), data.get("name"), exc) from None
+            raise invalid_from_pydantic(
+                KIND_LABELS.get(self.kind, "object"), data.get("name"), exc
+            ) from None
 
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
@@ -381,7 +383,9 @@ class FeatureView(_Definition):
         seen: set[str] = set()
         for field in self.features:
             if field.name in seen:
-                raise ValueError(f"feature view '{self.name}' declares feature '{field.name}' twice")
+                raise ValueError(
+                    f"feature view '{self.name}' declares feature '{field.name}' twice"
+                )
             seen.add(field.name)
         if self.ttl is not None and self.ttl < timedelta(0):
             raise ValueError(f"feature view '{self.name}': ttl must not be negative")

@@ -41,7 +41,9 @@ _CONFIG_NAMES = {"quiver.yaml", "quiver.yml"}
 _DEFINITION_TYPES = (Entity, FileSource, IcebergSource, FeatureView, FeatureService)
 
 
-def load_definitions(paths: str | Path | list[str | Path], base: Path | None = None) -> DefinitionSet:
+def load_definitions(
+    paths: str | Path | list[str | Path], base: Path | None = None
+) -> DefinitionSet:
     """Load every definition in ``paths`` (files or directories) into one set.
 
     Args:
@@ -165,9 +167,7 @@ def _load_python(path: Path) -> list[Any]:
             located = DefinitionError(message, details=exc.details)
         raise located from None
     except SyntaxError as exc:
-        raise DefinitionError(
-            f"'{path}', line {exc.lineno}: syntax error: {exc.msg}"
-        ) from exc
+        raise DefinitionError(f"'{path}', line {exc.lineno}: syntax error: {exc.msg}") from exc
     except BaseException as exc:  # the user's module may raise anything on import
         raise DefinitionError(
             f"'{path}'{_line_in(exc, path)}: importing the definitions raised "

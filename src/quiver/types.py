@@ -121,7 +121,13 @@ def dtype_from_arrow(arrow: pa.DataType) -> str:
 
     if t.is_list(arrow) or t.is_large_list(arrow):
         return f"list<{dtype_from_arrow(arrow.value_type)}>"
-    if t.is_int8(arrow) or t.is_int16(arrow) or t.is_int32(arrow) or t.is_uint8(arrow) or t.is_uint16(arrow):
+    if (
+        t.is_int8(arrow)
+        or t.is_int16(arrow)
+        or t.is_int32(arrow)
+        or t.is_uint8(arrow)
+        or t.is_uint16(arrow)
+    ):
         return "int32"
     if t.is_integer(arrow):
         return "int64"

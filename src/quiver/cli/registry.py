@@ -108,9 +108,7 @@ def init(
         from quiver.demo import FEATURES_TEMPLATE, TRAINING_SPEC_TEMPLATE, generate_demo_data
 
         with console.status(f"Generating the demo dataset ({customers:,} customers)..."):
-            files = generate_demo_data(
-                directory / "data", customers=customers, seed=seed, end=end
-            )
+            files = generate_demo_data(directory / "data", customers=customers, seed=seed, end=end)
         features_file.write_text(FEATURES_TEMPLATE)
         (directory / "churn_model.yaml").write_text(TRAINING_SPEC_TEMPLATE)
         for label, path in files.items():

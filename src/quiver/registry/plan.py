@@ -344,7 +344,13 @@ def compute_plan(registry: Registry, definitions: DefinitionSet, *, prune: bool)
                 _diff(record.spec, spec, "", fields)
                 changes.append(
                     ObjectChange(
-                        kind, name, "update", record.spec, spec, obj.spec_hash(), record.version,
+                        kind,
+                        name,
+                        "update",
+                        record.spec,
+                        spec,
+                        obj.spec_hash(),
+                        record.version,
                         fields,
                     )
                 )
@@ -423,7 +429,8 @@ def apply_plan(
             for c in plan.breaking
         ]
         raise BreakingChangeError(
-            "the plan has breaking changes: " + " | ".join(lines)
+            "the plan has breaking changes: "
+            + " | ".join(lines)
             + "; apply again with --allow-breaking (REST: ?allow_breaking=true) to accept them",
             details=[c.to_dict() for c in plan.breaking],
         )
