@@ -16,12 +16,17 @@ Measured in the same run (medians over ``--reps`` runs, each into an empty store
 
 Target: within 1.5x of each reference. Peak memory: a child process materializes a
 ``--memory-rows`` source (default 10,000,000 rows, 1,000,000 entities) into SQLite; its peak
-RSS (``ru_maxrss``) is compared with the source's size (in memory, uncompressed). The same is
-run with ``offline_engine.memory_limit: 256MB`` (``--memory-limits``), which caps DuckDB's share.
+RSS (``ru_maxrss``) is compared with the source's size (in memory, uncompressed). ``default``
+is no ``offline_engine`` settings: materialization then runs in DuckDB with a 256MB budget and
+one thread; other ``--memory-limits`` set ``offline_engine.memory_limit`` (materialization's
+budget, one DuckDB thread per 256MB of it). The memory source's rows come in entity order
+(``cyclic``: each block of 1,000,000 rows holds every entity once) or, with
+``--memory-order random``, with entity ids drawn at random (the latest rows then come out of the
+source in random key order).
 
 Run: ``python bench/bench_materialize.py [--quick] [--reps 3] [--stores sqlite,redis]
-[--memory-rows N] [--memory-limits default,256MB] [--skip-memory]`` (``--stores ''`` runs the
-memory case alone).
+[--memory-rows N] [--memory-limits default,1GB] [--memory-order cyclic,random]
+[--skip-memory]`` (``--stores ''`` runs the memory case alone).
 """
 
 from __future__ import annotations
@@ -56,8 +61,11 @@ START = END - timedelta(days=400)
 BATCH = 10_000
 
 
-def make_source(path: Path, rows: int, entities: int, seed: int = 3) -> Path:
-    """A Parquet source (written in 1M-row groups so generating 10M rows stays small)."""
+def make_source(path: Path, rows: int, entities: int, seed: int = 3, order: str = "cyclic") -> Path:
+    """A Parquet source (written in 1M-row groups so generating 10M rows stays small).
+
+    ``order``: ``cyclic`` (ids 1..entities, repeated) or ``random`` (ids drawn at random).
+    """
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -73,7 +81,10 @@ def make_source(path: Path, rows: int, entities: int, seed: int = 3) -> Path:
     done = 0
     while done < rows:
         n = min(1_000_000, rows - done)
-        ids = (np.arange(done, done + n) % entities) + 1
+        if order == "random":
+            ids = rng.integers(1, entities + 1, size=n)
+        else:
+            ids = (np.arange(done, done + n) % entities) + 1
         ts = start_us + rng.integers(0, span_us - 10**6, size=n)
         columns = {
             "customer_id": ids.astype(np.int64),
@@ -281,14 +292,19 @@ def run_cases(kind: str, root: Path, source: Path, reps: int, server: Any) -> li
     ]
 
 
-def memory_child(rows: int, entities: int, memory_limit: str | None) -> None:
+def _memory_source(rows: int, entities: int, order: str) -> Path:
+    name = f"source_{rows}.parquet" if order == "cyclic" else f"source_{rows}_{order}.parquet"
+    return make_source(DATA / name, rows, entities, order=order)
+
+
+def memory_child(rows: int, entities: int, memory_limit: str | None, order: str) -> None:
     """Runs in a child process: materialize a large source into SQLite, print JSON."""
     from quiver import FeatureStore
 
-    source = make_source(DATA / f"source_{rows}.parquet", rows, entities)
+    source = _memory_source(rows, entities, order)
     extra = {"offline_engine": {"memory_limit": memory_limit}} if memory_limit else {}
     root = make_repo(
-        DATA / f"repo_memory_{memory_limit or 'default'}",
+        DATA / f"repo_memory_{memory_limit or 'default'}_{order}",
         source,
         {"type": "sqlite", "path": "data/online.db"},
         **extra,
@@ -315,14 +331,14 @@ def _current_rss() -> int:
     return 0
 
 
-def memory_case(rows: int, memory_limit: str | None) -> dict[str, Any]:
+def memory_case(rows: int, memory_limit: str | None, order: str = "cyclic") -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     entities = max(rows // 10, 1)
-    source = make_source(DATA / f"source_{rows}.parquet", rows, entities)
+    source = _memory_source(rows, entities, order)
     meta = pq.read_metadata(source)
     in_memory = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-    cmd = [sys.executable, __file__, "--memory-child", str(rows), str(entities)]
+    cmd = [sys.executable, __file__, "--memory-child", str(rows), str(entities), order]
     if memory_limit:
         cmd += ["--memory-limit", memory_limit]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
@@ -350,14 +366,20 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument(
         "--memory-limits",
-        default="default,256MB",
+        default="default,1GB",
         help="offline_engine.memory_limit values for the memory case ('default': unset)",
     )
-    parser.add_argument("--memory-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory-order",
+        default="cyclic",
+        help="row order(s) of the memory case's source: cyclic, random (comma-separated)",
+    )
+    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--memory-limit", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        memory_child(*args.memory_child, args.memory_limit)
+        rows_text, entities_text, order = args.memory_child
+        memory_child(int(rows_text), int(entities_text), args.memory_limit, order)
         return
 
     rows, entities = (200_000, 20_000) if args.quick else (1_000_000, 100_000)
@@ -399,13 +421,20 @@ def main() -> None:
         return
     print()
     print(f"peak memory, materializing {memory_rows:,} source rows into SQLite (child process):")
-    for text in args.memory_limits.split(","):
-        limit = None if text.strip() in ("", "default") else text.strip()
-        r = memory_case(memory_rows, limit)
+    cases = [
+        (order.strip(), text.strip())
+        for order in args.memory_order.split(",")
+        for text in args.memory_limits.split(",")
+    ]
+    for order, text in cases:
+        if order not in ("cyclic", "random"):
+            parser.error(f"--memory-order {order!r}: use cyclic or random")
+        limit = None if text in ("", "default") else text
+        r = memory_case(memory_rows, limit, order)
         print(
-            f"  memory_limit={limit or 'default':8s} peak RSS {mb(r['peak'])} (baseline after "
-            f"imports {mb(r['baseline'])}); source: {mb(r['arrow_bytes'])} in memory, "
-            f"{mb(r['file_bytes'])} on disk; peak / source in memory = "
+            f"  {order:6s} memory_limit={limit or 'default':8s} peak RSS {mb(r['peak'])} "
+            f"(baseline after imports {mb(r['baseline'])}); source: {mb(r['arrow_bytes'])} in "
+            f"memory, {mb(r['file_bytes'])} on disk; peak / source in memory = "
             f"{r['peak'] / r['arrow_bytes']:.2f}; {r['rows_written']:,} keys in "
             f"{r['seconds']:.1f}s",
             flush=True,

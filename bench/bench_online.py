@@ -16,7 +16,9 @@ References, measured in the same run:
 
 Quiver's call does more than the reference: it validates the entity rows, encodes the keys,
 decodes typed values, computes a status per value (present / not_found / expired) and builds
-the response (``OnlineResponse``; ``.to_dict()`` is not included).
+the response (``OnlineResponse``; ``.to_dict()`` is not included). It also reads differently in
+one case: one entity from several views is one SQLite statement joining the views' tables,
+where the reference runs one query per view.
 
 Run: ``python bench/bench_online.py [--quick] [--calls 2000] [--stores sqlite,redis]``.
 """

@@ -11,7 +11,9 @@ All three run under uvicorn with the same settings (one worker, no access log, u
 loop and HTTP parser). Each request asks for 1 entity and 10 features (7 of
 ``customer_behavior``, 3 of ``customer_demographics``). The load generator is an asyncio client
 on raw keep-alive sockets in this process; it shares the machine's cores with the server, so
-its settings are printed with the figures.
+its settings are printed with the figures. Besides latency and throughput, the CPU time each
+server process spent per request (user + system, from ``/proc``; uvicorn and the kernel's
+network work included) is printed: it is steadier than throughput on a busy machine.
 
 Run: ``python bench/bench_server.py [--duration 10] [--connections 2] [--customers 2000]``.
 """
@@ -333,7 +335,10 @@ def main() -> None:
             for _, port, path, bodies in targets:  # warm-up: caches, JIT-free but lazy imports
                 load(port, path, bodies, 1.0, args.connections)
             results: dict[str, list[dict]] = {t[0]: [] for t in targets}
-            pids = {ports["reference"]: procs["reference"].pid, ports["quiver"]: procs["quiver"].pid}
+            pids = {
+                ports["reference"]: procs["reference"].pid,
+                ports["quiver"]: procs["quiver"].pid,
+            }
             for _ in range(args.rounds):
                 for name, port, path, bodies in targets:
                     before = cpu_seconds(pids[port])

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quiver import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource
 from quiver.errors import InvalidError, NotFoundError
@@ -198,6 +200,89 @@ def test_values_statuses_and_shapes(reader: FeatureStore) -> None:
     frame = res.to_pandas()
     assert list(frame["customer_id"]) == [1, 3, 99, 1]
     assert isinstance(res.to_polars(), pl.DataFrame)
+
+
+# The latest row per key of each view in the sources above (what materialization keeps), as
+# (event time, values); TTLs: stats 30 days, pair 1 day, profile none.
+ORACLE: dict[str, tuple[timedelta | None, dict[tuple, tuple[datetime, dict[str, Any]]]]] = {
+    "stats": (
+        timedelta(days=30),
+        {
+            (1,): (NOW - timedelta(days=2), {"orders": 2, "spend": 2.5, "tier": "b", "vip": True,
+                   "last_seen": NOW - timedelta(days=1), "tags": ["x", "y"]}),
+            (2,): (NOW - timedelta(days=3), {"orders": 7, "spend": None, "tier": "c", "vip": None,
+                   "last_seen": NOW - timedelta(days=1), "tags": []}),
+            (3,): (NOW - timedelta(days=40), {"orders": 9, "spend": 9.0, "tier": "d", "vip": False,
+                   "last_seen": NOW - timedelta(days=1), "tags": None}),
+        },
+    ),
+    "profile": (
+        None,
+        {
+            (1,): (NOW - timedelta(days=400), {"age": 31, "region": "north"}),
+            (2,): (NOW - timedelta(days=400), {"age": 42, "region": "south"}),
+        },
+    ),
+    "pair": (
+        timedelta(days=1),
+        {
+            (1, "m1"): (NOW - timedelta(hours=1), {"visits": 3, "spend": 10.0}),
+            (1, "m2"): (NOW - timedelta(hours=2), {"visits": 4, "spend": 20.0}),
+            (2, "m1"): (NOW - timedelta(hours=36), {"visits": 5, "spend": 30.0}),
+        },
+    ),
+}  # fmt: skip
+VIEW_KEYS = {
+    "stats": ("customer_id",),
+    "profile": ("customer_id",),
+    "pair": ("customer_id", "merchant_id"),
+}
+FEATURE_REFS = [
+    f"{view}:{name}" for view, (_, rows) in ORACLE.items() for name in next(iter(rows.values()))[1]
+]
+
+
+def _expected(view: str, name: str, row: dict[str, Any], now: datetime) -> tuple[Any, str, Any]:
+    """The oracle's (value, status, event time) of one feature for one entity row."""
+    ttl, stored = ORACLE[view]
+    found = stored.get(tuple(row[k] for k in VIEW_KEYS[view]))
+    if found is None:
+        return None, "not_found", None
+    event, values = found
+    if ttl is not None and event <= now - ttl:
+        return None, "expired", event
+    return values[name], "present", event
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    refs=st.lists(st.sampled_from(FEATURE_REFS), min_size=1, max_size=6, unique=True),
+    keys=st.lists(st.tuples(st.integers(0, 4), st.sampled_from(["m1", "m2", "m9"])), max_size=12),
+    columnar=st.booleans(),
+)
+def test_values_and_statuses_against_an_oracle(
+    reader: FeatureStore, refs: list[str], keys: list[tuple[int, str]], columnar: bool
+) -> None:
+    """Any features of any views for any entity rows (none, one or many; missing, repeated),
+    as a list of dicts or a dict of lists."""
+    join_keys = (
+        ["customer_id", "merchant_id"]
+        if any(r.startswith("pair:") for r in refs)
+        else ["customer_id"]
+    )
+    rows = [dict(zip(["customer_id", "merchant_id"], key, strict=True)) for key in keys]
+    rows = [{k: row[k] for k in join_keys} for row in rows]
+    entity_rows: Any = {k: [row[k] for row in rows] for k in join_keys} if columnar else rows
+    res = reader.get_online_features(refs, entity_rows, full_feature_names=True)
+    now = datetime.now(UTC)
+    for ref in refs:
+        view, name = ref.split(":")
+        want = [_expected(view, name, row, now) for row in rows]
+        out = f"{view}__{name}"
+        assert res.values[out] == [w[0] for w in want], (ref, rows)
+        assert res.statuses[out] == [w[1] for w in want], (ref, rows)
+        assert res.event_timestamps[out] == [w[2] for w in want], (ref, rows)
+    assert res.entity_columns == {k: [row[k] for row in rows] for k in join_keys}
 
 
 def test_null_feature_values_are_present(reader: FeatureStore) -> None:

@@ -277,6 +277,149 @@ def test_several_views_in_one_read(store: Any) -> None:
     assert [[r[2] if r else None for r in part] for part in got] == [[5, None], [None, "z"]]
 
 
+KEY_KINDS: dict[str, dict[str, str]] = {
+    "int": {"customer_id": "int64"},
+    "string": {"merchant_id": "string"},
+    "compound": {"customer_id": "int64", "merchant_id": "string"},
+    "timestamp": {"day": "timestamp"},
+}
+
+
+def _key_values(kind: str, i: int) -> dict[str, Any]:
+    values = {"customer_id": i, "merchant_id": f"m{i}", "day": BASE + timedelta(days=i)}
+    return {k: values[k] for k in KEY_KINDS[kind]}
+
+
+def _physical(kind: str, i: int) -> list[Any]:
+    return [
+        datetime_to_us(v) if isinstance(v, datetime) else v for v in _key_values(kind, i).values()
+    ]
+
+
+@st.composite
+def _multi_view_reads(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[int]]:
+    """2-4 views (key kind, a feature subset in any order, the keys stored), and the entity
+    numbers read (none, one or many; missing and repeated ones)."""
+    views = []
+    for _ in range(draw(st.integers(2, 4))):
+        names = draw(st.lists(st.sampled_from(sorted(ALL_TYPES)), min_size=1, unique=True))
+        views.append(
+            {
+                "kind": draw(st.sampled_from(sorted(KEY_KINDS))),
+                "features": {n: ALL_TYPES[n] for n in sorted(names)},
+                "read": draw(st.permutations(names)),
+                "stored": draw(st.none() | st.sets(st.integers(0, 4), max_size=5)),
+            }
+        )
+    return views, draw(st.lists(st.integers(0, 5), max_size=7))
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=_multi_view_reads())
+def test_several_views_read_together_as_each_view_alone(store: Any, case: tuple) -> None:
+    """The SQLite store reads several views with one joined statement: it answers as reading
+    every view alone does (missing tables and keys, every dtype, every key kind)."""
+    views, entities = case
+    requests = []
+    for spec in views:
+        lay = layout(spec["features"], keys=KEY_KINDS[spec["kind"]])
+        if spec["stored"]:  # None: the view was never written (no table)
+            records = [
+                {
+                    **_key_values(spec["kind"], i),
+                    **{n: _sample(d, i) for n, d in spec["features"].items()},
+                    "event_timestamp": BASE + timedelta(seconds=i),
+                }
+                for i in sorted(spec["stored"])
+            ]
+            store.write(lay, rows(lay, records))
+        keys = [_physical(spec["kind"], i) for i in entities]
+        columns = [[k[j] for k in keys] for j in range(len(lay.join_keys))]
+        requests.append(ReadRequest(lay, lay.indices(spec["read"]), columns))
+
+    def cut(parts: list[list[Any]]) -> list[list[Any]]:
+        return [
+            [None if r is None else tuple(r[: 2 + len(req.features)]) for r in part]
+            for part, req in zip(parts, requests, strict=True)
+        ]
+
+    together = cut(store.read(requests))
+    assert together == cut([store.read([req])[0] for req in requests])
+    for part, spec in zip(together, views, strict=True):
+        stored = spec["stored"] or set()
+        assert [r is not None for r in part] == [i in stored for i in entities]
+
+
+def _sample(dtype: str, i: int) -> Any:
+    if i == 3:
+        return None  # one stored row with nulls in every feature
+    return {
+        "int32": i,
+        "int64": -i,
+        "float32": i + 0.5,
+        "float64": i / 3,
+        "string": f"s{i}",
+        "bool": i % 2 == 0,
+        "timestamp": BASE + timedelta(microseconds=i),
+        "list<int64>": [i, None],
+        "list<string>": ["a", str(i)],
+        "list<timestamp>": [BASE, None],
+    }[dtype]
+
+
+def _selects(store: SqliteOnlineStore, requests: list[ReadRequest]) -> tuple[list, int]:
+    """``store.read(requests)`` and how many SELECT statements it ran."""
+    conn = store._conn()
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        got = store.read(requests)
+    finally:
+        conn.set_trace_callback(None)
+    return got, sum(1 for sql in statements if "SELECT" in sql)
+
+
+def test_sqlite_reads_several_views_with_one_statement(tmp_path: Path) -> None:
+    store = SqliteOnlineStore(tmp_path / "online.db")
+    a, b, never = layout({"x": "int64"}), layout({"y": "string"}), layout({"z": "int64"})
+    store.write(a, rows(a, [{"customer_id": 1, "x": 5, "event_timestamp": BASE}]))
+    store.write(b, rows(b, [{"customer_id": 2, "y": "z", "event_timestamp": BASE}]))
+
+    def values(parts: list[list[Any]]) -> list[list[Any]]:
+        return [[r[2] if r else None for r in part] for part in parts]
+
+    for keys in ([1], [2, 1, 3, 2]):
+        got, selects = _selects(store, [ReadRequest(a, (0,), [keys]), ReadRequest(b, (0,), [keys])])
+        assert selects == 1
+        assert values(got) == [
+            [5 if k == 1 else None for k in keys],
+            ["z" if k == 2 else None for k in keys],
+        ]
+    # More keys than one statement takes: one statement per chunk, the same answer.
+    many = list(range(1, 1201))
+    got, selects = _selects(store, [ReadRequest(a, (0,), [many]), ReadRequest(b, (0,), [many])])
+    assert selects == 3 and values(got) == [[5] + [None] * 1199, [None, "z"] + [None] * 1198]
+    # A view never written has no table: views are then read one by one (for a second).
+    pair = [ReadRequest(a, (0,), [[1]]), ReadRequest(never, (0,), [[1]])]
+    assert values(store.read(pair)) == [[5], [None]]
+    store.write(never, rows(never, [{"customer_id": 1, "z": 7, "event_timestamp": BASE}]))
+    assert values(store.read(pair)) == [[5], [7]]
+    for plan in store._read_plans.values():
+        plan.retry_at = 0.0  # as if the second had passed: joined again
+    got, selects = _selects(store, pair)
+    assert selects == 1 and values(got) == [[5], [7]]
+    # Too many columns for one statement: one statement per view.
+    wide = [layout({f"f{i}": "int64" for i in range(600)}) for _ in range(2)]
+    for lay in wide:
+        record = {"customer_id": 1, **{f"f{i}": i for i in range(600)}, "event_timestamp": BASE}
+        store.write(lay, rows(lay, [record]))
+    got, selects = _selects(store, [ReadRequest(lay, tuple(range(600)), [[1]]) for lay in wide])
+    assert selects == 2 and [part[0][2:602] for part in got] == [tuple(range(600))] * 2
+    store.close()
+
+
 def test_bad_batches_change_nothing(store: Any) -> None:
     lay = layout()
     store.write(lay, rows(lay, [{"customer_id": 1, "x": 1, "event_timestamp": BASE}]))

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from quiver import Entity, FeatureView, Field, FileSource, InvalidError
+from quiver import BackendError, Entity, FeatureView, Field, FileSource, InvalidError
 from quiver.config import load_config
 from quiver.offline import OfflineEngine, create_offline_engine
+from quiver.offline import duckdb as duckdb_engine
 from quiver.offline.sources import append_to_source
 from quiver.selection import ViewSelection
 
@@ -174,3 +180,205 @@ def test_append_needs_the_timestamp_column(setup: tuple) -> None:
     with pytest.raises(InvalidError, match="no timestamp column 'ts'"):
         append_to_source(config, sel.source, pa.table({"user_id": [1], "score": [1.0]}))
     assert not (config.data_path / "_pushed" / "scores_src").exists()
+
+
+# -- property test: pull_latest against a brute-force oracle ---------------------------------------
+
+# Small domains so that keys collide and timestamps tie often; None is a null key / created.
+KEY_VALUES = st.sampled_from([0, 1, 2, 0, 1, 2, None])
+REGIONS = st.sampled_from([0, 1, 0, 1, None])
+HOURS = st.integers(0, 2)
+CREATED = st.sampled_from([0, 1, 2, None])
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> dict[str, Any]:
+    """Random source rows with many ties, null created timestamps and null keys, and a range."""
+    rows = draw(st.lists(st.tuples(KEY_VALUES, REGIONS, HOURS, CREATED), min_size=0, max_size=40))
+    start = draw(st.one_of(st.none(), st.integers(0, 2)))
+    end = draw(st.integers(0 if start is None else start + 1, 4))
+    return {
+        "rows": rows,
+        "start": start,
+        "end": end,
+        "composite": draw(st.booleans()),
+        "has_created": draw(st.sampled_from([True, True, False])),
+        "key_type": draw(st.sampled_from(["int64", "string"])),
+    }
+
+
+def _key(case: dict[str, Any], user: int | None, region: int | None) -> tuple:
+    key = (user, region) if case["composite"] else (user,)
+    return tuple(v if v is None or case["key_type"] == "int64" else str(v) for v in key)
+
+
+def oracle(case: dict[str, Any]) -> dict[tuple, tuple[int, int | None, set[int]]]:
+    """Per key: the latest event hour, the winning created hour, and the rows that may win."""
+    groups: dict[tuple, list[tuple[int, int | None, int]]] = {}
+    for i, (user, region, hour, created) in enumerate(case["rows"]):
+        key = _key(case, user, region)
+        if None in key or hour >= case["end"]:
+            continue
+        if case["start"] is not None and hour < case["start"]:
+            continue
+        groups.setdefault(key, []).append((hour, created if case["has_created"] else None, i))
+    out = {}
+    for key, rows in groups.items():
+        ts = max(r[0] for r in rows)
+        at_ts = [r for r in rows if r[0] == ts]
+        known = [r[1] for r in at_ts if r[1] is not None]
+        created = max(known) if known else None
+        out[key] = (ts, created, {r[2] for r in at_ts if r[1] == created})
+    return out
+
+
+@pytest.fixture(scope="module")
+def prop_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OfflineEngine, Path]]:
+    root = tmp_path_factory.mktemp("pull_latest_prop")
+    (root / "data").mkdir()
+    engine = create_offline_engine(load_config(root))
+    yield engine, root / "data"
+    engine.close()
+
+
+def _selection(case: dict[str, Any], path: Path) -> ViewSelection:
+    keys = ["user_id", "region"] if case["composite"] else ["user_id"]
+    entity = Entity(name="user", join_keys=keys, value_type=case["key_type"])
+    source = FileSource(
+        name="src",
+        path=str(path),
+        timestamp_field="ts",
+        created_timestamp_field="created" if case["has_created"] else None,
+    )
+    view = FeatureView(
+        name="v",
+        entities=["user"],
+        features=[Field(name="row", dtype="int64"), Field(name="tag", dtype="string")],
+        source="src",
+    )
+    return ViewSelection(
+        view=view, features=tuple(view.features), source=source, entities=(entity,)
+    )
+
+
+@pytest.mark.parametrize("two_pass", [True, False], ids=["two-pass", "window"])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=cases())
+def test_pull_latest_matches_oracle(
+    prop_engine: tuple[OfflineEngine, Path], two_pass: bool, case: dict[str, Any]
+) -> None:
+    engine, data = prop_engine
+    rows = case["rows"]
+    key_type = pa.int64() if case["key_type"] == "int64" else pa.string()
+    keys = [_key({**case, "composite": True}, r[0], r[1]) for r in rows]
+    path = data / f"src_{uuid.uuid4().hex}.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": pa.array([k[0] for k in keys], key_type),
+                "region": pa.array([k[1] for k in keys], key_type),
+                "ts": pa.array([h(r[2]) for r in rows], UTC_US),
+                "created": pa.array([None if r[3] is None else h(r[3]) for r in rows], UTC_US),
+                "row": pa.array(range(len(rows)), pa.int64()),
+                "tag": pa.array([f"r{i}" for i in range(len(rows))], pa.string()),
+            }
+        ),
+        path,
+    )
+    sel = _selection(case, path)
+    start = None if case["start"] is None else h(case["start"])
+    with pytest.MonkeyPatch.context() as mp:
+        # Tiny batches: equal keys spread over several batches must still give one row.
+        mp.setattr(duckdb_engine, "PULL_BATCH_ROWS", 3)
+        mp.setattr(duckdb_engine, "_scan_twice", lambda source: two_pass)
+        out = engine.pull_latest(sel, start, h(case["end"])).read_all()
+    path.unlink()
+
+    key_names = ["user_id", "region"] if case["composite"] else ["user_id"]
+    assert out.column_names == [*key_names, "row", "tag", "event_timestamp", "created_timestamp"]
+    expected = oracle(case)
+    got = out.to_pylist()
+    keys = [tuple(r[k] for k in key_names) for r in got]
+    assert sorted(keys) == sorted(expected)  # one row per key, no null keys
+    for r, key in zip(got, keys, strict=True):
+        ts, created, winners = expected[key]
+        assert r["event_timestamp"] == h(ts)
+        assert r["created_timestamp"] == (None if created is None else h(created))
+        assert r["row"] in winners
+        assert r["tag"] == f"r{r['row']}"  # one source row, not a mix
+
+
+def test_local_parquet_comes_in_key_order(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    n = 5_000
+    keys = [(i * 7919) % 1000 for i in range(n)]  # 5 rows per key, keys shuffled
+    pq.write_table(
+        pa.table(
+            {
+                "k": pa.array(keys, pa.int64()),
+                "event_timestamp": pa.array([h(i % 13) for i in range(n)], UTC_US),
+                "v": pa.array(range(n), pa.int64()),
+            }
+        ),
+        tmp_path / "data" / "s.parquet",
+    )
+    entity = Entity(name="k")
+    source = FileSource(name="s", path="data/s.parquet")
+    view = FeatureView(
+        name="s", entities=["k"], features=[Field(name="v", dtype="int64")], source="s"
+    )
+    sel = ViewSelection(view=view, features=tuple(view.features), source=source, entities=(entity,))
+    engine = create_offline_engine(load_config(tmp_path))
+    try:
+        out = engine.pull_latest(sel, None, h(100)).read_all()
+    finally:
+        engine.close()
+    assert out.column("k").to_pylist() == list(range(1000))
+
+
+def test_materialization_database_has_its_own_budget(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    engine = create_offline_engine(load_config(tmp_path))
+    assert isinstance(engine, duckdb_engine.DuckDBOfflineEngine)
+    try:
+        cur = engine._pull_cursor()
+        limit, threads, prefetch = cur.execute(
+            "SELECT current_setting('memory_limit'), current_setting('threads'), "
+            "current_setting('disable_parquet_prefetching')"
+        ).fetchone()
+        cur.close()
+    finally:
+        engine.close()
+    assert duckdb_engine._parse_bytes(limit) == pytest.approx(256e6, rel=0.01)
+    assert threads == 1
+    assert prefetch is True
+
+
+def test_out_of_memory_names_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "quiver.yaml").write_text(
+        "project: p\noffline_engine:\n  memory_limit: 1MB\n  threads: 1\n"
+    )
+    n = 200_000
+    pq.write_table(
+        pa.table(
+            {
+                "k": pa.array(range(n), pa.int64()),
+                "event_timestamp": pa.array([h(1)] * n, UTC_US),
+                "v": pa.array([f"value {i}" for i in range(n)], pa.string()),
+            }
+        ),
+        tmp_path / "data" / "big.parquet",
+    )
+    entity = Entity(name="k")
+    source = FileSource(name="big", path="data/big.parquet")
+    view = FeatureView(
+        name="big", entities=["k"], features=[Field(name="v", dtype="string")], source="big"
+    )
+    sel = ViewSelection(view=view, features=tuple(view.features), source=source, entities=(entity,))
+    engine = create_offline_engine(load_config(tmp_path))
+    try:
+        with pytest.raises(BackendError, match=r"raise offline_engine\.memory_limit"):
+            engine.pull_latest(sel, None, h(2)).read_all()
+    finally:
+        engine.close()

@@ -22,7 +22,7 @@ from quiver.online.encoding import (
     prepare_write,
     us_to_datetime,
 )
-from quiver.online.serving import OnlineResponse
+from quiver.online.serving import OnlineGroup, OnlineResponse
 from quiver.types import arrow_type
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -202,13 +202,17 @@ def test_online_response_shapes() -> None:
         join_keys=["customer_id"],
         entity_columns={"customer_id": [1, 2]},
         values={"x": [1.5, None], "s": ["a", None]},
-        statuses={"x": ["present", "not_found"], "s": ["present", "not_found"]},
-        event_us={"x": [datetime_to_us(when), None], "s": [datetime_to_us(when), None]},
+        groups=[OnlineGroup(("x", "s"), ["present", "not_found"], [datetime_to_us(when), None])],
         dtypes={"x": "float64", "s": "string"},
         key_dtypes={"customer_id": "int64"},
     )
     assert response.to_dict() == {"customer_id": [1, 2], "x": [1.5, None], "s": ["a", None]}
     assert response.event_timestamps == {"x": [when, None], "s": [when, None]}
+    assert response.statuses == {"x": ["present", "not_found"], "s": ["present", "not_found"]}
+    assert response.event_us == {
+        "x": [datetime_to_us(when), None],
+        "s": [datetime_to_us(when), None],
+    }
     table = response.to_arrow()
     assert table.schema.types == [pa.int64(), pa.float64(), pa.string()]
     frame = response.to_pandas()

@@ -16,6 +16,13 @@ Plan choices:
   metadata, Iceberg snapshot summary; unknown counts as large);
 * ties on the event timestamp are resolved before the join (greatest created timestamp wins), only
   for sources that have a created timestamp.
+
+The latest row per key (materialization) runs in a second in-memory DuckDB database with its own
+memory budget (``offline_engine.memory_limit``, else :data:`PULL_MEMORY_LIMIT`), one thread per
+:data:`PULL_BYTES_PER_THREAD` of it unless ``offline_engine.threads`` is set, and spills to a temp
+directory beyond it. For local Parquet it reads the source twice and never holds all of its rows:
+first the greatest event timestamp per key (key and timestamp columns only), then the rows at
+those timestamps (about one per key), sorted by key with ties broken by the created timestamp.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from quiver.offline.sources import (
     TimeWindow,
     _first_line,
     _translate,
+    is_s3,
     list_files,
     load_iceberg_table,
     pushed_files,
@@ -58,6 +66,21 @@ __all__ = ["DuckDBOfflineEngine"]
 _ROW = "__qv_row"
 _TS = "__qv_ts"
 _CREATED = "__qv_created"
+
+
+PULL_MEMORY_LIMIT = "256MB"
+"""DuckDB's memory budget for :meth:`DuckDBOfflineEngine.pull_latest` (materialization) when
+``offline_engine.memory_limit`` is not set. Beyond it, DuckDB spills to a temp directory."""
+
+PULL_BYTES_PER_THREAD = 256 * 2**20
+"""Unless ``offline_engine.threads`` is set, materialization runs one DuckDB thread per this much
+of its budget (at least one): each thread's Parquet scan needs buffers for every column, so
+more threads in a small budget run out of memory on wide sources."""
+
+PULL_BATCH_ROWS = 10_000
+"""Rows per record batch streamed by :meth:`DuckDBOfflineEngine.pull_latest`."""
+
+_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "PiB": 2**50}
 
 
 def _us(delta: timedelta) -> int:
@@ -98,6 +121,7 @@ class DuckDBOfflineEngine:
             raise ConfigError(f"offline_engine settings are invalid: {_first_line(exc)}") from exc
         self._lock = threading.Lock()
         self._closed = False
+        self._pull_con: duckdb.DuckDBPyConnection | None = None
         weakref.finalize(self, shutil.rmtree, self._spill_dir, True)
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -110,11 +134,54 @@ class DuckDBOfflineEngine:
         cur.execute("SET TimeZone = 'UTC'")
         return cur
 
+    def _pull_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for :meth:`pull_latest`, on the engine's second DuckDB database.
+
+        Materialization has its own in-memory database so that its budget
+        (``offline_engine.memory_limit``, else :data:`PULL_MEMORY_LIMIT`) holds whatever the
+        point-in-time joins do, and so that its settings (threads, no Parquet prefetching) do
+        not slow the joins down.
+        """
+        with self._lock:
+            if self._closed:
+                raise BackendError("the DuckDB offline engine is closed")
+            if self._pull_con is None:
+                self._pull_con = self._connect_pull()
+            cur = self._pull_con.cursor()
+        cur.execute("SET TimeZone = 'UTC'")
+        # Prefetching reads whole Parquet row groups ahead (hundreds of MB for large row
+        # groups); page by page the scan stays small. A per-connection setting.
+        cur.execute("SET disable_parquet_prefetching = true")
+        return cur
+
+    def _connect_pull(self) -> duckdb.DuckDBPyConnection:
+        import os
+
+        import duckdb
+
+        engine = self.config.offline_engine
+        settings: dict[str, Any] = {
+            "memory_limit": engine.memory_limit or PULL_MEMORY_LIMIT,
+            # Not the joins' directory: two databases would reuse each other's file names.
+            "temp_directory": os.path.join(self._spill_dir, "materialize"),
+        }
+        if engine.threads:
+            settings["threads"] = int(engine.threads)
+        con = duckdb.connect(":memory:", config=settings)
+        if not engine.threads:
+            (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchone() or ("",)
+            budget = _parse_bytes(str(limit))
+            threads = max(1, min(os.cpu_count() or 1, budget // PULL_BYTES_PER_THREAD))
+            con.execute(f"SET threads = {int(threads)}")
+        return con
+
     def close(self) -> None:
         """Close the DuckDB connection (open cursors stop working)."""
         with self._lock:
             if not self._closed:
                 self._closed = True
+                if self._pull_con is not None:
+                    self._pull_con.close()
                 self._con.close()
                 shutil.rmtree(self._spill_dir, ignore_errors=True)
 
@@ -126,8 +193,14 @@ class DuckDBOfflineEngine:
         """One row per entity key: the latest source row with ``start <= event_ts < end``.
 
         See :meth:`quiver.offline.OfflineEngine.pull_latest`. Rows with a null join key are
-        left out. The window function runs in DuckDB, which spills to disk when needed; the
-        result streams in record batches.
+        left out. Runs in the engine's materialization database, within its memory budget
+        (DuckDB spills to disk beyond it); the result streams in record batches of
+        :data:`PULL_BATCH_ROWS` rows, in key order for local Parquet sources.
+
+        Raises:
+            NotFoundError: the source's files or table do not exist.
+            InvalidError: a declared column is missing or cannot be cast.
+            BackendError: DuckDB failed, e.g. ran out of the memory budget.
         """
         import pyarrow as pa
 
@@ -153,7 +226,7 @@ class DuckDBOfflineEngine:
         what = f"feature view '{selection.view.name}'"
         if window.empty:
             return pa.RecordBatchReader.from_batches(schema, iter(()))
-        cur = self._cursor()
+        cur = self._pull_cursor()
         try:
             select = source_select(
                 cur,
@@ -163,23 +236,19 @@ class DuckDBOfflineEngine:
                 window=window,
                 roles=_roles(selection),
             )
-            part = ", ".join(quote(k) for k in keys)
-            outs = [quote(k) for k in keys] + [quote(f.name) for f in selection.features]
-            outs += [f"{quote(_TS)} AS event_timestamp", f"{quote(_CREATED)} AS created_timestamp"]
-            not_null = " AND ".join(f"{quote(k)} IS NOT NULL" for k in keys)
-            sql = (
-                f"SELECT {', '.join(outs)} FROM ({select.sql}) AS s WHERE {not_null} "
-                f"QUALIFY row_number() OVER (PARTITION BY {part} "
-                f"ORDER BY {quote(_TS)} DESC, {quote(_CREATED)} DESC NULLS LAST) = 1"
-            )
-            reader = cur.sql(sql, params=select.params).to_arrow_reader(65_536)
+            two_pass = _scan_twice(selection.source)
+            sql = _latest_sql(selection, select.sql, two_pass=two_pass)
+            reader = cur.sql(sql, params=select.params).to_arrow_reader(PULL_BATCH_ROWS)
         except QuiverError:
             cur.close()
             raise
         except Exception as exc:
             cur.close()
-            raise _engine_error(exc, what) from exc
-        return pa.RecordBatchReader.from_batches(schema, _stream(reader, cur, schema, what))
+            raise _pull_error(exc, what) from exc
+        batches = pa.RecordBatchReader.from_batches(
+            reader.schema, _pull_batches(reader, len(keys) if two_pass else 0, what)
+        )
+        return pa.RecordBatchReader.from_batches(schema, _stream(batches, cur, schema, what))
 
     # -- point-in-time join ---------------------------------------------------------------------
 
@@ -267,6 +336,102 @@ class DuckDBOfflineEngine:
             return _parquet_rows(listing.files + extra)
         except (QuiverError, OSError, ValueError):
             return None
+
+
+def _scan_twice(source: FileSource | IcebergSource) -> bool:
+    """Whether a source is cheap to read twice: local Parquet (CSV parses everything, remote
+    files download twice, an Iceberg scan is registered as a one-shot stream)."""
+    from quiver.definitions import FileSource
+
+    return isinstance(source, FileSource) and source.format == "parquet" and not is_s3(source.path)
+
+
+def _latest_sql(selection: ViewSelection, source_sql: str, *, two_pass: bool) -> str:
+    """The latest row per key of ``source_sql`` (a normalized :func:`source_select`).
+
+    Two passes (``two_pass``): the greatest event timestamp per key (a hash aggregate over the
+    key and timestamp columns only), then the source joined to it on key and timestamp, which
+    keeps about one row per key, sorted by key and created timestamp (newest first, null last):
+    the first row of each key wins (:func:`_first_per_key`). Only those rows are materialized
+    (and spilled beyond the memory limit), and the output is in key order, which online stores
+    write fastest. One pass: a window over every row in the range.
+    """
+    keys = [quote(k) for k in selection.join_keys]
+    outs = [f"s.{k}" for k in keys] + [f"s.{quote(f.name)}" for f in selection.features]
+    outs += [f"s.{quote(_TS)} AS event_timestamp", f"s.{quote(_CREATED)} AS created_timestamp"]
+    part = ", ".join(f"s.{k}" for k in keys)
+    if not two_pass:
+        not_null = " AND ".join(f"s.{k} IS NOT NULL" for k in keys)
+        return (
+            f"SELECT {', '.join(outs)} FROM ({source_sql}) AS s WHERE {not_null} "
+            f"QUALIFY row_number() OVER (PARTITION BY {part} "
+            f"ORDER BY s.{quote(_TS)} DESC, s.{quote(_CREATED)} DESC NULLS LAST) = 1"
+        )
+    src, last = quote("__qv_src"), quote("__qv_last")
+    not_null = " AND ".join(f"{k} IS NOT NULL" for k in keys)
+    on = [f"s.{k} = l.{k}" for k in keys] + [f"s.{quote(_TS)} = l.{quote(_TS)}"]
+    return (
+        f"WITH {src} AS NOT MATERIALIZED ({source_sql}), "
+        f"{last} AS (SELECT {', '.join(keys)}, max({quote(_TS)}) AS {quote(_TS)} FROM {src} "
+        f"WHERE {not_null} GROUP BY {', '.join(keys)}) "
+        f"SELECT {', '.join(outs)} FROM {src} AS s JOIN {last} AS l ON {' AND '.join(on)} "
+        f"ORDER BY {part}, s.{quote(_CREATED)} DESC NULLS LAST"
+    )
+
+
+def _pull_error(exc: Exception, what: str) -> QuiverError:
+    if "Out of Memory Error" in str(exc):
+        return BackendError(
+            f"{what}: DuckDB ran out of memory while materializing ({_first_line(exc)}); raise "
+            f"offline_engine.memory_limit (materialization's budget, {PULL_MEMORY_LIMIT} by "
+            "default) or lower offline_engine.threads"
+        )
+    return _engine_error(exc, what)
+
+
+def _pull_batches(
+    reader: pa.RecordBatchReader, dedupe_keys: int, what: str
+) -> Iterator[pa.RecordBatch]:
+    """``reader``'s batches, the first row per key only when ``dedupe_keys`` (see
+    :func:`_first_per_key`); DuckDB errors become :class:`QuiverError`."""
+    try:
+        yield from _first_per_key(reader, dedupe_keys) if dedupe_keys else reader
+    except QuiverError:
+        raise
+    except Exception as exc:
+        raise _pull_error(exc, what) from exc
+
+
+def _first_per_key(reader: pa.RecordBatchReader, n_keys: int) -> Iterator[pa.RecordBatch]:
+    """The first row of each run of equal keys (the first ``n_keys`` columns, never null) of
+    batches sorted by key."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    last: list[Any] | None = None  # the key of the previous batch's last row
+    for batch in reader:
+        n = batch.num_rows
+        if n == 0:
+            continue
+        new: Any = None
+        for i in range(n_keys):
+            col = batch.column(i)
+            head = pa.array([True]) if last is None else pc.not_equal(col.slice(0, 1), last[i])
+            diff = pa.concat_arrays([head, pc.not_equal(col.slice(1), col.slice(0, n - 1))])
+            new = diff if new is None else pc.or_(new, diff)
+        last = [batch.column(i)[n - 1] for i in range(n_keys)]
+        if not pc.all(new).as_py():
+            batch = batch.filter(new)
+        yield batch
+
+
+def _parse_bytes(text: str) -> int:
+    """Bytes of a DuckDB size as it prints them (``244.1 MiB``); 0 when unreadable."""
+    number, _, unit = text.strip().partition(" ")
+    try:
+        return int(float(number) * _UNITS.get(unit.strip(), 0))
+    except ValueError:
+        return 0
 
 
 def _parquet_rows(files: Sequence[str]) -> int:

@@ -48,6 +48,7 @@ __all__ = [
     "NOT_FOUND",
     "PRESENT",
     "REVISION_CHECK_SECONDS",
+    "OnlineGroup",
     "OnlineResponse",
     "get_online_features",
     "push",
@@ -68,6 +69,18 @@ _STR_ONLY = frozenset({str})
 # -- the response ------------------------------------------------------------------------------
 
 
+class OnlineGroup(NamedTuple):
+    """The features of one view in an :class:`OnlineResponse`, which share their statuses and
+    event times (the lists are shared: treat them as read-only)."""
+
+    names: tuple[str, ...]
+    """Their output names, in request order."""
+    statuses: list[str]
+    """``present``, ``not_found`` or ``expired`` per row."""
+    event_us: list[int | None]
+    """Event time of the stored row per row, in microseconds since the epoch (UTC)."""
+
+
 class OnlineResponse:
     """Feature values for a list of entity rows, with a status per value.
 
@@ -76,19 +89,20 @@ class OnlineResponse:
         join_keys: The join keys of the requested views, in first-use order.
         entity_columns: Join key -> the requested key values, in request order.
         values: Output name -> values (``None`` where the status is not ``present``).
-        statuses: Output name -> ``present``, ``not_found`` or ``expired`` per row (the
-            features of one view share one list: treat the lists as read-only).
+        groups: The features of each view with the statuses and event times they share, in
+            request order (what formats a response converts once per view).
     """
 
     __slots__ = (
         "_dtypes",
         "_event_us",
         "_key_dtypes",
+        "_statuses",
         "_timestamps",
         "entity_columns",
         "feature_names",
+        "groups",
         "join_keys",
-        "statuses",
         "values",
     )
 
@@ -98,8 +112,7 @@ class OnlineResponse:
         join_keys: list[str],
         entity_columns: dict[str, list[Any]],
         values: dict[str, list[Any]],
-        statuses: dict[str, list[str]],
-        event_us: dict[str, list[int | None]],
+        groups: list[OnlineGroup],
         dtypes: dict[str, str],
         key_dtypes: dict[str, str],
     ) -> None:
@@ -107,34 +120,40 @@ class OnlineResponse:
         self.join_keys = join_keys
         self.entity_columns = entity_columns
         self.values = values
-        self.statuses = statuses
-        self._event_us = event_us
+        self.groups = groups
         self._dtypes = dtypes
         self._key_dtypes = key_dtypes
+        self._statuses: dict[str, list[str]] | None = None
+        self._event_us: dict[str, list[int | None]] | None = None
         self._timestamps: dict[str, list[datetime | None]] | None = None
 
     @property
-    def event_timestamps(self) -> dict[str, list[datetime | None]]:
-        """Output name -> event time of the stored row (``None`` where not found)."""
-        if self._timestamps is None:
-            converted: dict[int, list[datetime | None]] = {}
-            out: dict[str, list[datetime | None]] = {}
-            for name in self.feature_names:
-                raw = self._event_us[name]
-                found = converted.get(id(raw))
-                if found is None:
-                    found = converted[id(raw)] = [
-                        None if v is None else us_to_datetime(v) for v in raw
-                    ]
-                out[name] = list(found)
-            self._timestamps = out
-        return self._timestamps
+    def statuses(self) -> dict[str, list[str]]:
+        """Output name -> ``present``, ``not_found`` or ``expired`` per row (the features of
+        one view share one list: treat the lists as read-only)."""
+        if self._statuses is None:
+            self._statuses = {name: g.statuses for g in self.groups for name in g.names}
+        return self._statuses
 
     @property
     def event_us(self) -> dict[str, list[int | None]]:
         """Output name -> event time of the stored row in microseconds since the epoch, UTC
         (``None`` where not found; the features of one view share one list: read-only)."""
+        if self._event_us is None:
+            self._event_us = {name: g.event_us for g in self.groups for name in g.names}
         return self._event_us
+
+    @property
+    def event_timestamps(self) -> dict[str, list[datetime | None]]:
+        """Output name -> event time of the stored row (``None`` where not found)."""
+        if self._timestamps is None:
+            out: dict[str, list[datetime | None]] = {}
+            for names, _, raw in self.groups:
+                converted = [None if v is None else us_to_datetime(v) for v in raw]
+                for name in names:
+                    out[name] = list(converted)
+            self._timestamps = out
+        return self._timestamps
 
     def __len__(self) -> int:
         first = next(iter(self.entity_columns.values()), None)
@@ -349,7 +368,13 @@ def _plan(
     feature_service: str | None,
     full_feature_names: bool,
 ) -> _Plan:
-    cache = _cache(store)
+    cache: _Cache | None = store.__dict__.get(_CACHE_ATTR)
+    if (
+        cache is None
+        or cache.registry is not store.registry
+        or time.monotonic() - cache.checked >= REVISION_CHECK_SECONDS
+    ):
+        cache = _cache(store)
     if isinstance(features, str):
         features = [features]
     key = (
@@ -586,16 +611,14 @@ def get_online_features(
 def _response(
     plan: _Plan, columns: list[list[Any]], results: list[list[Any]], now_us: int
 ) -> OnlineResponse:
-    """Values, statuses and event times per output name from the stored rows of each view.
+    """Values per output name, statuses and event times per view, from the stored rows.
 
     A stored row is ``(event_us, created_us, value, ...)`` and may carry extra items after the
-    values (zip stops at the outputs). The features of one view share their status and time
-    lists (treat them as read-only).
+    values (only the outputs' positions are read).
     """
     n = len(columns[0]) if columns else 0
     values: dict[str, list[Any]] = {}
-    statuses: dict[str, list[str]] = {}
-    event_us: dict[str, list[int | None]] = {}
+    groups: list[OnlineGroup] = []
     status: list[str]
     times: list[int | None]
     # zip() with strict= costs more than indexing here (this is the hot path).
@@ -617,9 +640,7 @@ def _response(
                     values[name] = [row[i]]
         else:
             status, times = _columns(values, outputs, rows, None if ttl is None else now_us - ttl)
-        for name in outputs:
-            statuses[name] = status
-            event_us[name] = times
+        groups.append(_new_tuple(OnlineGroup, (outputs, status, times)))
     if plan.has_timestamp_key:
         columns = _output_keys(plan, columns)
     entity_columns = {}
@@ -630,8 +651,7 @@ def _response(
         plan.join_keys,
         entity_columns,
         values,
-        statuses,
-        event_us,
+        groups,
         plan.dtypes,
         plan.key_dtype_map,
     )

@@ -11,16 +11,20 @@ fastest lookup); any other key as the encoded bytes (``k BLOB`` in a ``WITHOUT R
 are stored as microseconds, booleans as 0/1, lists as JSON text. Writes are upserts whose
 ``WHERE`` clause keeps the newer row. WAL mode lets one writer and many readers work at once;
 each thread gets its own connection. SQLite cannot store NaN (it reads back as NULL).
+
+A read is one statement (per chunk of keys) for every requested view: the entity keys, as a
+``VALUES`` list in request order, are left-joined with the views' tables on their primary keys,
+so all views are read at one snapshot and a key without a row reads as a row of NULLs.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import cached_property
-from operator import itemgetter
+from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +39,11 @@ if TYPE_CHECKING:
 __all__ = ["SqliteOnlineStore", "table_name"]
 
 _CHUNK = 500
-_last = itemgetter(-1)
+"""The most entity keys read with one statement."""
+_MAX_JOIN = 32
+"""The most views read with one joined statement (SQLite joins at most 64 tables)..."""
+_MAX_JOIN_COLUMNS = 1000
+"""...and the most columns it returns (SQLite's default limit is 2000)."""
 _SQL_TYPES = {
     "int32": "INTEGER",
     "int64": "INTEGER",
@@ -57,23 +65,24 @@ def _sql_type(dtype: str) -> str:
 
 
 @dataclass
-class _ReadPlan:
-    select: str
+class _ViewColumns:
+    """Where one view's stored row sits in a joined row, and how to convert its values."""
+
+    start: int
+    stop: int
     converters: list[tuple[int, Callable[[Any], Any]]]
-    statements: dict[int, str]
+    """``(position in the view's row, converter)`` for values needing a Python conversion."""
 
-    @cached_property
-    def one(self) -> str:
-        """The statement reading one key."""
-        return f"{self.select} WHERE k = ?"
-
-    def sql(self, n: int) -> str:
-        """The statement reading ``n`` keys."""
-        found = self.statements.get(n)
-        if found is None:
-            marks = ",".join("?" * n)
-            found = self.statements[n] = f"{self.select} WHERE k IN ({marks})"
-        return found
+    def rows(self, joined: list[tuple[Any, ...]], whole: bool) -> list[StoredRow | None]:
+        """The view's stored rows (``None`` where the key has none: ``ts`` is never NULL)."""
+        start, stop = self.start, self.stop
+        if whole:  # the joined row is this view's row
+            out: list[Any] = [None if r[0] is None else r for r in joined]
+        else:
+            out = [None if r[start] is None else r[start:stop] for r in joined]
+        if self.converters:
+            out = [None if r is None else self.convert(r) for r in out]
+        return out
 
     def convert(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         """A stored row with its physical values turned into Python values."""
@@ -82,6 +91,52 @@ class _ReadPlan:
             if values[pos] is not None:
                 values[pos] = conv(values[pos])
         return tuple(values)
+
+
+@dataclass
+class _ReadPlan:
+    """The statements reading some features of some views for a number of entity keys.
+
+    One key of one view: ``SELECT v0.ts, v0.cts, v0."f_x", ... FROM <table> AS v0 WHERE
+    v0.k = ?``. One key of several views: ``SELECT <their columns> FROM (SELECT 1) LEFT JOIN
+    <table 0> AS v0 ON v0.k = ? LEFT JOIN <table 1> AS v1 ON v1.k = ? ...``. More keys: the keys
+    are a ``VALUES`` list numbered in request order, joined the same way and ordered by that
+    number, so rows come back one per key, in order, duplicates included.
+    """
+
+    columns: str
+    tables: list[str]
+    views: list[_ViewColumns]
+    statements: dict[int, str] = field(default_factory=dict)
+    slices: list[tuple[int, int, _ViewColumns]] = field(default_factory=list)
+    """``(start, stop, view)`` per view (the views' slices of a joined row, unpacked faster)."""
+    retry_at: float = 0.0
+    """A table was missing: read view by view until then (``time.monotonic()``)."""
+
+    def sql(self, n: int) -> str:
+        """The statement for ``n`` keys."""
+        found = self.statements.get(n)
+        if found is None:
+            if n == 1 and len(self.tables) == 1:
+                found = f'SELECT {self.columns} FROM "{self.tables[0]}" AS v0 WHERE v0.k = ?'
+            elif n == 1:
+                joins = " ".join(
+                    f'LEFT JOIN "{t}" AS v{i} ON v{i}.k = ?' for i, t in enumerate(self.tables)
+                )
+                found = f"SELECT {self.columns} FROM (SELECT 1) {joins}"
+            else:
+                keys = ", ".join(f"k{i}" for i in range(len(self.tables)))
+                marks = ", ".join("?" * len(self.tables))
+                values = ", ".join(f"({r}, {marks})" for r in range(n))
+                joins = " ".join(
+                    f'LEFT JOIN "{t}" AS v{i} ON v{i}.k = q.k{i}' for i, t in enumerate(self.tables)
+                )
+                found = (
+                    f"WITH q(i, {keys}) AS (VALUES {values}) "
+                    f"SELECT {self.columns} FROM q {joins} ORDER BY q.i"
+                )
+            self.statements[n] = found
+        return found
 
 
 class SqliteOnlineStore:
@@ -100,7 +155,8 @@ class SqliteOnlineStore:
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._tables: set[str] = set()
-        self._read_plans: dict[tuple[str, tuple[int, ...]], _ReadPlan] = {}
+        self._read_plans: dict[tuple[Any, ...], _ReadPlan] = {}
+        self._max_params = 999  # SQLite's smallest default limit; the connection tells the real one
         self._upserts: dict[str, str] = {}
         self._closed = False
 
@@ -117,6 +173,7 @@ class SqliteOnlineStore:
             )
             conn.execute("PRAGMA journal_mode=WAL").fetchall()
             conn.execute("PRAGMA synchronous=NORMAL")
+            self._max_params = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         except sqlite3.Error as exc:
             raise BackendError(
                 f"cannot open the SQLite online store at {self.path}: {exc}"
@@ -237,66 +294,112 @@ class SqliteOnlineStore:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def _read_plan(self, layout: ViewLayout, features: tuple[int, ...]) -> _ReadPlan:
-        key = (layout.ident, features)
+    def _read_plan(self, requests: Sequence[ReadRequest], key: tuple[Any, ...]) -> _ReadPlan:
         plan = self._read_plans.get(key)
         if plan is None:
-            cols = "".join(f'"f_{layout.feature_names[i]}", ' for i in features)
-            converters = []
-            for pos, i in enumerate(features):
-                conv = python_converter(layout.feature_dtypes[i])
-                if conv is not None:
-                    converters.append((pos + 2, conv))  # after ts, cts
-            # The key comes last: a row is then a StoredRow as it is (no slicing).
-            plan = self._read_plans[key] = _ReadPlan(
-                select=f'SELECT ts, cts, {cols}k FROM "{key[0]}"',
-                converters=converters,
-                statements={},
-            )
+            columns: list[str] = []
+            views: list[_ViewColumns] = []
+            for i, (layout, features, _) in enumerate(requests):
+                names = ["ts", "cts", *(f'"f_{layout.feature_names[j]}"' for j in features)]
+                converters = []
+                for pos, j in enumerate(features, 2):  # after ts, cts
+                    conv = python_converter(layout.feature_dtypes[j])
+                    if conv is not None:
+                        converters.append((pos, conv))
+                views.append(_ViewColumns(len(columns), len(columns) + len(names), converters))
+                columns.extend(f"v{i}.{name}" for name in names)
+            tables = [table_name(req.layout) for req in requests]
+            slices = [(view.start, view.stop, view) for view in views]
+            plan = self._read_plans[key] = _ReadPlan(", ".join(columns), tables, views, {}, slices)
         return plan
 
     def read(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
-        """Read rows per view with ``SELECT ... WHERE k IN (...)``."""
+        """Read the keys of every view with one statement (per chunk of keys) that joins the
+        keys with the views' tables: one snapshot, one row per key in request order."""
         conn = getattr(self._local, "conn", None) or self._connect()
-        return [self._read_one(conn, req) for req in requests]
+        return self._read_views(conn, requests) if requests else []
 
-    def _read_one(self, conn: sqlite3.Connection, req: ReadRequest) -> list[StoredRow | None]:
-        layout, features, key_columns = req
-        if layout.single_int_key:
-            keys = key_columns[0]
-        else:
-            keys = layout.key_encoder.encode_columns(key_columns)
-        n = len(keys)
+    def _read_views(
+        self, conn: sqlite3.Connection, requests: Sequence[ReadRequest]
+    ) -> list[list[StoredRow | None]]:
+        """Views with the same number of keys, joined; else (or when a table is missing)
+        one view at a time."""
+        columns: list[Sequence[Any]] = []
+        plan_key: list[Any] = []  # (table, features, table, features, ...)
+        n = -1
+        width = 0
+        for layout, features, key_columns in requests:
+            if layout.single_int_key:
+                keys = key_columns[0]
+            else:
+                keys = layout.key_encoder.encode_columns(key_columns)
+            if len(keys) != n:
+                if n >= 0:  # views with different numbers of keys: not one join
+                    return self._one_by_one(conn, requests)
+                n = len(keys)
+            columns.append(keys)
+            plan_key.append(layout.ident)
+            plan_key.append(features)
+            width += 2 + len(features)
+        views = len(requests)
+        if views > 1 and (views > _MAX_JOIN or width > _MAX_JOIN_COLUMNS):
+            return self._one_by_one(conn, requests)
         if not n:
-            return []
-        plan = self._read_plans.get((layout.ident, features)) or self._read_plan(layout, features)
+            return [[] for _ in requests]
+        key = tuple(plan_key)
+        plan = self._read_plans.get(key) or self._read_plan(requests, key)
+        if views > 1 and plan.retry_at and time.monotonic() < plan.retry_at:
+            return self._one_by_one(conn, requests)
         try:
             if n == 1:
-                row = conn.execute(plan.one, keys).fetchone()
-                if row is not None and plan.converters:
-                    row = plan.convert(row)
-                return [row]
-            if n <= _CHUNK:
-                rows = conn.execute(plan.sql(n), keys).fetchall()
+                # One view: SELECT ... WHERE k = ? (no row for a missing key); several: one row.
+                row = conn.execute(plan.sql(1), [keys[0] for keys in columns]).fetchone()
+                rows = [] if row is None else [row]
             else:
+                # Parameters entity by entity: every view's key of the first entity, then...
+                params = columns[0] if views == 1 else list(chain(*zip(*columns, strict=True)))
+                step = min(_CHUNK, self._max_params // views) or 1
                 rows = []
-                for i in range(0, n, _CHUNK):
-                    part = keys[i : i + _CHUNK]
-                    rows.extend(conn.execute(plan.sql(len(part)), part).fetchall())
+                for i in range(0, n, step):
+                    part = params[i * views : (i + step) * views]
+                    rows.extend(conn.execute(plan.sql(len(part) // views), part).fetchall())
         except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return [None] * n
-            raise self._read_error(layout, exc) from exc
+            if "no such table" not in str(exc):
+                raise self._read_error(requests, exc) from exc
+            if views == 1:
+                return [[None] * n]  # the view was never written
+            # Some view was never written: one view at a time for a second, then join again.
+            plan.retry_at = time.monotonic() + 1.0
+            return self._one_by_one(conn, requests)
         except sqlite3.Error as exc:
-            raise self._read_error(layout, exc) from exc
-        if plan.converters:
-            rows = [plan.convert(row) for row in rows]
-        # Rows come back in key order, not request order: match them by their key (last item).
-        found = dict(zip(map(_last, rows), rows, strict=True))
-        return list(map(found.get, keys))
+            raise self._read_error(requests, exc) from exc
+        if views == 1:
+            view = plan.views[0]
+            if n == 1:  # the hot path: one entity, one view
+                row = rows[0] if rows else None
+                return [[view.convert(row) if row is not None and view.converters else row]]
+            return [view.rows(rows, whole=True)]
+        if n == 1:  # one entity, several views: slice the one joined row
+            row = rows[0]
+            out: list[list[StoredRow | None]] = []
+            for start, stop, view in plan.slices:
+                stored: StoredRow | None = None
+                if row[start] is not None:
+                    stored = row[start:stop]
+                    if view.converters:
+                        stored = view.convert(stored)
+                out.append([stored])
+            return out
+        return [view.rows(rows, whole=False) for view in plan.views]
 
-    def _read_error(self, layout: ViewLayout, exc: sqlite3.Error) -> BackendError:
+    def _one_by_one(
+        self, conn: sqlite3.Connection, requests: Sequence[ReadRequest]
+    ) -> list[list[StoredRow | None]]:
+        return [self._read_views(conn, [req])[0] for req in requests]
+
+    def _read_error(self, requests: Sequence[ReadRequest], exc: sqlite3.Error) -> BackendError:
+        views = ", ".join(f"'{req.layout.view}'" for req in requests)
+        what = "feature view" if len(requests) == 1 else "feature views"
         return BackendError(
-            f"reading feature view '{layout.view}' from the SQLite online store at "
-            f"{self.path} failed: {exc}"
+            f"reading {what} {views} from the SQLite online store at {self.path} failed: {exc}"
         )

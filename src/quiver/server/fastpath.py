@@ -10,11 +10,12 @@ keeps every guarantee of the documented routes:
   with the body limit (413) and the last-resort JSON 500, and any middleware added later) wraps
   the fast path too;
 - the caller is identified by the same :func:`~quiver.server.deps.get_principal`;
-- the body is validated by the same pydantic request models, and every error (invalid body,
-  :class:`~quiver.errors.QuiverError`, HTTP errors) is answered by the app's registered
-  exception handlers, so error bodies are the same;
-- the lookup is the same call (:func:`~quiver.server.routers.serving.call_online`), and the
-  JSON is the same as the FastAPI routes give (the tests compare them byte for byte).
+- the body is validated by the same pydantic request models (plain JSON of exactly the
+  expected types is taken as parsed, which is what the models would give), and every error
+  (invalid body, :class:`~quiver.errors.QuiverError`, HTTP errors) is answered by the app's
+  registered exception handlers: the same statuses and error JSON;
+- the lookup is the same call (:func:`~quiver.server.routers.serving.call_online`), and a
+  successful response is the same JSON as the FastAPI routes give (the tests compare them).
 
 The FastAPI routes stay in the app: they document the API (OpenAPI) and answer whenever the fast
 path steps aside: when dependency overrides are set, under a root path, with FastAPI's own
@@ -26,14 +27,15 @@ from __future__ import annotations
 
 import inspect
 import time
-from datetime import datetime, timedelta
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import date
+from math import isfinite
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
@@ -170,9 +172,72 @@ def _json(content: Any) -> bytes:
 # -- the two routes ----------------------------------------------------------------------------
 
 
-async def _online_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
-    start = time.perf_counter()
-    req = _parse(OnlineRequest, body)
+class _Lookup(NamedTuple):
+    entities: dict[str, list[Any]]
+    features: list[str] | None
+    feature_service: str | None
+    full_feature_names: bool
+
+
+_new_tuple = tuple.__new__
+_SCALARS = frozenset({str, int, bool, type(None)})
+_STR_ONLY = frozenset({str})
+_ONLINE_FIELDS = frozenset(OnlineRequest.model_fields)
+
+
+def _plain(data: dict[str, Any], fields: frozenset[str] | None) -> bool:
+    """Whether parsed JSON holds exactly the request's types (``fields``: the only keys
+    allowed, ``None`` for any), so that the pydantic model would take it as it is."""
+    if fields is not None and not data.keys() <= fields:
+        return False
+    entities = data.get("entities")
+    if type(entities) is not dict:
+        return False
+    for column in entities.values():
+        if type(column) is not list:
+            return False
+        for value in column:
+            if type(value) not in _SCALARS and not (type(value) is float and isfinite(value)):
+                return False
+    features = data.get("features")
+    if features is not None and (
+        type(features) is not list or not set(map(type, features)) <= _STR_ONLY
+    ):
+        return False
+    service = data.get("feature_service")
+    if service is not None and type(service) is not str:
+        return False
+    return type(data.get("full_feature_names", False)) is bool
+
+
+def _lookup_request(model: type[OnlineRequest | FeastOnlineRequest], body: bytes) -> _Lookup:
+    """The request's fields from its JSON body.
+
+    JSON of exactly the expected types is taken as parsed; anything else goes through the
+    pydantic model, which gives the same values (after coercion) or FastAPI's 422.
+    """
+    try:
+        data = from_json(body)
+    except ValueError:
+        data = None
+    if type(data) is dict and _plain(data, _ONLINE_FIELDS if model is OnlineRequest else None):
+        fields = (
+            data["entities"],
+            data.get("features"),
+            data.get("feature_service"),
+            data.get("full_feature_names", False),
+        )
+    else:
+        req = _parse(model, body)
+        fields = (req.entities, req.features, req.feature_service, req.full_feature_names)
+    return _new_tuple(_Lookup, fields)  # skips the NamedTuple's Python-level constructor
+
+
+async def _lookup(
+    app: QuiverAPI, model: type[OnlineRequest | FeastOnlineRequest], body: bytes
+) -> tuple[_Lookup, int, OnlineResponse]:
+    """Validate the request and read the features (the routes' shared part)."""
+    req = _lookup_request(model, body)
     state = app.state
     n = check_columns(req.entities, state.settings.max_inline_rows)
     result = await call_online(
@@ -182,20 +247,17 @@ async def _online_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
         feature_service=req.feature_service,
         full_feature_names=req.full_feature_names,
     )
+    return req, n, result
+
+
+async def _online_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
+    start = time.perf_counter()
+    req, n, result = await _lookup(app, OnlineRequest, body)
     return online_json(result, n, req.feature_service, start)
 
 
 async def _feast_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
-    req = _parse(FeastOnlineRequest, body)
-    state = app.state
-    n = check_columns(req.entities, state.settings.max_inline_rows)
-    result = await call_online(
-        state.store,
-        features=req.features,
-        entity_rows=req.entities,
-        feature_service=req.feature_service,
-        full_feature_names=req.full_feature_names,
-    )
+    _, n, result = await _lookup(app, FeastOnlineRequest, body)
     return feast_online_json(result, n)
 
 
@@ -208,31 +270,29 @@ FAST_ROUTES: dict[str, Route] = {
 
 # -- responses built from the result lists -----------------------------------------------------
 #
-# The features of one view share their status and event-time lists in an OnlineResponse, so
-# each conversion below runs once per view (keyed by the list's identity), not per feature.
+# The features of one view share their statuses and event times (OnlineResponse.groups): each
+# conversion below runs once per view, not once per feature.
 
-_NAIVE_EPOCH = datetime(1970, 1, 1)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_DATES: dict[int, str] = {}
+"""Days since the epoch -> ``YYYY-MM-DD`` (bounded: cleared when full)."""
 
 
 def iso_utc(us: int) -> str:
     """Microseconds since the epoch as ISO 8601 UTC with ``Z``, exactly as pydantic's JSON
-    writes a UTC datetime (``2024-05-01T12:00:00Z``, ``...:00.250000Z``)."""
-    return (_NAIVE_EPOCH + timedelta(microseconds=us)).isoformat() + "Z"
-
-
-def _iso_times(
-    names: list[str], event_us: dict[str, list[int | None]], missing: str | None
-) -> dict[str, list[str | None]]:
-    """Output name -> event times as ISO strings (``missing`` where there is none)."""
-    converted: dict[int, list[str | None]] = {}
-    out: dict[str, list[str | None]] = {}
-    for name in names:
-        raw = event_us[name]
-        found = converted.get(id(raw))
-        if found is None:
-            found = converted[id(raw)] = [missing if v is None else iso_utc(v) for v in raw]
-        out[name] = found
-    return out
+    writes a UTC datetime (``2024-05-01T12:00:00Z``, ``2024-05-01T12:00:00.250000Z``)."""
+    days, rest = divmod(us, 86_400_000_000)
+    day = _DATES.get(days)
+    if day is None:
+        if len(_DATES) >= 4096:
+            _DATES.clear()
+        day = _DATES[days] = date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
+    seconds, fraction = divmod(rest, 1_000_000)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if fraction:
+        return f"{day}T{hours:02d}:{minutes:02d}:{seconds:02d}.{fraction:06d}Z"
+    return f"{day}T{hours:02d}:{minutes:02d}:{seconds:02d}Z"
 
 
 def online_json(result: OnlineResponse, n: int, feature_service: str | None, start: float) -> bytes:
@@ -244,16 +304,20 @@ def online_json(result: OnlineResponse, n: int, feature_service: str | None, sta
         feature_service: The requested feature service (echoed in the metadata).
         start: ``time.perf_counter()`` when the request began (for ``latency_ms``).
     """
-    keys, names = result.join_keys, result.feature_names
-    ent, val, sta = result.entity_columns, result.values, result.statuses
-    times = _iso_times(names, result.event_us, None)
+    keys, ent, val = result.join_keys, result.entity_columns, result.values
+    groups = [
+        (names, statuses, [None if t is None else iso_utc(t) for t in times])
+        for names, statuses, times in result.groups
+    ]
     rows = []
     for i in range(n):
         values, statuses, stamps = {}, {}, {}
-        for f in names:
-            values[f] = val[f][i]
-            statuses[f] = sta[f][i]
-            stamps[f] = times[f][i]
+        for names, sta, times in groups:
+            status, stamp = sta[i], times[i]
+            for f in names:
+                values[f] = val[f][i]
+                statuses[f] = status
+                stamps[f] = stamp
         rows.append(
             {
                 "entity": {k: ent[k][i] for k in keys},
@@ -264,7 +328,7 @@ def online_json(result: OnlineResponse, n: int, feature_service: str | None, sta
         )
     return _json(
         {
-            "feature_names": names,
+            "feature_names": result.feature_names,
             "join_keys": keys,
             "results": rows,
             "metadata": {
@@ -283,17 +347,25 @@ def feast_online_json(result: OnlineResponse, n: int) -> bytes:
         n: The number of entity rows.
     """
     present, epoch = ["PRESENT"] * n, [EPOCH] * n
-    vectors: list[dict[str, Any]] = [
-        {"values": result.entity_columns[key], "statuses": present, "event_timestamps": epoch}
-        for key in result.join_keys
-    ]
-    names, values, statuses = result.feature_names, result.values, result.statuses
-    times = _iso_times(names, result.event_us, EPOCH)
-    converted: dict[int, list[str]] = {}
-    for name in names:
-        raw = statuses[name]
-        feast = converted.get(id(raw))
-        if feast is None:
-            feast = converted[id(raw)] = [STATUS.get(s, "NOT_FOUND") for s in raw]
-        vectors.append({"values": values[name], "statuses": feast, "event_timestamps": times[name]})
-    return _json({"metadata": {"feature_names": [*result.join_keys, *names]}, "results": vectors})
+    vectors: list[dict[str, Any]] = []
+    for key in result.join_keys:
+        vectors.append(
+            {"values": result.entity_columns[key], "statuses": present, "event_timestamps": epoch}
+        )
+    values = result.values
+    for names, statuses, times in result.groups:
+        if n == 1:  # the hot path: no comprehension needed
+            t = times[0]
+            feast = [STATUS.get(statuses[0], "NOT_FOUND")]
+            stamps = [EPOCH if t is None else iso_utc(t)]
+        else:
+            feast = [STATUS.get(s, "NOT_FOUND") for s in statuses]
+            stamps = [EPOCH if t is None else iso_utc(t) for t in times]
+        for name in names:
+            vectors.append({"values": values[name], "statuses": feast, "event_timestamps": stamps})
+    return _json(
+        {
+            "metadata": {"feature_names": [*result.join_keys, *result.feature_names]},
+            "results": vectors,
+        }
+    )
