@@ -16,7 +16,7 @@ Measured in the same run (medians over ``--reps`` runs, each into an empty store
 
 Target: within 1.5x of each reference. Peak memory: a child process materializes a
 ``--memory-rows`` source (default 10,000,000 rows, 1,000,000 entities) into SQLite; its peak
-RSS (``ru_maxrss``) is compared with the source's size (in memory, uncompressed). ``default``
+RSS (``VmHWM``) is compared with the source's size (in memory, uncompressed). ``default``
 is no ``offline_engine`` settings: materialization then runs in DuckDB with a 256MB budget and
 one thread; other ``--memory-limits`` set ``offline_engine.memory_limit`` (materialization's
 budget, one DuckDB thread per 256MB of it). The memory source's rows come in entity order
@@ -315,7 +315,7 @@ def memory_child(rows: int, entities: int, memory_limit: str | None, order: str)
     started = time.perf_counter()
     (run,) = store.materialize(START, END)
     took = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(
         json.dumps(
             {"baseline": baseline, "peak": peak, "seconds": took, "rows_written": run.rows_written}
@@ -324,10 +324,23 @@ def memory_child(rows: int, entities: int, memory_limit: str | None, order: str)
 
 
 def _current_rss() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+    return _status_bytes("VmRSS")
+
+
+def _status_bytes(field: str) -> int:
+    """A size from ``/proc/self/status`` (0 if unavailable).
+
+    The peak is ``VmHWM``, the high-water mark of this process's own address space. Not
+    ``ru_maxrss``: Linux carries the parent's peak into a child across fork/exec, so a child
+    started by a parent that already held the benchmark data would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return 0
 
 

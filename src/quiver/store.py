@@ -165,7 +165,12 @@ class FeatureStore:
                     details={"referrers": [{"kind": k, "name": n} for k, n in users]},
                 )
             self.registry.write_object(
-                conn, kind, name, None, base_version=record.version, operation="delete",
+                conn,
+                kind,
+                name,
+                None,
+                base_version=record.version,
+                operation="delete",
                 author=author or current_user(),
             )
         change = ObjectChange(kind, name, "delete", record.spec, None, None, record.version)
@@ -215,9 +220,7 @@ class FeatureStore:
         if kind is not None:
             self._check_kind(kind)
             return kind
-        kinds = (
-            self.registry.history_kinds_of(name) if history else self.registry.kinds_of(name)
-        )
+        kinds = self.registry.history_kinds_of(name) if history else self.registry.kinds_of(name)
         if not kinds:
             every = [n for k in KINDS for n in self.registry.names(k)]
             raise NotFoundError(
@@ -389,7 +392,7 @@ class FeatureStore:
     # -- models --------------------------------------------------------------------------------
 
     def train(self, spec: Any, *, progress: Any = None) -> Any:
-        """Train a model from a training spec (object, dict, or YAML/JSON path); returns the version."""
+        """Train a model from a spec (object, dict, or YAML/JSON path); returns the version."""
         from quiver.ml.service import train
 
         return train(self, spec, progress=progress)

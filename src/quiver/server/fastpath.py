@@ -233,31 +233,42 @@ def _lookup_request(model: type[OnlineRequest | FeastOnlineRequest], body: bytes
     return _new_tuple(_Lookup, fields)  # skips the NamedTuple's Python-level constructor
 
 
-async def _lookup(
+def _checked(
     app: QuiverAPI, model: type[OnlineRequest | FeastOnlineRequest], body: bytes
-) -> tuple[_Lookup, int, OnlineResponse]:
-    """Validate the request and read the features (the routes' shared part)."""
+) -> tuple[_Lookup, int]:
+    """The validated request and its number of entity rows (the routes' shared checks)."""
     req = _lookup_request(model, body)
-    state = app.state
-    n = check_columns(req.entities, state.settings.max_inline_rows)
+    limit = app.state.settings.max_inline_rows
+    entities = req.entities
+    # One join key with 1..limit values passes check_columns: skip its general checks.
+    n = len(next(iter(entities.values()))) if len(entities) == 1 else 0
+    if not 0 < n <= limit:
+        n = check_columns(entities, limit)
+    return req, n
+
+
+async def _online_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
+    start = time.perf_counter()
+    req, n = _checked(app, OnlineRequest, body)
     result = await call_online(
-        state.store,
+        app.state.store,
         features=req.features,
         entity_rows=req.entities,
         feature_service=req.feature_service,
         full_feature_names=req.full_feature_names,
     )
-    return req, n, result
-
-
-async def _online_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
-    start = time.perf_counter()
-    req, n, result = await _lookup(app, OnlineRequest, body)
     return online_json(result, n, req.feature_service, start)
 
 
 async def _feast_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
-    _, n, result = await _lookup(app, FeastOnlineRequest, body)
+    req, n = _checked(app, FeastOnlineRequest, body)
+    result = await call_online(
+        app.state.store,
+        features=req.features,
+        entity_rows=req.entities,
+        feature_service=req.feature_service,
+        full_feature_names=req.full_feature_names,
+    )
     return feast_online_json(result, n)
 
 
