@@ -353,7 +353,8 @@ class SqliteOnlineStore:
         try:
             if n == 1:
                 # One view: SELECT ... WHERE k = ? (no row for a missing key); several: one row.
-                row = conn.execute(plan.sql(1), [keys[0] for keys in columns]).fetchone()
+                params = columns[0] if views == 1 else [keys[0] for keys in columns]
+                row = conn.execute(plan.sql(1), params).fetchone()
                 rows = [] if row is None else [row]
             else:
                 # Parameters entity by entity: every view's key of the first entity, then...
