@@ -443,6 +443,24 @@ def test_ping(store: Any) -> None:
     store.ping()
 
 
+def test_sqlite_reads_never_keep_an_old_snapshot(tmp_path: Path) -> None:
+    """Reads reuse one cursor per thread: each read still sees every write committed before it
+    (by this store or another process's connection)."""
+    reader = SqliteOnlineStore(tmp_path / "online.db")
+    writer = SqliteOnlineStore(tmp_path / "online.db")
+    a, b = layout({"x": "int64"}), layout({"y": "int64"})
+    for step in range(1, 4):
+        when = BASE + timedelta(seconds=step)
+        writer.write(a, rows(a, [{"customer_id": 1, "x": step, "event_timestamp": when}]))
+        writer.write(b, rows(b, [{"customer_id": 1, "y": step, "event_timestamp": when}]))
+        for keys in ([[1]], [[1, 1, 2]]):
+            got = reader.read([ReadRequest(a, (0,), keys), ReadRequest(b, (0,), keys)])
+            assert [part[0][2] for part in got] == [step, step]
+            assert read(reader, a, [(1,)])[0][2] == step
+    reader.close()
+    writer.close()
+
+
 def test_sqlite_one_writer_many_readers(tmp_path: Path) -> None:
     """Readers in other threads see whole batches only, never errors, while a writer runs."""
     store = SqliteOnlineStore(tmp_path / "online.db")

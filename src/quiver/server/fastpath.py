@@ -126,8 +126,10 @@ class QuiverAPI(FastAPI):
         GuardMiddleware, which answers unexpected errors first.
         """
         handlers = self.exception_handlers
-        if isinstance(exc, StarletteHTTPException) and exc.status_code in handlers:
-            return handlers[exc.status_code]
+        if isinstance(exc, StarletteHTTPException) and exc.status_code != 500:
+            found = handlers.get(exc.status_code)
+            if found is not None:
+                return found
         for cls in type(exc).__mro__:
             if cls is Exception:
                 return None
