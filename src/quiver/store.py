@@ -366,12 +366,16 @@ class FeatureStore:
     def get_online_features(
         self,
         features: Sequence[str] | None = None,
-        entity_rows: Sequence[dict[str, Any]] | None = None,
+        entity_rows: Any = None,
         *,
         feature_service: str | None = None,
         full_feature_names: bool = False,
     ) -> Any:
-        """The latest feature values for each entity row, with a status per value."""
+        """The latest feature values for each entity row, with a status per value.
+
+        ``entity_rows``: a list of dicts of join keys, a dict of lists, or a DataFrame / Arrow
+        table. Returns an ``OnlineResponse`` (see ``quiver.online.serving``).
+        """
         return _serving().get_online_features(
             self,
             features=features,

@@ -24,8 +24,9 @@ from pydantic_core import to_json
 
 from quiver.config import ServerConfig
 from quiver.server import create_app
+from quiver.server._online_json import dumps, iso_utc
 from quiver.server.deps import get_principal
-from quiver.server.fastpath import FAST_ROUTES, QuiverAPI, _lookup_request, iso_utc
+from quiver.server.fastpath import FAST_ROUTES, QuiverAPI, _lookup_request
 from quiver.server.schemas import FeastOnlineRequest, OnlineRequest
 from quiver.store import FeatureStore
 
@@ -250,9 +251,11 @@ _MAX_US = 253402300800 * 10**6 - 1  # 9999-12-31T23:59:59.999999
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(_MIN_US, _MAX_US) | st.sampled_from([0, -1, 1, 10**6, _MIN_US, _MAX_US]))
-def test_iso_utc_is_pydantics_datetime_json(us: int) -> None:
+def test_event_times_are_written_as_pydantic_writes_datetimes(us: int) -> None:
     when = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
     assert iso_utc(us) == json.loads(to_json(when))
+    assert iso_utc(us) == json.loads(to_json(when))  # again, from the cache
+    assert dumps([when]) == b"[" + to_json(when) + b"]"
 
 
 _scalars = st.one_of(
@@ -267,6 +270,16 @@ _json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
     max_leaves=6,
 )
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values)
+def test_dumps_writes_what_pydantic_writes(value: Any) -> None:
+    # Same JSON values (the float exponent may be spelled 1e16 or 1e+16): NaN and infinities
+    # as null, integers of any size.
+    assert json.loads(dumps(value)) == json.loads(to_json(value, inf_nan_mode="null"))
+
+
 _bodies = st.fixed_dictionaries(
     {},
     optional={

@@ -152,18 +152,10 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.declared_too_large(scope):
+            await self.too_large(scope, receive, send)
+            return
         limit = self.max_body_bytes
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared > limit:
-                    await self._too_large(scope, receive, send)
-                    return
-                break
-
         started = False
         received = 0
 
@@ -187,12 +179,25 @@ class GuardMiddleware:
         except StarletteHTTPException as exc:
             if started or exc.status_code != 413:
                 raise
-            await self._too_large(scope, receive, send)
+            await self.too_large(scope, receive, send)
         except Exception as exc:
             if started:
                 raise
-            response = _internal(scope.get("method", ""), scope.get("path", ""), exc)
-            await response(scope, receive, send)
+            await self.internal_error(scope, exc)(scope, receive, send)
+
+    def declared_too_large(self, scope: Scope) -> bool:
+        """Whether the request's ``Content-Length`` is over the limit."""
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                try:
+                    return int(value) > self.max_body_bytes
+                except ValueError:
+                    return False
+        return False
+
+    def internal_error(self, scope: Scope, exc: BaseException) -> JSONResponse:
+        """The 500 answer to an unexpected error (logged with its traceback and a request id)."""
+        return _internal(scope.get("method", ""), scope.get("path", ""), exc)
 
     def _too_large_message(self) -> str:
         return (
@@ -200,7 +205,8 @@ class GuardMiddleware:
             "(server.max_body_bytes); send fewer rows, or reference a file or data source"
         )
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer 413 (the body is over the limit)."""
         response = error_response(
             413,
             "payload_too_large",

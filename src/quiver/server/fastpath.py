@@ -28,41 +28,49 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from datetime import date
 from math import isfinite
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from pydantic_core import from_json, to_json
+from pydantic_core import from_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 
 from quiver.server._convert import check_columns
-from quiver.server.compat.feast import EPOCH, STATUS
+from quiver.server._online_json import feast_online_json, online_json
 from quiver.server.deps import get_principal
-from quiver.server.routers.serving import call_online
+from quiver.server.errors import GuardMiddleware
+from quiver.server.routers.serving import INLINE_ONLINE_STORES, call_online
 from quiver.server.schemas import FeastOnlineRequest, OnlineRequest
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from quiver.online.serving import OnlineResponse
+    from quiver.store import FeatureStore
 
-__all__ = ["FAST_ROUTES", "QuiverAPI", "feast_online_json", "iso_utc", "online_json"]
+
+__all__ = ["FAST_ROUTES", "QuiverAPI"]
 
 Route = Callable[["QuiverAPI", bytes, Request], Awaitable[bytes]]
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _CONTENT_TYPE = (b"content-type", b"application/json")
 _UNSET: Any = object()
+_TOO_LARGE: Any = object()
 
 
 class QuiverAPI(FastAPI):
     """FastAPI, with the online serving routes answered by a lean ASGI path (see the module)."""
 
     _fast: ASGIApp | None = _UNSET
+    _fast_store: FeatureStore
+    _fast_limit: int
+    _fast_inline: bool
+    _guard: GuardMiddleware
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in FAST_ROUTES:
@@ -86,38 +94,62 @@ class QuiverAPI(FastAPI):
         ):
             self._fast = None
             return None
-        app: ASGIApp = self._serve
-        for cls, args, kwargs in reversed(self.user_middleware):
-            app = cls(app, *args, **kwargs)
+        store = self._fast_store = self.state.store
+        self._fast_limit = self.state.settings.max_inline_rows
+        self._fast_inline = store.config.online_store.type in INLINE_ONLINE_STORES
+        middleware = self.user_middleware
+        app: ASGIApp
+        if len(middleware) == 1 and middleware[0].cls is GuardMiddleware:
+            # The default stack: the guard's checks run inline (same answers, no wrapper calls).
+            guard = middleware[0]
+            self._guard = GuardMiddleware(self._serve, *guard.args, **guard.kwargs)  # type: ignore[arg-type]
+            app = self._serve_guarded
+        else:
+            app = self._serve
+            for cls, args, kwargs in reversed(middleware):
+                app = cls(app, *args, **kwargs)
         self._fast = app
         return app
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)  # a body over the limit: GuardMiddleware answers 413
+        """The fast path inside the app's middleware (which answers 413 and 500)."""
+        body = await _read_body(receive, None)
+        if body is not None:  # else the client went away
+            await _send(scope, receive, send, await self._answer(scope, receive, body))
+
+    async def _serve_guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The fast path with :class:`GuardMiddleware`'s checks inline (the default app)."""
+        guard = self._guard
+        if guard.declared_too_large(scope):
+            await guard.too_large(scope, receive, send)
+            return
+        body = await _read_body(receive, guard.max_body_bytes)
         if body is None:  # the client went away
             return
+        if body is _TOO_LARGE:
+            await guard.too_large(scope, receive, send)
+            return
+        try:
+            answer = await self._answer(scope, receive, body)
+        except Exception as exc:  # nothing was sent yet
+            answer = guard.internal_error(scope, exc)
+        await _send(scope, receive, send, answer)
+
+    async def _answer(self, scope: Scope, receive: Receive, body: bytes) -> bytes | Response:
+        """The JSON body of a successful answer, or the app's error response."""
         request = Request(scope, receive)
         request._body = body  # request.body() keeps working for anyone who asks
         try:
             await get_principal(request)
-            payload = await FAST_ROUTES[scope["path"]](self, body, request)
+            return await FAST_ROUTES[scope["path"]](self, body, request)
         except Exception as exc:
             handler = self._handler_for(exc)
             if handler is None:
-                raise  # GuardMiddleware answers 500 and logs the traceback
+                raise  # an unexpected error: a 500 (GuardMiddleware logs the traceback)
             response = handler(request, exc)
             if inspect.isawaitable(response):
                 response = await response
-            await response(scope, receive, send)
-            return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-length", b"%d" % len(payload)), _CONTENT_TYPE],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+            return response
 
     def _handler_for(self, exc: Exception) -> Callable[..., Any] | None:
         """The app's exception handler for ``exc`` as FastAPI's routes would find it.
@@ -138,20 +170,40 @@ class QuiverAPI(FastAPI):
         return None
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def _send(scope: Scope, receive: Receive, send: Send, answer: bytes | Response) -> None:
+    if type(answer) is not bytes:
+        await answer(scope, receive, send)  # type: ignore[operator]
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", b"%d" % len(answer)), _CONTENT_TYPE],
+        }
+    )
+    await send({"type": "http.response.body", "body": answer})
+
+
+async def _read_body(receive: Receive, limit: int | None) -> Any:
+    """The request body; ``None`` if the client went away, ``_TOO_LARGE`` past ``limit``."""
     message = await receive()
     if message["type"] == "http.disconnect":
         return None
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
-        return body
+        return _TOO_LARGE if limit is not None and len(body) > limit else body
     chunks = [body]
+    size = len(body)
     while message.get("more_body", False):
+        if limit is not None and size > limit:
+            return _TOO_LARGE
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunks.append(message.get("body", b""))
-    return b"".join(chunks)
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+    return _TOO_LARGE if limit is not None and size > limit else b"".join(chunks)
 
 
 def _parse(model: type[_Model], body: bytes) -> _Model:
@@ -164,11 +216,6 @@ def _parse(model: type[_Model], body: bytes) -> _Model:
             for err in exc.errors(include_url=False, include_input=False)
         ]
         raise RequestValidationError(errors) from None
-
-
-def _json(content: Any) -> bytes:
-    # The same serialization as quiver.server.routers.serving.json_response.
-    return to_json(content, inf_nan_mode="null", fallback=str)
 
 
 # -- the two routes ----------------------------------------------------------------------------
@@ -240,7 +287,7 @@ def _checked(
 ) -> tuple[_Lookup, int]:
     """The validated request and its number of entity rows (the routes' shared checks)."""
     req = _lookup_request(model, body)
-    limit = app.state.settings.max_inline_rows
+    limit = app._fast_limit
     entities = req.entities
     # One join key with 1..limit values passes check_columns: skip its general checks.
     n = len(next(iter(entities.values()))) if len(entities) == 1 else 0
@@ -249,28 +296,34 @@ def _checked(
     return req, n
 
 
-async def _online_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
-    start = time.perf_counter()
-    req, n = _checked(app, OnlineRequest, body)
-    result = await call_online(
-        app.state.store,
+async def _lookup(app: QuiverAPI, req: _Lookup) -> OnlineResponse:
+    """The store's lookup, as :func:`~quiver.server.routers.serving.call_online` makes it."""
+    if app._fast_inline:
+        return app._fast_store.get_online_features(
+            features=req.features,
+            entity_rows=req.entities,
+            feature_service=req.feature_service,
+            full_feature_names=req.full_feature_names,
+        )
+    return await call_online(
+        app._fast_store,
         features=req.features,
         entity_rows=req.entities,
         feature_service=req.feature_service,
         full_feature_names=req.full_feature_names,
     )
+
+
+async def _online_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
+    start = time.perf_counter()
+    req, n = _checked(app, OnlineRequest, body)
+    result = await _lookup(app, req)
     return online_json(result, n, req.feature_service, start)
 
 
 async def _feast_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
     req, n = _checked(app, FeastOnlineRequest, body)
-    result = await call_online(
-        app.state.store,
-        features=req.features,
-        entity_rows=req.entities,
-        feature_service=req.feature_service,
-        full_feature_names=req.full_feature_names,
-    )
+    result = await _lookup(app, req)
     return feast_online_json(result, n)
 
 
@@ -279,106 +332,3 @@ FAST_ROUTES: dict[str, Route] = {
     "/get-online-features": _feast_route,
 }
 """The paths (``POST``) the fast path answers."""
-
-
-# -- responses built from the result lists -----------------------------------------------------
-#
-# The features of one view share their statuses and event times (OnlineResponse.groups): each
-# conversion below runs once per view, not once per feature.
-
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_DATES: dict[int, str] = {}
-"""Days since the epoch -> ``YYYY-MM-DD`` (bounded: cleared when full)."""
-
-
-def iso_utc(us: int) -> str:
-    """Microseconds since the epoch as ISO 8601 UTC with ``Z``, exactly as pydantic's JSON
-    writes a UTC datetime (``2024-05-01T12:00:00Z``, ``2024-05-01T12:00:00.250000Z``)."""
-    days, rest = divmod(us, 86_400_000_000)
-    day = _DATES.get(days)
-    if day is None:
-        if len(_DATES) >= 4096:
-            _DATES.clear()
-        day = _DATES[days] = date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
-    seconds, fraction = divmod(rest, 1_000_000)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    if fraction:
-        return f"{day}T{hours:02d}:{minutes:02d}:{seconds:02d}.{fraction:06d}Z"
-    return f"{day}T{hours:02d}:{minutes:02d}:{seconds:02d}Z"
-
-
-def online_json(result: OnlineResponse, n: int, feature_service: str | None, start: float) -> bytes:
-    """The body of ``POST /api/v1/serving/online`` (``OnlineResponseOut``).
-
-    Args:
-        result: The lookup's result.
-        n: The number of entity rows.
-        feature_service: The requested feature service (echoed in the metadata).
-        start: ``time.perf_counter()`` when the request began (for ``latency_ms``).
-    """
-    keys, ent, val = result.join_keys, result.entity_columns, result.values
-    groups = [
-        (names, statuses, [None if t is None else iso_utc(t) for t in times])
-        for names, statuses, times in result.groups
-    ]
-    rows = []
-    for i in range(n):
-        values, statuses, stamps = {}, {}, {}
-        for names, sta, times in groups:
-            status, stamp = sta[i], times[i]
-            for f in names:
-                values[f] = val[f][i]
-                statuses[f] = status
-                stamps[f] = stamp
-        rows.append(
-            {
-                "entity": {k: ent[k][i] for k in keys},
-                "values": values,
-                "statuses": statuses,
-                "event_timestamps": stamps,
-            }
-        )
-    return _json(
-        {
-            "feature_names": result.feature_names,
-            "join_keys": keys,
-            "results": rows,
-            "metadata": {
-                "latency_ms": round((time.perf_counter() - start) * 1000, 3),
-                "feature_service": feature_service,
-            },
-        }
-    )
-
-
-def feast_online_json(result: OnlineResponse, n: int) -> bytes:
-    """The body of Feast's ``POST /get-online-features`` (``FeastOnlineResponse``).
-
-    Args:
-        result: The lookup's result.
-        n: The number of entity rows.
-    """
-    present, epoch = ["PRESENT"] * n, [EPOCH] * n
-    vectors: list[dict[str, Any]] = []
-    for key in result.join_keys:
-        vectors.append(
-            {"values": result.entity_columns[key], "statuses": present, "event_timestamps": epoch}
-        )
-    values = result.values
-    for names, statuses, times in result.groups:
-        if n == 1:  # the hot path: no comprehension needed
-            t = times[0]
-            feast = [STATUS.get(statuses[0], "NOT_FOUND")]
-            stamps = [EPOCH if t is None else iso_utc(t)]
-        else:
-            feast = [STATUS.get(s, "NOT_FOUND") for s in statuses]
-            stamps = [EPOCH if t is None else iso_utc(t) for t in times]
-        for name in names:
-            vectors.append({"values": values[name], "statuses": feast, "event_timestamps": stamps})
-    return _json(
-        {
-            "metadata": {"feature_names": [*result.join_keys, *result.feature_names]},
-            "results": vectors,
-        }
-    )

@@ -18,8 +18,9 @@ from fastapi import APIRouter, Request, Response
 from quiver.definitions import did_you_mean
 from quiver.errors import NotFoundError
 from quiver.server._convert import as_utc, check_columns, push_table
+from quiver.server._online_json import feast_online_json
 from quiver.server.deps import SettingsDep, StoreDep
-from quiver.server.routers.serving import call_online, json_response
+from quiver.server.routers.serving import call_online
 from quiver.server.schemas import (
     ERROR_RESPONSES,
     FeastMaterializeIncrementalRequest,
@@ -35,16 +36,7 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["feast"], responses=ERROR_RESPONSES)
 
-STATUS = {"present": "PRESENT", "not_found": "NOT_FOUND", "expired": "OUTSIDE_MAX_AGE"}
-EPOCH = "1970-01-01T00:00:00Z"
 _MODES = {"online": "online", "offline": "offline", "online_and_offline": "both", "both": "both"}
-
-
-def _ts(value: datetime | None) -> str:
-    if value is None:
-        return EPOCH
-    text = as_utc(value).isoformat()
-    return text.replace("+00:00", "Z")
 
 
 @router.post(
@@ -65,35 +57,7 @@ async def get_online_features(body: FeastOnlineRequest, request: Request) -> Res
         feature_service=body.feature_service,
         full_feature_names=body.full_feature_names,
     )
-    names: list[str] = []
-    vectors: list[dict[str, Any]] = []
-    for key in result.join_keys:
-        names.append(key)
-        vectors.append(
-            {
-                "values": result.entity_columns[key],
-                "statuses": ["PRESENT"] * n,
-                "event_timestamps": [EPOCH] * n,
-            }
-        )
-    stamps = result.event_timestamps
-    texts: dict[datetime | None, str] = {None: EPOCH}
-    for name in result.feature_names:
-        names.append(name)
-        column = []
-        for t in stamps[name]:
-            text = texts.get(t)
-            if text is None:
-                text = texts[t] = _ts(t)
-            column.append(text)
-        vectors.append(
-            {
-                "values": result.values[name],
-                "statuses": [STATUS.get(s, "NOT_FOUND") for s in result.statuses[name]],
-                "event_timestamps": column,
-            }
-        )
-    return json_response({"metadata": {"feature_names": names}, "results": vectors})
+    return Response(feast_online_json(result, n), media_type="application/json")
 
 
 def _views_for(store: Any, name: str) -> list[str]:

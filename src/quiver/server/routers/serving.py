@@ -17,6 +17,7 @@ from quiver.server._convert import (
     repo_input_path,
     table_rows,
 )
+from quiver.server._online_json import online_json
 from quiver.server.deps import SettingsDep, StoreDep
 from quiver.server.schemas import (
     ERROR_RESPONSES,
@@ -80,33 +81,9 @@ async def online(body: OnlineRequest, request: Request) -> Response:
         feature_service=body.feature_service,
         full_feature_names=body.full_feature_names,
     )
-    keys = list(result.join_keys)
-    names = list(result.feature_names)
-    ent, val, sta, ts = (
-        result.entity_columns,
-        result.values,
-        result.statuses,
-        result.event_timestamps,
+    return Response(
+        online_json(result, n, body.feature_service, start), media_type="application/json"
     )
-    results = [
-        {
-            "entity": {k: ent[k][i] for k in keys},
-            "values": {f: val[f][i] for f in names},
-            "statuses": {f: sta[f][i] for f in names},
-            "event_timestamps": {f: ts[f][i] for f in names},
-        }
-        for i in range(n)
-    ]
-    content = {
-        "feature_names": names,
-        "join_keys": keys,
-        "results": results,
-        "metadata": {
-            "latency_ms": round((time.perf_counter() - start) * 1000, 3),
-            "feature_service": body.feature_service,
-        },
-    }
-    return json_response(content)
 
 
 @router.post(
