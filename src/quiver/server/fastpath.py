@@ -282,10 +282,11 @@ def _lookup_request(model: type[OnlineRequest | FeastOnlineRequest], body: bytes
     return _new_tuple(_Lookup, fields)  # skips the NamedTuple's Python-level constructor
 
 
-def _checked(
+async def _lookup(
     app: QuiverAPI, model: type[OnlineRequest | FeastOnlineRequest], body: bytes
-) -> tuple[_Lookup, int]:
-    """The validated request and its number of entity rows (the routes' shared checks)."""
+) -> tuple[OnlineResponse, int, _Lookup]:
+    """Check the request as the FastAPI routes do, and make the same call to the store
+    (:func:`~quiver.server.routers.serving.call_online`): its result, rows and the request."""
     req = _lookup_request(model, body)
     limit = app._fast_limit
     entities = req.entities
@@ -293,37 +294,32 @@ def _checked(
     n = len(next(iter(entities.values()))) if len(entities) == 1 else 0
     if not 0 < n <= limit:
         n = check_columns(entities, limit)
-    return req, n
-
-
-async def _lookup(app: QuiverAPI, req: _Lookup) -> OnlineResponse:
-    """The store's lookup, as :func:`~quiver.server.routers.serving.call_online` makes it."""
     if app._fast_inline:
-        return app._fast_store.get_online_features(
-            features=req.features,
-            entity_rows=req.entities,
+        result = app._fast_store.get_online_features(
+            req.features,
+            entities,
             feature_service=req.feature_service,
             full_feature_names=req.full_feature_names,
         )
-    return await call_online(
-        app._fast_store,
-        features=req.features,
-        entity_rows=req.entities,
-        feature_service=req.feature_service,
-        full_feature_names=req.full_feature_names,
-    )
+    else:
+        result = await call_online(
+            app._fast_store,
+            features=req.features,
+            entity_rows=entities,
+            feature_service=req.feature_service,
+            full_feature_names=req.full_feature_names,
+        )
+    return result, n, req
 
 
 async def _online_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
     start = time.perf_counter()
-    req, n = _checked(app, OnlineRequest, body)
-    result = await _lookup(app, req)
+    result, n, req = await _lookup(app, OnlineRequest, body)
     return online_json(result, n, req.feature_service, start)
 
 
 async def _feast_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
-    req, n = _checked(app, FeastOnlineRequest, body)
-    result = await _lookup(app, req)
+    result, n, _ = await _lookup(app, FeastOnlineRequest, body)
     return feast_online_json(result, n)
 
 
