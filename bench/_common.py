@@ -1,8 +1,11 @@
 """Helpers shared by the benchmarks: timing, medians, peak memory, child processes, tables.
 
-Peak memory is measured per measured case by running the case in a **child process** and
-reading that child's own ``ru_maxrss`` from ``os.wait4`` (the kernel's high-water mark of its
-resident set: Python, Arrow and DuckDB allocations alike, including the data the case loads).
+Peak memory is measured per measured case by running the case in a **child process**, which
+reports its own ``VmHWM`` from ``/proc/self/status`` when the case is done (the kernel's
+high-water mark of its resident set: Python, Arrow and DuckDB allocations alike, including the
+data the case loads). Not ``ru_maxrss`` from ``os.wait4``: Linux carries the parent's peak into
+a child across fork and exec, so a parent that already held benchmark data would inflate it
+(``ru_maxrss`` is the fallback where ``/proc`` is missing).
 Timings are taken inside the child with ``time.perf_counter`` after a warm-up run, so process
 start-up and imports are not timed.
 
@@ -103,7 +106,8 @@ def run_child(script: str | Path, case: str, args: dict[str, Any]) -> ChildResul
     if isinstance(payload, list):
         payload = {"times": payload}
     times = payload.pop("times")
-    return ChildResult(times=times, extra=payload, peak_rss=usage.ru_maxrss * 1024)
+    peak = payload.pop("_vm_hwm", 0) or usage.ru_maxrss * 1024
+    return ChildResult(times=times, extra=payload, peak_rss=peak)
 
 
 def child_main(namespace: dict[str, Any]) -> bool:
@@ -112,8 +116,23 @@ def child_main(namespace: dict[str, Any]) -> bool:
         return False
     case, args, out_path = sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
     result = namespace[case](args)
+    if isinstance(result, list):
+        result = {"times": result}
+    result["_vm_hwm"] = _vm_hwm()
     Path(out_path).write_text(json.dumps(result))
     return True
+
+
+def _vm_hwm() -> int:
+    """This process's peak resident set in bytes (``VmHWM``; 0 where ``/proc`` is missing)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def fmt_seconds(seconds: float) -> str:

@@ -268,7 +268,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per target")
     parser.add_argument("--connections", type=int, default=2, help="keep-alive connections")
     parser.add_argument("--customers", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per target")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per target")
     parser.add_argument("--reference-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
