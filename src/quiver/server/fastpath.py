@@ -8,14 +8,18 @@ keeps every guarantee of the documented routes:
 
 - the app's own middleware (``user_middleware``: :class:`~quiver.server.errors.GuardMiddleware`
   with the body limit (413) and the last-resort JSON 500, and any middleware added later) wraps
-  the fast path too;
+  the fast path too; when it is the default stack (the guard alone), the guard's checks run
+  inline, with the same answers;
 - the caller is identified by the same :func:`~quiver.server.deps.get_principal`;
 - the body is validated by the same pydantic request models (plain JSON of exactly the
   expected types is taken as parsed, which is what the models would give), and every error
   (invalid body, :class:`~quiver.errors.QuiverError`, HTTP errors) is answered by the app's
   registered exception handlers: the same statuses and error JSON;
-- the lookup is the same call (:func:`~quiver.server.routers.serving.call_online`), and a
-  successful response is the same JSON as the FastAPI routes give (the tests compare them).
+- the lookup is the same call as :func:`~quiver.server.routers.serving.call_online` makes, and
+  a successful response is built by the same :mod:`quiver.server._online_json` functions as the
+  FastAPI routes use (the tests compare the two paths).
+
+The app's store and settings (``app.state``) are read once, at the first request.
 
 The FastAPI routes stay in the app: they document the API (OpenAPI) and answer whenever the fast
 path steps aside: when dependency overrides are set, under a root path, with FastAPI's own
