@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -183,3 +184,63 @@ def serve_repo() -> Iterator[Callable[..., Server]]:
     finally:
         for srv in started:
             srv.stop()
+
+
+@dataclass
+class S3:
+    """Moto's S3 server: its endpoint, a bucket, and the server settings that use it."""
+
+    endpoint: str
+    bucket: str = "quiver-e2e"
+
+    def client(self) -> Any:
+        """A boto3 S3 client of the endpoint."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
+        )
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The ``QUIVER_S3__*`` settings of a server that uses this endpoint."""
+        return {
+            "QUIVER_S3__ENDPOINT_URL": self.endpoint,
+            "QUIVER_S3__REGION": "us-east-1",
+            "QUIVER_S3__ACCESS_KEY_ID": "test",
+            "QUIVER_S3__SECRET_ACCESS_KEY": "test",
+        }
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3]:
+    """Moto's S3 server (real HTTP, the S3 protocol) on a free loopback port, with a bucket."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = S3(endpoint=f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(
+                    "moto's S3 server did not start; pip install 'moto[server]'"
+                ) from None
+            time.sleep(0.1)
+    try:
+        server.client().create_bucket(Bucket=server.bucket)
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

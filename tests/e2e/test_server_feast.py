@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -18,14 +18,43 @@ def assert_error(response: httpx.Response, status: int) -> Any:
     return error
 
 
+BEHAVIOR_ROW = {
+    "tenure_months": 7,
+    "monthly_charges": 42.0,
+    "total_charges": 294.5,
+    "support_tickets": 0,
+    "orders": 3,
+    "avg_order_value": 19.9,
+    "days_since_last_order": 2,
+}
+FEAST_STATUS = {"present": "PRESENT", "not_found": "NOT_FOUND", "expired": "OUTSIDE_MAX_AGE"}
+EPOCH = "1970-01-01T00:00:00Z"
+
+
+def _zulu(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def test_get_online_features_shape(client: httpx.Client) -> None:
+    """Feast's response shape, with every status pinned whatever ran before on this server.
+
+    Customer 1 comes from the demo data: whether its 30-day TTL behaviour values have expired
+    depends on the materializations earlier tests made, so it is checked against Quiver's own
+    online API; two fresh keys are pushed with a known fresh and a known stale row.
+    """
+    fresh = 610_000 + uuid.uuid4().int % 40_000
+    stale = fresh + 40_000
+    now = datetime.now(UTC).replace(microsecond=0)
+    pushed = {fresh: now - timedelta(hours=1), stale: now - timedelta(days=40)}
+    for key, when in pushed.items():
+        row = {"customer_id": key, "event_timestamp": when.isoformat(), **BEHAVIOR_ROW}
+        response = client.post("/api/v1/push", json={"view": "customer_behavior", "rows": [row]})
+        assert response.status_code == 200, response.text
+    keys = [1, fresh, stale, 999_999]
+    features = [*DEMOGRAPHICS, "customer_behavior:tenure_months"]
     response = client.post(
         "/get-online-features",
-        json={
-            "features": [*DEMOGRAPHICS, "customer_behavior:tenure_months"],
-            "entities": {"customer_id": [1, 2, 999_999]},
-            "full_feature_names": False,
-        },
+        json={"features": features, "entities": {"customer_id": keys}, "full_feature_names": False},
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -35,22 +64,34 @@ def test_get_online_features_shape(client: httpx.Client) -> None:
     assert len(results) == 4
     for vector in results:
         assert set(vector) == {"values", "statuses", "event_timestamps"}
-        assert len(vector["values"]) == len(vector["statuses"]) == 3
-        assert len(vector["event_timestamps"]) == 3
-    keys = results[0]
-    assert keys["values"] == [1, 2, 999_999]
-    assert keys["statuses"] == ["PRESENT"] * 3
-    assert keys["event_timestamps"] == ["1970-01-01T00:00:00Z"] * 3
-    age = results[1]
-    assert age["statuses"] == ["PRESENT", "PRESENT", "NOT_FOUND"]
-    assert isinstance(age["values"][0], int) and age["values"][2] is None
-    assert age["event_timestamps"][0].endswith("Z") and age["event_timestamps"][0] > "2020"
-    assert age["event_timestamps"][2] == "1970-01-01T00:00:00Z"
-    tenure = results[3]
-    # the demo's weekly snapshots end on 2026-01-01 and the view's TTL is 30 days
-    if datetime.now(UTC) > datetime(2026, 2, 1, tzinfo=UTC):
-        assert tenure["statuses"][:2] == ["OUTSIDE_MAX_AGE"] * 2
-    assert tenure["statuses"][2] == "NOT_FOUND"
+        assert len(vector["values"]) == len(vector["statuses"]) == len(keys)
+        assert len(vector["event_timestamps"]) == len(keys)
+    key_vector, age, region, tenure = results
+    assert key_vector == {
+        "values": keys,
+        "statuses": ["PRESENT"] * 4,
+        "event_timestamps": [EPOCH] * 4,
+    }
+    # demographics (no TTL): customer 1 has them, the pushed keys and 999_999 do not
+    for vector, kind in ((age, int), (region, str)):
+        assert vector["statuses"] == ["PRESENT", "NOT_FOUND", "NOT_FOUND", "NOT_FOUND"]
+        assert isinstance(vector["values"][0], kind) and vector["values"][1:] == [None] * 3
+        first = vector["event_timestamps"][0]
+        assert first.endswith("Z") and "2020" < first < _zulu(now + timedelta(days=1))
+        assert vector["event_timestamps"][1:] == [EPOCH] * 3
+    # behaviour (30-day TTL): fresh is present, stale is outside the max age, 999_999 is absent
+    assert tenure["statuses"][1:] == ["PRESENT", "OUTSIDE_MAX_AGE", "NOT_FOUND"]
+    assert tenure["values"][1:] == [7, None, None]
+    assert tenure["event_timestamps"][1:] == [_zulu(pushed[fresh]), _zulu(pushed[stale]), EPOCH]
+    # customer 1: exactly what Quiver's own online API says, in Feast's words
+    native = client.post(
+        "/api/v1/serving/online", json={"features": features, "entities": {"customer_id": [1]}}
+    ).json()["results"][0]
+    for vector, name in ((age, "age"), (region, "region"), (tenure, "tenure_months")):
+        assert vector["statuses"][0] == FEAST_STATUS[native["statuses"][name]]
+        assert vector["values"][0] == native["values"][name]
+        assert vector["event_timestamps"][0] == (native["event_timestamps"][name] or EPOCH)
+    assert tenure["statuses"][0] in ("PRESENT", "OUTSIDE_MAX_AGE")
 
 
 def test_get_online_features_with_service_and_full_names(client: httpx.Client) -> None:

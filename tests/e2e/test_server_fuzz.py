@@ -12,15 +12,18 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, seed, settings
 from schemathesis.checks import not_a_server_error
 
 pytestmark = pytest.mark.slow
 
-# Bounded by default (the suite must stay fast); raise for a deeper run:
-# QUIVER_FUZZ_EXAMPLES=200 QUIVER_FUZZ_COVERAGE=1 pytest tests/e2e/test_server_fuzz.py
+# Bounded and derandomized by default (the suite must stay fast and repeatable); for a deeper
+# run raise the examples, and give seeds to explore other cases (one run per seed):
+# QUIVER_FUZZ_EXAMPLES=200 QUIVER_FUZZ_COVERAGE=1 QUIVER_FUZZ_SEED=7 \
+#     pytest tests/e2e/test_server_fuzz.py
 EXAMPLES = int(os.environ.get("QUIVER_FUZZ_EXAMPLES", "8"))
 COVERAGE = os.environ.get("QUIVER_FUZZ_COVERAGE", "0") == "1"
+SEED = os.environ.get("QUIVER_FUZZ_SEED")
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +48,10 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
-    derandomize=True,  # CI runs the same cases every time; raise QUIVER_FUZZ_EXAMPLES to explore
+    derandomize=SEED is None,  # CI runs the same cases every time; QUIVER_FUZZ_SEED explores
     suppress_health_check=list(HealthCheck),
 )
+@(seed(int(SEED)) if SEED is not None else lambda test: test)
 def test_no_request_gets_a_server_error(case: Any) -> None:
     response = case.call(timeout=60)
     case.validate_response(response, checks=[not_a_server_error])

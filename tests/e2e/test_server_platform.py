@@ -240,3 +240,25 @@ def test_platform_errors(client: httpx.Client, server: Any) -> None:
         client.post("/feast/features/service", json={"name": "s", "feature_views": []}), 422
     )
     assert client.get(f"/api/v1/feature-services/s_{suffix}").status_code == 404
+
+
+def test_batch_prediction_table_names_no_store_takes(client: httpx.Client) -> None:
+    """Odd table names are refused before any model, catalog or file is touched."""
+    url = "/feast/predictions/batch"
+    body = {"model_id": "ghost:1", "input_table": "churn_labels", "output_table": "scores"}
+    long = "t" * 64
+    for overrides in (
+        {"output_table": long},  # 'predictions.<64 chars>': Iceberg names stop at 63
+        {"output_table": "scores", "output_schema": long},
+        {"output_table": "a.b-c"},
+        {"output_table": "x" * 300 + "/y.parquet"},
+        {"output_table": "nul\x00/y.parquet"},
+    ):
+        error = assert_error(client.post(url, json={**body, **overrides}), 422)
+        assert "output" in error["message"]
+    for table in ("n" * 250, f"ns.{long}", "a" * 300, "in\x00put"):
+        response = client.post(url, json={**body, "input_table": table})
+        assert response.status_code in (404, 422), response.text
+        assert_error(response, response.status_code)
+    # a well-formed request gets as far as the model
+    assert "ghost" in assert_error(client.post(url, json=body), 404)["message"]

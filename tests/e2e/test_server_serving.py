@@ -378,6 +378,40 @@ def test_historical_bad_requests(client: httpx.Client, server: Any) -> None:
     assert_error(client.post(url, json={"features": DEMOGRAPHICS, "entity_rows": big}), 413)
 
 
+def test_historical_to_s3(demo_repo: Path, serve_repo: Any, s3: Any) -> None:
+    """The Parquet output goes to the S3 object (it once went to a local file 's3:/...')."""
+    import io
+
+    server = serve_repo(demo_repo, env=s3.env)
+    key = f"training/{uuid.uuid4().hex[:8]}.parquet"
+    rows = {
+        "columns": ["customer_id", "event_timestamp"],
+        "data": [[1, "2025-06-01T00:00:00Z"], [2, "2025-06-01T00:00:00Z"], [3, _now()]],
+    }
+    with server.client() as client:
+        response = client.post(
+            "/api/v1/serving/historical",
+            json={
+                "features": DEMOGRAPHICS,
+                "entity_rows": rows,
+                "output": "parquet",
+                "output_path": f"s3://{s3.bucket}/{key}",
+            },
+        )
+        assert response.status_code == 200, response.text
+        inline = client.post(
+            "/api/v1/serving/historical", json={"features": DEMOGRAPHICS, "entity_rows": rows}
+        ).json()
+    answer = response.json()
+    assert answer["row_count"] == 3 and answer["output_path"] == f"s3://{s3.bucket}/{key}"
+    assert answer["columns"] == ["customer_id", "event_timestamp", "age", "region"]
+    body = s3.client().get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+    table = pq.read_table(io.BytesIO(body))
+    assert table.column_names == answer["columns"]
+    assert [list(r.values())[2:] for r in table.to_pylist()] == [r[2:] for r in inline["data"]]
+    assert not list(demo_repo.rglob("s3:*")) and not list(Path.cwd().glob("s3:*"))
+
+
 # --- materialization ---------------------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from quiver.registry import Registry
 
 __all__ = [
+    "MAX_VERSION",
     "STAGES",
     "ModelRecord",
     "ModelRegistry",
@@ -38,10 +39,14 @@ __all__ = [
     "PredictionJob",
     "format_model_id",
     "parse_model_id",
+    "storable_version",
 ]
 
 STAGES: tuple[str, ...] = ("none", "staging", "production", "archived")
-_ID_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,62}):(\d+)$")
+MAX_VERSION = 2**31 - 1
+"""The largest version number: versions are 32-bit INTEGER columns (SQLite and PostgreSQL)."""
+_MAX_LIMIT = 2**31 - 1  # a LIMIT every database accepts
+_ID_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,62}):([0-9]{1,30})$")
 
 
 def format_model_id(name: str, version: int) -> str:
@@ -66,6 +71,16 @@ def parse_model_id(model: str) -> tuple[str, int | None]:
     raise InvalidError(
         f"{model!r} is not a model id ('name:version', e.g. 'churn_model:3') nor a model name"
     )
+
+
+def storable_version(version: int) -> bool:
+    """Whether ``version`` can exist at all (1..:data:`MAX_VERSION`).
+
+    A number outside that range is never sent to the database, where it would not fit the column
+    (SQLite refuses Python ints above 64 bits, PostgreSQL's ``integer`` is 32 bits): the caller
+    answers "not found" instead.
+    """
+    return 1 <= version <= MAX_VERSION
 
 
 def check_stage(stage: str) -> str:
@@ -506,6 +521,8 @@ class ModelRegistry:
             NotFoundError: no such model or version.
         """
         stage = check_stage(stage)
+        if not storable_version(version):
+            self.get_version(name, version)  # raises the NotFoundError listing the versions
         now = datetime.now(UTC)
         with self.registry.transaction() as conn:
             key = (model_versions.c.project == self.project) & (model_versions.c.model_name == name)
@@ -596,6 +613,8 @@ class ModelRegistry:
 
     def get_job(self, job_id: str) -> PredictionJob:
         """One prediction job, or raise :class:`NotFoundError`."""
+        if "\x00" in job_id:  # ids are hex; PostgreSQL refuses NUL in any text
+            raise NotFoundError(f"prediction job {job_id!r} does not exist")
         with self._read() as conn:
             row = conn.execute(
                 sa.select(prediction_jobs).where(
@@ -608,14 +627,22 @@ class ModelRegistry:
         return _job_from_row(row)
 
     def list_jobs(self, model: str | None = None, limit: int = 100) -> list[PredictionJob]:
-        """Prediction jobs, newest first, optionally of one model."""
+        """Prediction jobs, newest first, optionally of one model (name or id).
+
+        Raises:
+            InvalidError: a malformed model id, or a ``limit`` below 1.
+        """
+        if limit < 1:
+            raise InvalidError(f"limit must be at least 1, got {limit}")
         query = sa.select(prediction_jobs).where(prediction_jobs.c.project == self.project)
         if model is not None:
             name, version = parse_model_id(model)
             query = query.where(prediction_jobs.c.model_name == name)
             if version is not None:
+                if not storable_version(version):
+                    return []  # no such version, so no jobs of it
                 query = query.where(prediction_jobs.c.model_version == version)
-        query = query.order_by(prediction_jobs.c.created_at.desc()).limit(limit)
+        query = query.order_by(prediction_jobs.c.created_at.desc()).limit(min(limit, _MAX_LIMIT))
         with self._read() as conn:
             rows = conn.execute(query).all()
         return [_job_from_row(r) for r in rows]

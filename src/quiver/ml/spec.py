@@ -65,15 +65,19 @@ _ALGORITHM_ALIASES = {
 
 def _utc(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00+01:00: before year 1 in UTC
+            raise ValueError(f"{value.isoformat()} is out of range in UTC") from None
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     if isinstance(value, str) and value.strip():
         text = value.strip().replace("Z", "+00:00")
         try:
-            return _utc(datetime.fromisoformat(text))
+            parsed = datetime.fromisoformat(text)
         except ValueError:
             raise ValueError(f"{value!r} is not an ISO date or date-time") from None
+        return _utc(parsed)
     return value
 
 
@@ -168,7 +172,7 @@ class TrainingSpec(_Strict):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     test_size: float = 0.2
     split: Literal["time", "random"] = "time"
-    random_state: int = 42
+    random_state: int = Field(default=42, ge=0, le=2**32 - 1)
     description: str = ""
 
     @field_validator("name")

@@ -140,8 +140,8 @@ def s3_filesystem(config: RepoConfig) -> pafs.S3FileSystem:
         kwargs["secret_key"] = s3.secret_access_key
         if s3.session_token:
             kwargs["session_token"] = s3.session_token
-    try:
-        return pafs.S3FileSystem(**kwargs)
+    try:  # delayed open: a small output is one PUT, a large one a multipart upload
+        return pafs.S3FileSystem(allow_delayed_open=True, **kwargs)
     except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for bad settings
         raise ConfigError(f"cannot set up S3 access from the 's3:' settings: {exc}") from exc
 

@@ -44,6 +44,14 @@ def _one_line(error: BaseException | None) -> str:
     return " ".join(str(error).split())
 
 
+def _storable(name: str) -> bool:
+    """Whether an object could be called ``name`` (PostgreSQL refuses NUL in any text).
+
+    Names are plain identifiers, so a name with NUL is simply not found, without a query.
+    """
+    return "\x00" not in name
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -255,6 +263,8 @@ class Registry:
         self, kind: str, name: str, conn: Connection | None = None
     ) -> ObjectRecord | None:
         """The current record of one object, or ``None``."""
+        if not _storable(name):
+            return None
         query = sa.select(objects).where(
             objects.c.project == self.project, objects.c.kind == kind, objects.c.name == name
         )
@@ -315,6 +325,8 @@ class Registry:
 
     def kinds_of(self, name: str) -> builtins.list[str]:
         """The kinds that have a current object called ``name``."""
+        if not _storable(name):
+            return []
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(objects.c.kind).where(
@@ -325,6 +337,8 @@ class Registry:
 
     def history_kinds_of(self, name: str) -> builtins.list[str]:
         """The kinds with any history (deleted objects included) for ``name``."""
+        if not _storable(name):
+            return []
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(object_versions.c.kind)
@@ -335,16 +349,18 @@ class Registry:
 
     def history(self, kind: str, name: str) -> builtins.list[VersionRecord]:
         """Every version of one object, oldest first (deletions included)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(object_versions)
-                .where(
-                    object_versions.c.project == self.project,
-                    object_versions.c.kind == kind,
-                    object_versions.c.name == name,
-                )
-                .order_by(object_versions.c.version)
-            ).all()
+        rows: Any = []
+        if _storable(name):
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(object_versions)
+                    .where(
+                        object_versions.c.project == self.project,
+                        object_versions.c.kind == kind,
+                        object_versions.c.name == name,
+                    )
+                    .order_by(object_versions.c.version)
+                ).all()
         if not rows:
             raise NotFoundError(
                 f"{KIND_LABELS[kind]} '{name}' has no history in project '{self.project}'"

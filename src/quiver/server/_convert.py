@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quiver.errors import InvalidError, NotFoundError, PayloadTooLargeError
+from quiver.errors import BackendError, InvalidError, NotFoundError, PayloadTooLargeError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -17,7 +19,10 @@ if TYPE_CHECKING:
 __all__ = [
     "as_utc",
     "check_columns",
+    "check_path_text",
+    "iceberg_ref",
     "inline_table",
+    "looks_like_path",
     "output_path",
     "push_table",
     "repo_input_path",
@@ -25,9 +30,32 @@ __all__ = [
 ]
 
 
+_US = timedelta(microseconds=1)
+_MIN_US = (datetime.min.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // _US
+_MAX_US = (datetime.max.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // _US
+_TIME_RANGE = "between 0001-01-01 and 9999-12-31 in UTC"
+_GLOB = re.compile(r"[*?\[]")
+_MAX_PATH_BYTES = 4096
+_MAX_NAME_BYTES = 255
+_CLIENT_OS_ERRORS = frozenset(
+    {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ELOOP, errno.EINVAL}
+)
+
+
 def as_utc(value: datetime) -> datetime:
-    """``value`` as an aware UTC datetime (naive is taken as UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    """``value`` as an aware UTC datetime (naive is taken as UTC).
+
+    Raises:
+        InvalidError: the time is outside years 1..9999 once moved to UTC.
+    """
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise InvalidError(
+            f"timestamp {value.isoformat()} is out of range: use a time {_TIME_RANGE}"
+        ) from exc
 
 
 def check_columns(entities: Mapping[str, Sequence[Any]], limit: int, what: str = "entities") -> int:
@@ -77,7 +105,7 @@ def _timestamps(name: str, arr: pa.Array) -> pa.Array:
 
     target = pa.timestamp("us", tz="UTC")
     if t.is_timestamp(arr.type):
-        return arr.cast(target)
+        return _in_range(name, arr.cast(target))
     if t.is_null(arr.type):
         return arr.cast(target)
     try:
@@ -87,11 +115,26 @@ def _timestamps(name: str, arr: pa.Array) -> pa.Array:
             parsed = pd.to_datetime(arr.to_pandas(), utc=True, format="ISO8601")
         else:
             raise TypeError(f"values of type {arr.type}")
-        return pa.array(parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]"), type=target)
+        out = pa.array(parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]"), type=target)
     except (ValueError, TypeError, OverflowError, pd.errors.OutOfBoundsDatetime) as exc:
         raise InvalidError(
             f"column '{name}' must hold ISO 8601 timestamps (e.g. '2026-01-01T00:00:00Z'): {exc}"
         ) from exc
+    return _in_range(name, out)
+
+
+def _in_range(name: str, arr: pa.Array) -> pa.Array:
+    """``arr`` (``timestamp[us, UTC]``) if every value is a time Python can represent."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    bounds = pc.min_max(arr.cast(pa.int64()))
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low is not None and (low < _MIN_US or high > _MAX_US):
+        raise InvalidError(
+            f"column '{name}' holds a timestamp out of range: use times {_TIME_RANGE}"
+        )
+    return arr
 
 
 def inline_table(
@@ -190,34 +233,135 @@ def table_rows(table: pa.Table) -> list[list[Any]]:
     return [list(r) for r in zip(*cols, strict=True)] if cols else []
 
 
-def repo_input_path(store: FeatureStore, path: str) -> str:
-    """An input file path: ``s3://`` as is, a local one inside the repo (made absolute).
+def check_path_text(path: str, what: str) -> str:
+    """Refuse path text no file system accepts, before it reaches one; returns ``path``.
 
     Raises:
-        InvalidError: a local path outside the repository.
-        NotFoundError: a local path that does not exist.
+        InvalidError: a NUL character, a path longer than 4096 bytes or a file or directory
+            name longer than 255 bytes.
     """
-    if "://" in path:
-        if not path.startswith("s3://"):
-            raise InvalidError(f"entity_path {path!r}: only local paths and s3:// URIs are read")
-        return path
-    root = store.repo_path.resolve()
-    resolved = store.config.resolve(path)
-    if not resolved.is_relative_to(root):
+    shown = path if len(path) <= 80 else path[:77] + "..."
+    if "\x00" in path:
+        raise InvalidError(f"{what} {shown!r} contains a NUL character")
+    if len(path.encode("utf-8", "surrogatepass")) > _MAX_PATH_BYTES:
+        raise InvalidError(f"{what} {shown!r} is longer than {_MAX_PATH_BYTES} bytes")
+    parts = path.replace("\\", "/").split("/")
+    if any(len(p.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES for p in parts):
         raise InvalidError(
-            f"entity_path {path!r} is outside the repository {root}; the API reads local files "
-            "inside the repo only"
+            f"{what} {shown!r} has a file or directory name longer than {_MAX_NAME_BYTES} bytes"
         )
-    if not resolved.exists():
-        raise NotFoundError(f"entity_path {path!r} does not exist (looked at {resolved})")
+    return path
+
+
+def _os_error(exc: OSError, what: str, path: str) -> Exception:
+    """An OS error about a client's path: their mistake (422) or the server's (503)."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in _CLIENT_OS_ERRORS:
+        return InvalidError(f"{what} {path!r} cannot be used: {reason}")
+    return BackendError(f"{what} {path!r}: {reason}")
+
+
+def _s3_uri(path: str, what: str, *, needs_key: bool) -> str:
+    bucket, _, key = path.split("://", 1)[1].partition("/")
+    if not bucket or (needs_key and not key.strip("/")):
+        example = "s3://bucket/path/file.parquet" if needs_key else "s3://bucket/path"
+        missing = "object" if bucket else "bucket"
+        raise InvalidError(f"{what} {path!r} names no {missing}: write {example}")
+    return path
+
+
+def repo_input_path(store: FeatureStore, path: str, what: str = "entity_path") -> str:
+    """An input path: ``s3://`` as is, a local one inside the repo (made absolute).
+
+    A local path may be a file, a directory or a glob (``data/*.parquet``); a glob is not
+    checked for matches here (the reader says when nothing matches).
+
+    Args:
+        store: The feature store (its repo is the only local place read).
+        path: The client's path.
+        what: The request field, for error messages.
+
+    Raises:
+        InvalidError: a local path outside the repository, or one no file system accepts.
+        NotFoundError: a local path (not a glob) that does not exist.
+    """
+    check_path_text(path, what)
+    if "://" in path:
+        if not path.lower().startswith(("s3://", "s3a://")):
+            raise InvalidError(f"{what} {path!r}: only local paths and s3:// URIs are read")
+        return _s3_uri(path, what, needs_key=False)
+    root = store.repo_path.resolve()
+    try:
+        resolved = store.config.resolve(path)
+        if not resolved.is_relative_to(root):
+            raise InvalidError(
+                f"{what} {path!r} is outside the repository {root}; the API reads local files "
+                "inside the repo only"
+            )
+        exists = _GLOB.search(path) is not None or resolved.exists()
+    except RuntimeError as exc:  # '~user' with no such user
+        raise InvalidError(f"{what} {path!r}: {exc}") from exc
+    except OSError as exc:
+        raise _os_error(exc, what, path) from exc
+    if not exists:
+        raise NotFoundError(f"{what} {path!r} does not exist (looked at {resolved})")
     return str(resolved)
 
 
-def output_path(store: FeatureStore, path: str | None, prefix: str) -> str:
-    """Where to write an output file: ``s3://`` as is, or a path under the data directory.
+def looks_like_path(text: str) -> bool:
+    """Whether a table reference names a file, directory or glob rather than a table."""
+    lowered = text.lower()
+    return (
+        "/" in text
+        or "\\" in text
+        or _GLOB.search(text) is not None
+        or lowered.endswith((".parquet", ".pq", ".csv", ".csv.gz"))
+    )
+
+
+def iceberg_ref(text: str, what: str) -> str:
+    """An Iceberg table reference ``iceberg:[catalog/]namespace.table``, checked.
+
+    ``text`` may carry the ``iceberg:`` prefix or not.
 
     Raises:
-        InvalidError: a local path that leaves the data directory.
+        InvalidError: not ``[catalog/]namespace.table`` made of plain identifiers (letters,
+            digits and ``_``, at most 63 characters each).
+    """
+    from quiver.definitions import NAME_RE
+
+    body = text.strip().removeprefix("iceberg:").removeprefix("//")
+    catalog, _, table = body.rpartition("/")
+    parts = table.split(".")
+    if (
+        len(parts) < 2
+        or not all(NAME_RE.match(p) for p in parts)
+        or (catalog and not NAME_RE.match(catalog))
+    ):
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise InvalidError(
+            f"{what} {shown!r} is not an Iceberg table: write 'namespace.table' or "
+            "'catalog/namespace.table' with plain identifiers (letters, digits and '_', at most "
+            "63 characters each)"
+        )
+    return f"iceberg:{catalog + '/' if catalog else ''}{table}"
+
+
+def output_path(
+    store: FeatureStore, path: str | None, prefix: str, what: str = "output_path"
+) -> str:
+    """Where to write an output file: ``s3://`` as is, or a path under the data directory.
+
+    Args:
+        store: The feature store (outputs go under its data directory).
+        path: The client's path (relative to the data directory), or ``None`` for a new file
+            ``outputs/<prefix>-<time>-<id>.parquet``.
+        prefix: The file name prefix of a default path.
+        what: The request field, for error messages.
+
+    Raises:
+        InvalidError: a local path that leaves the data directory, names a directory, or that
+            no file system accepts.
     """
     import uuid
 
@@ -225,17 +369,28 @@ def output_path(store: FeatureStore, path: str | None, prefix: str) -> str:
     if path is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         target = data / "outputs" / f"{prefix}-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-    elif "://" in path:
-        if not path.startswith("s3://"):
-            raise InvalidError(f"output_path {path!r}: use a local path or an s3:// URI")
-        return path
     else:
-        p = Path(path).expanduser()
-        target = (p if p.is_absolute() else data / p).resolve()
+        check_path_text(path, what)
+        if "://" in path:
+            if not path.startswith("s3://"):
+                raise InvalidError(f"{what} {path!r}: use a local path or an s3:// URI")
+            return _s3_uri(path, what, needs_key=True)
+        try:
+            p = Path(path).expanduser()
+            target = (p if p.is_absolute() else data / p).resolve()
+        except RuntimeError as exc:  # '~user' with no such user
+            raise InvalidError(f"{what} {path!r}: {exc}") from exc
+        except OSError as exc:
+            raise _os_error(exc, what, path) from exc
         if not target.is_relative_to(data):
             raise InvalidError(
-                f"output_path {path!r} is outside the data directory {data}; the API writes "
+                f"{what} {path!r} is outside the data directory {data}; the API writes "
                 "only under it (relative paths are relative to it)"
             )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if target.is_dir():
+            raise InvalidError(f"{what} {path!r} is a directory; give a .parquet file path")
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _os_error(exc, what, str(path)) from exc
     return str(target)

@@ -7,13 +7,92 @@ whose :class:`~quiver.errors.QuiverError` becomes the same JSON error body.
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from quiver.ml.registry import MAX_VERSION
 
 JsonScalar = str | int | float | bool | None
 """A JSON value that can be a join key, a feature value or a cell of an entity table."""
+
+MAX_CHUNK_ROWS = 10_000_000
+"""The largest ``chunk_rows`` of a batch prediction (a chunk is held in memory)."""
+
+VersionPath = Annotated[
+    int, Path(ge=1, le=MAX_VERSION, description="a version number (1 to 2**31 - 1)")
+]
+"""A version in a URL path: registry objects and models (32-bit in the registry database)."""
+
+
+# --- request bodies ----------------------------------------------------------------------------
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value holds a string (or key) that is not valid Unicode."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+class StrictJSONRequest(Request):
+    """A request whose JSON body must be valid Unicode.
+
+    JSON may escape a lone UTF-16 surrogate (``"\\ud800"``), which Python's ``json`` decodes
+    into a string that no database, file system or UTF-8 encoder accepts. Such a body is
+    refused as invalid JSON (422), like every other malformed body; surrogate pairs (escaped
+    emoji) are fine.
+    """
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            data = json.loads(body)
+            match = _SURROGATE_ESCAPE.search(body)
+            if match is not None and _lone_surrogate(data):
+                raise json.JSONDecodeError(
+                    "a string holds a lone UTF-16 surrogate escape (e.g. \\ud800), which is "
+                    "not valid Unicode",
+                    body.decode("utf-8", "replace"),
+                    match.start(),
+                )
+            self._json = data
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    """A route that parses JSON bodies with :class:`StrictJSONRequest`.
+
+    Routers opt in with ``APIRouter(route_class=StrictJSONRoute)``.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict_handler(request: Request) -> Response:
+            return await handler(StrictJSONRequest(request.scope, request.receive))
+
+        return strict_handler
 
 
 class _In(BaseModel):
@@ -240,7 +319,7 @@ class HistoryOut(_Out):
 class RestoreRequest(_In):
     """Which version to make current again."""
 
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
 
 
 # --- feature discovery -------------------------------------------------------------------------
@@ -373,14 +452,19 @@ class MaterializeRequest(_In):
 
 
 class RunOut(_Out):
-    """One materialization run."""
+    """One materialization run of one feature view over ``[start, end)``."""
 
-    model_config = ConfigDict(extra="allow")
-
-    view: str | None = None
-    status: str | None = None
-    rows: int | None = None
+    run_id: str
+    view: str
+    status: str = Field(description="running, succeeded or failed")
+    start: datetime | None = Field(description="null: from the beginning of the data")
+    end: datetime
+    rows_written: int = Field(description="rows written to the online store")
     duration_seconds: float | None = None
+    error: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+    schema_version: str = Field(description="the hash of the view's schema the run wrote")
 
 
 class RunListOut(_Out):

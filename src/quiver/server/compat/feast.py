@@ -30,11 +30,12 @@ from quiver.server.schemas import (
     FeastOnlineResponse,
     FeastPushRequest,
     FeastWriteRequest,
+    StrictJSONRoute,
 )
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["feast"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["feast"], responses=ERROR_RESPONSES, route_class=StrictJSONRoute)
 
 _MODES = {"online": "online", "offline": "offline", "online_and_offline": "both", "both": "both"}
 

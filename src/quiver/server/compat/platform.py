@@ -43,6 +43,7 @@ from quiver.server.schemas import (
     PlatformServiceIn,
     PlatformSource,
     PlatformStatus,
+    StrictJSONRoute,
 )
 from quiver.types import dtype_from_arrow, normalize_dtype
 
@@ -51,7 +52,12 @@ if TYPE_CHECKING:
 
 __all__ = ["platform_dtype", "router"]
 
-router = APIRouter(prefix="/feast", tags=["feast-platform"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/feast",
+    tags=["feast-platform"],
+    responses=ERROR_RESPONSES,
+    route_class=StrictJSONRoute,
+)
 
 AllowBreaking = Annotated[bool, Query(description="accept breaking changes to an existing view")]
 

@@ -25,14 +25,25 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from quiver.errors import InvalidError, NotFoundError
-from quiver.server._convert import output_path, repo_input_path
+from quiver.server._convert import (
+    check_path_text,
+    iceberg_ref,
+    looks_like_path,
+    output_path,
+    repo_input_path,
+)
 from quiver.server.deps import SettingsDep, StoreDep
 from quiver.server.routers.predictions import run_online
-from quiver.server.schemas import ERROR_RESPONSES, JsonScalar
+from quiver.server.schemas import ERROR_RESPONSES, JsonScalar, StrictJSONRoute
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/feast", tags=["feast-platform"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/feast",
+    tags=["feast-platform"],
+    responses=ERROR_RESPONSES,
+    route_class=StrictJSONRoute,
+)
 
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -73,7 +84,7 @@ class PlatformModelIn(_In):
     model_type: Literal["classification", "regression"]
     training_data: PlatformTrainingData
     hyperparameters: PlatformHyperparameters = Field(default_factory=PlatformHyperparameters)
-    test_size: float = 0.2
+    test_size: float = Field(default=0.2, gt=0.0, lt=1.0)
     description: str = ""
     algorithm: str | None = Field(default=None, description="scikit-learn only")
     features: list[str] | str | None = Field(
@@ -188,12 +199,13 @@ def _input_ref(store: Any, text: str, what: str) -> str:
     value = text.strip()
     if not value:
         raise InvalidError(f"{what} is empty")
+    check_path_text(value, what)
     if _NAME.match(value) and store.registry.find("data_source", value) is not None:
         return value
     if value.startswith("iceberg:"):
-        return value
-    if "/" in value or value.lower().endswith((".parquet", ".csv", ".csv.gz")):
-        return repo_input_path(store, value)
+        return iceberg_ref(value, what)
+    if looks_like_path(value):
+        return repo_input_path(store, value, what)
     tried: list[str] = []
     if _DOTTED.match(value):
         if _iceberg_exists(store, value, tried):
@@ -204,15 +216,23 @@ def _input_ref(store: Any, text: str, what: str) -> str:
         tried.append(f"no data source '{value}'")
     data = store.config.data_path
     for candidate in (data / rel, data / f"{rel}.parquet"):
-        if candidate.exists():
+        try:
+            found = candidate.exists()
+        except OSError:  # e.g. a name one byte too long once '.parquet' is added
+            found = False
+        if found:
             return str(candidate)
         tried.append(f"no Parquet dataset at {candidate}")
+    shown = value if len(value) <= 80 else value[:77] + "..."
     raise NotFoundError(
-        f"{what} '{value}' not found: " + "; ".join(tried), details={"tried": tried}
+        f"{what} '{shown}' not found: " + "; ".join(tried), details={"tried": tried}
     )
 
 
 def _iceberg_exists(store: Any, identifier: str, tried: list[str]) -> bool:
+    if not all(_NAME.match(part) and len(part) <= 63 for part in identifier.split(".")):
+        tried.append(f"'{identifier}' is not an Iceberg table name (identifiers of 1-63 chars)")
+        return False
     try:
         from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
@@ -234,20 +254,17 @@ def _output_ref(store: Any, table: str, schema: str | None) -> tuple[str, str]:
     """(reference for predict_batch, the name echoed back as ``output_table``)."""
     value = table.strip()
     if "/" in value or value.lower().endswith(".parquet"):
-        path = output_path(store, value, "predictions")
+        path = output_path(store, value, "predictions", "output_table")
         return path, path
     identifier = value if _DOTTED.match(value) else f"{schema or 'predictions'}.{value}"
-    if not _DOTTED.match(identifier):
-        raise InvalidError(
-            f"output table {identifier!r} must be '<schema>.<table>' with plain identifiers"
-        )
+    reference = iceberg_ref(identifier, "output table")
     try:
         import pyiceberg  # noqa: F401
     except ImportError:
         rel = identifier.replace(".", "/") + ".parquet"
-        path = output_path(store, rel, "predictions")
+        path = output_path(store, rel, "predictions", "output_table")
         return path, path
-    return f"iceberg:{identifier}", identifier
+    return reference, identifier
 
 
 @router.get(

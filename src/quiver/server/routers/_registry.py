@@ -14,6 +14,7 @@ from fastapi import APIRouter, Body, Query
 
 from quiver.definitions import KIND_LABELS, object_from_spec
 from quiver.errors import ConflictError, InvalidError, NotFoundError
+from quiver.server._convert import check_path_text
 from quiver.server.deps import StoreDep
 from quiver.server.schemas import (
     ERROR_RESPONSES,
@@ -23,7 +24,9 @@ from quiver.server.schemas import (
     ObjectListOut,
     ObjectRecordOut,
     RestoreRequest,
+    StrictJSONRoute,
     VersionOut,
+    VersionPath,
     WriteResult,
 )
 
@@ -70,7 +73,13 @@ def write_result(plan: Any, obj: ObjectRecordOut, kind: str, name: str) -> Write
 
 
 def _build(kind: str, spec: dict[str, Any]) -> Any:
-    return object_from_spec(kind, spec)
+    obj = object_from_spec(kind, spec)
+    # A file source's path is read later, by every query: refuse one no file system takes now.
+    source = obj if kind == "data_source" else getattr(obj, "source", None)
+    path = getattr(source, "path", None)
+    if isinstance(path, str):
+        check_path_text(path, f"{KIND_LABELS[kind]} '{obj.name}': path")
+    return obj
 
 
 def make_registry_router(
@@ -87,7 +96,12 @@ def make_registry_router(
         tag: The OpenAPI tag.
     """
     label = KIND_LABELS[kind]
-    router = APIRouter(prefix=f"/api/v1/{path}", tags=[tag], responses=ERROR_RESPONSES)
+    router = APIRouter(
+        prefix=f"/api/v1/{path}",
+        tags=[tag],
+        responses=ERROR_RESPONSES,
+        route_class=StrictJSONRoute,
+    )
 
     def spec_of(body: Any, name: str | None) -> dict[str, Any]:
         spec = body.model_dump(by_alias=True)
@@ -144,7 +158,7 @@ def make_registry_router(
         versions = store.history(name, kind)
         return HistoryOut(items=[VersionOut(**v.to_dict()) for v in versions], count=len(versions))
 
-    def object_version(name: str, version: int, store: StoreDep) -> VersionOut:
+    def object_version(name: str, version: VersionPath, store: StoreDep) -> VersionOut:
         for v in store.history(name, kind):
             if v.version == version:
                 return VersionOut(**v.to_dict())

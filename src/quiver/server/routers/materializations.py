@@ -11,12 +11,21 @@ from quiver.errors import InvalidError
 from quiver.server._convert import as_utc
 from quiver.server._runs import run_dict
 from quiver.server.deps import StoreDep
-from quiver.server.schemas import ERROR_RESPONSES, MaterializeRequest, RunListOut, RunOut
+from quiver.server.schemas import (
+    ERROR_RESPONSES,
+    MaterializeRequest,
+    RunListOut,
+    RunOut,
+    StrictJSONRoute,
+)
 
 __all__ = ["router"]
 
 router = APIRouter(
-    prefix="/api/v1/materializations", tags=["materializations"], responses=ERROR_RESPONSES
+    prefix="/api/v1/materializations",
+    tags=["materializations"],
+    responses=ERROR_RESPONSES,
+    route_class=StrictJSONRoute,
 )
 
 

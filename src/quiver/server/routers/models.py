@@ -13,8 +13,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from quiver.ml.spec import TrainingSpec
+from quiver.server._convert import check_path_text, looks_like_path, repo_input_path
 from quiver.server.deps import StoreDep
-from quiver.server.schemas import ERROR_RESPONSES
+from quiver.server.schemas import ERROR_RESPONSES, StrictJSONRoute, VersionPath
 
 __all__ = [
     "ModelListOut",
@@ -25,7 +26,12 @@ __all__ = [
     "router",
 ]
 
-router = APIRouter(prefix="/api/v1/models", tags=["models"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/models",
+    tags=["models"],
+    responses=ERROR_RESPONSES,
+    route_class=StrictJSONRoute,
+)
 
 
 class _Out(BaseModel):
@@ -120,9 +126,27 @@ def train_model(body: TrainingSpec, store: StoreDep) -> dict[str, Any]:
     """Train a model from a training spec and register the new version (stage ``none``).
 
     The training set is built with the point-in-time join; the answer carries the metrics on the
-    train and test splits, feature importance and the lineage.
+    train and test splits, feature importance and the lineage. A local ``entity_df_source``
+    path must lie inside the repository.
     """
+    _check_training_input(store, body.training_data.entity_df_source)
     return store.train(body).to_dict()
+
+
+def _check_training_input(store: Any, source: str, what: str = "entity_df_source") -> None:
+    """Refuse a labels reference the API must not read: a local path outside the repository.
+
+    Data source names and Iceberg tables pass (the core resolves them); a path (file, directory
+    or glob) must be inside the repo, like every file the API reads.
+
+    Raises:
+        InvalidError: a path outside the repository, or one no file system accepts.
+        NotFoundError: a local file or directory that does not exist.
+    """
+    value = source.strip()
+    check_path_text(value, what)
+    if not value.lower().startswith("iceberg:") and looks_like_path(value):
+        repo_input_path(store, value, what)
 
 
 @router.get(
@@ -163,7 +187,7 @@ def list_versions(name: str, store: StoreDep) -> dict[str, Any]:
     operation_id="get_model_version",
     summary="One model version",
 )
-def get_version(name: str, version: int, store: StoreDep) -> dict[str, Any]:
+def get_version(name: str, version: VersionPath, store: StoreDep) -> dict[str, Any]:
     """One version with its metrics, spec, lineage and artifact checksums."""
     return store.get_model(name, version=version).to_dict()
 
@@ -174,6 +198,8 @@ def get_version(name: str, version: int, store: StoreDep) -> dict[str, Any]:
     operation_id="set_model_stage",
     summary="Move a version to a stage",
 )
-def set_stage(name: str, version: int, body: StageRequest, store: StoreDep) -> dict[str, Any]:
+def set_stage(
+    name: str, version: VersionPath, body: StageRequest, store: StoreDep
+) -> dict[str, Any]:
     """Promote (or demote) a version; one version per model is in production at a time."""
     return store.promote(name, version, body.stage).to_dict()

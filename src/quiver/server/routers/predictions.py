@@ -16,9 +16,22 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from quiver.errors import InvalidError
-from quiver.server._convert import check_columns, inline_table, output_path, repo_input_path
+from quiver.ml.registry import MAX_VERSION
+from quiver.server._convert import (
+    check_columns,
+    iceberg_ref,
+    inline_table,
+    output_path,
+    repo_input_path,
+)
 from quiver.server.deps import SettingsDep, StoreDep
-from quiver.server.schemas import ERROR_RESPONSES, InlineTable, JsonScalar
+from quiver.server.schemas import (
+    ERROR_RESPONSES,
+    MAX_CHUNK_ROWS,
+    InlineTable,
+    JsonScalar,
+    StrictJSONRoute,
+)
 
 __all__ = [
     "BatchPredictionRequest",
@@ -29,7 +42,12 @@ __all__ = [
     "run_online",
 ]
 
-router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/predictions",
+    tags=["predictions"],
+    responses=ERROR_RESPONSES,
+    route_class=StrictJSONRoute,
+)
 
 
 class _In(BaseModel):
@@ -46,7 +64,7 @@ class _ModelChoice(_In):
         "default: the production version, else the latest)",
         examples=["churn_model:3"],
     )
-    version: int | None = None
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
     stage: str | None = Field(default=None, examples=["production"])
 
 
@@ -77,7 +95,9 @@ class BatchPredictionRequest(_ModelChoice):
     feature_views: list[str] | None = Field(
         default=None, description="optional check: the feature views the model must use"
     )
-    chunk_rows: int | None = Field(default=None, ge=1, description="rows per chunk")
+    chunk_rows: int | None = Field(
+        default=None, ge=1, le=MAX_CHUNK_ROWS, description="rows per chunk"
+    )
 
 
 class PredictionJobOut(_Out):
@@ -238,13 +258,13 @@ def batch(body: BatchPredictionRequest, store: StoreDep, settings: SettingsDep) 
     elif body.input_source is not None:
         source = store.get_data_source(body.input_source).name
     elif body.input_path is not None:
-        source = repo_input_path(store, body.input_path)
+        source = repo_input_path(store, body.input_path, "input_path")
     else:
-        source = _iceberg(body.input_table or "")
+        source = iceberg_ref(body.input_table or "", "input_table")
     if body.output_path is not None and body.output_table is not None:
         raise InvalidError("give output_path or output_table, not both")
     target = (
-        _iceberg(body.output_table)
+        iceberg_ref(body.output_table, "output_table")
         if body.output_table is not None
         else output_path(store, body.output_path, "predictions")
     )
@@ -261,11 +281,6 @@ def batch(body: BatchPredictionRequest, store: StoreDep, settings: SettingsDep) 
         chunk_rows=body.chunk_rows,
     )
     return job.to_dict()
-
-
-def _iceberg(table: str) -> str:
-    text = table.strip()
-    return text if text.startswith("iceberg:") else f"iceberg:{text}"
 
 
 @router.get(

@@ -6,11 +6,13 @@ from fastapi import APIRouter
 
 from quiver.server._convert import push_table, rows_to_columns
 from quiver.server.deps import SettingsDep, StoreDep
-from quiver.server.schemas import ERROR_RESPONSES, PushRequest, PushResponse
+from quiver.server.schemas import ERROR_RESPONSES, PushRequest, PushResponse, StrictJSONRoute
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1/push", tags=["push"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/push", tags=["push"], responses=ERROR_RESPONSES, route_class=StrictJSONRoute
+)
 
 
 @router.post("", response_model=PushResponse, operation_id="push", summary="Push rows of a view")

@@ -26,11 +26,17 @@ from quiver.server.schemas import (
     OnlineMetadata,
     OnlineRequest,
     OnlineResponseOut,
+    StrictJSONRoute,
 )
 
 __all__ = ["call_online", "json_response", "router"]
 
-router = APIRouter(prefix="/api/v1/serving", tags=["serving"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/serving",
+    tags=["serving"],
+    responses=ERROR_RESPONSES,
+    route_class=StrictJSONRoute,  # lone surrogates are invalid JSON (as on the fast path)
+)
 
 INLINE_ONLINE_STORES = frozenset({"sqlite"})
 """Online stores read on the event loop: an embedded lookup is shorter than a thread hop.
@@ -118,7 +124,7 @@ def historical(body: HistoricalRequest, store: StoreDep, settings: SettingsDep) 
     elif body.entity_source is not None:
         entity_df = store.get_data_source(body.entity_source).name
     else:
-        entity_df = repo_input_path(store, body.entity_path or "")
+        entity_df = repo_input_path(store, body.entity_path or "", "entity_path")
     if body.output == "json" and body.output_path is not None:
         raise InvalidError("output_path is only used with output='parquet'")
     job = store.get_historical_features(
@@ -131,8 +137,7 @@ def historical(body: HistoricalRequest, store: StoreDep, settings: SettingsDep) 
     meta = OnlineMetadata(latency_ms=0.0, feature_service=body.feature_service)
     if body.output == "parquet":
         target = output_path(store, body.output_path, "historical")
-        job.to_parquet(target)
-        columns, rows = _parquet_summary(target)
+        columns, rows = _write_parquet(store, job, target)
         meta.latency_ms = round((time.perf_counter() - start) * 1000, 3)
         return {"columns": columns, "row_count": rows, "output_path": target, "metadata": meta}
     table = job.to_arrow()
@@ -153,10 +158,32 @@ def historical(body: HistoricalRequest, store: StoreDep, settings: SettingsDep) 
     return json_response(content)
 
 
-def _parquet_summary(path: str) -> tuple[list[str], int | None]:
-    import pyarrow.parquet as pq
+def _write_parquet(store: Any, job: Any, target: str) -> tuple[list[str], int]:
+    """Write a historical result to a local file or to S3; returns (columns, rows).
 
-    if "://" in path:
-        return [], None
-    meta = pq.read_metadata(path)
-    return list(meta.schema.to_arrow_schema().names), meta.num_rows
+    The file appears only when complete (a local temporary file renamed, or an S3 object
+    uploaded at the end), so a failure leaves any previous file in place.
+    """
+    from quiver.offline.sources import is_s3
+
+    if not is_s3(target):
+        summary = job.to_parquet(target)
+        return list(summary.columns), int(summary.rows)
+
+    import pyarrow as pa
+
+    from quiver.errors import BackendError
+    from quiver.ml.io import open_output
+
+    out = open_output(store, target)
+    try:
+        for batch in job.to_batches():
+            out.write(pa.Table.from_batches([batch]))
+        out.commit(job.schema)
+    except OSError as exc:
+        out.abort()
+        raise BackendError(f"cannot write output_path {target!r}: {exc}") from exc
+    except BaseException:
+        out.abort()
+        raise
+    return list(job.schema.names), out.rows
