@@ -13,9 +13,15 @@ loop and HTTP parser). Each request asks for 1 entity and 10 features (7 of
 on raw keep-alive sockets in this process; it shares the machine's cores with the server, so
 its settings are printed with the figures. Besides latency and throughput, the CPU time each
 server process spent per request (user + system, from ``/proc``; uvicorn and the kernel's
-network work included) is printed: it is steadier than throughput on a busy machine.
+network work included) is printed.
 
-Run: ``python bench/bench_server.py [--duration 10] [--connections 2] [--customers 2000]``.
+The machine's speed drifts (a shared VM: the same server's throughput moves by 20% from one
+second to the next), so each target's time is cut into short rounds and the targets take turns,
+the order rotating each round. The totals of every target cover the same spells; besides them,
+each round's figures are divided by the reference's of the same round, and the median of those
+paired ratios is printed with their range.
+
+Run: ``python bench/bench_server.py [--duration 10] [--rounds 20] [--connections 2]``.
 """
 
 from __future__ import annotations
@@ -168,7 +174,7 @@ async def _connection(
 
 
 def load(port: int, path: str, bodies: list[bytes], duration: float, connections: int) -> dict:
-    """Closed-loop load for ``duration`` seconds; latency percentiles and throughput."""
+    """Closed-loop load for ``duration`` seconds; latencies (sorted), percentiles, throughput."""
 
     async def run() -> tuple[list[float], int, float]:
         latencies: list[float] = []
@@ -181,15 +187,20 @@ def load(port: int, path: str, bodies: list[bytes], duration: float, connections
 
     latencies, errors, elapsed = asyncio.run(run())
     latencies.sort()
-    n = len(latencies)
     return {
-        "requests": n,
+        "latencies": latencies,
+        "elapsed": elapsed,
+        "requests": len(latencies),
         "errors": errors,
-        "rps": n / elapsed,
-        "p50_ms": 1000 * latencies[n // 2],
-        "p99_ms": 1000 * latencies[min(n - 1, int(n * 0.99))],
-        "mean_ms": 1000 * statistics.fmean(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50_ms": 1000 * percentile(latencies, 0.50),
+        "p99_ms": 1000 * percentile(latencies, 0.99),
     }
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted values (nearest rank)."""
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 # --- orchestration -----------------------------------------------------------------------------
@@ -268,7 +279,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per target")
     parser.add_argument("--connections", type=int, default=2, help="keep-alive connections")
     parser.add_argument("--customers", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per target")
+    parser.add_argument("--rounds", type=int, default=20, help="rounds (each runs every target)")
     parser.add_argument("--reference-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -339,8 +350,11 @@ def main() -> None:
                 ports["reference"]: procs["reference"].pid,
                 ports["quiver"]: procs["quiver"].pid,
             }
-            for _ in range(args.rounds):
-                for name, port, path, bodies in targets:
+            for i in range(args.rounds):
+                # Each round runs every target once, the order rotating from round to round, so
+                # that a slow spell of the machine hits every target alike.
+                shift = i % len(targets)
+                for name, port, path, bodies in targets[shift:] + targets[:shift]:
                     before = cpu_seconds(pids[port])
                     run = load(port, path, bodies, args.duration / args.rounds, args.connections)
                     after = cpu_seconds(pids[port])
@@ -351,25 +365,32 @@ def main() -> None:
             for proc in procs.values():
                 proc.terminate()
                 proc.wait(timeout=15)
+    report(results, args)
+
+
+def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
+    """Print every target's figures over all its rounds, and its ratios to the reference."""
 
     def merged(runs: list[dict]) -> dict:
-        requests = sum(r["requests"] for r in runs)
+        latencies = sorted(t for r in runs for t in r["latencies"])
+        requests = len(latencies)
         cpu = [r["cpu_s"] for r in runs if "cpu_s" in r]
         return {
             "requests": requests,
             "errors": sum(r["errors"] for r in runs),
-            "rps": statistics.fmean(r["rps"] for r in runs),
-            "p50_ms": statistics.median(r["p50_ms"] for r in runs),
-            "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+            "rps": requests / sum(r["elapsed"] for r in runs),
+            "p50_ms": 1000 * percentile(latencies, 0.50),
+            "p99_ms": 1000 * percentile(latencies, 0.99),
             "cpu_us": 1e6 * sum(cpu) / requests if len(cpu) == len(runs) and requests else None,
         }
 
     summary = {name: merged(runs) for name, runs in results.items()}
     ref = summary["reference"]
     print(
-        f"load: {args.connections} keep-alive connections, closed loop, "
-        f"{args.duration:.0f}s per target in {args.rounds} alternating rounds; asyncio client in "
-        f"this process; {os.cpu_count()} CPUs shared by client and server; 1 entity x 10 features"
+        f"load: {args.connections} keep-alive connections, closed loop, {args.duration:g}s per "
+        f"target in {args.rounds} rounds of {args.duration / args.rounds:g}s (targets alternate, "
+        f"order rotating); asyncio client in this process; {os.cpu_count()} CPUs shared by client "
+        "and server; 1 entity x 10 features"
     )
     print(
         f"{'target':32} {'requests':>9} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} "
@@ -382,6 +403,28 @@ def main() -> None:
             f"{r['p99_ms'] / ref['p99_ms']:8.2f} {r['rps'] / ref['rps']:8.2f} {cpu}"
             + (f"  ({r['errors']} errors)" if r["errors"] else "")
         )
+    print(
+        "paired by round (each round's figure over the reference's in the same round: median "
+        "[min-max]; steadier than the totals when the machine's speed drifts):"
+    )
+    for name, runs in results.items():
+        if name == "reference":
+            continue
+        pairs = list(zip(runs, results["reference"], strict=True))
+        rps = sorted(r["rps"] / q["rps"] for r, q in pairs)
+        p99 = sorted(r["p99_ms"] / q["p99_ms"] for r, q in pairs)
+        cpu = sorted(
+            (r["cpu_s"] / r["requests"]) / (q["cpu_s"] / q["requests"])
+            for r, q in pairs
+            if r.get("cpu_s") and q.get("cpu_s")
+        )
+        line = (
+            f"  {name:30} rps/ref {statistics.median(rps):.2f} [{rps[0]:.2f}-{rps[-1]:.2f}]  "
+            f"p99/ref {statistics.median(p99):.2f} [{p99[0]:.2f}-{p99[-1]:.2f}]"
+        )
+        if cpu:
+            line += f"  CPU/req vs ref {statistics.median(cpu):.2f} [{cpu[0]:.2f}-{cpu[-1]:.2f}]"
+        print(line)
     print(
         "targets: p99 <= 1.5x reference, rps >= 0.7x reference (server CPU/req: CPU time of the "
         "server process, user + system, per request; uvicorn and the kernel included)"

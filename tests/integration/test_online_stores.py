@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quiver.errors import BackendError, InvalidError
-from quiver.online import ReadRequest
+from quiver.online import ReadRequest, ViewRead
 from quiver.online.encoding import NO_CREATED, ViewLayout, datetime_to_us
 from quiver.online.redis import RedisOnlineStore
 from quiver.online.sqlite import SqliteOnlineStore
@@ -350,6 +350,94 @@ def test_several_views_read_together_as_each_view_alone(store: Any, case: tuple)
     for part, spec in zip(together, views, strict=True):
         stored = spec["stored"] or set()
         assert [r is not None for r in part] == [i in stored for i in entities]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=_multi_view_reads(), one=st.booleans())
+def test_a_prepared_reader_answers_as_read(store: Any, case: tuple, one: bool) -> None:
+    """``store.reader(views)`` (serving keeps one per resolved request) answers every call as
+    ``store.read`` does: views of every key kind taking their keys from the call's columns, one
+    entity or any number, tables missing until a write creates them."""
+    views, entities = case
+    if one:  # the serving hot path: one entity
+        entities = entities[:1] or [0]
+    if len(views) > 1 and one:  # views sharing one integer key: the prepared statement
+        for spec in views:
+            spec["kind"] = "int"
+    names = list(dict.fromkeys(k for spec in views for k in KEY_KINDS[spec["kind"]]))
+    columns = [
+        [_physical_of(name, i) for i in entities] for name in names
+    ]  # every join key of the call, in first-use order
+    prepared, layouts = [], []
+    for spec in views:
+        lay = layout(spec["features"], keys=KEY_KINDS[spec["kind"]])
+        pos = tuple(names.index(k) for k in lay.join_keys)
+        layouts.append(lay)
+        prepared.append(
+            ViewRead(
+                lay, lay.indices(spec["read"]), None if pos == tuple(range(len(names))) else pos
+            )
+        )
+    reader = store.reader(prepared)
+
+    def expected() -> list[list[Any]]:
+        return store.read(
+            [
+                ReadRequest(
+                    v.layout, v.features, [columns[i] for i in v.key_pos or range(len(names))]
+                )
+                for v in prepared
+            ]
+        )
+
+    assert reader(columns) == expected()  # every table missing
+    for spec, lay in zip(views, layouts, strict=True):
+        if spec["stored"]:
+            records = [
+                {
+                    **_key_values(spec["kind"], i),
+                    **{n: _sample(d, i) for n, d in spec["features"].items()},
+                    "event_timestamp": BASE + timedelta(seconds=i),
+                }
+                for i in sorted(spec["stored"])
+            ]
+            store.write(lay, rows(lay, records))
+    if isinstance(store, SqliteOnlineStore):
+        for plan in store._read_plans.values():
+            plan.retry_at = 0.0  # as if the second of reading view by view had passed
+    got = reader(columns)
+    assert got == expected()
+    for part, spec in zip(got, views, strict=True):
+        stored = spec["stored"] or set()
+        assert [r is not None for r in part] == [i in stored for i in entities]
+
+
+def _physical_of(key: str, i: int) -> Any:
+    value = {"customer_id": i, "merchant_id": f"m{i}", "day": BASE + timedelta(days=i)}[key]
+    return datetime_to_us(value) if isinstance(value, datetime) else value
+
+
+def test_sqlite_prepared_reader_runs_one_statement_per_entity(tmp_path: Path) -> None:
+    store = SqliteOnlineStore(tmp_path / "online.db")
+    a, b = layout({"x": "int64", "t": "timestamp"}), layout({"y": "string"})
+    store.write(a, rows(a, [{"customer_id": 1, "x": 5, "t": BASE, "event_timestamp": BASE}]))
+    store.write(b, rows(b, [{"customer_id": 2, "y": "z", "event_timestamp": BASE}]))
+    reader = store.reader([ViewRead(a, (1, 0), None), ViewRead(b, (0,), None)])
+    conn = store._conn()
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        first, second = reader([[1]]), reader([[2]])
+    finally:
+        conn.set_trace_callback(None)
+    assert sum("SELECT" in sql for sql in statements) == 2
+    assert [[r[2:] if r else None for r in part] for part in first] == [[(BASE, 5)], [None]]
+    assert [[r[2:] if r else None for r in part] for part in second] == [[None], [("z",)]]
+    store.close()
+    with pytest.raises(BackendError, match="closed"):
+        reader([[1]])
 
 
 def _sample(dtype: str, i: int) -> Any:

@@ -201,8 +201,14 @@ def test_online_response_shapes() -> None:
         feature_names=["x", "s"],
         join_keys=["customer_id"],
         entity_columns={"customer_id": [1, 2]},
-        values={"x": [1.5, None], "s": ["a", None]},
-        groups=[OnlineGroup(("x", "s"), ["present", "not_found"], [datetime_to_us(when), None])],
+        groups=[
+            OnlineGroup(
+                ("x", "s"),
+                ["present", "not_found"],
+                [datetime_to_us(when), None],
+                [(1.5, "a"), None],
+            )
+        ],
         dtypes={"x": "float64", "s": "string"},
         key_dtypes={"customer_id": "int64"},
     )

@@ -27,9 +27,12 @@ __all__ = [
     "ONLINE_STORES",
     "OnlineStore",
     "ReadRequest",
+    "Reader",
     "StoredRow",
     "ViewLayout",
+    "ViewRead",
     "create_online_store",
+    "reader_of_read",
 ]
 
 StoredRow = tuple[Any, ...]
@@ -58,6 +61,49 @@ class ReadRequest(NamedTuple):
         return len(self.key_columns[0]) if self.key_columns else 0
 
 
+class ViewRead(NamedTuple):
+    """One view of a prepared read (:meth:`OnlineStore.reader`).
+
+    Attributes:
+        layout: The view's layout.
+        features: Positions in ``layout.feature_names`` of the features to return.
+        key_pos: Which of the call's key columns are this view's join keys, in the view's
+            order (``None``: all of them, in order).
+    """
+
+    layout: ViewLayout
+    features: tuple[int, ...]
+    key_pos: tuple[int, ...] | None
+
+
+Reader = Callable[[Sequence[Sequence[Any]]], list[list[StoredRow | None]]]
+"""A prepared read: called with key columns (all of the same length), it returns what
+:meth:`OnlineStore.read` would for its views: one stored row (or ``None``) per key, per view."""
+
+
+def reader_of_read(
+    read: Callable[[Sequence[ReadRequest]], list[list[StoredRow | None]]],
+    views: Sequence[ViewRead],
+) -> Reader:
+    """The plain prepared read: the :class:`ReadRequest` list of each call passed to ``read``
+    (for stores with nothing to prepare, and for the calls a prepared read does not cover)."""
+    views = list(views)
+    new = tuple.__new__  # skips the NamedTuple's Python-level constructor
+
+    def reader(columns: Sequence[Sequence[Any]]) -> list[list[StoredRow | None]]:
+        return read(
+            [
+                new(
+                    ReadRequest,
+                    (layout, feats, columns if pos is None else [columns[i] for i in pos]),
+                )
+                for layout, feats, pos in views
+            ]
+        )
+
+    return reader
+
+
 class OnlineStore(Protocol):
     """What an online store does: newer-wins writes, batched reads."""
 
@@ -70,6 +116,11 @@ class OnlineStore(Protocol):
 
     def read(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
         """For each request, one stored row (or ``None``) per key, in key order."""
+        ...
+
+    def reader(self, views: Sequence[ViewRead]) -> Reader:
+        """A read of these views and features, prepared once for many calls (serving keeps one
+        per resolved request); stores with nothing to prepare return :func:`reader_of_read`."""
         ...
 
     def delete_view(self, layout: ViewLayout) -> None:

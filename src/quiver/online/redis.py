@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from quiver.errors import BackendError, require
-from quiver.online import ReadRequest, StoredRow
+from quiver.online import Reader, ReadRequest, StoredRow, ViewRead, reader_of_read
 from quiver.online.encoding import ViewLayout, prepare_write
 
 if TYPE_CHECKING:
@@ -182,6 +182,10 @@ class RedisOnlineStore:
             raise self._fail(f"deleting feature view '{layout.view}'", exc) from exc
 
     # -- reads ---------------------------------------------------------------------------------
+
+    def reader(self, views: Sequence[ViewRead]) -> Reader:
+        """A read of fixed views: :meth:`read` with the call's keys (one ``MGET``)."""
+        return reader_of_read(self.read, views)
 
     def read(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
         """Read every view's keys with one ``MGET`` (chunked for very large requests)."""

@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from numbers import Integral
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from quiver.definitions import did_you_mean
 from quiver.errors import InvalidError, NotFoundError
-from quiver.online import ReadRequest
+from quiver.online import OnlineStore, Reader, ViewRead
 from quiver.online.encoding import (
     CREATED_TS,
     EVENT_TS,
@@ -79,6 +79,8 @@ class OnlineGroup(NamedTuple):
     """``present``, ``not_found`` or ``expired`` per row."""
     event_us: list[int | None]
     """Event time of the stored row per row, in microseconds since the epoch (UTC)."""
+    rows: list[tuple[Any, ...] | None]
+    """The values of ``names`` per row, in that order (``None`` where not ``present``)."""
 
 
 class OnlineResponse:
@@ -89,8 +91,9 @@ class OnlineResponse:
         join_keys: The join keys of the requested views, in first-use order.
         entity_columns: Join key -> the requested key values, in request order.
         values: Output name -> values (``None`` where the status is not ``present``).
-        groups: The features of each view with the statuses and event times they share, in
-            request order (what formats a response converts once per view).
+        groups: The features of each view with the statuses and event times they share and
+            their values row by row, in request order (what formats a response convert once
+            per view; ``values`` is built from them when first read).
     """
 
     __slots__ = (
@@ -99,11 +102,11 @@ class OnlineResponse:
         "_key_dtypes",
         "_statuses",
         "_timestamps",
+        "_values",
         "entity_columns",
         "feature_names",
         "groups",
         "join_keys",
-        "values",
     )
 
     def __init__(
@@ -111,7 +114,6 @@ class OnlineResponse:
         feature_names: list[str],
         join_keys: list[str],
         entity_columns: dict[str, list[Any]],
-        values: dict[str, list[Any]],
         groups: list[OnlineGroup],
         dtypes: dict[str, str],
         key_dtypes: dict[str, str],
@@ -119,13 +121,35 @@ class OnlineResponse:
         self.feature_names = feature_names
         self.join_keys = join_keys
         self.entity_columns = entity_columns
-        self.values = values
         self.groups = groups
         self._dtypes = dtypes
         self._key_dtypes = key_dtypes
+        self._values: dict[str, list[Any]] | None = None
         self._statuses: dict[str, list[str]] | None = None
         self._event_us: dict[str, list[int | None]] | None = None
         self._timestamps: dict[str, list[datetime | None]] | None = None
+
+    @property
+    def values(self) -> dict[str, list[Any]]:
+        """Output name -> values (``None`` where the status is not ``present``)."""
+        if self._values is None:
+            out: dict[str, list[Any]] = {}
+            for names, _, _, rows in self.groups:
+                if len(rows) == 1:  # one entity: no transposing
+                    row = rows[0]
+                    for i, name in enumerate(names):
+                        out[name] = [None if row is None else row[i]]
+                    continue
+                blank = (None,) * len(names)
+                filled = [blank if row is None else row for row in rows]
+                if filled:
+                    for name, column in zip(names, zip(*filled, strict=True), strict=True):
+                        out[name] = list(column)
+                else:
+                    for name in names:
+                        out[name] = []
+            self._values = out
+        return self._values
 
     @property
     def statuses(self) -> dict[str, list[str]]:
@@ -148,7 +172,7 @@ class OnlineResponse:
         """Output name -> event time of the stored row (``None`` where not found)."""
         if self._timestamps is None:
             out: dict[str, list[datetime | None]] = {}
-            for names, _, raw in self.groups:
+            for names, _, raw, _ in self.groups:
                 converted = [None if v is None else us_to_datetime(v) for v in raw]
                 for name in names:
                     out[name] = list(converted)
@@ -207,9 +231,11 @@ class _ViewPlan(NamedTuple):
     key_pos: tuple[int, ...] | None
     """Positions of the view's join keys among the plan's (``None``: all of them, in order)."""
     ttl_us: int | None
+    stop: int
+    """Where the values end in a stored row: ``(event_us, created_us, *values)``."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Plan:
     join_keys: list[str]
     key_dtypes: list[str]
@@ -219,6 +245,16 @@ class _Plan:
     key_users: dict[str, str]
     int_key: tuple[str, int, int] | None
     """``(name, min, max)`` when the only join key is an integer (the common case)."""
+    online_reader: tuple[OnlineStore, Reader] | None = field(default=None, compare=False)
+    """The online store and its prepared read of the plan's views (see :meth:`reader`)."""
+
+    def reader(self, online: OnlineStore) -> Reader:
+        """``online``'s prepared read of the plan's views (kept for the plan's life)."""
+        found = self.online_reader
+        if found is None or found[0] is not online:
+            views = [ViewRead(v.layout, v.features, v.key_pos) for v in self.views]
+            found = self.online_reader = (online, online.reader(views))
+        return found[1]
 
     @cached_property
     def key_dtype_map(self) -> dict[str, str]:
@@ -341,8 +377,8 @@ def _build_plan(
             key_pos.append(i)
         outputs = tuple(names[pos : pos + len(sel.features)])
         pos += len(sel.features)
-        for out, field in zip(outputs, sel.features, strict=True):
-            dtypes[out] = field.dtype
+        for out, spec in zip(outputs, sel.features, strict=True):
+            dtypes[out] = spec.dtype
         views.append((layout, layout.indices(sel.feature_names), outputs, tuple(key_pos)))
     clash = sorted(set(names) & set(join_keys))
     if clash:
@@ -352,7 +388,14 @@ def _build_plan(
         )
     every_key = tuple(range(len(join_keys)))
     view_plans = [
-        _ViewPlan(layout, feats, outputs, None if key_pos == every_key else key_pos, layout.ttl_us)
+        _ViewPlan(
+            layout,
+            feats,
+            outputs,
+            None if key_pos == every_key else key_pos,
+            layout.ttl_us,
+            2 + len(outputs),
+        )
         for layout, feats, outputs, key_pos in views
     ]
     int_key = None
@@ -595,104 +638,74 @@ def get_online_features(
     """
     plan = _plan(store, features, feature_service, full_feature_names)
     columns = _key_columns(plan, entity_rows)
-    # tuple.__new__ skips the NamedTuple's Python-level constructor (this is the hot path).
-    results = store.online_store.read(
-        [
-            _new_tuple(
-                ReadRequest,
-                (layout, feats, columns if pos is None else [columns[i] for i in pos]),
-            )
-            for layout, feats, _, pos, _ in plan.views
-        ]
-    )
-    return _response(plan, columns, results, time.time_ns() // 1000)
+    online = store.online_store
+    found = plan.online_reader
+    reader = found[1] if found is not None and found[0] is online else plan.reader(online)
+    return _response(plan, columns, reader(columns), time.time_ns() // 1000)
 
 
 def _response(
     plan: _Plan, columns: list[list[Any]], results: list[list[Any]], now_us: int
 ) -> OnlineResponse:
-    """Values per output name, statuses and event times per view, from the stored rows.
+    """Statuses, event times and values per view, from the stored rows.
 
     A stored row is ``(event_us, created_us, value, ...)`` and may carry extra items after the
     values (only the outputs' positions are read).
     """
-    n = len(columns[0]) if columns else 0
-    values: dict[str, list[Any]] = {}
     groups: list[OnlineGroup] = []
-    status: list[str]
-    times: list[int | None]
-    # zip() with strict= costs more than indexing here (this is the hot path).
-    for v, (_, _, outputs, _, ttl) in enumerate(plan.views):
-        rows = results[v]
-        if n == 1:
-            row = rows[0]
+    if columns and len(columns[0]) == 1:  # the hot path: one entity
+        for v, (_, _, outputs, _, ttl, stop) in enumerate(plan.views):
+            row = results[v][0]
             if row is None:
-                status, times = [NOT_FOUND], [None]
-                for name in outputs:
-                    values[name] = [None]
+                group = (outputs, [NOT_FOUND], [None], [None])
             elif ttl is not None and row[0] <= now_us - ttl:
-                status, times = [EXPIRED], [row[0]]
-                for name in outputs:
-                    values[name] = [None]
+                group = (outputs, [EXPIRED], [row[0]], [None])
             else:
-                status, times = [PRESENT], [row[0]]
-                for i, name in enumerate(outputs, 2):
-                    values[name] = [row[i]]
-        else:
-            status, times = _columns(values, outputs, rows, None if ttl is None else now_us - ttl)
-        groups.append(_new_tuple(OnlineGroup, (outputs, status, times)))
+                group = (outputs, [PRESENT], [row[0]], [row[2:stop]])
+            # tuple.__new__ skips the NamedTuple's Python-level constructor.
+            groups.append(_new_tuple(OnlineGroup, group))
+    else:
+        for v, (_, _, outputs, _, ttl, stop) in enumerate(plan.views):
+            cutoff = None if ttl is None else now_us - ttl
+            groups.append(_group(outputs, stop, results[v], cutoff))
     if plan.has_timestamp_key:
         columns = _output_keys(plan, columns)
-    entity_columns = {}
-    for i, key in enumerate(plan.join_keys):
-        entity_columns[key] = columns[i]
     return OnlineResponse(
         plan.feature_names,
         plan.join_keys,
-        entity_columns,
-        values,
+        dict(zip(plan.join_keys, columns, strict=True)),
         groups,
         plan.dtypes,
         plan.key_dtype_map,
     )
 
 
-def _columns(
-    values: dict[str, list[Any]], outputs: tuple[str, ...], rows: list[Any], cutoff: int | None
-) -> tuple[list[str], list[int | None]]:
-    """Fill ``values`` with one view's columns; return its statuses and event times.
-
-    ``cutoff``: a row whose event time is at or before it is expired.
-    """
+def _group(outputs: tuple[str, ...], stop: int, rows: list[Any], cutoff: int | None) -> OnlineGroup:
+    """One view's statuses, event times and values from its stored rows (``stop``: where the
+    values end in a stored row; a row at or before ``cutoff`` is expired)."""
     if rows and None not in rows:
-        transposed = list(zip(*rows, strict=True))
-        times: list[int | None] = list(transposed[0])
-        if cutoff is None or min(transposed[0]) > cutoff:  # every value present
-            for name, column in zip(outputs, transposed[2:], strict=False):
-                values[name] = list(column)
-            return [PRESENT] * len(rows), times
-    status: list[str] = []
-    times = []
-    cols: list[list[Any]] = [[] for _ in outputs]
+        events: list[Any] = [row[0] for row in rows]
+        if cutoff is None or min(events) > cutoff:  # every value present
+            return OnlineGroup(
+                outputs, [PRESENT] * len(rows), events, [row[2:stop] for row in rows]
+            )
+    statuses: list[str] = []
+    times: list[int | None] = []
+    values: list[tuple[Any, ...] | None] = []
     for row in rows:
         if row is None:
-            status.append(NOT_FOUND)
+            statuses.append(NOT_FOUND)
             times.append(None)
-            for col in cols:
-                col.append(None)
+            values.append(None)
         elif cutoff is not None and row[0] <= cutoff:
-            status.append(EXPIRED)
+            statuses.append(EXPIRED)
             times.append(row[0])
-            for col in cols:
-                col.append(None)
+            values.append(None)
         else:
-            status.append(PRESENT)
+            statuses.append(PRESENT)
             times.append(row[0])
-            for j, col in enumerate(cols, 2):
-                col.append(row[j])
-    for name, col in zip(outputs, cols, strict=True):
-        values[name] = col
-    return status, times
+            values.append(row[2:stop])
+    return OnlineGroup(outputs, statuses, times, values)
 
 
 def _output_keys(plan: _Plan, columns: list[list[Any]]) -> list[list[Any]]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quiver.errors import BackendError
-from quiver.online import ReadRequest, StoredRow
+from quiver.online import Reader, ReadRequest, StoredRow, ViewRead, reader_of_read
 from quiver.online.encoding import ViewLayout, arrow_to_physical, prepare_write, python_converter
 from quiver.types import is_list
 
@@ -108,10 +108,29 @@ class _ReadPlan:
     tables: list[str]
     views: list[_ViewColumns]
     statements: dict[int, str] = field(default_factory=dict)
-    slices: list[tuple[int, int, _ViewColumns]] = field(default_factory=list)
-    """``(start, stop, view)`` per view (the views' slices of a joined row, unpacked faster)."""
+    slices: list[tuple[int, int, Callable[[StoredRow], StoredRow] | None]] = field(
+        default_factory=list
+    )
+    """``(start, stop, convert)`` per view: its slice of a joined row and its ``convert`` (``None``
+    without converters), unpacked faster."""
     retry_at: float = 0.0
     """A table was missing: read view by view until then (``time.monotonic()``)."""
+
+    def one(self, row: tuple[Any, ...] | None) -> list[list[StoredRow | None]]:
+        """Each view's stored row from the row read for one key (``None``: no row, which only
+        the one-view statement gives; the joined one always gives a row)."""
+        if len(self.views) == 1:
+            view = self.views[0]
+            return [[view.convert(row) if row is not None and view.converters else row]]
+        out: list[list[StoredRow | None]] = []
+        for start, stop, convert in self.slices:
+            if row[start] is None:  # type: ignore[index]
+                out.append([None])
+            elif convert is None:
+                out.append([row[start:stop]])  # type: ignore[index]
+            else:
+                out.append([convert(row[start:stop])])  # type: ignore[index]
+        return out
 
     def sql(self, n: int) -> str:
         """The statement for ``n`` keys."""
@@ -137,6 +156,11 @@ class _ReadPlan:
                 )
             self.statements[n] = found
         return found
+
+
+def _plan_key(requests: Sequence[ReadRequest]) -> tuple[Any, ...]:
+    """What identifies a read plan: ``(table, features, table, features, ...)``."""
+    return tuple(item for req in requests for item in (req.layout.ident, req.features))
 
 
 class SqliteOnlineStore:
@@ -319,9 +343,44 @@ class SqliteOnlineStore:
                 views.append(_ViewColumns(len(columns), len(columns) + len(names), converters))
                 columns.extend(f"v{i}.{name}" for name in names)
             tables = [table_name(req.layout) for req in requests]
-            slices = [(view.start, view.stop, view) for view in views]
+            slices: list[tuple[int, int, Callable[[StoredRow], StoredRow] | None]] = [
+                (view.start, view.stop, view.convert if view.converters else None) for view in views
+            ]
             plan = self._read_plans[key] = _ReadPlan(", ".join(columns), tables, views, {}, slices)
         return plan
+
+    def reader(self, views: Sequence[ViewRead]) -> Reader:
+        """A prepared read. The serving hot path, one key of views that each have one integer
+        join key, runs the prepared statement of :meth:`read` and nothing else; any other call
+        (more keys, a failing or missing table) goes through :meth:`read`."""
+        general = reader_of_read(self.read, views)
+        count = len(views)
+        width = sum(2 + len(view.features) for view in views)
+        if (
+            not count
+            or not all(view.layout.single_int_key for view in views)
+            or (count > 1 and (count > _MAX_JOIN or width > _MAX_JOIN_COLUMNS))
+        ):
+            return general
+        requests = [ReadRequest(view.layout, view.features, ()) for view in views]
+        plan = self._read_plan(requests, _plan_key(requests))
+        sql = plan.sql(1)
+        positions = [0 if view.key_pos is None else view.key_pos[0] for view in views]
+        first = positions[0]
+        shared = len(set(positions)) == 1  # every view reads the same key column
+
+        def read(columns: Sequence[Sequence[Any]]) -> list[list[StoredRow | None]]:
+            if len(columns[0]) != 1 or (plan.retry_at and time.monotonic() < plan.retry_at):
+                return general(columns)
+            cursor = getattr(self._local, "cursor", None) or self._cursor()
+            params = [columns[first][0]] * count if shared else [columns[p][0] for p in positions]
+            try:
+                row = cursor.execute(sql, params).fetchone()
+            except sqlite3.Error:
+                return general(columns)  # read() recovers (a missing table) or reports it
+            return plan.one(row)
+
+        return read
 
     def read(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
         """Read the keys of every view with one statement (per chunk of keys) that joins the
@@ -335,7 +394,7 @@ class SqliteOnlineStore:
         """Views with the same number of keys, joined; else (or when a table is missing)
         one view at a time."""
         columns: list[Sequence[Any]] = []
-        plan_key: list[Any] = []  # (table, features, table, features, ...)
+        plan_key: list[Any] = []  # as _plan_key() builds it, inline (a hot path)
         n = -1
         width = 0
         for layout, features, key_columns in requests:
@@ -385,22 +444,11 @@ class SqliteOnlineStore:
         except sqlite3.Error as exc:
             raise self._read_error(requests, exc) from exc
         if views == 1:
-            view = plan.views[0]
-            if n == 1:  # the hot path: one entity, one view
-                row = rows[0] if rows else None
-                return [[view.convert(row) if row is not None and view.converters else row]]
-            return [view.rows(rows, whole=True)]
+            if n == 1:  # one entity, one view
+                return plan.one(rows[0] if rows else None)
+            return [plan.views[0].rows(rows, whole=True)]
         if n == 1:  # one entity, several views: slice the one joined row
-            row = rows[0]
-            out: list[list[StoredRow | None]] = []
-            for start, stop, view in plan.slices:
-                stored: StoredRow | None = None
-                if row[start] is not None:
-                    stored = row[start:stop]
-                    if view.converters:
-                        stored = view.convert(stored)
-                out.append([stored])
-            return out
+            return plan.one(rows[0])
         return [view.rows(rows, whole=False) for view in plan.views]
 
     def _one_by_one(

@@ -317,7 +317,7 @@ async def _lookup(
 
 
 async def _online_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
-    start = time.perf_counter()
+    start = time.perf_counter_ns()
     result, n, req = await _lookup(app, OnlineRequest, body)
     return online_json(result, n, req.feature_service, start)
 
