@@ -21,7 +21,7 @@ the order rotating each round. The totals of every target cover the same spells;
 each round's figures are divided by the reference's of the same round, and the median of those
 paired ratios is printed with their range.
 
-Run: ``python bench/bench_server.py [--duration 10] [--rounds 20] [--connections 2]``.
+Run: ``python bench/bench_server.py [--duration 10] [--rounds 40] [--connections 2]``.
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per target")
     parser.add_argument("--connections", type=int, default=2, help="keep-alive connections")
     parser.add_argument("--customers", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=20, help="rounds (each runs every target)")
+    parser.add_argument("--rounds", type=int, default=40, help="rounds (each runs every target)")
     parser.add_argument("--reference-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

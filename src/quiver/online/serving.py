@@ -654,8 +654,7 @@ def _response(
     """
     groups: list[OnlineGroup] = []
     if columns and len(columns[0]) == 1:  # the hot path: one entity
-        for v, (_, _, outputs, _, ttl, stop) in enumerate(plan.views):
-            row = results[v][0]
+        for (_, _, outputs, _, ttl, stop), (row,) in zip(plan.views, results):  # noqa: B905
             if row is None:
                 group = (outputs, [NOT_FOUND], [None], [None])
             elif ttl is not None and row[0] <= now_us - ttl:
@@ -673,7 +672,7 @@ def _response(
     return OnlineResponse(
         plan.feature_names,
         plan.join_keys,
-        dict(zip(plan.join_keys, columns, strict=True)),
+        dict(zip(plan.join_keys, columns)),  # noqa: B905 (a column per join key)
         groups,
         plan.dtypes,
         plan.key_dtype_map,

@@ -124,20 +124,37 @@ class QuiverAPI(FastAPI):
     async def _serve_guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The fast path with :class:`GuardMiddleware`'s checks inline (the default app)."""
         guard = self._guard
-        if guard.declared_too_large(scope):
-            await guard.too_large(scope, receive, send)
-            return
-        body = await _read_body(receive, guard.max_body_bytes)
-        if body is None:  # the client went away
-            return
-        if body is _TOO_LARGE:
+        limit = guard.max_body_bytes
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # the client went away
+        body = message.get("body", b"")
+        if message.get("more_body", False):  # a body in parts: its declared size, then each part
+            if guard.declared_too_large(scope):
+                await guard.too_large(scope, receive, send)
+                return
+            body = await _read_rest(receive, body, limit)
+            if body is None:  # the client went away
+                return
+        # One part (the common case): the HTTP parser held it to its Content-Length.
+        if body is _TOO_LARGE or len(body) > limit:
             await guard.too_large(scope, receive, send)
             return
         try:
             answer = await self._answer(scope, receive, body)
         except Exception as exc:  # nothing was sent yet
             answer = guard.internal_error(scope, exc)
-        await _send(scope, receive, send, answer)
+        if type(answer) is bytes:  # as _send() does, inline
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", b"%d" % len(answer)), _CONTENT_TYPE],
+                }
+            )
+            await send({"type": "http.response.body", "body": answer})
+        else:
+            await answer(scope, receive, send)  # type: ignore[operator]
 
     async def _answer(self, scope: Scope, receive: Receive, body: bytes) -> bytes | Response:
         """The JSON body of a successful answer, or the app's error response."""
@@ -194,11 +211,17 @@ async def _read_body(receive: Receive, limit: int | None) -> Any:
     if message["type"] == "http.disconnect":
         return None
     body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return _TOO_LARGE if limit is not None and len(body) > limit else body
-    chunks = [body]
-    size = len(body)
-    while message.get("more_body", False):
+    if message.get("more_body", False):
+        return await _read_rest(receive, body, limit)
+    return _TOO_LARGE if limit is not None and len(body) > limit else body
+
+
+async def _read_rest(receive: Receive, first: bytes, limit: int | None) -> Any:
+    """The rest of a body sent in parts after its ``first``; as :func:`_read_body` answers."""
+    chunks = [first]
+    size = len(first)
+    more = True
+    while more:
         if limit is not None and size > limit:
             return _TOO_LARGE
         message = await receive()
@@ -207,6 +230,7 @@ async def _read_body(receive: Receive, limit: int | None) -> Any:
         chunk = message.get("body", b"")
         chunks.append(chunk)
         size += len(chunk)
+        more = message.get("more_body", False)
     return _TOO_LARGE if limit is not None and size > limit else b"".join(chunks)
 
 
@@ -234,6 +258,7 @@ class _Lookup(NamedTuple):
 
 _new_tuple = tuple.__new__
 _SCALARS = frozenset({str, int, bool, type(None)})
+_NUMBERS = _SCALARS | {float}  # finite floats only
 _STR_ONLY = frozenset({str})
 _ONLINE_FIELDS = frozenset(OnlineRequest.model_fields)
 
@@ -249,9 +274,11 @@ def _plain(data: dict[str, Any], fields: frozenset[str] | None) -> bool:
     for column in entities.values():
         if type(column) is not list:
             return False
-        for value in column:
-            if type(value) not in _SCALARS and not (type(value) is float and isfinite(value)):
-                return False
+        kinds = set(map(type, column))
+        if not kinds <= _SCALARS and not (
+            kinds <= _NUMBERS and all(isfinite(v) for v in column if type(v) is float)
+        ):
+            return False
     features = data.get("features")
     if features is not None and (
         type(features) is not list or not set(map(type, features)) <= _STR_ONLY
@@ -292,12 +319,11 @@ async def _lookup(
     """Check the request as the FastAPI routes do, and make the same call to the store
     (:func:`~quiver.server.routers.serving.call_online`): its result, rows and the request."""
     req = _lookup_request(model, body)
-    limit = app._fast_limit
     entities = req.entities
     # One join key with 1..limit values passes check_columns: skip its general checks.
     n = len(next(iter(entities.values()))) if len(entities) == 1 else 0
-    if not 0 < n <= limit:
-        n = check_columns(entities, limit)
+    if not 0 < n <= app._fast_limit:
+        n = check_columns(entities, app._fast_limit)
     if app._fast_inline:
         result = app._fast_store.get_online_features(
             req.features,
