@@ -22,6 +22,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from quiver._paths import user_path
 from quiver.errors import ConfigError
 
 __all__ = [
@@ -175,8 +176,12 @@ class RepoConfig(BaseSettings):
         return (env_settings, init_settings)
 
     def resolve(self, path: str | Path) -> Path:
-        """A path from the config, made absolute against the repo root."""
-        p = Path(path).expanduser()
+        """A path from the config, made absolute against the repo root.
+
+        Raises:
+            ConfigError: path text no file system accepts (NUL, too long, ``~nouser``).
+        """
+        p = user_path(path, "path", ConfigError)
         return p if p.is_absolute() else (self.repo_path / p).resolve()
 
     @property
@@ -209,7 +214,7 @@ def load_config(repo_path: str | Path = ".", **overrides: Any) -> RepoConfig:
     Raises:
         ConfigError: malformed YAML, an unknown key or an invalid value; the message names it.
     """
-    root = Path(repo_path).expanduser().resolve()
+    root = user_path(repo_path, "repository path", ConfigError).resolve()
     if not root.is_dir():
         raise ConfigError(
             f"repository '{root}' does not exist or is not a directory; "

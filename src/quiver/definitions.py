@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic import Field as PydanticField
 
+from quiver._paths import check_path_text
 from quiver.errors import InvalidError
 from quiver.types import DType
 
@@ -244,6 +245,10 @@ class FileSource(_SourceBase):
     def _path(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("path must not be empty")
+        try:
+            check_path_text(value, "path")
+        except InvalidError as exc:  # reported as pydantic reports the empty path
+            raise ValueError(str(exc)) from None
         return value
 
 

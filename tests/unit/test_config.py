@@ -208,6 +208,28 @@ def test_a_missing_repo_directory_is_an_error_and_creates_nothing(tmp_path: Path
     assert not missing.exists()
 
 
+@pytest.mark.parametrize(
+    ("path", "match"),
+    [
+        ("repo\x00x", "contains a NUL character"),
+        ("~no-such-user-q/repo", "home directory"),
+        ("r" * 300, "longer than 255 bytes"),
+    ],
+)
+def test_a_repo_path_no_file_system_accepts_is_a_config_error(path: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(path)
+
+
+def test_config_paths_no_file_system_accepts_are_config_errors(tmp_path: Path) -> None:
+    (tmp_path / "quiver.yaml").write_text('data_dir: "da\\0ta"\n')
+    config = load_config(tmp_path)
+    with pytest.raises(ConfigError, match="contains a NUL character"):
+        config.data_path  # noqa: B018
+    with pytest.raises(ConfigError, match="home directory"):
+        config.resolve("~no-such-user-q/x")
+
+
 def test_build_config_validates_a_mapping(tmp_path: Path) -> None:
     config = build_config({"project": "p", "registry": "sqlite:///r.db", "repo_path": tmp_path})
     assert isinstance(config, RepoConfig)

@@ -302,6 +302,8 @@ def test_file_source_defaults() -> None:
     [
         ({"path": "x.orc", "format": "orc"}, "format"),
         ({"path": "  "}, "path must not be empty"),
+        ({"path": "data/a\x00b.parquet"}, "contains a NUL character"),
+        ({"path": "data/" + "n" * 256}, "name longer than 255 bytes"),
         ({}, "path: Field required"),
     ],
 )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from quiver._paths import check_path_text
 from quiver.errors import BackendError, InvalidError, NotFoundError, PayloadTooLargeError
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ _MIN_US = (datetime.min.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) 
 _MAX_US = (datetime.max.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // _US
 _TIME_RANGE = "between 0001-01-01 and 9999-12-31 in UTC"
 _GLOB = re.compile(r"[*?\[]")
-_MAX_PATH_BYTES = 4096
-_MAX_NAME_BYTES = 255
 _CLIENT_OS_ERRORS = frozenset(
     {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ELOOP, errno.EINVAL}
 )
@@ -231,26 +230,6 @@ def table_rows(table: pa.Table) -> list[list[Any]]:
     """The rows of an Arrow table as lists of Python values."""
     cols = [col.to_pylist() for col in table.columns]
     return [list(r) for r in zip(*cols, strict=True)] if cols else []
-
-
-def check_path_text(path: str, what: str) -> str:
-    """Refuse path text no file system accepts, before it reaches one; returns ``path``.
-
-    Raises:
-        InvalidError: a NUL character, a path longer than 4096 bytes or a file or directory
-            name longer than 255 bytes.
-    """
-    shown = path if len(path) <= 80 else path[:77] + "..."
-    if "\x00" in path:
-        raise InvalidError(f"{what} {shown!r} contains a NUL character")
-    if len(path.encode("utf-8", "surrogatepass")) > _MAX_PATH_BYTES:
-        raise InvalidError(f"{what} {shown!r} is longer than {_MAX_PATH_BYTES} bytes")
-    parts = path.replace("\\", "/").split("/")
-    if any(len(p.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES for p in parts):
-        raise InvalidError(
-            f"{what} {shown!r} has a file or directory name longer than {_MAX_NAME_BYTES} bytes"
-        )
-    return path
 
 
 def _os_error(exc: OSError, what: str, path: str) -> Exception:
