@@ -6,10 +6,9 @@ import errno
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quiver._paths import check_path_text
+from quiver._paths import check_path_text, user_path
 from quiver.errors import BackendError, InvalidError, NotFoundError, PayloadTooLargeError
 
 if TYPE_CHECKING:
@@ -270,16 +269,15 @@ def repo_input_path(store: FeatureStore, path: str, what: str = "entity_path") -
             raise InvalidError(f"{what} {path!r}: only local paths and s3:// URIs are read")
         return _s3_uri(path, what, needs_key=False)
     root = store.repo_path.resolve()
+    local = user_path(path, what)  # '~user' with no such user: an InvalidError naming `what`
     try:
-        resolved = store.config.resolve(path)
+        resolved = store.config.resolve(local)
         if not resolved.is_relative_to(root):
             raise InvalidError(
                 f"{what} {path!r} is outside the repository {root}; the API reads local files "
                 "inside the repo only"
             )
         exists = _GLOB.search(path) is not None or resolved.exists()
-    except RuntimeError as exc:  # '~user' with no such user
-        raise InvalidError(f"{what} {path!r}: {exc}") from exc
     except OSError as exc:
         raise _os_error(exc, what, path) from exc
     if not exists:
@@ -354,11 +352,9 @@ def output_path(
             if not path.startswith("s3://"):
                 raise InvalidError(f"{what} {path!r}: use a local path or an s3:// URI")
             return _s3_uri(path, what, needs_key=True)
+        p = user_path(path, what)
         try:
-            p = Path(path).expanduser()
             target = (p if p.is_absolute() else data / p).resolve()
-        except RuntimeError as exc:  # '~user' with no such user
-            raise InvalidError(f"{what} {path!r}: {exc}") from exc
         except OSError as exc:
             raise _os_error(exc, what, path) from exc
         if not target.is_relative_to(data):
