@@ -103,6 +103,24 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class MLIn(BaseModel):
+    """The base of the model and prediction request bodies: unknown fields are a 422.
+
+    Their fields may start with ``model_`` (``model_id``), a prefix pydantic reserves by default.
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class MLOut(BaseModel):
+    """The base of the model and prediction answers: fields they do not declare are dropped.
+
+    Their fields may start with ``model_`` (``model_id``), a prefix pydantic reserves by default.
+    """
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+
 # --- errors ------------------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from quiver.errors import InvalidError, NotFoundError
 from quiver.server._convert import (
@@ -34,7 +34,7 @@ from quiver.server._convert import (
 )
 from quiver.server.deps import SettingsDep, StoreDep
 from quiver.server.routers.predictions import run_online
-from quiver.server.schemas import ERROR_RESPONSES, JsonScalar, StrictJSONRoute
+from quiver.server.schemas import ERROR_RESPONSES, JsonScalar, MLIn, MLOut, StrictJSONRoute
 
 __all__ = ["router"]
 
@@ -49,15 +49,7 @@ _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
-
-
-class PlatformTrainingData(_In):
+class PlatformTrainingData(MLIn):
     """The labelled entity rows."""
 
     entity_df_source: str = Field(
@@ -70,13 +62,13 @@ class PlatformTrainingData(_In):
     end_date: datetime | date | None = None
 
 
-class PlatformHyperparameters(_In):
+class PlatformHyperparameters(MLIn):
     """Estimator parameters."""
 
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class PlatformModelIn(_In):
+class PlatformModelIn(MLIn):
     """``POST /feast/models``: train a model."""
 
     name: str
@@ -95,7 +87,7 @@ class PlatformModelIn(_In):
     split: Literal["time", "random"] = "time"
 
 
-class PlatformModelOut(_Out):
+class PlatformModelOut(MLOut):
     """A trained model version, as the platform answers it."""
 
     model_id: str
@@ -112,14 +104,14 @@ class PlatformModelOut(_Out):
     stage: str | None = None
 
 
-class PlatformModelList(_Out):
+class PlatformModelList(MLOut):
     """Every model version."""
 
     models: list[PlatformModelOut]
     count: int
 
 
-class PlatformBatchIn(_In):
+class PlatformBatchIn(MLIn):
     """``POST /feast/predictions/batch``."""
 
     model_id: str = Field(examples=["churn_model:1"])
@@ -132,7 +124,7 @@ class PlatformBatchIn(_In):
     event_timestamp_column: str = "event_timestamp"
 
 
-class PlatformBatchOut(_Out):
+class PlatformBatchOut(MLOut):
     """The finished batch prediction."""
 
     prediction_id: str
@@ -147,7 +139,7 @@ class PlatformBatchOut(_Out):
     status: str
 
 
-class PlatformOnlineIn(_In):
+class PlatformOnlineIn(MLIn):
     """``POST /feast/predictions/online``: feature values (or entity keys) for one model."""
 
     model_id: str
@@ -158,7 +150,7 @@ class PlatformOnlineIn(_In):
     use_defaults: bool = False
 
 
-class PlatformOnlineOut(_Out):
+class PlatformOnlineOut(MLOut):
     """One prediction."""
 
     model_id: str

@@ -8,9 +8,11 @@ deleting an object that another one references answers 409 naming the referrer.
 # No ``from __future__ import annotations`` here: the endpoints are built in a factory and
 # FastAPI must see their real annotation objects, not names it cannot resolve.
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Body, Query
+from pydantic import BaseModel
 
 from quiver.definitions import KIND_LABELS, object_from_spec
 from quiver.errors import ConflictError, InvalidError, NotFoundError
@@ -70,6 +72,18 @@ def write_result(plan: Any, obj: ObjectRecordOut, kind: str, name: str) -> Write
             )
         )
     return WriteResult(action=action, object=obj, changes=changes)
+
+
+class _Route(NamedTuple):
+    """One route of a registry router, as :meth:`APIRouter.add_api_route` takes it."""
+
+    method: str
+    path: str
+    endpoint: Callable[..., Any]
+    response_model: type[BaseModel]
+    operation_id: str
+    summary: str
+    status_code: int | None = None
 
 
 def _build(kind: str, spec: dict[str, Any]) -> Any:
@@ -174,69 +188,62 @@ def make_registry_router(
     create_object.__annotations__["body"] = body_type
     update_object.__annotations__["body"] = body_type
 
-    router.add_api_route(
-        "",
-        list_objects,
-        methods=["GET"],
-        response_model=ObjectListOut,
-        operation_id=f"list_{plural}",
-        summary=f"List {label}s",
+    routes = (  # method, path, endpoint, response model, operation id, summary
+        _Route("GET", "", list_objects, ObjectListOut, f"list_{plural}", f"List {label}s"),
+        _Route(
+            "POST",
+            "",
+            create_object,
+            WriteResult,
+            f"create_{singular}",
+            f"Create a {label}",
+            status_code=201,
+        ),
+        _Route("GET", "/{name}", get_object, ObjectRecordOut, f"get_{singular}", f"Get a {label}"),
+        _Route(
+            "PUT", "/{name}", update_object, WriteResult, f"update_{singular}", f"Update a {label}"
+        ),
+        _Route(
+            "DELETE",
+            "/{name}",
+            delete_object,
+            WriteResult,
+            f"delete_{singular}",
+            f"Delete a {label}",
+        ),
+        _Route(
+            "GET",
+            "/{name}/history",
+            object_history,
+            HistoryOut,
+            f"{singular}_history",
+            f"Every version of a {label}",
+        ),
+        _Route(
+            "GET",
+            "/{name}/history/{version}",
+            object_version,
+            VersionOut,
+            f"get_{singular}_version",
+            f"One version of a {label}",
+        ),
+        _Route(
+            "POST",
+            "/{name}/restore",
+            restore_object,
+            WriteResult,
+            f"restore_{singular}",
+            f"Make an earlier version of a {label} current again",
+        ),
     )
-    router.add_api_route(
-        "",
-        create_object,
-        methods=["POST"],
-        response_model=WriteResult,
-        status_code=201,
-        operation_id=f"create_{singular}",
-        summary=f"Create a {label}",
-    )
-    router.add_api_route(
-        "/{name}",
-        get_object,
-        methods=["GET"],
-        response_model=ObjectRecordOut,
-        operation_id=f"get_{singular}",
-        summary=f"Get a {label}",
-    )
-    router.add_api_route(
-        "/{name}",
-        update_object,
-        methods=["PUT"],
-        response_model=WriteResult,
-        operation_id=f"update_{singular}",
-        summary=f"Update a {label}",
-    )
-    router.add_api_route(
-        "/{name}",
-        delete_object,
-        methods=["DELETE"],
-        response_model=WriteResult,
-        operation_id=f"delete_{singular}",
-        summary=f"Delete a {label}",
-    )
-    router.add_api_route(
-        "/{name}/history",
-        object_history,
-        methods=["GET"],
-        response_model=HistoryOut,
-        operation_id=f"{singular}_history",
-        summary=f"Every version of a {label}",
-    )
-    router.add_api_route(
-        "/{name}/history/{version}",
-        object_version,
-        methods=["GET"],
-        response_model=VersionOut,
-        operation_id=f"get_{singular}_version",
-        summary=f"One version of a {label}",
-    )
-    router.add_api_route(
-        "/{name}/restore",
-        restore_object,
-        methods=["POST"],
-        response_model=WriteResult,
-        operation_id=f"restore_{singular}",
-        summary=f"Make an earlier version of a {label} current again",
-    )
+    for route in routes:
+        router.add_api_route(
+            route.path,
+            route.endpoint,
+            methods=[route.method],
+            response_model=route.response_model,
+            status_code=route.status_code,
+            operation_id=route.operation_id,
+            summary=route.summary,
+        )
     return router

@@ -10,12 +10,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from quiver.ml.spec import TrainingSpec
 from quiver.server._convert import check_path_text, looks_like_path, repo_input_path
 from quiver.server.deps import StoreDep
-from quiver.server.schemas import ERROR_RESPONSES, StrictJSONRoute, VersionPath
+from quiver.server.schemas import ERROR_RESPONSES, MLIn, MLOut, StrictJSONRoute, VersionPath
 
 __all__ = [
     "ModelListOut",
@@ -34,11 +34,7 @@ router = APIRouter(
 )
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
-
-
-class ModelVersionOut(_Out):
+class ModelVersionOut(MLOut):
     """One trained model version."""
 
     model_id: str = Field(examples=["churn_model:3"])
@@ -66,7 +62,7 @@ class ModelVersionOut(_Out):
     checksums: dict[str, str] | None = Field(default=None, description="sha256 per artifact file")
 
 
-class ModelOut(_Out):
+class ModelOut(MLOut):
     """A model and its versions."""
 
     name: str
@@ -80,14 +76,14 @@ class ModelOut(_Out):
     versions: list[ModelVersionOut]
 
 
-class ModelListOut(_Out):
+class ModelListOut(MLOut):
     """Every model of the project."""
 
     models: list[ModelOut]
     count: int
 
 
-class VersionListOut(_Out):
+class VersionListOut(MLOut):
     """Every version of one model, oldest first."""
 
     model_name: str
@@ -95,10 +91,8 @@ class VersionListOut(_Out):
     count: int
 
 
-class StageRequest(BaseModel):
+class StageRequest(MLIn):
     """Move a version to a stage; ``production`` archives the previous production version."""
-
-    model_config = ConfigDict(extra="forbid")
 
     stage: Literal["none", "staging", "production", "archived"]
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from quiver.errors import InvalidError
 from quiver.ml.registry import MAX_VERSION
@@ -30,6 +30,8 @@ from quiver.server.schemas import (
     MAX_CHUNK_ROWS,
     InlineTable,
     JsonScalar,
+    MLIn,
+    MLOut,
     StrictJSONRoute,
 )
 
@@ -50,15 +52,7 @@ router = APIRouter(
 )
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
-
-
-class _ModelChoice(_In):
+class _ModelChoice(MLIn):
     model: str = Field(
         description="a model id 'name:version', or a model name (then version or stage; "
         "default: the production version, else the latest)",
@@ -100,7 +94,7 @@ class BatchPredictionRequest(_ModelChoice):
     )
 
 
-class PredictionJobOut(_Out):
+class PredictionJobOut(MLOut):
     """A prediction job record."""
 
     prediction_id: str
@@ -118,7 +112,7 @@ class PredictionJobOut(_Out):
     created_by: str | None = None
 
 
-class JobListOut(_Out):
+class JobListOut(MLOut):
     """Prediction jobs, newest first."""
 
     jobs: list[PredictionJobOut]
@@ -142,7 +136,7 @@ class OnlinePredictionRequest(_ModelChoice):
     )
 
 
-class OnlinePrediction(_Out):
+class OnlinePrediction(MLOut):
     """The prediction for one row."""
 
     prediction: float = Field(
@@ -155,13 +149,13 @@ class OnlinePrediction(_Out):
     used_defaults: list[str] = Field(default_factory=list)
 
 
-class PredictionMetadata(_Out):
+class PredictionMetadata(MLOut):
     """About the call."""
 
     latency_ms: float
 
 
-class OnlinePredictionOut(_Out):
+class OnlinePredictionOut(MLOut):
     """Predictions in request order."""
 
     model_id: str
