@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import difflib
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-from quiver.errors import InvalidError, QuiverError, require
+from quiver.errors import InvalidError, require
 
 if TYPE_CHECKING:
     import numpy as np
@@ -124,8 +125,19 @@ def library_versions(*packages: str) -> dict[str, str]:
     return out
 
 
-def _fit_error(exc: Exception, framework: str) -> QuiverError:
-    return InvalidError(f"{framework} could not train with these settings: {exc}")
+@contextmanager
+def _fit_errors(framework: str, *library_errors: type[Exception]) -> Iterator[None]:
+    """Turn the library's refusal of the data or the settings into an :class:`InvalidError`.
+
+    Args:
+        framework: The library's name, as the message shows it.
+        *library_errors: The library's own error types, next to ``ValueError``/``TypeError``.
+    """
+    caught: tuple[type[Exception], ...] = (ValueError, TypeError, *library_errors)
+    try:
+        yield
+    except caught as exc:
+        raise InvalidError(f"{framework} could not train with these settings: {exc}") from exc
 
 
 # -- scikit-learn ---------------------------------------------------------------------------
@@ -196,10 +208,8 @@ class SklearnTrainer:
         columns: list[str],
         categorical: list[int],
     ) -> Any:
-        try:
+        with _fit_errors("scikit-learn"):
             return estimator.fit(x, y)
-        except (ValueError, TypeError) as exc:
-            raise _fit_error(exc, "scikit-learn") from exc
 
     def predict(self, model: Any, x: np.ndarray, model_type: ModelType) -> np.ndarray:
         if model_type == "classification":
@@ -283,10 +293,8 @@ class XGBoostTrainer:
         categorical: list[int],
     ) -> Any:
         xgb = require("xgboost", "ml", "training XGBoost models")
-        try:
+        with _fit_errors("XGBoost", xgb.core.XGBoostError):
             return estimator.fit(x, y, verbose=False)
-        except (ValueError, TypeError, xgb.core.XGBoostError) as exc:
-            raise _fit_error(exc, "XGBoost") from exc
 
     def predict(self, model: Any, x: np.ndarray, model_type: ModelType) -> np.ndarray:
         if model_type == "classification":
@@ -369,10 +377,8 @@ class LightGBMTrainer:
     ) -> Any:
         lgb = require("lightgbm", "ml", "training LightGBM models")
         safe = [_lgb_name(c, i) for i, c in enumerate(columns)]
-        try:
+        with _fit_errors("LightGBM", lgb.basic.LightGBMError):
             estimator.fit(x, y, feature_name=safe, categorical_feature=categorical or "auto")
-        except (ValueError, TypeError, lgb.basic.LightGBMError) as exc:
-            raise _fit_error(exc, "LightGBM") from exc
         return estimator.booster_
 
     def predict(self, model: Any, x: np.ndarray, model_type: ModelType) -> np.ndarray:
