@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -21,9 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quiver.errors import InvalidError, NotFoundError
-from quiver.ml.registry import MAX_VERSION, ModelRegistry, parse_model_id
+from quiver.ml.registry import MAX_VERSION, ModelRegistry, ModelVersion, parse_model_id
 from quiver.ml.spec import TrainingSpec
-from quiver.registry import Registry
 from quiver.server._convert import as_utc, check_path_text, iceberg_ref, inline_table
 from quiver.server.schemas import StrictJSONRequest
 
@@ -31,36 +29,18 @@ HUGE = [2**31, 2**63, 2**70, -(2**70), 0, -1]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def models(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ModelRegistry]:
-    """A model registry with ``churn`` versions 1 (production) and 2, on SQLite and PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'registry.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    registry = Registry(url, "proj")
-    models = ModelRegistry(registry)
+def registry_url(request: pytest.FixtureRequest, registry_url: str) -> str:
+    """The registry database behind ``models``: the SQLite one of conftest, then PostgreSQL."""
+    return registry_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
 
-    def publish(version: int) -> tuple[str, dict[str, str]]:
-        return f"churn/{version}", {}
 
+@pytest.fixture
+def models(models: ModelRegistry, add_bare_version: Callable[..., ModelVersion]) -> ModelRegistry:
+    """The model registry of conftest with ``churn`` versions 1 (production) and 2."""
     for _ in range(2):
-        models.create_version(
-            "churn",
-            publish=publish,
-            framework="lightgbm",
-            model_type="classification",
-            algorithm=None,
-            description="",
-            spec={},
-            lineage={},
-            metrics={},
-            feature_importance={},
-            training_duration_seconds=0.0,
-            author=None,
-        )
+        add_bare_version(models, "churn")
     models.set_stage("churn", 1, "production")
-    yield models
-    registry.close()
+    return models
 
 
 def _stages(models: ModelRegistry) -> dict[int, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +15,9 @@ import sqlalchemy as sa
 from quiver.errors import InvalidError, NotFoundError
 from quiver.ml import artifacts
 from quiver.ml.encoding import Encoding, LabelEncoding
-from quiver.ml.registry import ModelRegistry, artifact_path, parse_model_id
+from quiver.ml.registry import ModelRegistry, ModelVersion, artifact_path, parse_model_id
 from quiver.ml.tables import model_versions
 from quiver.ml.trainers import get_trainer
-from quiver.registry import Registry
-
-
-@pytest.fixture
-def models(tmp_path: Path) -> Iterator[ModelRegistry]:
-    registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}", "proj")
-    yield ModelRegistry(registry)
-    registry.close()
 
 
 def _add(models: ModelRegistry, name: str = "churn", **extra: Any) -> Any:
@@ -110,25 +102,14 @@ def test_database_refuses_two_production_versions(models: ModelRegistry) -> None
         )
 
 
-def test_failed_publish_leaves_nothing(models: ModelRegistry) -> None:
+def test_failed_publish_leaves_nothing(
+    models: ModelRegistry, add_bare_version: Callable[..., ModelVersion]
+) -> None:
     def publish(version: int) -> tuple[str, dict[str, str]]:
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        models.create_version(
-            "churn",
-            publish=publish,
-            framework="lightgbm",
-            model_type="classification",
-            algorithm=None,
-            description="",
-            spec={},
-            lineage={},
-            metrics={},
-            feature_importance={},
-            training_duration_seconds=0.0,
-            author=None,
-        )
+        add_bare_version(models, "churn", publish)
     assert models.list_models() == []
 
 
