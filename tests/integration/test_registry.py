@@ -325,3 +325,65 @@ def test_timestamps_are_utc(store: FeatureStore) -> None:
     record = store.registry.get_record("entity", "customer")
     assert record.created_at.tzinfo is not None
     assert record.created_at.astimezone(UTC) == record.created_at
+
+
+def test_the_revision_moves_with_every_write_of_any_process(
+    store: FeatureStore, registry_url: str, tmp_path: Path
+) -> None:
+    registry = store.registry
+    first = registry.revision()
+    assert registry.revision() == first  # read again on the kept connection: no write, no move
+    with _open(registry_url, tmp_path) as other:  # another process's registry, in effect
+        other.apply([CUSTOMER])
+    second = registry.revision()
+    assert second > first
+    store.apply([SOURCE])  # this store's own write
+    assert registry.revision() > second
+
+
+def test_the_revision_survives_a_broken_connection(store: FeatureStore) -> None:
+    registry = store.registry
+    before = registry.revision()
+    registry._revision_conn.close()  # as a database restart leaves it
+    assert registry.revision() == before  # read again on a new connection
+    registry.close()
+    assert registry._revision_conn is None
+
+
+def test_an_unreadable_revision_is_a_backend_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    registry = Registry(url, "shop")
+    registry.revision()
+    registry.close()
+    (tmp_path / "registry.db").unlink()
+    (tmp_path / "registry.db").mkdir()  # no database there any more
+    with pytest.raises(BackendError, match="reading the registry at sqlite:///"):
+        registry.revision()
+
+
+def test_a_plan_reads_one_consistent_registry_state(
+    store: FeatureStore, registry_url: str, tmp_path: Path
+) -> None:
+    """Regression: plan read the registry kind by kind, so another process's apply landing
+    between two reads showed its view without its entity ("feature view 'view_1' references
+    entity 'entity_1', which does not exist"), and a concurrent `quiver apply` failed."""
+    store.apply([CUSTOMER, SOURCE])
+    team = Entity(name="team", join_keys=["team_id"])
+    team_view = _view(name="team_orders", entities=["team"])
+    selects = 0
+
+    def another_process_applies(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        nonlocal selects
+        if statement.lstrip().upper().startswith("SELECT") and "FROM objects" in statement:
+            selects += 1
+            if selects == 2:  # after the first read of the plan, before the next one
+                with _open(registry_url, tmp_path) as other:
+                    other.apply([team, team_view])
+
+    engine = store.registry.engine
+    sa.event.listen(engine, "before_cursor_execute", another_process_applies)
+    try:
+        plan = store.plan([_view()])
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", another_process_applies)
+    assert [c.name for c in plan.pending] == ["orders"]

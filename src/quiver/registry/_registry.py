@@ -8,9 +8,11 @@ applies are serialized and each one checks the versions it planned against (comp
 from __future__ import annotations
 
 import builtins
+import contextlib
 import getpass
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ from quiver.registry.tables import object_versions, objects, projects
 __all__ = ["ObjectRecord", "Registry", "VersionRecord", "current_user"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_PARAM_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+"""A positional parameter in the drivers' own SQL, by DB-API ``paramstyle`` (sqlite3, psycopg)."""
 
 
 def current_user() -> str:
@@ -157,6 +161,8 @@ class Registry:
         self.url = url
         self.project = project
         self.engine = make_engine(url)
+        self._revision_lock = threading.Lock()
+        self._revision_conn: Any = None
         try:
             self._migrate()
             self._ensure_project()
@@ -176,7 +182,67 @@ class Registry:
 
     def close(self) -> None:
         """Release the database connections."""
+        with self._revision_lock:
+            self._drop_revision_connection()
         self.engine.dispose()
+
+    def revision(self) -> int:
+        """The project's revision: a counter that every registry write moves.
+
+        Callers poll it (serving checks it every second for changes by other processes), so it
+        is read on a driver connection kept for it in autocommit mode, without SQLAlchemy's
+        per-call work: about 10 us on SQLite instead of about 300 us.
+
+        Raises:
+            BackendError: the registry database cannot be read.
+        """
+        with self._revision_lock:
+            for attempt in (1, 2):
+                kept = self._revision_conn is not None
+                try:
+                    row = self._read_revision()
+                    break
+                except Exception as exc:
+                    self._drop_revision_connection()
+                    # A kept connection may have broken (a database restart): once more, anew.
+                    if not kept or attempt == 2:
+                        raise BackendError(
+                            f"reading the registry at {self._safe_url} failed: {_one_line(exc)}"
+                        ) from exc
+        return int(row[0]) if row else 0
+
+    def _read_revision(self) -> Any:
+        conn = self._revision_conn
+        if conn is None:
+            conn = self._revision_conn = self._autocommit_connection()
+        cursor = conn.cursor()
+        try:
+            cursor.execute(self._revision_sql, (self.project,))
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+
+    @property
+    def _revision_sql(self) -> str:
+        mark = _PARAM_MARKS[self.engine.dialect.paramstyle]
+        return f"SELECT revision FROM {projects.name} WHERE name = {mark}"
+
+    def _autocommit_connection(self) -> Any:
+        """A driver connection of the engine's, taken out of its pool, in autocommit mode."""
+        proxied = self.engine.raw_connection()
+        conn: Any = proxied.driver_connection
+        proxied.detach()  # ours now: closing it will not hand it back to the pool
+        if self.dialect == "postgresql":
+            conn.rollback()  # the pool's pre-ping may have begun a transaction
+            conn.autocommit = True
+        # SQLite: autocommit already (isolation_level=None, set when the engine connects).
+        return conn
+
+    def _drop_revision_connection(self) -> None:
+        conn, self._revision_conn = self._revision_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already broken: nothing to release
+                conn.close()
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -308,6 +374,28 @@ class Registry:
             with self.engine.connect() as c:
                 rows = c.execute(query).all()
         return [self._row_to_record(r) for r in rows]
+
+    def snapshot(self, conn: Connection | None = None) -> dict[str, builtins.list[ObjectRecord]]:
+        """Every current record of every kind, by kind, each kind by name.
+
+        Read by one statement, so the records are one consistent state on any database, even
+        while other processes write (per-kind reads could see one write's view without the
+        entity it came with).
+        """
+        query = (
+            sa.select(objects)
+            .where(objects.c.project == self.project)
+            .order_by(objects.c.kind, objects.c.name)
+        )
+        if conn is not None:
+            rows = conn.execute(query).all()
+        else:
+            with self.engine.connect() as c:
+                rows = c.execute(query).all()
+        out: dict[str, builtins.list[ObjectRecord]] = {}
+        for row in rows:
+            out.setdefault(row.kind, []).append(self._row_to_record(row))
+        return out
 
     def list(self, kind: str) -> list[Any]:
         """Every object of one kind, by name."""

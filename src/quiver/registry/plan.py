@@ -312,8 +312,9 @@ def compute_plan(registry: Registry, definitions: DefinitionSet, *, prune: bool)
         NotFoundError, InvalidError: the resulting state would be inconsistent.
         ReferencedError: a deletion would leave another object referencing a missing one.
     """
+    snapshot = registry.snapshot()  # one statement: one consistent state
     current: dict[str, dict[str, ObjectRecord]] = {
-        kind: {r.name: r for r in registry.records(kind)} for kind in KIND_ORDER
+        kind: {r.name: r for r in snapshot.get(kind, [])} for kind in KIND_ORDER
     }
     state = DefinitionSet()
     for kind in KIND_ORDER:
