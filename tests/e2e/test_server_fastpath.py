@@ -341,3 +341,24 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and a != a:
         return b != b
     return bool(a == b)
+
+
+def test_server_entry_point_freezes_start_up(
+    demo_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's factory moves start-up objects out of the collector's reach (no ~50 ms
+    full collections walking them while serving); create_app alone, a library call, does not."""
+    import gc
+
+    from quiver.server.app import app_from_env
+
+    monkeypatch.setenv("QUIVER_REPO", str(demo_repo))
+    gc.unfreeze()
+    try:
+        create_app(FeatureStore(repo_path=demo_repo)).state.store.close()
+        assert gc.get_freeze_count() == 0
+        app = app_from_env()
+        assert gc.get_freeze_count() > 0
+        app.state.store.close()
+    finally:
+        gc.unfreeze()

@@ -566,3 +566,46 @@ def test_registry_changes_in_another_process_reach_the_cache(materialized: Featu
     serving._cache(materialized).checked = 0.0  # as if REVISION_CHECK_SECONDS had passed
     res = materialized.get_online_features(["stats:orders"], [{"customer_id": 1}])
     assert res.statuses["orders"] == ["expired"]
+
+
+def test_check_registry_sees_another_process_at_once(materialized: FeatureStore) -> None:
+    from quiver.online import serving
+
+    assert _orders(materialized, 1) == [2]
+    other = FeatureStore(materialized.repo_path)
+    other.apply([stats.model_copy(update={"ttl": timedelta(days=1)})])
+    other.close()
+    serving.check_registry(materialized)  # no need to wait for REVISION_CHECK_SECONDS
+    res = materialized.get_online_features(["stats:orders"], [{"customer_id": 1}])
+    assert res.statuses["orders"] == ["expired"]
+
+
+def test_the_server_checks_the_registry_in_the_background(
+    materialized: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests never check the registry themselves while the server's watcher runs."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from quiver.online import serving
+    from quiver.server import create_app
+
+    monkeypatch.setattr(serving, "REVISION_CHECK_SECONDS", 0.2)
+    monkeypatch.setattr(serving._Cache, "fresh", lambda cache: cache)  # requests: no checks
+    body = {"features": ["stats:orders"], "entities": {"customer_id": [1]}}
+    with TestClient(create_app(materialized)) as client:
+
+        def status() -> str:
+            answer = client.post("/api/v1/serving/online", json=body)
+            assert answer.status_code == 200, answer.text
+            return str(answer.json()["results"][0]["statuses"]["orders"])
+
+        assert status() == "present"
+        other = FeatureStore(materialized.repo_path)
+        other.apply([stats.model_copy(update={"ttl": timedelta(days=1)})])
+        other.close()
+        deadline = time.monotonic() + 10
+        while status() != "expired":
+            assert time.monotonic() < deadline, "the watcher never saw the other process's change"
+            time.sleep(0.05)

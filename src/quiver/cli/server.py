@@ -55,9 +55,11 @@ def serve(
         "proxy_headers": False,
     }
     if workers == 1:
-        from quiver.server import create_app
+        from quiver.server.app import create_app, freeze_start_up
 
-        uvicorn.run(create_app(store, close_store=True), **options)
+        app = create_app(store, close_store=True)
+        freeze_start_up()
+        uvicorn.run(app, **options)
     else:
         store.close()
         os.environ["QUIVER_REPO"] = str(store.repo_path)

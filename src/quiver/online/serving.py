@@ -4,8 +4,10 @@
 (features, service, naming) and caches the result per :class:`~quiver.store.FeatureStore`;
 the cache is dropped when this process writes to the registry and, for changes made by other
 processes, when the project's registry revision moves (checked at most every
-:data:`REVISION_CHECK_SECONDS`). A call then validates the entity rows, encodes the keys, reads
-every view from the store in one round trip and builds an :class:`OnlineResponse`.
+:data:`REVISION_CHECK_SECONDS` by the call that finds the last check that old, or by
+:func:`check_registry`, which the REST server runs in the background). A call then
+validates the entity rows, encodes the keys, reads every view from the store in one round trip
+and builds an :class:`OnlineResponse`.
 
 :func:`push` validates fresh rows against a view's schema and writes them to the online store
 (newer wins, as with materialization) and/or appends them to the view's offline source.
@@ -50,6 +52,7 @@ __all__ = [
     "REVISION_CHECK_SECONDS",
     "OnlineGroup",
     "OnlineResponse",
+    "check_registry",
     "get_online_features",
     "push",
 ]
@@ -280,7 +283,7 @@ class _Cache:
         self.plans: dict[Any, _Plan] = {}
         self.targets: dict[str, _PushTarget] = {}
         self.generation = 0
-        self.revision = _revision(registry)
+        self.revision = registry.revision()
         self.checked = time.monotonic()
         ref = weakref.ref(self)
 
@@ -299,17 +302,21 @@ class _Cache:
         self.targets = {}
 
     def fresh(self) -> _Cache:
-        now = time.monotonic()
-        if now - self.checked >= REVISION_CHECK_SECONDS:
-            self.checked = now
-            try:
-                revision = _revision(self.registry)
-            except Exception:  # the registry is unreachable: keep serving the cached plans
-                return self
-            if revision != self.revision:
-                self.revision = revision
-                self.clear()
+        """This cache, after checking the registry if the last check is old enough."""
+        if time.monotonic() - self.checked >= REVISION_CHECK_SECONDS:
+            self.check()
         return self
+
+    def check(self) -> None:
+        """Drop the plans if the registry's revision moved (another process wrote to it)."""
+        self.checked = time.monotonic()
+        try:
+            revision = self.registry.revision()
+        except Exception:  # the registry is unreachable: keep serving the cached plans
+            return
+        if revision != self.revision:
+            self.revision = revision
+            self.clear()
 
 
 _CACHE_ATTR = "_quiver_serving_cache"
@@ -317,19 +324,12 @@ _new_tuple = tuple.__new__
 _caches_lock = threading.Lock()
 
 
-def _revision(registry: Registry) -> int:
-    import sqlalchemy as sa
-
-    from quiver.registry.tables import projects
-
-    with registry.engine.connect() as conn:
-        value = conn.execute(
-            sa.select(projects.c.revision).where(projects.c.name == registry.project)
-        ).scalar()
-    return int(value or 0)
-
-
 def _cache(store: FeatureStore) -> _Cache:
+    """The store's plan cache, after a registry check if the last one is old enough."""
+    return _store_cache(store).fresh()
+
+
+def _store_cache(store: FeatureStore) -> _Cache:
     """The store's plan cache, kept on the store object itself (a new registry: a new cache)."""
     registry = store.registry
     cache: _Cache | None = store.__dict__.get(_CACHE_ATTR)
@@ -338,7 +338,22 @@ def _cache(store: FeatureStore) -> _Cache:
             cache = store.__dict__.get(_CACHE_ATTR)
             if cache is None or cache.registry is not registry:
                 cache = store.__dict__[_CACHE_ATTR] = _Cache(registry)
-    return cache.fresh()
+    return cache
+
+
+def check_registry(store: FeatureStore) -> None:
+    """Look for registry changes made by other processes now, and drop the resolved plans
+    they make stale.
+
+    Serving does this itself at most every :data:`REVISION_CHECK_SECONDS`, on the call that
+    finds the last check that old. A server calls it from a background task more often than
+    that, so that no request waits for the registry (a round trip on PostgreSQL).
+
+    Raises:
+        BackendError: the registry cannot be opened (an unreachable registry of an open store
+            is not an error: the cached plans stay).
+    """
+    _store_cache(store).check()
 
 
 def _build_plan(
