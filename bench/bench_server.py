@@ -7,11 +7,14 @@ connections, each sending one request after the other (closed loop). Targets:
   store (same tables, same key encoding) and answering JSON;
 - ``quiver /get-online-features`` (Feast-compatible route) and ``quiver /api/v1/serving/online``.
 
-All three run under uvicorn with the same settings (one worker, no access log, uvicorn's default
-loop and HTTP parser). Each request asks for 1 entity and 10 features (7 of
-``customer_behavior``, 3 of ``customer_demographics``). The load generator is an asyncio client
-on raw keep-alive sockets in this process; it shares the machine's cores with the server, so
-its settings are printed with the figures. Besides latency and throughput, the CPU time each
+All three run under uvicorn with the same settings as ``quiver serve`` (one worker, no access
+log, no proxy headers, uvicorn's default loop and HTTP parser). Each request asks for 1 entity
+and 10 features (7 of ``customer_behavior``, 3 of ``customer_demographics``), the key drawn from
+1,000 bodies in turn. The load generator is ``wrk`` (Debian's package: C, one thread, a Lua
+script that rotates the bodies and prints its whole latency histogram) where it is installed,
+else an asyncio client on raw keep-alive sockets in this process (``--client asyncio``); it
+shares the machine's cores with the server, so its settings are printed with the figures.
+Besides latency and throughput, the CPU time each
 server process spent per request (user + system, from ``/proc``; uvicorn and the kernel's
 network work included) is printed.
 
@@ -21,7 +24,8 @@ the order rotating each round. The totals of every target cover the same spells;
 each round's figures are divided by the reference's of the same round, and the median of those
 paired ratios is printed with their range.
 
-Run: ``python bench/bench_server.py [--duration 10] [--rounds 40] [--connections 2]``.
+Run: ``python bench/bench_server.py [--duration 10] [--rounds 10] [--connections 2]
+[--client wrk|asyncio]``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -123,7 +128,12 @@ def serve_reference(repo: Path, port: int) -> None:
     import uvicorn
 
     uvicorn.run(
-        reference_app(repo), host="127.0.0.1", port=port, access_log=False, log_level="warning"
+        reference_app(repo),
+        host="127.0.0.1",
+        port=port,
+        access_log=False,
+        log_level="warning",
+        proxy_headers=False,  # as `quiver serve` runs
     )
 
 
@@ -198,9 +208,92 @@ def load(port: int, path: str, bodies: list[bytes], duration: float, connections
     }
 
 
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {%(bodies)s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format(nil, "%(path)s", nil, bodies[i %% #bodies + 1])
+end
+done = function(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format(
+    "QUIVER-BENCH %%d %%d %%d\\n", summary.requests, summary.duration,
+    errors.status + errors.connect + errors.read + errors.write + errors.timeout))
+  -- the latency distribution as 1,000 quantiles (microseconds), merged across rounds
+  for k = 0, 999 do
+    io.write(string.format("%%d ", latency:percentile((k + 0.5) / 10)))
+  end
+  io.write("\\n")
+end
+"""
+
+
+def _lua_string(body: bytes) -> str:
+    return '"' + "".join(f"\\{b}" for b in body) + '"'
+
+
+def wrk_script(directory: Path, path: str, bodies: list[bytes]) -> Path:
+    """A wrk Lua script posting ``bodies`` in turn to ``path``, printing its figures."""
+    script = directory / f"wrk{len(list(directory.glob('wrk*.lua')))}.lua"
+    text = _WRK_SCRIPT % {"bodies": ", ".join(map(_lua_string, bodies)), "path": path}
+    script.write_text(text)
+    return script
+
+
+def load_wrk(port: int, script: Path, duration: int, connections: int) -> dict:
+    """Closed-loop load by ``wrk`` (one thread) for ``duration`` whole seconds."""
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = out.splitlines()
+    at = next(i for i, x in enumerate(lines) if x.startswith("QUIVER-BENCH "))
+    requests, elapsed_us, errors = map(int, lines[at].split()[1:])
+    # 1,000 quantiles, each standing for a thousandth of the requests (see weighted_percentile).
+    quantiles = [int(us) / 1e6 for us in lines[at + 1].split()]
+    elapsed = elapsed_us / 1e6
+    return {
+        "latencies": quantiles,
+        "weight": requests / len(quantiles),
+        "elapsed": elapsed,
+        "requests": requests,
+        "errors": errors,
+        "rps": requests / elapsed,
+        "p50_ms": 1000 * percentile(quantiles, 0.50),
+        "p99_ms": 1000 * percentile(quantiles, 0.99),
+    }
+
+
 def percentile(ordered: list[float], q: float) -> float:
     """The ``q`` quantile of sorted values (nearest rank)."""
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def weighted_percentile(samples: list[tuple[float, float]], q: float) -> float:
+    """The ``q`` quantile of ``(value, weight)`` samples (nearest rank by weight)."""
+    ordered = sorted(samples)
+    target = q * sum(w for _, w in ordered)
+    seen = 0.0
+    for value, weight in ordered:
+        seen += weight
+        if seen > target:
+            return value
+    return ordered[-1][0]
 
 
 # --- orchestration -----------------------------------------------------------------------------
@@ -279,13 +372,27 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per target")
     parser.add_argument("--connections", type=int, default=2, help="keep-alive connections")
     parser.add_argument("--customers", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=40, help="rounds (each runs every target)")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds, each running every target (default: 10 with wrk, 40)"
+    )
+    parser.add_argument(
+        "--client",
+        choices=["wrk", "asyncio"],
+        help="load generator: wrk (C, Debian's 'wrk'; the default where installed) or an "
+        "asyncio client in this process",
+    )
     parser.add_argument("--reference-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reference_server:
         serve_reference(args.reference_server, args.port)
         return
+    if args.client is None:
+        args.client = "wrk" if shutil.which("wrk") else "asyncio"
+    if args.rounds is None:
+        args.rounds = 10 if args.client == "wrk" else 40
+    if args.client == "wrk" and args.duration / args.rounds != int(args.duration / args.rounds):
+        parser.error("with wrk, --duration / --rounds must be whole seconds")
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = build_repo(Path(tmp) / "repo", args.customers)
@@ -343,8 +450,19 @@ def main() -> None:
                     feast_bodies,
                 ),
             ]
-            for _, port, path, bodies in targets:  # warm-up: caches, JIT-free but lazy imports
-                load(port, path, bodies, 1.0, args.connections)
+            scripts = {
+                name: wrk_script(Path(tmp), path, bodies) for name, _, path, bodies in targets
+            }
+
+            def measure(
+                name: str, port: int, path: str, bodies: list[bytes], seconds: float
+            ) -> dict:
+                if args.client == "wrk":
+                    return load_wrk(port, scripts[name], int(seconds), args.connections)
+                return load(port, path, bodies, seconds, args.connections)
+
+            for target in targets:  # warm-up: caches, lazy imports
+                measure(*target, 1.0)
             results: dict[str, list[dict]] = {t[0]: [] for t in targets}
             pids = {
                 ports["reference"]: procs["reference"].pid,
@@ -356,7 +474,7 @@ def main() -> None:
                 shift = i % len(targets)
                 for name, port, path, bodies in targets[shift:] + targets[:shift]:
                     before = cpu_seconds(pids[port])
-                    run = load(port, path, bodies, args.duration / args.rounds, args.connections)
+                    run = measure(name, port, path, bodies, args.duration / args.rounds)
                     after = cpu_seconds(pids[port])
                     if before is not None and after is not None:
                         run["cpu_s"] = after - before
@@ -372,25 +490,28 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
     """Print every target's figures over all its rounds, and its ratios to the reference."""
 
     def merged(runs: list[dict]) -> dict:
-        latencies = sorted(t for r in runs for t in r["latencies"])
-        requests = len(latencies)
+        samples = [(t, r.get("weight", 1.0)) for r in runs for t in r["latencies"]]
+        requests = sum(r["requests"] for r in runs)
         cpu = [r["cpu_s"] for r in runs if "cpu_s" in r]
         return {
             "requests": requests,
             "errors": sum(r["errors"] for r in runs),
             "rps": requests / sum(r["elapsed"] for r in runs),
-            "p50_ms": 1000 * percentile(latencies, 0.50),
-            "p99_ms": 1000 * percentile(latencies, 0.99),
+            "p50_ms": 1000 * weighted_percentile(samples, 0.50),
+            "p99_ms": 1000 * weighted_percentile(samples, 0.99),
             "cpu_us": 1e6 * sum(cpu) / requests if len(cpu) == len(runs) and requests else None,
         }
 
     summary = {name: merged(runs) for name, runs in results.items()}
     ref = summary["reference"]
+    client = (
+        "wrk, 1 thread" if args.client == "wrk" else "asyncio client (raw sockets) in this process"
+    )
     print(
         f"load: {args.connections} keep-alive connections, closed loop, {args.duration:g}s per "
         f"target in {args.rounds} rounds of {args.duration / args.rounds:g}s (targets alternate, "
-        f"order rotating); asyncio client in this process; {os.cpu_count()} CPUs shared by client "
-        "and server; 1 entity x 10 features"
+        f"order rotating); {client}; {os.cpu_count()} CPUs shared by client and server; "
+        "uvicorn, 1 worker, no access log, no proxy headers; 1 entity x 10 features"
     )
     print(
         f"{'target':32} {'requests':>9} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} "
