@@ -8,13 +8,12 @@ applies are serialized and each one checks the versions it planned against (comp
 from __future__ import annotations
 
 import builtins
-import contextlib
 import getpass
 import json
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -241,7 +240,7 @@ class Registry:
     def _drop_revision_connection(self) -> None:
         conn, self._revision_conn = self._revision_conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):  # already broken: nothing to release
+            with suppress(Exception):  # already broken: nothing to release
                 conn.close()
 
     # -- schema -------------------------------------------------------------------------------
