@@ -3,8 +3,9 @@
 #
 # 1. As root, installs the backend servers the tests start (redis-server, PostgreSQL) with
 #    apt-get if their binaries are missing. Not as root, it only says what to install.
-# 2. Installs quiver in editable mode with the dev extras.
-# 3. Runs pytest; the exit code is pytest's.
+# 2. Makes a new virtual environment and installs quiver with the dev extra into it from the
+#    lock (uv.lock, with uv sync --frozen), so the tests see only what the lock pins.
+# 3. Runs pytest there; the exit code is pytest's.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -38,29 +39,21 @@ if ((${#missing[@]})); then
     fi
 fi
 
-# --- 2. python packages ---------------------------------------------------------------------
-export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
-# Debian's own python3 is "externally managed" (PEP 668). Outside a virtualenv, allow pip to
-# install into it only on CI or as root; a developer should use a virtualenv instead.
-if python3 - <<'PY'
-import os, sys, sysconfig
-in_venv = sys.prefix != sys.base_prefix
-marker = os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")
-sys.exit(0 if (not in_venv and os.path.exists(marker)) else 1)
-PY
-then
-    if [[ "${CI:-}" == "true" || $(id -u) -eq 0 ]]; then
-        export PIP_BREAK_SYSTEM_PACKAGES=1
-    else
-        log "python3 is externally managed; create and activate a virtualenv first:" \
-            "python3 -m venv .venv && . .venv/bin/activate"
-        exit 1
-    fi
-fi
-
-log "installing quiver with the dev extras"
-python3 -m pip install -q -e ".[dev]"
+# --- 2. a new virtual environment from the lock ------------------------------------------
+# Made anew on every run and removed afterwards: nothing installed on this machine beforehand
+# can make the tests pass. uv's download cache makes it take seconds after the first run.
+# shellcheck source=scripts/_uv.sh
+source scripts/_uv.sh
+find_uv
+venv=$(mktemp -d "${TMPDIR:-/tmp}/quiver-test-venv.XXXXXX")
+trap 'rm -rf "$venv"' EXIT
+log "installing quiver with the dev extra from uv.lock into $venv"
+UV_PROJECT_ENVIRONMENT="$venv" "$UV" sync --frozen --python python3 --extra dev --quiet
 
 # --- 3. tests -------------------------------------------------------------------------------
+unset PYTHONPATH PYTHONHOME VIRTUAL_ENV
+export PATH="$venv/bin:$PATH"
 log "running pytest $*"
-exec python3 -m pytest -q "$@"
+status=0
+"$venv/bin/python" -m pytest -q "$@" || status=$?
+exit "$status"

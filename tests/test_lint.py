@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +17,11 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     "command",
-    [("ruff", "check", "."), ("ruff", "format", "--check", ".")],
+    [("check", "."), ("format", "--check", ".")],
     ids=["ruff-check", "ruff-format"],
 )
 def test_ruff(command: tuple[str, ...]) -> None:
-    if shutil.which("ruff") is None:
-        pytest.fail("ruff is not installed: pip install -e '.[dev]'")
-    result = _run(*command)
+    result = _run(sys.executable, "-m", "ruff", *command)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Depends, FastAPI
 
 from quiver.config import ServerConfig
+from quiver.server._docs import install_offline_docs
 from quiver.server.deps import get_principal
 from quiver.server.errors import GuardMiddleware, install_error_handlers
 from quiver.server.fastpath import QuiverAPI
@@ -128,7 +129,10 @@ def create_app(
         openapi_tags=_TAGS,
         dependencies=[Depends(get_principal)],
         lifespan=lifespan,
+        docs_url=None,  # served from the installed package below, not from a CDN
+        redoc_url=None,
     )
+    install_offline_docs(app)
     app.state.store = store
     app.state.settings = settings
     install_error_handlers(app)
