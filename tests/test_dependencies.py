@@ -148,3 +148,11 @@ def test_lock_matches_pyproject() -> None:
     assert result.returncode == 0, (
         "uv.lock does not match pyproject.toml; refresh it with `uv lock`:\n" + result.stderr
     )
+
+
+def test_scripts_use_the_uv_the_dev_extra_pins() -> None:
+    script = (ROOT / "scripts" / "_uv.sh").read_text()
+    pinned = re.search(r"^QUIVER_UV_VERSION=(\S+)", script, re.MULTILINE)
+    assert pinned, "scripts/_uv.sh names no QUIVER_UV_VERSION"
+    dev = _pyproject()["project"]["optional-dependencies"]["dev"]
+    assert f"uv=={pinned.group(1)}" in dev, f"scripts/_uv.sh pins uv {pinned.group(1)}, dev: {dev}"
