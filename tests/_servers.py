@@ -373,7 +373,7 @@ class PostgresServer:
         except ImportError as exc:
             raise RuntimeError(
                 "psycopg is needed to talk to the test PostgreSQL server: "
-                "python3 -m pip install -e '.[dev]'"
+                "bash scripts/install.sh dev"
             ) from exc
         with psycopg.connect(
             host=_HOST,
