@@ -188,20 +188,28 @@ def make_registry_router(
     create_object.__annotations__["body"] = body_type
     update_object.__annotations__["body"] = body_type
 
+    a_label = f"an {label}" if label[0] in "aeiou" else f"a {label}"
     routes = (  # method, path, endpoint, response model, operation id, summary
-        _Route("GET", "", list_objects, ObjectListOut, f"list_{plural}", f"List {label}s"),
+        _Route(
+            "GET",
+            "",
+            list_objects,
+            ObjectListOut,
+            f"list_{plural}",
+            f"List {path.replace('-', ' ')}",
+        ),
         _Route(
             "POST",
             "",
             create_object,
             WriteResult,
             f"create_{singular}",
-            f"Create a {label}",
+            f"Create {a_label}",
             status_code=201,
         ),
-        _Route("GET", "/{name}", get_object, ObjectRecordOut, f"get_{singular}", f"Get a {label}"),
+        _Route("GET", "/{name}", get_object, ObjectRecordOut, f"get_{singular}", f"Get {a_label}"),
         _Route(
-            "PUT", "/{name}", update_object, WriteResult, f"update_{singular}", f"Update a {label}"
+            "PUT", "/{name}", update_object, WriteResult, f"update_{singular}", f"Update {a_label}"
         ),
         _Route(
             "DELETE",
@@ -209,7 +217,7 @@ def make_registry_router(
             delete_object,
             WriteResult,
             f"delete_{singular}",
-            f"Delete a {label}",
+            f"Delete {a_label}",
         ),
         _Route(
             "GET",
@@ -217,7 +225,7 @@ def make_registry_router(
             object_history,
             HistoryOut,
             f"{singular}_history",
-            f"Every version of a {label}",
+            f"Every version of {a_label}",
         ),
         _Route(
             "GET",
@@ -225,7 +233,7 @@ def make_registry_router(
             object_version,
             VersionOut,
             f"get_{singular}_version",
-            f"One version of a {label}",
+            f"One version of {a_label}",
         ),
         _Route(
             "POST",
@@ -233,7 +241,7 @@ def make_registry_router(
             restore_object,
             WriteResult,
             f"restore_{singular}",
-            f"Make an earlier version of a {label} current again",
+            f"Make an earlier version of {a_label} current again",
         ),
     )
     for route in routes:
