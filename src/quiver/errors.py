@@ -12,6 +12,8 @@ purpose; callers catch the branch they can act on:
     ├── InvalidError               bad input: definitions, config, requests        (HTTP 422)
     │   ├── ConfigError            quiver.yaml / QUIVER_* settings
     │   └── DefinitionError        a definitions file that cannot be loaded
+    ├── UnauthorizedError          no API key, or a bad, revoked or expired one    (HTTP 401)
+    ├── ForbiddenError             the caller may not do this                      (HTTP 403)
     ├── PayloadTooLargeError       a request above the configured limit            (HTTP 413)
     └── BackendError               a store, engine or registry failed              (HTTP 503)
         └── MissingExtraError      an optional dependency is not installed
@@ -31,12 +33,14 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "DefinitionError",
+    "ForbiddenError",
     "InvalidError",
     "MissingExtraError",
     "NotFoundError",
     "PayloadTooLargeError",
     "QuiverError",
     "ReferencedError",
+    "UnauthorizedError",
 ]
 
 
@@ -109,6 +113,20 @@ class DefinitionError(InvalidError):
     """A definitions file (Python, YAML or JSON) cannot be loaded."""
 
     error_type = "definition"
+
+
+class UnauthorizedError(QuiverError):
+    """No API key was given, or the key is unknown, malformed, revoked or expired."""
+
+    status_code = 401
+    error_type = "unauthorized"
+
+
+class ForbiddenError(QuiverError):
+    """The caller is known but may not do this (a role or a permission denies it)."""
+
+    status_code = 403
+    error_type = "forbidden"
 
 
 class PayloadTooLargeError(QuiverError):
