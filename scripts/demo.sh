@@ -4,7 +4,14 @@
 set -euo pipefail
 
 DIR="${1:-demo_repo}"
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# A heading per step: bold on a terminal, plain in a pipe or a file and with NO_COLOR set.
+step() {
+    if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then
+        printf '\n\033[1m== %s\033[0m\n' "$*"
+    else
+        printf '\n== %s\n' "$*"
+    fi
+}
 
 step "quiver init $DIR --demo   (synthetic churn dataset + definitions)"
 rm -rf "$DIR"

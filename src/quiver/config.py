@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -23,10 +24,12 @@ from pydantic_settings import (
 )
 
 from quiver._paths import user_path
+from quiver.definitions import did_you_mean
 from quiver.errors import ConfigError
 
 __all__ = [
     "CONFIG_FILE",
+    "AuthConfig",
     "IcebergCatalogConfig",
     "OfflineEngineConfig",
     "RedisOnlineStoreConfig",
@@ -35,6 +38,7 @@ __all__ = [
     "S3Config",
     "ServerConfig",
     "SqliteOnlineStoreConfig",
+    "find_repo",
     "load_config",
 ]
 
@@ -118,6 +122,18 @@ class ServerConfig(_Strict):
     max_body_bytes: int = 10 * 1024 * 1024
 
 
+class AuthConfig(_Strict):
+    """Who may call the REST API.
+
+    ``none``: every caller is an anonymous admin (the local experience; ``quiver serve`` then
+    refuses a non-loopback address unless ``--insecure``). ``api_key``: every route but
+    ``/health``, ``/ready`` and the docs needs a key from ``quiver keys create``, sent as
+    ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; roles and permissions apply.
+    """
+
+    mode: Literal["none", "api_key"] = "none"
+
+
 class RepoConfig(BaseSettings):
     """The settings of one feature repository.
 
@@ -146,6 +162,7 @@ class RepoConfig(BaseSettings):
     iceberg: IcebergConfig = Field(default_factory=IcebergConfig)
     s3: S3Config = Field(default_factory=S3Config)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
 
     @field_validator("project")
     @classmethod
@@ -162,6 +179,15 @@ class RepoConfig(BaseSettings):
     @classmethod
     def _registry_shorthand(cls, value: Any) -> Any:
         return {"url": value} if isinstance(value, str) else value
+
+    @field_validator("online_store", mode="before")
+    @classmethod
+    def _online_store_default_type(cls, value: Any) -> Any:
+        # A section without `type` is the embedded default, SQLite (so a typo of `type` is
+        # reported as an unknown key, not as a missing union tag).
+        if isinstance(value, dict) and "type" not in value:
+            return {"type": "sqlite", **value}
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -202,6 +228,22 @@ class RepoConfig(BaseSettings):
         if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
             return prefix + str(self.resolve(url[len(prefix) :]))
         return url
+
+
+def find_repo(start: str | Path = ".") -> Path | None:
+    """The nearest directory at or above ``start`` that holds ``quiver.yaml``.
+
+    Args:
+        start: Where to start looking (default: the current directory).
+
+    Returns:
+        The repository root, or None when neither ``start`` nor any parent holds the file.
+    """
+    here = Path(start).resolve()
+    for directory in (here, *here.parents):
+        if (directory / CONFIG_FILE).is_file():
+            return directory
+    return None
 
 
 def load_config(repo_path: str | Path = ".", **overrides: Any) -> RepoConfig:
@@ -253,16 +295,46 @@ def build_config(data: dict[str, Any], source: str = "settings") -> RepoConfig:
             "(QUIVER_REGISTRY__URL=...)"
         ) from None
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"] if p not in ("sqlite", "redis"))
-            if err["type"] == "extra_forbidden":
-                problems.append(f"unknown key '{loc}'")
-            else:
-                problems.append(f"{loc}: {err['msg']}")
+        problems = [_problem(err) for err in exc.errors()]
         env = sorted(k for k in os.environ if k.startswith("QUIVER_"))
         hint = f" (QUIVER_* variables set: {', '.join(env)})" if env else ""
         raise ConfigError(f"{source}: " + "; ".join(problems) + hint) from None
+
+
+_ONLINE_STORE_TAGS = ("sqlite", "redis")
+
+
+def _problem(err: Mapping[str, Any]) -> str:
+    """One validation error as the user's key path and what is wrong with it."""
+    loc = ".".join(str(p) for p in err["loc"] if p not in _ONLINE_STORE_TAGS)
+    if err["type"] != "extra_forbidden":
+        return f"{loc}: {err['msg']}"
+    *section, key = err["loc"]
+    return f"unknown key '{loc}'" + did_you_mean(str(key), _keys_at(section))
+
+
+def _keys_at(loc: list[int | str]) -> list[str]:
+    """The keys the config section at ``loc`` (a pydantic error location) accepts."""
+    node: Any = RepoConfig
+    for part in loc:
+        node = _subsection(node, part)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return [name for name, field in node.model_fields.items() if not field.exclude]
+    return []
+
+
+def _subsection(node: Any, part: int | str) -> Any:
+    """The type of the part ``part`` of a config section's type ``node`` (None if unknown)."""
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        field = node.model_fields.get(str(part))
+        return None if field is None else field.annotation
+    if get_origin(node) is dict:
+        return get_args(node)[1]
+    for branch in get_args(node):  # a union tagged by `type`: `part` is the tag
+        fields = getattr(branch, "model_fields", {})
+        if "type" in fields and fields["type"].default == part:
+            return branch
+    return None
 
 
 def _drop_replaced_online_store(data: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from quiver.config import (
     RepoConfig,
     SqliteOnlineStoreConfig,
     build_config,
+    find_repo,
     load_config,
 )
 from quiver.errors import ConfigError, InvalidError
@@ -167,6 +168,61 @@ def test_an_unknown_nested_key_from_the_environment_names_it(
         load_config(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("projetc: x\n", "unknown key 'projetc'; did you mean 'project'?"),
+        ("registry: {ulr: 'sqlite:///x.db'}\n", "unknown key 'registry.ulr'; did you mean 'url'?"),
+        ("online_store: {tpye: sqlite}\n", "unknown key 'online_store.tpye'; did you mean 'type'?"),
+        (
+            "online_store: {type: redis, key_prefx: q}\n",
+            "unknown key 'online_store.key_prefx'; did you mean 'key_prefix'?",
+        ),
+        (
+            "iceberg: {catalogs: {lake: {uri: x, warehous: y}}}\n",
+            "unknown key 'iceberg.catalogs.lake.warehous'; did you mean 'warehouse'?",
+        ),
+        ("server: {prot: 1}\n", "unknown key 'server.prot'; did you mean 'port'?"),
+    ],
+)
+def test_an_unknown_key_gets_a_did_you_mean(tmp_path: Path, text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_repo(tmp_path, text))
+    assert info.value.message == f"{tmp_path / 'quiver.yaml'}: {problem}"
+
+
+@pytest.mark.parametrize("text", ["zzz: 1\n", "repo_pth: x\n"])
+def test_no_did_you_mean_without_a_close_public_key(tmp_path: Path, text: str) -> None:
+    # `repo_path` is set by Quiver, not a key of quiver.yaml: it is never suggested.
+    with pytest.raises(ConfigError) as info:
+        load_config(_repo(tmp_path, text))
+    assert "did you mean" not in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("variable", "problem"),
+    [
+        ("QUIVER_SERVER__PROT", "unknown key 'server.prot'; did you mean 'port'?"),
+        ("QUIVER_ONLINE_STORE__PTH", "unknown key 'online_store.pth'; did you mean 'path'?"),
+    ],
+)
+def test_an_unknown_key_from_the_environment_gets_a_did_you_mean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, problem: str
+) -> None:
+    monkeypatch.setenv(variable, "x")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert problem in info.value.message
+    assert variable in info.value.message
+
+
+def test_an_online_store_without_a_type_is_the_sqlite_store(tmp_path: Path) -> None:
+    # Regression: the section needed `type` although SQLite is the default.
+    store = load_config(_repo(tmp_path, "online_store: {path: custom.db}\n")).online_store
+    assert isinstance(store, SqliteOnlineStoreConfig)
+    assert store.path == "custom.db"
+
+
 @pytest.mark.parametrize("variable", ["QUIVER_REGISTRY", "QUIVER_DEFINITIONS"])
 def test_a_malformed_complex_variable_is_a_config_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
@@ -243,3 +299,20 @@ def test_registry_url_keeps_absolute_sqlite_and_memory_urls(tmp_path: Path) -> N
     assert absolute.registry_url == "sqlite:////var/lib/q.db"
     memory = build_config({"registry": "sqlite:///:memory:", "repo_path": tmp_path})
     assert memory.registry_url == "sqlite:///:memory:"
+
+
+def test_find_repo_looks_in_the_directory_and_its_parents(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    deeper = repo / "notebooks" / "eda"
+    deeper.mkdir(parents=True)
+    (repo / "quiver.yaml").write_text("project: shop\n")
+    assert find_repo(repo) == repo.resolve()
+    assert find_repo(deeper) == repo.resolve()
+
+
+def test_find_repo_without_a_quiver_yaml_is_none(tmp_path: Path) -> None:
+    if any((parent / "quiver.yaml").exists() for parent in tmp_path.parents):
+        pytest.skip("a parent of the temporary directory holds a quiver.yaml")
+    (tmp_path / "quiver.yaml").mkdir()  # a directory of that name is not a config file
+    assert find_repo(tmp_path / "quiver.yaml") is None
+    assert find_repo(tmp_path) is None

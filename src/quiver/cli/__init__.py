@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -18,7 +18,30 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help: Typer's Rich help panels print a `<bool>` type after every flag (--help too).
+    rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from quiver.cli._common import package_version
+
+        typer.echo(f"quiver {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Quiver: an Arrow-native feature store and ML platform."""
+
 
 _registry.register(app)
 for _module in ("offline", "online", "server", "ml"):
@@ -49,8 +72,9 @@ def main() -> None:
         sys.exit(130)
     except usage_errors as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":
-            if exc.format_message().strip():  # (Typer's rich help is already printed)
-                exc.show()
+            help_text = exc.format_message()  # (empty when Typer's Rich help printed itself)
+            if help_text.strip():
+                typer.echo(help_text)  # on stdout, like --help
         else:
             message = escape(exc.format_message())
             err_console.print(

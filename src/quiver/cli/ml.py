@@ -57,7 +57,7 @@ def _metrics_table(title: str, train: dict[str, Any], test: dict[str, Any]) -> T
 
 def train(
     spec: Annotated[Path, typer.Argument(help="A training spec (YAML or JSON).")],
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Train a model from a spec file and register it as a new version."""
@@ -93,7 +93,7 @@ def train(
     )
 
 
-def list_models(repo: RepoOption = Path("."), json_: JsonOption = False) -> None:
+def list_models(repo: RepoOption = None, json_: JsonOption = False) -> None:
     """List the project's models with their latest and production versions."""
     store = open_store(repo)
     records = store.list_models()
@@ -128,7 +128,7 @@ def describe(
     model: Annotated[str, typer.Argument(help="A model id 'name:version', or a model name.")],
     version: VersionOption = None,
     stage: StageOption = None,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Show one model version: metrics, stage, features and lineage."""
@@ -191,7 +191,7 @@ def promote(
     stage: Annotated[
         str, typer.Argument(help="none, staging, production or archived.")
     ] = "production",
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Move a model version to a stage (production archives the previous production one)."""
@@ -213,7 +213,7 @@ def promote(
 def jobs(
     model: Annotated[str | None, typer.Argument(help="Only this model (name or id).")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many jobs.")] = 20,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """List recent prediction jobs."""
@@ -280,7 +280,7 @@ def predict_batch(
     chunk_rows: Annotated[
         int | None, typer.Option("--chunk-rows", min=1, help="Rows per chunk (bounds memory).")
     ] = None,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Score every input row with features as of its timestamp and write the predictions."""
@@ -333,7 +333,7 @@ def predict_online(
     ] = False,
     version: VersionOption = None,
     stage: StageOption = None,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Score entity keys (features from the online store) or given feature values."""

@@ -53,7 +53,7 @@ def training_set(
         bool,
         typer.Option("--full-feature-names", help="Name feature columns 'view__feature'."),
     ] = False,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Write point-in-time correct training data (entity table + features) to Parquet."""

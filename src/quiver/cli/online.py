@@ -3,12 +3,13 @@ get-online, materialization-runs."""
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from quiver.cli._common import JsonOption, RepoOption, console, err_console, open_store, print_json
@@ -125,7 +126,7 @@ def materialize(
     start: Annotated[str, typer.Argument(help="Range start (inclusive): ISO 8601 or 'now'.")],
     end: Annotated[str, typer.Argument(help="Range end (exclusive): ISO 8601 or 'now'.")],
     views: ViewsOption = None,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Copy the latest value per entity key in [START, END) to the online store."""
@@ -142,7 +143,7 @@ def materialize(
 def materialize_incremental(
     end: Annotated[str, typer.Argument(help="Range end (exclusive): ISO 8601 or 'now'.")],
     views: ViewsOption = None,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Materialize each view from its watermark up to END."""
@@ -168,7 +169,7 @@ def validate_consistency(
         int, typer.Option("--sample", "-n", min=0, help="Keys to check (0: every key).")
     ] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the key sample.")] = 0,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Compare online values with point-in-time offline values as of the watermark.
@@ -267,7 +268,7 @@ def get_online(
     full_names: Annotated[
         bool, typer.Option("--full-names", help="Name columns view__feature.")
     ] = False,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Read feature values from the online store for a few entity rows."""
@@ -302,28 +303,66 @@ def get_online(
     if json_:
         print_json({**result.to_dict(), "statuses": result.statuses})
         return
-    table = Table(title=f"Online features ({len(rows)} rows)")
+    _print_online(result, len(rows))
+
+
+def _print_online(result: Any, count: int) -> None:
+    """Print online values without cutting a name or a value short.
+
+    One column per feature when that fits the console's width, else one row per entity row and
+    feature (a long layout whose cells wrap).
+    """
+    from rich.measure import Measurement
+
+    title = f"Online features ({count} rows)"
+    wide = _wide_table(result, count, title)
+    unbounded = console.options.update_width(sys.maxsize)  # the table's natural width
+    if Measurement.get(console, unbounded, wide).maximum <= console.width:
+        console.print(wide)
+    else:
+        console.print(_long_table(result, count, title))
+
+
+def _wide_table(result: Any, count: int, title: str) -> Table:
+    table = Table(title=title)
     for col in [*result.join_keys, *result.feature_names]:
-        table.add_column(col)
-    for i in range(len(rows)):
-        cells = [str(result.entity_columns[k][i]) for k in result.join_keys]
-        for name in result.feature_names:
-            status = result.statuses[name][i]
-            if status == "present":
-                value = result.values[name][i]
-                cells.append("[dim]null[/]" if value is None else str(value))
-            elif status == "expired":
-                cells.append("[yellow]expired[/]")
-            else:
-                cells.append("[red]not found[/]")
-        table.add_row(*cells)
-    console.print(table)
+        table.add_column(escape(col))
+    for i in range(count):
+        keys = [escape(str(result.entity_columns[k][i])) for k in result.join_keys]
+        table.add_row(*keys, *(_online_cell(result, name, i) for name in result.feature_names))
+    return table
+
+
+def _long_table(result: Any, count: int, title: str) -> Table:
+    table = Table(title=title)
+    for col in [*result.join_keys, "feature", "value"]:
+        table.add_column(escape(col), overflow="fold")  # wrap what does not fit, never "…"
+    for i in range(count):
+        keys = [escape(str(result.entity_columns[k][i])) for k in result.join_keys]
+        last = len(result.feature_names) - 1
+        for j, name in enumerate(result.feature_names):
+            table.add_row(
+                *(keys if j == 0 else [""] * len(keys)),
+                escape(name),
+                _online_cell(result, name, i),
+                end_section=j == last and i < count - 1,
+            )
+    return table
+
+
+def _online_cell(result: Any, name: str, i: int) -> str:
+    """The value of feature ``name`` in row ``i`` as Rich markup, or its status if absent."""
+    status = result.statuses[name][i]
+    if status == "present":
+        value = result.values[name][i]
+        return "[dim]null[/]" if value is None else escape(str(value))
+    return "[yellow]expired[/]" if status == "expired" else "[red]not found[/]"
 
 
 def materialization_runs(
     view: Annotated[str | None, typer.Option("--view", "-v", help="Only this view.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs.")] = 20,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """List recent materialization runs (newest first) and the views' watermarks."""

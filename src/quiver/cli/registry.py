@@ -141,7 +141,7 @@ def _load(store: Any, file: Path | None, prune: bool | None) -> tuple[Any, bool]
 def plan(
     file: FileOption = None,
     prune: PruneOption = None,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Show what apply would change, without writing."""
@@ -160,7 +160,7 @@ def apply(
     allow_breaking: Annotated[
         bool, typer.Option("--allow-breaking", help="Accept breaking changes.")
     ] = False,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Apply the definitions to the registry in one transaction."""
@@ -274,7 +274,7 @@ _PLURALS = {
 
 
 def _lister(kind: str, row: Any) -> Any:
-    def list_objects(repo: RepoOption = Path("."), json_: JsonOption = False) -> None:
+    def list_objects(repo: RepoOption = None, json_: JsonOption = False) -> None:
         store = open_store(repo)
         objects = store.registry.list(kind)
         if json_:
@@ -297,7 +297,7 @@ def _lister(kind: str, row: Any) -> Any:
 def describe(
     name: Annotated[str, typer.Argument(help="The object's name.")],
     kind: KindOption = None,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Show one object's spec and metadata."""
@@ -321,7 +321,7 @@ def describe(
 def history(
     name: Annotated[str, typer.Argument(help="The object's name.")],
     kind: KindOption = None,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """List every version of an object (deletions included)."""
@@ -351,7 +351,7 @@ def restore(
     allow_breaking: Annotated[
         bool, typer.Option("--allow-breaking", help="Accept breaking changes.")
     ] = False,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Make an earlier version of an object current again (recorded as a new version)."""

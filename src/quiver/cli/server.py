@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -32,7 +31,7 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every request.")
     ] = True,
-    repo: RepoOption = Path("."),
+    repo: RepoOption = None,
 ) -> None:
     """Serve the REST API (OpenAPI docs at /docs)."""
     from quiver.errors import require
