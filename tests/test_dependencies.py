@@ -18,7 +18,6 @@ from functools import cache
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "quiver"
 
