@@ -21,5 +21,6 @@ find_uv() {
     UV="$home/bin/uv"
 }
 
-# uv uses this machine's python3 and never downloads an interpreter of its own.
-export UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1
+# uv uses this machine's python3 and never downloads an interpreter of its own; it trusts the
+# system's certificate store (as pip does), so a TLS-inspecting proxy's CA works as configured.
+export UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1 UV_SYSTEM_CERTS="${UV_SYSTEM_CERTS:-1}"
