@@ -11,12 +11,15 @@ purpose; callers catch the branch they can act on:
     │   └── ConcurrentChangeError  the registry changed since the plan was made
     ├── InvalidError               bad input: definitions, config, requests        (HTTP 422)
     │   ├── ConfigError            quiver.yaml / QUIVER_* settings
-    │   └── DefinitionError        a definitions file that cannot be loaded
+    │   ├── DefinitionError        a definitions file that cannot be loaded
+    │   └── JobTimeoutError        a job ran past its time limit and was cancelled
     ├── UnauthorizedError          no API key, or a bad, revoked or expired one    (HTTP 401)
-    ├── ForbiddenError             the caller may not do this                      (HTTP 403)
+    ├── ForbiddenError             the caller may not do this (a role, a           (HTTP 403)
+    │                              permission, or a path outside the file roots)
     ├── PayloadTooLargeError       a request above the configured limit            (HTTP 413)
     └── BackendError               a store, engine or registry failed              (HTTP 503)
-        └── MissingExtraError      an optional dependency is not installed
+        ├── MissingExtraError      an optional dependency is not installed
+        └── JobCancelledError      the server stopped while a job ran
 
 Backend exceptions (DuckDB, SQLAlchemy, redis-py, ...) are translated at the boundary with
 ``raise QuiverError(...) from exc`` so the original stays attached for debugging.
@@ -35,6 +38,8 @@ __all__ = [
     "DefinitionError",
     "ForbiddenError",
     "InvalidError",
+    "JobCancelledError",
+    "JobTimeoutError",
     "MissingExtraError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -115,6 +120,12 @@ class DefinitionError(InvalidError):
     error_type = "definition"
 
 
+class JobTimeoutError(InvalidError):
+    """A job (training, batch prediction) ran past its time limit and was cancelled."""
+
+    error_type = "job_timeout"
+
+
 class UnauthorizedError(QuiverError):
     """No API key was given, or the key is unknown, malformed, revoked or expired."""
 
@@ -153,6 +164,12 @@ class MissingExtraError(BackendError):
             f"{feature} needs the '{package}' package, which is not installed; "
             f"install it with: pip install 'quiver[{extra}]'"
         )
+
+
+class JobCancelledError(BackendError):
+    """A job was cancelled before it finished because the server is stopping."""
+
+    error_type = "job_cancelled"
 
 
 def require(module: str, extra: str, feature: str) -> Any:
