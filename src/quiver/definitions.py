@@ -23,6 +23,7 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic import Field as PydanticField
@@ -32,6 +33,7 @@ from quiver.errors import InvalidError
 from quiver.types import DType
 
 __all__ = [
+    "VIEW_KINDS",
     "DataSource",
     "Entity",
     "FeatureService",
@@ -39,6 +41,8 @@ __all__ = [
     "Field",
     "FileSource",
     "IcebergSource",
+    "OnDemandFeatureView",
+    "RequestSource",
     "parse_feature_ref",
     "validate_name",
 ]
@@ -163,6 +167,10 @@ class Field(BaseModel):
         name: A plain identifier.
         dtype: ``int32``, ``int64``, ``float32``, ``float64``, ``string``, ``bool``,
             ``timestamp`` or ``list<...>`` of one of these.
+        transformation: Optional SQL expression computing the value from the source row's own
+            columns (``date_diff('year', date_of_birth, event_timestamp)``); checked by the SQL
+            sandbox (:mod:`quiver.features.sql`) and cast to ``dtype``. In an on-demand view,
+            an expression over its input features and request fields.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -171,6 +179,7 @@ class Field(BaseModel):
     dtype: DType
     description: str = ""
     tags: Tags = PydanticField(default_factory=dict)
+    transformation: str | None = None
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -182,6 +191,24 @@ class Field(BaseModel):
     @classmethod
     def _check_name(cls, value: Any) -> Any:
         return _name(value)
+
+    @model_validator(mode="after")
+    def _check_transformation(self) -> Self:
+        if self.transformation is not None:
+            from quiver.features.sql import parse_expression
+
+            try:
+                parse_expression(self.transformation, f"transformation of feature '{self.name}'")
+            except InvalidError as exc:
+                raise ValueError(exc.message) from None
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("transformation") is None:
+            data.pop("transformation", None)  # specs of plain fields stay as they were
+        return data
 
 
 class _SourceBase(_Definition):
@@ -564,6 +591,14 @@ KIND_LABELS = {
     "feature_view": "feature view",
     "feature_service": "feature service",
 }
+
+# On-demand feature views live in quiver.features (a light module: pydantic only).
+from quiver.features.on_demand import OnDemandFeatureView, RequestSource  # noqa: E402
+
+KINDS["on_demand_feature_view"] = OnDemandFeatureView
+KIND_LABELS["on_demand_feature_view"] = "on-demand feature view"
+VIEW_KINDS = ("feature_view", "on_demand_feature_view")
+"""Kinds whose features are referenced as ``view:feature`` (one namespace)."""
 
 
 def object_from_spec(kind: str, spec: dict[str, Any]) -> Any:

@@ -23,6 +23,7 @@ from quiver.definitions import (
     FeatureView,
     FileSource,
     IcebergSource,
+    OnDemandFeatureView,
     object_from_spec,
 )
 from quiver.errors import DefinitionError, InvalidError, NotFoundError, QuiverError
@@ -34,11 +35,19 @@ SECTION_KINDS = {
     "entities": "entity",
     "data_sources": "data_source",
     "feature_views": "feature_view",
+    "on_demand_feature_views": "on_demand_feature_view",
     "feature_services": "feature_service",
 }
 _SKIP_DIRS = {"data", "models", "__pycache__", "node_modules", ".git", ".venv", "venv"}
 _CONFIG_NAMES = {"quiver.yaml", "quiver.yml"}
-_DEFINITION_TYPES = (Entity, FileSource, IcebergSource, FeatureView, FeatureService)
+_DEFINITION_TYPES = (
+    Entity,
+    FileSource,
+    IcebergSource,
+    FeatureView,
+    OnDemandFeatureView,
+    FeatureService,
+)
 
 
 def load_definitions(

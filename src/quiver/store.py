@@ -116,8 +116,23 @@ class FeatureStore:
         Args:
             objects: Definition objects, or a :class:`DefinitionSet`.
             prune: Delete registry objects that ``objects`` does not contain.
+
+        Raises:
+            InvalidError: invalid definitions, e.g. a transformation reading a column that its
+                view's source does not have.
         """
-        return compute_plan(self.registry, self._as_set(objects), prune=prune)
+        from quiver.features.transformations import check_plan_columns
+
+        definitions = self._as_set(objects)
+        plan = compute_plan(self.registry, definitions, prune=prune)
+        check_plan_columns(
+            self.config,
+            plan.changes,
+            lambda name: (
+                definitions.data_sources.get(name) or self.registry.find("data_source", name)
+            ),
+        )
+        return plan
 
     def apply(
         self,
@@ -154,7 +169,9 @@ class FeatureStore:
         self._check_kind(kind)
         record = self.registry.get_record(kind, name)
         with self.registry.transaction() as conn:
-            users = self.registry.referrers(kind, name, conn)
+            from quiver.registry.plan import ref_kind
+
+            users = self.registry.referrers(ref_kind(kind), name, conn)
             if users:
                 from quiver.errors import ReferencedError
 
@@ -331,8 +348,20 @@ class FeatureStore:
             A retrieval job with ``to_arrow()``, ``to_pandas()``, ``to_polars()``,
             ``to_parquet(path)``.
         """
+        from quiver.features.computed import split_references
         from quiver.offline.retrieval import get_historical_features
 
+        computed = split_references(self.registry, features, feature_service, full_feature_names)
+        if computed is not None:  # on-demand views: computed on the point-in-time values
+            from quiver.features import computed as on_demand
+
+            return on_demand.get_historical_features(
+                self,
+                entity_df,
+                computed,
+                full_feature_names=full_feature_names,
+                timestamp_column=timestamp_column,
+            )
         return get_historical_features(
             self,
             entity_df,

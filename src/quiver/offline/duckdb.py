@@ -204,11 +204,16 @@ class DuckDBOfflineEngine:
         """
         import pyarrow as pa
 
+        from quiver.features.transformations import view_transform
+
         keys = selection.join_keys
         key_types = selection.key_types
         columns: dict[str, str | None] = {k: key_types[k] for k in keys}
         for f in selection.features:
             columns[f.name] = f.dtype
+        tx = view_transform(selection.view, selection.features, selection.source)
+        if tx is not None:  # read the inputs; the transformations run on the latest rows
+            columns = tx.source_columns({k: key_types[k] for k in keys})
         window = TimeWindow(
             lo=None if start is None else to_utc_micros(start),
             lo_inclusive=True,
@@ -237,7 +242,9 @@ class DuckDBOfflineEngine:
                 roles=_roles(selection),
             )
             two_pass = _scan_twice(selection.source)
-            sql = _latest_sql(selection, select.sql, two_pass=two_pass)
+            sql = _latest_sql(
+                selection, select.sql, two_pass=two_pass, values=list(columns)[len(keys) :]
+            )
             reader = cur.sql(sql, params=select.params).to_arrow_reader(PULL_BATCH_ROWS)
         except QuiverError:
             cur.close()
@@ -248,6 +255,12 @@ class DuckDBOfflineEngine:
         batches = pa.RecordBatchReader.from_batches(
             reader.schema, _pull_batches(reader, len(keys) if two_pass else 0, what)
         )
+        if tx is not None:
+            keep = [*keys, *tx.plain, "event_timestamp", "created_timestamp"]
+            computed = tx.apply_batches(
+                batches, keep, ts="event_timestamp", created="created_timestamp"
+            )
+            batches = pa.RecordBatchReader.from_batches(schema, _ordered(computed, schema))
         return pa.RecordBatchReader.from_batches(schema, _stream(batches, cur, schema, what))
 
     # -- point-in-time join ---------------------------------------------------------------------
@@ -346,7 +359,25 @@ def _scan_twice(source: FileSource | IcebergSource) -> bool:
     return isinstance(source, FileSource) and source.format == "parquet" and not is_s3(source.path)
 
 
-def _latest_sql(selection: ViewSelection, source_sql: str, *, two_pass: bool) -> str:
+def _ordered(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """``batches`` with the columns of ``schema`` (by name), cast to its types."""
+    import pyarrow as pa
+
+    for batch in batches:
+        arrays = [batch.column(f.name) for f in schema]
+        arrays = [
+            a if a.type == f.type else a.cast(f.type) for a, f in zip(arrays, schema, strict=True)
+        ]
+        yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _latest_sql(
+    selection: ViewSelection,
+    source_sql: str,
+    *,
+    two_pass: bool,
+    values: Sequence[str] | None = None,
+) -> str:
     """The latest row per key of ``source_sql`` (a normalized :func:`source_select`).
 
     Two passes (``two_pass``): the greatest event timestamp per key (a hash aggregate over the
@@ -354,10 +385,13 @@ def _latest_sql(selection: ViewSelection, source_sql: str, *, two_pass: bool) ->
     keeps about one row per key, sorted by key and created timestamp (newest first, null last):
     the first row of each key wins (:func:`_first_per_key`). Only those rows are materialized
     (and spilled beyond the memory limit), and the output is in key order, which online stores
-    write fastest. One pass: a window over every row in the range.
+    write fastest. One pass: a window over every row in the range. ``values``: the columns
+    after the keys (default: the selected features).
     """
     keys = [quote(k) for k in selection.join_keys]
-    outs = [f"s.{k}" for k in keys] + [f"s.{quote(f.name)}" for f in selection.features]
+    if values is None:
+        values = [f.name for f in selection.features]
+    outs = [f"s.{k}" for k in keys] + [f"s.{quote(v)}" for v in values]
     outs += [f"s.{quote(_TS)} AS event_timestamp", f"s.{quote(_CREATED)} AS created_timestamp"]
     part = ", ".join(f"s.{k}" for k in keys)
     if not two_pass:
@@ -603,9 +637,14 @@ class _JoinPlan:
         return TimeWindow(lo=lo, lo_inclusive=False, hi=self.t_max, hi_inclusive=True)
 
     def _view_cte(self, cur: Any, sel: ViewSelection, window: TimeWindow) -> tuple[str, list[Any]]:
+        from quiver.features.transformations import view_transform
+
         columns: dict[str, str | None] = {k: sel.key_types[k] for k in sel.join_keys}
         for f in sel.features:
             columns[f.name] = f.dtype
+        tx = view_transform(sel.view, sel.features, sel.source)
+        if tx is not None:
+            columns = tx.source_columns({k: sel.key_types[k] for k in sel.join_keys})
         select: SourceSelect = source_select(
             cur, self.engine.config, sel.source, columns, window=window, roles=_roles(sel)
         )
@@ -635,7 +674,14 @@ class _JoinPlan:
                 f" QUALIFY row_number() OVER (PARTITION BY {part}, src.{quote(_TS)} "
                 f"ORDER BY src.{quote(_CREATED)} DESC NULLS LAST) = 1"
             )
-        return sql, list(select.params)
+        if tx is None:
+            return sql, list(select.params)
+        # Transformations run in the SQL sandbox on the window's rows, before the ASOF match.
+        rows = cur.sql(sql, params=list(select.params)).to_arrow_table()
+        keep = [*sel.join_keys, _TS, _CREATED, *tx.plain]
+        name = f"__qv_tx_{uuid.uuid4().hex[:12]}"
+        cur.register(name, tx.apply(rows, keep, ts=_TS, created=_CREATED))
+        return f"SELECT * FROM {quote(name)}", []
 
     def run(self, batch_size: int) -> pa.RecordBatchReader:
         """Run the join; the feature columns stream in entity-row order."""

@@ -250,6 +250,9 @@ class _Plan:
     """``(name, min, max)`` when the only join key is an integer (the common case)."""
     online_reader: tuple[OnlineStore, Reader] | None = field(default=None, compare=False)
     """The online store and its prepared read of the plan's views (see :meth:`reader`)."""
+    on_demand: Any = None
+    """:class:`~quiver.features.computed.ComputedRefs` when on-demand views are requested:
+    the plan then reads their inputs (under full names) and they compute the response."""
 
     def reader(self, online: OnlineStore) -> Reader:
         """``online``'s prepared read of the plan's views (kept for the plan's life)."""
@@ -362,8 +365,14 @@ def _build_plan(
     feature_service: str | None,
     full_feature_names: bool,
 ) -> _Plan:
+    from quiver.features.computed import split_references
     from quiver.selection import output_names, resolve_features
 
+    computed = split_references(store.registry, features, feature_service, full_feature_names)
+    if computed is not None:
+        plan = _build_plan(store, list(computed.base_refs), None, True)
+        plan.on_demand = computed
+        return plan
     selections = resolve_features(store.registry, features, feature_service)
     names = output_names(selections, full_feature_names)
     join_keys: list[str] = []
@@ -656,7 +665,10 @@ def get_online_features(
     online = store.online_store
     found = plan.online_reader
     reader = found[1] if found is not None and found[0] is online else plan.reader(online)
-    return _response(plan, columns, reader(columns), time.time_ns() // 1000)
+    response = _response(plan, columns, reader(columns), time.time_ns() // 1000)
+    if plan.on_demand is not None:
+        return plan.on_demand.online(response, entity_rows)
+    return response
 
 
 def _response(
@@ -770,7 +782,8 @@ def push(
         rows: A pandas or polars DataFrame, an Arrow table or batch, a list of dicts, or a
             dict of lists. Columns: every join key, every feature of the view, and optionally
             the event timestamp (the source's ``timestamp_field`` or ``event_timestamp``;
-            default: now) and the created timestamp (default: now).
+            default: now) and the created timestamp (default: now). A view with SQL
+            transformations takes the columns they read instead of the computed features.
         to: ``online`` (default), ``offline`` (append to the view's source) or ``both``.
 
     Returns:
@@ -791,13 +804,21 @@ def push(
             f"feature view '{view}' has online=False, so it has no online data; set "
             "online=True and apply, or push with to='offline'"
         )
-    table = _push_table(target, rows)
+    source_rows = None
+    if any(f.transformation is not None for f in target.view.features):
+        from quiver.features.transformations import push_tables
+
+        table, source_rows = push_tables(target, rows)
+    else:
+        table = _push_table(target, rows)
     if table.num_rows == 0:
         return 0
     if to in ("offline", "both"):
         from quiver.offline.sources import append_to_source
 
-        append_to_source(store.config, target.source, _source_table(target, table))
+        if source_rows is None:
+            source_rows = _source_table(target, table)
+        append_to_source(store.config, target.source, source_rows)
     if to in ("online", "both"):
         store.online_store.write(target.layout, table)
     return table.num_rows

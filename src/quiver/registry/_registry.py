@@ -483,7 +483,13 @@ class Registry:
         from quiver.registry.plan import references_of
 
         found = []
-        for other in ("feature_view", "feature_service", "data_source", "entity"):
+        for other in (
+            "feature_view",
+            "on_demand_feature_view",
+            "feature_service",
+            "data_source",
+            "entity",
+        ):
             for record in self.records(other, conn):
                 if (kind, name) in references_of(record.kind, record.spec):
                     found.append((record.kind, record.name))

@@ -12,11 +12,13 @@ from typing import Any, Literal
 
 from quiver.definitions import (
     KIND_LABELS,
+    VIEW_KINDS,
     Entity,
     FeatureService,
     FeatureView,
     FileSource,
     IcebergSource,
+    OnDemandFeatureView,
     did_you_mean,
     object_from_spec,
     parse_feature_ref,
@@ -32,7 +34,15 @@ from quiver.registry._registry import ObjectRecord, Registry
 
 __all__ = ["DefinitionSet", "FieldChange", "ObjectChange", "Plan", "apply_plan", "compute_plan"]
 
-KIND_ORDER = ("entity", "data_source", "feature_view", "feature_service")
+KIND_ORDER = ("entity", "data_source", "feature_view", "on_demand_feature_view", "feature_service")
+_DEFINITION_TYPES = (
+    Entity,
+    FileSource,
+    IcebergSource,
+    FeatureView,
+    OnDemandFeatureView,
+    FeatureService,
+)
 Action = Literal["create", "update", "delete", "unchanged"]
 
 
@@ -44,6 +54,7 @@ class DefinitionSet:
     data_sources: dict[str, FileSource | IcebergSource] = field(default_factory=dict)
     feature_views: dict[str, FeatureView] = field(default_factory=dict)
     feature_services: dict[str, FeatureService] = field(default_factory=dict)
+    on_demand_feature_views: dict[str, OnDemandFeatureView] = field(default_factory=dict)
 
     def by_kind(self, kind: str) -> dict[str, Any]:
         """The objects of one kind."""
@@ -51,6 +62,7 @@ class DefinitionSet:
             "entity": self.entities,
             "data_source": self.data_sources,
             "feature_view": self.feature_views,
+            "on_demand_feature_view": self.on_demand_feature_views,
             "feature_service": self.feature_services,
         }
         return tables[kind]
@@ -62,11 +74,11 @@ class DefinitionSet:
             InvalidError: when two different objects of one kind share a name.
         """
         where = f" ({origin})" if origin else ""
-        if not isinstance(obj, (Entity, FileSource, IcebergSource, FeatureView, FeatureService)):
+        if not isinstance(obj, _DEFINITION_TYPES):
             raise InvalidError(
                 f"cannot apply a {type(obj).__name__} ({obj!r:.60}){where}: pass Entity, "
-                "FileSource, IcebergSource, FeatureView or FeatureService objects; load files "
-                "with FeatureStore.load_definitions(path)"
+                "FileSource, IcebergSource, FeatureView, OnDemandFeatureView or FeatureService "
+                "objects; load files with FeatureStore.load_definitions(path)"
             )
         if isinstance(obj, FeatureView) and not isinstance(obj.source, str):
             self.add(obj.source, origin)
@@ -197,7 +209,15 @@ def references_of(kind: str, spec: dict[str, Any]) -> set[tuple[str, str]]:
             refs.add(("data_source", source))
     elif kind == "feature_service":
         refs.update(("feature_view", parse_feature_ref(r)[0]) for r in spec.get("features", []))
+    elif kind == "on_demand_feature_view":
+        refs.update(("feature_view", v) for v in spec.get("sources", []))
     return refs
+
+
+def ref_kind(kind: str) -> str:
+    """The kind as :func:`references_of` names it: on-demand and plain feature views share
+    one namespace of names (``view:feature``), so both are ``feature_view`` there."""
+    return "feature_view" if kind in VIEW_KINDS else kind
 
 
 def validate_state(state: DefinitionSet) -> None:
@@ -239,20 +259,69 @@ def validate_state(state: DefinitionSet) -> None:
                     f"feature view '{view.name}': '{fld.name}' is the timestamp column of source "
                     f"'{source.name}' and cannot also be a feature"
                 )
+    _validate_on_demand(state)
     for service in state.feature_services.values():
         for ref in service.features:
             vname, fname = parse_feature_ref(ref)
-            used = state.feature_views.get(vname)
+            used: Any = state.feature_views.get(vname) or state.on_demand_feature_views.get(vname)
             if used is None:
                 raise NotFoundError(
                     f"feature service '{service.name}' references feature view '{vname}', which "
-                    "does not exist" + did_you_mean(vname, list(state.feature_views))
+                    "does not exist"
+                    + did_you_mean(vname, [*state.feature_views, *state.on_demand_feature_views])
                 )
             if fname != "*" and fname not in used.feature_names:
                 raise NotFoundError(
                     f"feature service '{service.name}': feature view '{vname}' has no feature "
                     f"'{fname}'" + did_you_mean(fname, used.feature_names)
                 )
+
+
+def _validate_on_demand(state: DefinitionSet) -> None:
+    """Check on-demand views: their sources exist, names are unique among views, and their
+    inputs (the sources' features and the request fields) neither clash nor miss."""
+    for odfv in state.on_demand_feature_views.values():
+        label = f"on-demand feature view '{odfv.name}'"
+        if odfv.name in state.feature_views:
+            raise InvalidError(
+                f"{label} has the name of a feature view; views of both kinds share one "
+                "namespace (view:feature): rename one"
+            )
+        inputs: dict[str, str] = {}
+        for vname in odfv.sources:
+            view = state.feature_views.get(vname)
+            if view is None:
+                raise NotFoundError(
+                    f"{label} reads feature view '{vname}', which does not exist"
+                    + did_you_mean(vname, list(state.feature_views))
+                )
+            for fname in view.feature_names:
+                if fname in inputs:
+                    raise InvalidError(
+                        f"{label}: feature '{fname}' is in both '{inputs[fname]}' and "
+                        f"'{vname}'; an input is named by its feature name, so use views "
+                        "without a clash"
+                    )
+                inputs[fname] = f"feature view '{vname}'"
+        for req in odfv.request_fields:
+            if req.name in inputs:
+                raise InvalidError(
+                    f"{label}: request field '{req.name}' has the name of a feature of "
+                    f"{inputs[req.name]}; rename it"
+                )
+            inputs[req.name] = "the request"
+        if odfv.mode == "sql":
+            from quiver.features.sql import parse_expression
+
+            for out in odfv.features:
+                expr = parse_expression(out.transformation or "", f"{label}: '{out.name}'")
+                for c in expr.columns:
+                    if c not in inputs:
+                        raise InvalidError(
+                            f"{label}: the transformation of '{out.name}' reads '{c}', which is "
+                            "neither a feature of its sources nor a request field"
+                            + did_you_mean(c, list(inputs))
+                        )
 
 
 def _diff(old: Any, new: Any, path: str, out: list[FieldChange]) -> None:
@@ -280,7 +349,7 @@ def _mark_breaking(
     for fc in change.fields:
         if change.kind == "entity" and fc.path in ("join_keys", "value_type"):
             fc.breaking, fc.reason = True, "changes the entity's join keys"
-        elif change.kind == "feature_view":
+        elif change.kind in VIEW_KINDS:
             parts = fc.path.split(".")
             if parts[0] == "features" and len(parts) == 3 and parts[2] == "dtype":
                 fc.breaking, fc.reason = True, "changes a feature's dtype"
@@ -295,7 +364,7 @@ def _mark_breaking(
                     fc.reason = "removes a feature used by feature service " + ", ".join(
                         f"'{u}'" for u in users
                     )
-            elif parts[0] == "entities":
+            elif parts[0] == "entities" and change.kind == "feature_view":
                 fc.breaking, fc.reason = True, "changes the view's entities (join keys)"
 
 
@@ -363,13 +432,15 @@ def compute_plan(registry: Registry, definitions: DefinitionSet, *, prune: bool)
     for change in deleted:
         for kind in KIND_ORDER:
             for other in state.by_kind(kind).values():
-                if (change.kind, change.name) in references_of(kind, other.to_spec()):
+                if (ref_kind(change.kind), change.name) in references_of(kind, other.to_spec()):
                     raise ReferencedError(
                         f"cannot delete {KIND_LABELS[change.kind]} '{change.name}': "
                         f"{KIND_LABELS[kind]} '{other.name}' still references it; delete or "
                         "change that first"
                     )
-    _check_removed_features_in_use(state, current["feature_view"])
+    _check_removed_features_in_use(
+        state, {**current["feature_view"], **current["on_demand_feature_view"]}
+    )
     validate_state(state)
     entities_before = {n: r.spec for n, r in current["entity"].items()}
     for change in changes:
@@ -391,7 +462,7 @@ def _check_removed_features_in_use(
     for service in state.feature_services.values():
         for ref in service.features:
             vname, fname = parse_feature_ref(ref)
-            view = state.feature_views.get(vname)
+            view: Any = state.feature_views.get(vname) or state.on_demand_feature_views.get(vname)
             record = current_views.get(vname)
             if view is None or record is None or fname == "*" or fname in view.feature_names:
                 continue
@@ -459,7 +530,7 @@ def _check_references(registry: Registry, plan: Plan, conn: Any) -> None:
     """Re-check, inside the transaction, that no written change left a reference dangling."""
     for change in plan.pending:
         if change.action == "delete":
-            users = registry.referrers(change.kind, change.name, conn)
+            users = registry.referrers(ref_kind(change.kind), change.name, conn)
             if users:
                 k, n = users[0]
                 raise ReferencedError(
@@ -468,7 +539,12 @@ def _check_references(registry: Registry, plan: Plan, conn: Any) -> None:
                 )
         elif change.new_spec is not None:
             for kind, name in references_of(change.kind, change.new_spec):
-                if registry.find_record(kind, name, conn) is None:
+                kinds = (
+                    VIEW_KINDS
+                    if kind == "feature_view" and change.kind == "feature_service"
+                    else (kind,)
+                )
+                if all(registry.find_record(k, name, conn) is None for k in kinds):
                     raise NotFoundError(
                         f"{KIND_LABELS[change.kind]} '{change.name}' references "
                         f"{KIND_LABELS[kind]} '{name}', which was deleted concurrently; "

@@ -197,6 +197,11 @@ class FieldSpec(_In):
     dtype: str = Field(examples=["int64", "float64", "string", "list<int64>"])
     description: str = ""
     tags: dict[str, str] = Field(default_factory=dict)
+    transformation: str | None = Field(
+        default=None,
+        description="a SQL expression over the source row's columns (checked by the sandbox)",
+        examples=["date_diff('year', date_of_birth, event_timestamp)"],
+    )
 
 
 class EntitySpec(_In):
@@ -248,6 +253,31 @@ class FeatureViewSpec(_In):
     source: str | FileSourceSpec | IcebergSourceSpec
     ttl_seconds: float | None = None
     online: bool = True
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    owner: str = ""
+
+
+class RequestSourceSpec(_In):
+    """Fields the caller sends with each entity row."""
+
+    name: str
+    fields: list[FieldSpec]
+
+
+class OnDemandFeatureViewSpec(_In):
+    """An on-demand feature view: a Python function (``udf``, its source code, modes
+    ``pandas``/``arrow``) or SQL expressions (mode ``sql``, a ``transformation`` per field) over
+    its source views' features and request fields."""
+
+    name: str | None = None
+    sources: list[str]
+    request_sources: list[RequestSourceSpec] = Field(default_factory=list)
+    features: list[FieldSpec]
+    mode: Literal["pandas", "arrow", "sql"] | None = None
+    udf: str = Field(default="", examples=["def f(df):\n    return df[['a']] * 2"])
+    udf_name: str = ""
+    udf_hash: str = ""
     description: str = ""
     tags: dict[str, str] = Field(default_factory=dict)
     owner: str = ""

@@ -1,0 +1,290 @@
+"""SQL transformations of feature views: which columns they read, and running them on rows.
+
+A field with a ``transformation`` is computed from its source row's own columns (after the
+source's ``field_mapping``; the event and created timestamps under their column names, as
+naive UTC microseconds). The same :class:`ViewTransform` runs it everywhere, in the SQL sandbox
+(:mod:`quiver.features.sql`), on rows the engine has already read:
+
+* offline, on the source rows of the join's time window, before the ``ASOF`` match;
+* at materialization, on the latest row per key, before the write;
+* on push, on the pushed rows (which carry the source's columns, not the computed values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from quiver.definitions import did_you_mean
+from quiver.errors import InvalidError, QuiverError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from quiver.config import RepoConfig
+    from quiver.definitions import FeatureView, Field, FileSource, IcebergSource
+    from quiver.features.sql import ParsedExpression
+
+__all__ = ["ViewTransform", "check_source_columns", "view_transform"]
+
+
+@dataclass(frozen=True)
+class ViewTransform:
+    """The transformations among some features of one view.
+
+    Attributes:
+        view: The view's name.
+        features: The selected features, in order.
+        computed: Feature name -> its checked expression, for the transformed ones.
+        inputs: The source columns the expressions read, timestamps excluded.
+        ts_name: The event timestamp's column name (after ``field_mapping``).
+        created_name: The created timestamp's column name, if the source has one.
+    """
+
+    view: str
+    features: tuple[Field, ...]
+    computed: Mapping[str, ParsedExpression]
+    inputs: tuple[str, ...]
+    ts_name: str
+    created_name: str | None
+
+    @property
+    def plain(self) -> list[str]:
+        """The selected features read as they are."""
+        return [f.name for f in self.features if f.name not in self.computed]
+
+    def source_columns(self, key_types: Mapping[str, str]) -> dict[str, str | None]:
+        """What to read from the source: keys and plain features typed, inputs as they are."""
+        columns: dict[str, str | None] = dict(key_types)
+        for f in self.features:
+            if f.name not in self.computed:
+                columns[f.name] = f.dtype
+        for c in self.inputs:
+            columns.setdefault(c, None)
+        return columns
+
+    def apply(
+        self, table: pa.Table, keep: Sequence[str], *, ts: str, created: str | None
+    ) -> pa.Table:
+        """``keep`` (plain features included by the caller), then every computed feature.
+
+        Args:
+            table: Source rows with the inputs, ``keep`` and the normalized timestamps.
+            keep: Columns passed through unchanged.
+            ts: The column of ``table`` holding the normalized event timestamp.
+            created: The column holding the normalized created timestamp, if any.
+        """
+        import pyarrow as pa
+
+        from quiver.features.sql import evaluate
+
+        inputs = table
+        for name, column in ((self.ts_name, ts), (self.created_name, created)):
+            if name and column and name != column and name in self._reads:
+                if name in inputs.column_names:
+                    inputs = inputs.drop_columns([name])
+                inputs = inputs.append_column(name, table.column(column))
+        outputs = {
+            f.name: (self.computed[f.name], f.dtype)
+            for f in self.features
+            if f.name in self.computed
+        }
+        result = evaluate(
+            inputs, outputs, keep, what=f"transformation in feature view '{self.view}'"
+        )
+        if result.num_rows == 0 and table.num_rows == 0:
+            return result
+        return pa.Table.from_arrays(result.columns, names=result.column_names)
+
+    @property
+    def _reads(self) -> set[str]:
+        return {c for expr in self.computed.values() for c in expr.columns}
+
+    def apply_batches(
+        self,
+        reader: Iterator[pa.RecordBatch],
+        keep: Sequence[str],
+        *,
+        ts: str,
+        created: str | None,
+    ) -> Iterator[pa.RecordBatch]:
+        """:meth:`apply` on each batch of ``reader``."""
+        import pyarrow as pa
+
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            out = self.apply(pa.Table.from_batches([batch]), keep, ts=ts, created=created)
+            yield from out.to_batches()
+
+
+def view_transform(
+    view: FeatureView,
+    features: Sequence[Field],
+    source: FileSource | IcebergSource,
+) -> ViewTransform | None:
+    """The transformations among ``features`` of ``view`` (``None`` when there are none)."""
+    from quiver.features.sql import parse_expression
+
+    computed = {
+        f.name: parse_expression(
+            f.transformation, f"transformation of feature '{f.name}' in view '{view.name}'"
+        )
+        for f in features
+        if f.transformation is not None
+    }
+    if not computed:
+        return None
+    mapping = source.field_mapping
+    ts_name = mapping.get(source.timestamp_field, source.timestamp_field)
+    created = source.created_timestamp_field
+    created_name = mapping.get(created, created) if created else None
+    inputs: list[str] = []
+    for expr in computed.values():
+        for c in expr.columns:
+            if c not in inputs and c not in (ts_name, created_name):
+                inputs.append(c)
+    return ViewTransform(
+        view=view.name,
+        features=tuple(features),
+        computed=computed,
+        inputs=tuple(inputs),
+        ts_name=ts_name,
+        created_name=created_name,
+    )
+
+
+def check_source_columns(
+    config: RepoConfig, view: FeatureView, source: FileSource | IcebergSource
+) -> None:
+    """Refuse transformations that read a column the view's source does not have.
+
+    A source that cannot be read yet (no files) is not checked: the column is then checked
+    when rows are first read.
+
+    Raises:
+        InvalidError: naming the feature, the column and the source's columns.
+    """
+    tx = view_transform(view, view.features, source)
+    if tx is None:
+        return
+    import duckdb
+
+    from quiver.offline.sources import _all_columns
+
+    con = duckdb.connect()
+    try:
+        columns = _all_columns(con, config, source)
+    except (QuiverError, duckdb.Error, OSError):
+        return
+    finally:
+        con.close()
+    known = [*columns, tx.ts_name] + ([tx.created_name] if tx.created_name else [])
+    for name, expr in tx.computed.items():
+        for c in expr.columns:
+            if c not in known:
+                raise InvalidError(
+                    f"transformation of feature '{name}' in feature view '{view.name}' reads "
+                    f"column '{c}', which data source '{source.name}' does not have"
+                    + did_you_mean(c, known)
+                    + f"; its columns are: {', '.join(known)}"
+                )
+
+
+def push_tables(target: Any, rows: Any) -> tuple[pa.Table, pa.Table]:
+    """Pushed source rows -> (the online rows with computed features, the rows to append to
+    the offline source: its own columns, so that reading them computes the same values).
+
+    ``target`` is serving's push target (view, layout, source). Pushed rows carry every join
+    key, every plain feature and every input column of the transformations; computed features
+    are not pushed.
+
+    Raises:
+        InvalidError: a missing or unknown column, or a value an expression cannot take.
+    """
+    import pyarrow as pa
+
+    from quiver.online.encoding import CREATED_TS, EVENT_TS
+    from quiver.online.serving import _as_arrow, _push_table
+
+    view, source = target.view, target.source
+    tx = view_transform(view, view.features, source)
+    assert tx is not None
+    table = _as_arrow(rows, view.name)
+    computed_only = [n for n in tx.computed if n not in tx.inputs]
+    pushed = [n for n in computed_only if n in table.column_names]
+    if pushed:
+        expr = tx.computed[pushed[0]]
+        raise InvalidError(
+            f"push to feature view '{view.name}': feature '{pushed[0]}' is computed by its "
+            f"transformation ({expr.text}); push its input columns instead: "
+            + ", ".join(expr.columns)
+        )
+    missing = [c for c in tx.inputs if c not in table.column_names]
+    if missing:
+        raise InvalidError(
+            f"push to feature view '{view.name}': missing column(s) {', '.join(missing)}, "
+            "read by the view's transformations (use None for a missing value)"
+        )
+    # The plain part goes through push's own checks (computed features as nulls); the
+    # inputs that are not plain features are carried beside it.
+    plain_names = set(tx.plain) | set(target.layout.join_keys)
+    given = {
+        n: table.column(n)
+        for n in table.column_names
+        if n in plain_names or (n not in tx.inputs and n not in tx.computed)
+    }
+    for n in tx.computed:
+        given[n] = pa.nulls(table.num_rows)
+    checked = _push_table(target, pa.table(given))
+    inputs = checked.drop_columns([n for n in tx.computed])
+    for c in tx.inputs:
+        if c not in inputs.column_names:
+            inputs = inputs.append_column(c, table.column(c))
+    keep = [*target.layout.join_keys, *tx.plain, EVENT_TS, CREATED_TS]
+    computed = tx.apply(inputs, keep, ts=EVENT_TS, created=CREATED_TS)
+    online = {n: computed.column(n) for n in keep}
+    layout = target.layout
+    from quiver.types import arrow_type
+
+    for name, dtype in zip(layout.feature_names, layout.feature_dtypes, strict=True):
+        if name in tx.computed:
+            online[name] = computed.column(name).cast(arrow_type(dtype))
+    online_table = pa.table(
+        {n: online[n] for n in [*layout.join_keys, *layout.feature_names, EVENT_TS, CREATED_TS]}
+    )
+    offline: dict[str, Any] = {n: checked.column(n) for n in layout.join_keys}
+    for n in tx.plain:
+        offline[n] = checked.column(n)
+    for c in tx.inputs:
+        if c not in offline:
+            offline[c] = table.column(c)
+    offline[tx.ts_name] = checked.column(EVENT_TS)
+    if tx.created_name:
+        offline[tx.created_name] = checked.column(CREATED_TS)
+    return online_table, pa.table(offline)
+
+
+def check_plan_columns(
+    config: RepoConfig, changes: Sequence[Any], source_of: Callable[[str], Any]
+) -> None:
+    """:func:`check_source_columns` for every created or updated feature view of a plan.
+
+    Args:
+        config: The repo config (to read the sources).
+        changes: The plan's object changes.
+        source_of: Data source name -> the object in the plan's desired state (or ``None``).
+    """
+    from quiver.definitions import FeatureView
+
+    for change in changes:
+        if change.kind != "feature_view" or change.action not in ("create", "update"):
+            continue
+        spec = change.new_spec or {}
+        if not any(f.get("transformation") for f in spec.get("features", [])):
+            continue
+        view = FeatureView.from_spec(spec)
+        source = source_of(view.source_name)
+        if source is not None:
+            check_source_columns(config, view, source)
