@@ -6,7 +6,8 @@ registry, the engines and the services it delegates to.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from functools import cache, cached_property
 from pathlib import Path
@@ -29,11 +30,15 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from quiver.definitions import Entity, FeatureService, FeatureView, FileSource, IcebergSource
+    from quiver.security.audit import AuditLog, AuditScope
+    from quiver.security.principal import Principal
+    from quiver.security.scoped import ScopedStore
+    from quiver.security.service import Security
     from quiver.selection import ViewSelection
 
 __all__ = ["FeatureStore"]
 
-KINDS = ("entity", "data_source", "feature_view", "feature_service")
+KINDS = ("entity", "data_source", "feature_view", "on_demand_feature_view", "feature_service")
 
 
 class FeatureStore:
@@ -80,9 +85,54 @@ class FeatureStore:
 
         return create_online_store(self.config)
 
+    @cached_property
+    def audit_log(self) -> AuditLog:
+        """The audit log (:mod:`quiver.security.audit`), on its own database engine."""
+        from quiver.security.audit import AuditLog
+
+        return AuditLog(self.registry)
+
+    @cached_property
+    def security(self) -> Security:
+        """API keys, permissions and the audit log (:mod:`quiver.security.service`)."""
+        from quiver.security.service import Security
+
+        return Security(self)
+
+    def as_principal(
+        self, principal: Principal | None = None, *, api_key: str | None = None
+    ) -> ScopedStore:
+        """This store acting as ``principal``: every call is checked against its roles and the
+        project's permissions, and recorded as its (history author, audit log).
+
+        Args:
+            principal: Who acts (a :class:`~quiver.security.principal.Principal`).
+            api_key: Or an API key (``qk_...``), verified like the REST API's.
+
+        Raises:
+            UnauthorizedError: the API key is not valid, revoked or expired.
+            InvalidError: neither or both given.
+        """
+        from quiver.security.scoped import ScopedStore
+
+        if (principal is None) == (api_key is None):
+            raise InvalidError("give either a principal or an api_key")
+        if api_key is not None:
+            principal = self.security.authenticate(api_key)
+        assert principal is not None
+        return ScopedStore(self, principal)
+
+    @contextmanager
+    def _audited(self, action: str, *resources: str) -> Iterator[AuditScope]:
+        """Audit a change (:func:`quiver.security.audit.audited`)."""
+        from quiver.security.audit import audited
+
+        with audited(self.audit_log, action, *resources) as scope:
+            yield scope
+
     def close(self) -> None:
         """Release database connections and store clients."""
-        for name in ("registry", "online_store", "offline_engine"):
+        for name in ("security", "audit_log", "registry", "online_store", "offline_engine"):
             backend = self.__dict__.pop(name, None)
             if backend is not None and hasattr(backend, "close"):
                 backend.close()
@@ -158,15 +208,20 @@ class FeatureStore:
             ConcurrentChangeError: the registry changed since the plan was made.
         """
         plan = objects if isinstance(objects, Plan) else self.plan(objects, prune=prune)
-        return apply_plan(
-            self.registry, plan, allow_breaking=allow_breaking, author=author or current_user()
-        )
+        with self._audited("apply", *(f"{c.kind}:{c.name}" for c in plan.pending)):
+            return apply_plan(
+                self.registry, plan, allow_breaking=allow_breaking, author=author or current_user()
+            )
 
     def delete(self, kind: str, name: str, *, author: str | None = None) -> Plan:
         """Delete one object; refused while another object references it."""
+        self._check_kind(kind)
+        with self._audited("delete", f"{kind}:{name}"):
+            return self._delete(kind, name, author)
+
+    def _delete(self, kind: str, name: str, author: str | None) -> Plan:
         from quiver.registry.plan import ObjectChange
 
-        self._check_kind(kind)
         record = self.registry.get_record(kind, name)
         with self.registry.transaction() as conn:
             from quiver.registry.plan import ref_kind
@@ -291,6 +346,12 @@ class FeatureStore:
             BreakingChangeError: restoring is breaking and ``allow_breaking`` is false.
         """
         kind = self.resolve_kind(name, kind, history=True)
+        with self._audited("restore", f"{kind}:{name}"):
+            return self._restore(kind, name, version, allow_breaking, author)
+
+    def _restore(
+        self, kind: str, name: str, version: int, allow_breaking: bool, author: str | None
+    ) -> Plan:
         versions = {v.version: v for v in self.registry.history(kind, name)}
         old = versions.get(version)
         if old is None:
@@ -310,10 +371,9 @@ class FeatureStore:
         plan = compute_plan(self.registry, DefinitionSet.of([obj]), prune=False)
         for change in plan.pending:
             change.action = "update" if change.base_version is not None else "create"
-        applied = apply_plan(
+        return apply_plan(
             self.registry, plan, allow_breaking=allow_breaking, author=author or current_user()
         )
-        return applied
 
     # -- features: offline, online ---------------------------------------------------------------
 
@@ -382,7 +442,8 @@ class FeatureStore:
         """Copy the latest value per entity key in ``[start, end)`` into the online store."""
         from quiver.materialize import materialize
 
-        return materialize(self, start, end, views, progress=progress)
+        with self._audited("materialize", *_view_refs(views)):
+            return materialize(self, start, end, views, progress=progress)
 
     def materialize_incremental(
         self, end: datetime | str, views: Sequence[str] | None = None, *, progress: Any = None
@@ -390,7 +451,8 @@ class FeatureStore:
         """Materialize each view from its watermark up to ``end``."""
         from quiver.materialize import materialize_incremental
 
-        return materialize_incremental(self, end, views, progress=progress)
+        with self._audited("materialize", *_view_refs(views)):
+            return materialize_incremental(self, end, views, progress=progress)
 
     def get_online_features(
         self,
@@ -420,7 +482,8 @@ class FeatureStore:
         to: Literal["online", "offline", "both"] = "online",
     ) -> int:
         """Write fresh rows of ``view`` to the online store (and/or the offline store)."""
-        return _serving().push(self, view, rows, to=to)
+        with self._audited("push", f"feature_view:{view}"):
+            return _serving().push(self, view, rows, to=to)
 
     # -- models --------------------------------------------------------------------------------
 
@@ -428,7 +491,10 @@ class FeatureStore:
         """Train a model from a spec (object, dict, or YAML/JSON path); returns the version."""
         from quiver.ml.service import train
 
-        return train(self, spec, progress=progress)
+        with self._audited("train") as scope:
+            version = train(self, spec, progress=progress)
+            scope.add(f"model:{version.model_id}")
+            return version
 
     def list_models(self) -> list[Any]:
         """Every registered model with its versions."""
@@ -446,19 +512,26 @@ class FeatureStore:
         """Move a model version to a stage (none, staging, production, archived)."""
         from quiver.ml.service import promote
 
-        return promote(self, model, version, stage)
+        with self._audited("promote", f"model:{model}"):
+            return promote(self, model, version, stage)
 
     def predict_batch(self, model: str, input: Any, output: Any, **options: Any) -> Any:
         """Score a table of entity rows point-in-time correctly and write the predictions."""
         from quiver.ml.service import predict_batch
 
-        return predict_batch(self, model, input, output, **options)
+        with self._audited("predict_batch", f"model:{model}"):
+            return predict_batch(self, model, input, output, **options)
 
     def predict_online(self, model: str, **options: Any) -> Any:
         """Score entity keys (features from the online store) or given feature values."""
         from quiver.ml.service import predict_online
 
         return predict_online(self, model, **options)
+
+
+def _view_refs(views: Sequence[str] | None) -> list[str]:
+    """The audit log's resources for a materialization of ``views`` (``None``: every view)."""
+    return [f"feature_view:{v}" for v in views] if views else ["feature_view:*"]
 
 
 @cache

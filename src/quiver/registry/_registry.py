@@ -8,9 +8,7 @@ applies are serialized and each one checks the versions it planned against (comp
 from __future__ import annotations
 
 import builtins
-import getpass
 import json
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -26,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from quiver.definitions import KIND_LABELS, did_you_mean, object_from_spec
 from quiver.errors import BackendError, ConcurrentChangeError, NotFoundError
 from quiver.registry.tables import object_versions, objects, projects
+from quiver.security.principal import current_principal, os_user
 
 __all__ = ["ObjectRecord", "Registry", "VersionRecord", "current_user"]
 
@@ -35,11 +34,11 @@ _PARAM_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
 def current_user() -> str:
-    """The author recorded with a change: ``QUIVER_USER`` or the OS user."""
-    try:
-        return os.environ.get("QUIVER_USER") or getpass.getuser()
-    except Exception:  # pragma: no cover - no user database in some containers
-        return "unknown"
+    """The author recorded with a change: the acting principal's name (a REST caller, or a
+    principal given to :meth:`~quiver.store.FeatureStore.as_principal`), else ``QUIVER_USER``
+    or the OS user."""
+    principal = current_principal()
+    return principal.name if principal is not None else os_user()
 
 
 def _one_line(error: BaseException | None) -> str:
@@ -306,6 +305,20 @@ class Registry:
                     .where(projects.c.name == self.project)
                     .values(revision=projects.c.revision + 1)
                 )
+                yield conn
+        except sa.exc.OperationalError as exc:
+            raise BackendError(f"registry write failed: {_one_line(exc.orig)}") from exc
+
+    @contextmanager
+    def global_transaction(self) -> Iterator[Connection]:
+        """A write transaction for rows shared by every project (API keys); commits on success.
+
+        It moves every project's revision, so servers of any project see the change at their
+        next registry check (within a second).
+        """
+        try:
+            with self._write() as conn:
+                conn.execute(projects.update().values(revision=projects.c.revision + 1))
                 yield conn
         except sa.exc.OperationalError as exc:
             raise BackendError(f"registry write failed: {_one_line(exc.orig)}") from exc
