@@ -15,6 +15,8 @@ from quiver.definitions import (
     Field,
     FileSource,
     IcebergSource,
+    OnDemandFeatureView,
+    RequestSource,
 )
 from quiver.errors import (
     BackendError,
@@ -30,6 +32,7 @@ from quiver.errors import (
     QuiverError,
     ReferencedError,
 )
+from quiver.features.on_demand import on_demand_feature_view
 
 if TYPE_CHECKING:
     from quiver.config import RepoConfig, load_config
@@ -54,12 +57,15 @@ __all__ = [
     "InvalidError",
     "MissingExtraError",
     "NotFoundError",
+    "OnDemandFeatureView",
     "PayloadTooLargeError",
     "QuiverError",
     "ReferencedError",
     "RepoConfig",
+    "RequestSource",
     "__version__",
     "load_config",
+    "on_demand_feature_view",
 ]
 
 _LAZY = {
