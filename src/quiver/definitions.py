@@ -30,10 +30,17 @@ from pydantic import Field as PydanticField
 
 from quiver._paths import check_path_text
 from quiver.errors import InvalidError
+from quiver.features.aggregations import (
+    Aggregation,
+    default_interval,
+    format_duration,
+    parse_duration,
+)
 from quiver.types import DType
 
 __all__ = [
     "VIEW_KINDS",
+    "Aggregation",
     "DataSource",
     "Entity",
     "FeatureService",
@@ -347,6 +354,8 @@ class FeatureView(_Definition):
     description: str = ""
     tags: Tags = PydanticField(default_factory=dict)
     owner: str = ""
+    aggregations: list[Aggregation] = PydanticField(default_factory=list)
+    aggregation_interval: timedelta | None = None
 
     if TYPE_CHECKING:
         # The signature users write (``schema=`` and ``ttl_seconds=`` are validation aliases,
@@ -365,6 +374,8 @@ class FeatureView(_Definition):
             description: str = "",
             tags: dict[str, str] = ...,
             owner: str = "",
+            aggregations: Sequence[Aggregation | dict[str, Any]] = ...,
+            aggregation_interval: timedelta | str | None = None,
         ) -> None: ...
 
     @field_validator("entities", mode="before")
@@ -404,13 +415,20 @@ class FeatureView(_Definition):
             raise ValueError("ttl must not be negative")
         return value
 
+    @field_validator("aggregation_interval", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value, "aggregation_interval")
+
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if self.aggregations or self.aggregation_interval is not None:
+            _check_aggregations(self)
         if not self.entities:
             raise ValueError(f"feature view '{self.name}' needs at least one entity")
         if len(set(self.entities)) != len(self.entities):
             raise ValueError(f"feature view '{self.name}' lists an entity twice")
-        if not self.features:
+        if not self.features and not self.aggregations:
             raise ValueError(f"feature view '{self.name}' has no features")
         seen: set[str] = set()
         for field in self.features:
@@ -439,14 +457,32 @@ class FeatureView(_Definition):
 
     @property
     def feature_names(self) -> list[str]:
-        """The names of the view's features, in order."""
-        return [f.name for f in self.features]
+        """The names of the view's features, in order (its aggregations' when it has any)."""
+        return [f.name for f in self.output_fields]
+
+    @property
+    def output_fields(self) -> list[Field]:
+        """The features the view serves: its fields, or, for a view with aggregations, one field
+        per aggregation (its schema then declares the source columns they read)."""
+        if not self.aggregations:
+            return self.features
+        dtypes = {f.name: f.dtype for f in self.features}
+        return [
+            Field(name=a.name, dtype=a.dtype(dtypes.get(a.column or ""))) for a in self.aggregations
+        ]
+
+    def aggregation(self, name: str) -> Aggregation:
+        """The aggregation whose feature is ``name`` (``KeyError`` if none)."""
+        for agg in self.aggregations:
+            if agg.name == name:
+                return agg
+        raise KeyError(name)
 
     def feature(self, name: str) -> Field:
         """The field called ``name``, or raise :class:`~quiver.errors.NotFoundError`."""
         from quiver.errors import NotFoundError
 
-        for field in self.features:
+        for field in self.output_fields:
             if field.name == name:
                 return field
         raise NotFoundError(
@@ -468,6 +504,13 @@ class FeatureView(_Definition):
             seconds = int(seconds)
         del ttl
         spec["ttl_seconds"] = seconds
+        if self.aggregations:  # specs of plain views stay as they were
+            spec["aggregations"] = [a.to_spec() for a in self.aggregations]
+            assert self.aggregation_interval is not None
+            spec["aggregation_interval"] = format_duration(self.aggregation_interval)
+        else:
+            spec.pop("aggregations", None)
+            spec.pop("aggregation_interval", None)
         return spec
 
     def __getitem__(self, names: list[str] | tuple[str, ...] | str) -> list[str]:
@@ -477,6 +520,43 @@ class FeatureView(_Definition):
         for n in names:
             self.feature(n)
         return [f"{self.name}:{n}" for n in names]
+
+
+def _check_aggregations(view: FeatureView) -> None:
+    """Validate a view's aggregations and fill in its default tile size (``ValueError``)."""
+    name = view.name
+    if not view.aggregations:
+        raise ValueError(f"feature view '{name}': aggregation_interval needs aggregations")
+    if view.ttl is not None and view.ttl != timedelta(0):
+        raise ValueError(
+            f"feature view '{name}': ttl does not apply to aggregations (an empty window gives "
+            "count 0 and null for the others); remove ttl"
+        )
+    interval = view.aggregation_interval or default_interval(
+        [a.time_window for a in view.aggregations]
+    )
+    object.__setattr__(view, "aggregation_interval", interval)
+    dtypes = {f.name: f.dtype for f in view.features}
+    seen: set[str] = set()
+    for agg in view.aggregations:
+        if agg.column is not None and agg.column not in dtypes:
+            raise ValueError(
+                f"feature view '{name}': aggregation '{agg.name}' reads column '{agg.column}', "
+                "which the view's schema does not declare" + _did_you_mean(agg.column, list(dtypes))
+            )
+        agg.check_column(name, dtypes.get(agg.column or ""))
+        if agg.time_window % interval:
+            raise ValueError(
+                f"feature view '{name}': aggregation '{agg.name}': window "
+                f"{format_duration(agg.time_window)} is not a multiple of aggregation_interval "
+                f"{format_duration(interval)}"
+            )
+        if agg.name in seen or agg.name in dtypes:
+            raise ValueError(
+                f"feature view '{name}': '{agg.name}' names two aggregations, or an aggregation "
+                "and a schema column; give the aggregation another name"
+            )
+        seen.add(agg.name)
 
 
 def parse_feature_ref(ref: str) -> tuple[str, str]:

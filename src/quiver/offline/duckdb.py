@@ -47,7 +47,6 @@ from quiver.offline.sources import (
     load_iceberg_table,
     pushed_files,
     quote,
-    source_select,
     to_utc_micros,
 )
 from quiver.types import arrow_type
@@ -204,7 +203,7 @@ class DuckDBOfflineEngine:
         """
         import pyarrow as pa
 
-        from quiver.features.transformations import view_transform
+        from quiver.features.transformations import view_select, view_transform
 
         keys = selection.join_keys
         key_types = selection.key_types
@@ -233,9 +232,10 @@ class DuckDBOfflineEngine:
             return pa.RecordBatchReader.from_batches(schema, iter(()))
         cur = self._pull_cursor()
         try:
-            select = source_select(
+            select = view_select(
                 cur,
                 self.config,
+                selection.view,
                 selection.source,
                 columns,
                 window=window,
@@ -262,6 +262,33 @@ class DuckDBOfflineEngine:
             )
             batches = pa.RecordBatchReader.from_batches(schema, _ordered(computed, schema))
         return pa.RecordBatchReader.from_batches(schema, _stream(batches, cur, schema, what))
+
+    # -- tiles of windowed aggregations ----------------------------------------------------------
+
+    def pull_tiles(
+        self, selection: ViewSelection, spec: Any, lo_us: int | None, end_us: int
+    ) -> pa.RecordBatchReader:
+        """The partial aggregates per key and tile of a view's events with
+        ``lo_us < event_ts < end_us`` (:mod:`quiver.features.tiles`), ordered by key and tile,
+        streamed from the materialization database (within its memory budget)."""
+        import pyarrow as pa
+
+        from quiver.features.aggregation_sql import tiles_select
+
+        what = f"feature view '{selection.view.name}'"
+        cur = self._pull_cursor()
+        try:
+            sql, params = tiles_select(cur, self.config, selection, spec, lo_us, end_us)
+            reader = cur.sql(sql, params=params).to_arrow_reader(PULL_BATCH_ROWS)
+        except QuiverError:
+            cur.close()
+            raise
+        except Exception as exc:
+            cur.close()
+            raise _pull_error(exc, what) from exc
+        return pa.RecordBatchReader.from_batches(
+            reader.schema, _stream(reader, cur, reader.schema, what)
+        )
 
     # -- point-in-time join ---------------------------------------------------------------------
 
@@ -599,6 +626,27 @@ class _JoinPlan:
                         for f, n in zip(sel.features, feature_names, strict=True)
                     ]
                     continue
+                if sel.view.aggregations:  # windowed aggregations: a range join, per entity row
+                    from quiver.features.aggregation_sql import historical_cte
+
+                    keys = [self.key_cols[(k, sel.key_types[k])] for k in sel.join_keys]
+                    assert self.t_min is not None and self.t_max is not None
+                    cte, cte_params = historical_cte(
+                        cur,
+                        self.engine.config,
+                        sel,
+                        feature_names,
+                        (entity_name, keys, _ROW, _TS),
+                        (self.t_min, self.t_max),
+                    )
+                    ctes.append(f"{quote('__qv_' + alias)} AS ({cte})")
+                    params += cte_params
+                    joins.append(
+                        f"LEFT JOIN {quote('__qv_' + alias)} AS {alias} "
+                        f"ON {alias}.{quote(_ROW)} = e.{quote(_ROW)}"
+                    )
+                    outputs += [f"{alias}.{quote(n)} AS {quote(n)}" for n in feature_names]
+                    continue
                 cte, cte_params = self._view_cte(cur, sel, window)
                 ctes.append(f"{quote('__qv_' + alias)} AS ({cte})")
                 params += cte_params
@@ -637,7 +685,7 @@ class _JoinPlan:
         return TimeWindow(lo=lo, lo_inclusive=False, hi=self.t_max, hi_inclusive=True)
 
     def _view_cte(self, cur: Any, sel: ViewSelection, window: TimeWindow) -> tuple[str, list[Any]]:
-        from quiver.features.transformations import view_transform
+        from quiver.features.transformations import view_select, view_transform
 
         columns: dict[str, str | None] = {k: sel.key_types[k] for k in sel.join_keys}
         for f in sel.features:
@@ -645,8 +693,14 @@ class _JoinPlan:
         tx = view_transform(sel.view, sel.features, sel.source)
         if tx is not None:
             columns = tx.source_columns({k: sel.key_types[k] for k in sel.join_keys})
-        select: SourceSelect = source_select(
-            cur, self.engine.config, sel.source, columns, window=window, roles=_roles(sel)
+        select: SourceSelect = view_select(
+            cur,
+            self.engine.config,
+            sel.view,
+            sel.source,
+            columns,
+            window=window,
+            roles=_roles(sel),
         )
         sql = f"SELECT src.* FROM ({select.sql}) AS src"
         estimate = self.engine.estimate_rows(sel.source)
