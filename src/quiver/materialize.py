@@ -130,6 +130,10 @@ def _targets(store: FeatureStore, views: Sequence[str] | None) -> list[ViewSelec
 def _layout(store: FeatureStore, sel: ViewSelection) -> ViewLayout:
     from quiver.online.encoding import ViewLayout
 
+    if sel.view.aggregations:  # tiles (quiver.features.tile_store)
+        from quiver.features.tile_store import tile_layout
+
+        return tile_layout(store.project, sel.view, sel.entities)
     return ViewLayout.from_selection(store.project, sel)
 
 
@@ -190,7 +194,11 @@ def materialize_incremental(
     for sel in selections:
         layout = _layout(store, sel)
         mark = get_watermark(store.registry, sel.view.name, layout.version)
-        if mark is None:
+        start: datetime | None
+        if mark is None and sel.view.aggregations:  # the tiles a read at end needs
+            widest = max(a.time_window for a in sel.view.aggregations)
+            start = end_dt - widest - (sel.view.aggregation_interval or widest)
+        elif mark is None:
             start = end_dt - sel.view.ttl if sel.view.ttl is not None else None
         else:
             start = mark
@@ -226,8 +234,16 @@ def _run_view(
     try:
         _notify(progress, "view_started", view, start, end)
         online = store.online_store
-        reader = store.offline_engine.pull_latest(sel, start, end)
-        for batch in reader:
+        if sel.view.aggregations:  # recompute the range's tiles (quiver.features.tile_store)
+            from quiver.features.tile_store import TileLayout, materialize_tiles
+
+            assert isinstance(layout, TileLayout)
+            rows = materialize_tiles(
+                store, sel, layout, start, end, lambda n: _notify(progress, "rows_written", view, n)
+            )
+        else:
+            reader = store.offline_engine.pull_latest(sel, start, end)
+        for batch in reader or ():
             for offset in range(0, batch.num_rows, BATCH_ROWS):
                 chunk = batch.slice(offset, BATCH_ROWS)
                 rows += online.write(layout, chunk)

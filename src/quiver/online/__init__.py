@@ -127,6 +127,25 @@ class OnlineStore(Protocol):
         """Remove every row of one view (all schema versions)."""
         ...
 
+    def read_tiles(
+        self, layout: ViewLayout, key_columns: Sequence[Sequence[Any]]
+    ) -> list[bytes | None]:
+        """The tile state (:mod:`quiver.features.tiles`) of each key of a view with
+        aggregations, ``None`` where there is none, in key order."""
+        ...
+
+    def update_tiles(
+        self,
+        layout: ViewLayout,
+        key_columns: Sequence[Sequence[Any]],
+        update: Callable[[int, bytes | None], bytes | None],
+        expire_at_ms: Callable[[bytes], int | None] | None = None,
+    ) -> int:
+        """Replace each key's tile state by ``update(position, old state)`` (``None``: keep it),
+        atomically per key; returns how many keys were written. A store that reclaims keys may
+        expire a state at ``expire_at_ms(state)``."""
+        ...
+
     def retention_us(self, layout: ViewLayout) -> int | None:
         """How long after its event time a row stays readable, in microseconds (``None``: until
         it is overwritten). Stores that reclaim stale rows (Redis key expiry) say so here."""

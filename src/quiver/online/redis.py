@@ -17,7 +17,7 @@ point are not written.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from quiver.errors import BackendError, require
@@ -65,6 +65,32 @@ return written
 """Writes each (key, value) unless the stored value has a greater (event, created) header."""
 
 
+COMPARE_AND_SET_LUA = """
+local n = #KEYS
+local failed = {}
+for i = 1, n do
+  local old = redis.call('GET', KEYS[i])
+  local counter = ''
+  if old then counter = string.sub(old, 9, 16) end
+  if counter == ARGV[3 * i - 2] then
+    local expire_at = ARGV[3 * i]
+    if expire_at ~= '' then
+      redis.call('SET', KEYS[i], ARGV[3 * i - 1], 'PXAT', expire_at)
+    else
+      redis.call('SET', KEYS[i], ARGV[3 * i - 1])
+    end
+  else
+    failed[#failed + 1] = i
+  end
+end
+return failed
+"""
+"""Writes each key's new tile state unless its write counter (bytes 9-16) moved meanwhile;
+returns the positions (from 1) of the keys that changed, to be read and updated again."""
+
+_TILE_RETRIES = 20
+
+
 def _safe_url(url: str) -> str:
     if "@" in url:
         scheme, _, rest = url.partition("://")
@@ -98,6 +124,7 @@ class RedisOnlineStore:
                 f"online_store.url {_safe_url(url)!r} is not a Redis URL: {exc}"
             ) from exc
         self._script = self.client.register_script(NEWER_WINS_LUA)
+        self._cas = self.client.register_script(COMPARE_AND_SET_LUA)
         self._prefixes: dict[tuple[str, str, str], bytes] = {}
 
     def close(self) -> None:
@@ -180,6 +207,69 @@ class RedisOnlineStore:
                 self.client.unlink(*batch)
         except self._errors as exc:
             raise self._fail(f"deleting feature view '{layout.view}'", exc) from exc
+
+    # -- tiles (windowed aggregations) ---------------------------------------------------------
+
+    def read_tiles(
+        self, layout: ViewLayout, key_columns: Sequence[Sequence[Any]]
+    ) -> list[bytes | None]:
+        """The tile state of each key (``None``: none), in key order (one ``MGET``)."""
+        prefix = self.key_prefix_for(layout)
+        keys = [prefix + k for k in layout.key_encoder.encode_columns(key_columns)]
+        if not keys:
+            return []
+        try:
+            return list(self.client.mget(keys))
+        except self._errors as exc:
+            raise self._fail(f"reading the tiles of feature view '{layout.view}'", exc) from exc
+
+    def update_tiles(
+        self,
+        layout: ViewLayout,
+        key_columns: Sequence[Sequence[Any]],
+        update: Callable[[int, bytes | None], bytes | None],
+        expire_at_ms: Callable[[bytes], int | None] | None = None,
+    ) -> int:
+        """Replace the tile state of each key by ``update(position, old state)`` (``None``: keep
+        it). Each write is a compare-and-set on the state's write counter: a key changed by
+        another writer meanwhile is read and updated again. ``expire_at_ms`` gives a state's
+        expiry (used when ``expire_with_ttl`` is on). Returns the keys written."""
+        prefix = self.key_prefix_for(layout)
+        keys = [prefix + k for k in layout.key_encoder.encode_columns(key_columns)]
+        pending = list(range(len(keys)))
+        written = 0
+        try:
+            for _ in range(_TILE_RETRIES):
+                if not pending:
+                    return written
+                retry: list[int] = []
+                for c in range(0, len(pending), _WRITE_CHUNK):
+                    chunk = pending[c : c + _WRITE_CHUNK]
+                    olds = self.client.mget([keys[i] for i in chunk])
+                    args: list[Any] = []
+                    todo: list[int] = []
+                    state: dict[bytes, bytes | None] = {}
+                    for i, old in zip(chunk, olds, strict=True):
+                        old = state.get(keys[i], old)
+                        new = update(i, old)
+                        if new is None:
+                            continue
+                        state[keys[i]] = new
+                        at = expire_at_ms(new) if expire_at_ms and self.expire_with_ttl else None
+                        args += [old[8:16] if old else b"", new, "" if at is None else at]
+                        todo.append(i)
+                    if todo:
+                        failed = self._cas(keys=[keys[i] for i in todo], args=args)
+                        bad = {todo[int(f) - 1] for f in failed}
+                        retry += sorted(bad)
+                        written += len(todo) - len(bad)
+                pending = retry
+        except self._errors as exc:
+            raise self._fail(f"writing the tiles of feature view '{layout.view}'", exc) from exc
+        raise BackendError(
+            f"writing the tiles of feature view '{layout.view}': {len(pending)} key(s) kept "
+            "changing under concurrent writers; run it again"
+        )
 
     # -- reads ---------------------------------------------------------------------------------
 

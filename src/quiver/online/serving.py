@@ -250,6 +250,9 @@ class _Plan:
     """``(name, min, max)`` when the only join key is an integer (the common case)."""
     online_reader: tuple[OnlineStore, Reader] | None = field(default=None, compare=False)
     """The online store and its prepared read of the plan's views (see :meth:`reader`)."""
+    aggregated: list[Any] = field(default_factory=list)
+    """:class:`~quiver.features.tile_store.AggregatedRead` per view with aggregations (read
+    from their tiles, not among ``views``)."""
     on_demand: Any = None
     """:class:`~quiver.features.computed.ComputedRefs` when on-demand views are requested:
     the plan then reads their inputs (under full names) and they compute the response."""
@@ -379,6 +382,7 @@ def _build_plan(
     key_dtypes: list[str] = []
     key_users: dict[str, str] = {}
     views: list[tuple[ViewLayout, tuple[int, ...], tuple[str, ...], tuple[int, ...]]] = []
+    aggregated: list[Any] = []
     dtypes: dict[str, str] = {}
     pos = 0
     for sel in selections:
@@ -403,6 +407,12 @@ def _build_plan(
         pos += len(sel.features)
         for out, spec in zip(outputs, sel.features, strict=True):
             dtypes[out] = spec.dtype
+        if sel.view.aggregations:  # read from tiles (quiver.features.tile_store)
+            from quiver.features.tile_store import aggregated_read
+
+            at = len(views) + len(aggregated)
+            aggregated.append(aggregated_read(store, sel, at, outputs, tuple(key_pos)))
+            continue
         views.append((layout, layout.indices(sel.feature_names), outputs, tuple(key_pos)))
     clash = sorted(set(names) & set(join_keys))
     if clash:
@@ -426,7 +436,11 @@ def _build_plan(
     if len(join_keys) == 1 and key_dtypes[0] in _INT_RANGES:
         low, high = _INT_RANGES[key_dtypes[0]]
         int_key = (join_keys[0], low, high)
-    return _Plan(join_keys, key_dtypes, view_plans, names, dtypes, key_users, int_key)
+    every = tuple(range(len(join_keys)))
+    aggregated = [a if a.key_pos != every else a._replace_keys() for a in aggregated]
+    plan = _Plan(join_keys, key_dtypes, view_plans, names, dtypes, key_users, int_key)
+    plan.aggregated = aggregated
+    return plan
 
 
 def _plan(
@@ -665,10 +679,21 @@ def get_online_features(
     online = store.online_store
     found = plan.online_reader
     reader = found[1] if found is not None and found[0] is online else plan.reader(online)
-    response = _response(plan, columns, reader(columns), time.time_ns() // 1000)
+    now_us = _now_us()
+    response = _response(plan, columns, reader(columns) if plan.views else [], now_us)
+    if plan.aggregated:
+        from quiver.features.tile_store import read_groups
+
+        for at, group in read_groups(online, plan.aggregated, columns, now_us):
+            response.groups.insert(at, _new_tuple(OnlineGroup, group))
     if plan.on_demand is not None:
         return plan.on_demand.online(response, entity_rows)
     return response
+
+
+def _now_us() -> int:
+    """The serving clock: microseconds since the epoch (tests replace it to read "as of")."""
+    return time.time_ns() // 1000
 
 
 def _response(
@@ -797,6 +822,12 @@ def push(
     if to not in ("online", "offline", "both"):
         raise InvalidError(f"push: to={to!r} must be 'online', 'offline' or 'both'")
     target = _push_target(store, view)
+    if target.view.source_query is not None:
+        raise InvalidError(
+            f"feature view '{view}' reads a source query, which pushed rows would bypass; push "
+            f"them to its source '{target.source.name}' (through a view of it, to='offline') "
+            "and materialize"
+        )
     if isinstance(rows, (list, tuple)) and not rows:
         return 0
     if to != "offline" and not target.view.online:
@@ -819,7 +850,13 @@ def push(
         if source_rows is None:
             source_rows = _source_table(target, table)
         append_to_source(store.config, target.source, source_rows)
-    if to in ("online", "both"):
+    if to in ("online", "both") and target.view.aggregations:  # events into their tiles
+        from quiver.features.tile_store import push_tiles, tile_layout
+
+        entities = [store.registry.get("entity", e) for e in target.view.entities]
+        layout = tile_layout(store.project, target.view, entities)
+        push_tiles(store.online_store, layout, target.view, table)
+    elif to in ("online", "both"):
         store.online_store.write(target.layout, table)
     return table.num_rows
 

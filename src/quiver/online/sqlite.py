@@ -326,6 +326,95 @@ class SqliteOnlineStore:
             ) from exc
         return len(cols)
 
+    # -- tiles (windowed aggregations) ---------------------------------------------------------
+
+    def _tile_keys(self, layout: ViewLayout, key_columns: Sequence[Sequence[Any]]) -> list[Any]:
+        if layout.single_int_key:
+            return list(key_columns[0])
+        return layout.key_encoder.encode_columns(key_columns)
+
+    def read_tiles(
+        self, layout: ViewLayout, key_columns: Sequence[Sequence[Any]]
+    ) -> list[bytes | None]:
+        """The tile state of each key (``None``: none), in key order."""
+        keys = self._tile_keys(layout, key_columns)
+        if not keys:
+            return []
+        cursor = getattr(self._local, "cursor", None) or self._cursor()
+        table = table_name(layout)
+        try:
+            if len(keys) == 1:
+                row = cursor.execute(f'SELECT v FROM "{table}" WHERE k = ?', keys).fetchone()
+                return [None if row is None else row[0]]
+            found: dict[Any, bytes] = {}
+            for i in range(0, len(keys), _CHUNK):
+                part = list(dict.fromkeys(keys[i : i + _CHUNK]))
+                marks = ",".join("?" * len(part))
+                found.update(
+                    cursor.execute(f'SELECT k, v FROM "{table}" WHERE k IN ({marks})', part)
+                )
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return [None] * len(keys)
+            raise self._read_error([ReadRequest(layout, (), key_columns)], exc) from exc
+        return [found.get(k) for k in keys]
+
+    def update_tiles(
+        self,
+        layout: ViewLayout,
+        key_columns: Sequence[Sequence[Any]],
+        update: Callable[[int, bytes | None], bytes | None],
+        expire_at_ms: Callable[[bytes], int | None] | None = None,
+    ) -> int:
+        """Replace the tile state of each key by ``update(position, old state)`` (``None``: keep
+        it), in one transaction; returns the keys written. Rows do not expire here
+        (``expire_at_ms`` is for stores that reclaim keys)."""
+        keys = self._tile_keys(layout, key_columns)
+        if not keys:
+            return 0
+        conn = self._conn()
+        table = table_name(layout)
+        written = 0
+        try:
+            if table not in self._tables:
+                kind = "INTEGER" if layout.single_int_key else "BLOB"
+                suffix = "" if layout.single_int_key else " WITHOUT ROWID"
+                conn.execute(
+                    f'CREATE TABLE IF NOT EXISTS "{table}" '
+                    f"(k {kind} PRIMARY KEY NOT NULL, v BLOB NOT NULL){suffix}"
+                )
+                self._tables.add(table)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for i in range(0, len(keys), _CHUNK):
+                    part = keys[i : i + _CHUNK]
+                    marks = ",".join("?" * len(set(part)))
+                    old = dict(
+                        conn.execute(
+                            f'SELECT k, v FROM "{table}" WHERE k IN ({marks})',
+                            list(dict.fromkeys(part)),
+                        )
+                    )
+                    rows = []
+                    for j, key in enumerate(part, i):
+                        new = update(j, old.get(key))
+                        if new is not None:
+                            old[key] = new
+                            rows.append((key, new))
+                    conn.executemany(f'INSERT OR REPLACE INTO "{table}" (k, v) VALUES (?, ?)', rows)
+                    written += len(rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise BackendError(
+                f"writing the tiles of feature view '{layout.view}' to the SQLite online store at "
+                f"{self.path} failed: {exc}"
+            ) from exc
+        return written
+
     # -- reads ---------------------------------------------------------------------------------
 
     def _read_plan(self, requests: Sequence[ReadRequest], key: tuple[Any, ...]) -> _ReadPlan:

@@ -1,0 +1,372 @@
+"""Windowed aggregations in the online store: materialization, push and reads of tiles.
+
+* **Materialization** of ``[start, end)`` recomputes, from the offline source, every tile that
+  the range touches (from the start of ``start``'s tile, with the events before ``end``) and
+  replaces those tiles of each key that has events there: running a range again leaves the
+  same tiles. Keys without offline events in the range keep their tiles.
+* **Push** adds each event to its tile (an event older than the others lands in its own,
+  older tile), merged with what the tile holds.
+* Each write prunes the tiles older than the largest window before the key's newest tile.
+* **Reads** at ``now`` combine the tiles of each window (:class:`Combiner`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from quiver.features.tiles import INT64_MIN, DecodedTiles, TileSpec, _sort_key, tile_of
+from quiver.online.encoding import (
+    CREATED_TS,
+    EVENT_TS,
+    NO_CREATED,
+    ViewLayout,
+    arrow_to_physical,
+    python_converter,
+    timestamps_us,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from quiver.definitions import Entity, FeatureView
+    from quiver.online import OnlineStore
+    from quiver.selection import ViewSelection
+    from quiver.store import FeatureStore
+
+__all__ = [
+    "Combiner",
+    "TileLayout",
+    "materialize_tiles",
+    "push_tiles",
+    "read_groups",
+    "tile_layout",
+]
+
+WRITE_KEYS = 5_000
+"""Keys updated per store transaction / pipeline by materialization."""
+
+
+@dataclass(frozen=True)
+class TileLayout(ViewLayout):
+    """A view with aggregations in the online store: its keys, source columns and
+    aggregations (in :attr:`version`, so a changed aggregation never reads old tiles)."""
+
+    aggregation_spec: str = ""
+
+    @cached_property
+    def version(self) -> str:
+        """A short hash of the keys, columns, aggregations, tile size and tile format."""
+        text = f"tiles-v1|{ViewLayout.version.func(self)}|{self.aggregation_spec}"  # type: ignore[attr-defined]
+        return "t" + hashlib.sha256(text.encode()).hexdigest()[:11]
+
+
+def tile_layout(project: str, view: FeatureView, entities: Sequence[Entity]) -> TileLayout:
+    """The online layout of a view with aggregations."""
+    base = ViewLayout.from_view(project, view, entities)
+    spec = view.to_spec()
+    text = json.dumps(
+        [spec["aggregations"], spec["aggregation_interval"]], sort_keys=True, separators=(",", ":")
+    )
+    return TileLayout(
+        project=base.project,
+        view=base.view,
+        join_keys=base.join_keys,
+        key_dtypes=base.key_dtypes,
+        feature_names=base.feature_names,
+        feature_dtypes=base.feature_dtypes,
+        ttl_us=None,
+        aggregation_spec=text,
+    )
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+
+class Combiner:
+    """Computes aggregated features from a key's tiles at a given time.
+
+    Args:
+        spec: The view's tile spec.
+        names: The aggregated features to compute, in order.
+    """
+
+    def __init__(self, spec: TileSpec, names: Sequence[str]) -> None:
+        self.spec = spec
+        view = spec.view
+        self.items: list[tuple[str, int, tuple[int, ...], Callable[[Any], Any] | None]] = []
+        idx = spec.index
+        empty: list[Any] = []
+        for name in names:
+            agg = view.aggregation(name)
+            col = agg.column
+            dtype = spec.dtypes.get(col or "")
+            parts: tuple[int, ...]
+            if agg.function == "count":
+                parts = (idx[(col, "cnt")],) if col else (0,)
+            elif agg.function == "last":
+                parts = (idx[(col, "last_ts")], idx[(col, "last")])
+            elif agg.function == "count_distinct":
+                parts = (idx[(col, "dist")],)
+            elif agg.function in ("min", "max"):
+                parts = (idx[(col, "cnt")], idx[(col, agg.function)])
+            else:  # sum, mean, stddev
+                parts = (idx[(col, "cnt")], idx[(col, "sum")], idx.get((col, "m2"), -1))
+            convert = None
+            if agg.function in ("min", "max", "last") and dtype is not None:
+                convert = python_converter(dtype)
+            self.items.append((agg.function, agg.window_us // spec.interval_us, parts, convert))
+            empty.append(0 if agg.function in ("count", "count_distinct") else None)
+        self.empty = tuple(empty)
+        self.widest = max(w for _, w, _, _ in self.items)
+        self.needs_json = any(
+            spec.parts[p].code == "j" for _, _, parts, _ in self.items for p in parts if p >= 0
+        )
+
+    def __call__(self, data: bytes | None, now_us: int) -> tuple[int | None, tuple[Any, ...]]:
+        """The latest event time in the widest window (``None``: no event) and the values."""
+        if data is None:
+            return None, self.empty
+        interval = self.spec.interval_us
+        base = now_us // interval
+        last_tile = -((-now_us) // interval) - 1
+        tiles = DecodedTiles(self.spec, data)
+        arrays = tiles.arrays
+        if self.needs_json:
+            arrays = list(arrays)
+            for i, col in tiles.json_parts().items():
+                arrays[i] = col
+        out: list[Any] = []
+        for function, width, parts, convert in self.items:
+            i, j = tiles.span(base - width, last_tile)
+            value = _combine(function, arrays, parts, i, j)
+            if convert is not None and value is not None:
+                value = convert(value)
+            out.append(value)
+        i, j = tiles.span(base - self.widest, last_tile)
+        return (arrays[1][j - 1] if j > i else None), tuple(out)
+
+
+def _combine(function: str, arrays: list[Any], parts: tuple[int, ...], i: int, j: int) -> Any:
+    """One aggregate over the tiles at positions ``[i, j)``."""
+    if function == "count":
+        return sum(arrays[parts[0]][i:j])
+    if function == "count_distinct":
+        return len(set().union(*arrays[parts[0]][i:j]))
+    if function == "last":
+        stamps, values = arrays[parts[0]], arrays[parts[1]]
+        for k in range(j - 1, i - 1, -1):
+            if stamps[k] != INT64_MIN:
+                return values[k]
+        return None
+    counts = arrays[parts[0]][i:j]
+    n = sum(counts)
+    if not n:
+        return None
+    if function in ("min", "max"):
+        part = arrays[parts[1]][i:j]
+        return min(part) if function == "min" else max(part)
+    sums = arrays[parts[1]][i:j]
+    total = sum(sums)
+    if function == "sum":
+        return total
+    if function == "mean":
+        return total / n
+    if n < 2:  # stddev (sample)
+        return None
+    mean = total / n
+    m2 = sum(arrays[parts[2]][i:j]) + sum(
+        c * (s / c - mean) ** 2 for c, s in zip(counts, sums, strict=True) if c
+    )
+    return math.sqrt(max(m2, 0.0) / (n - 1))
+
+
+@dataclass(frozen=True)
+class AggregatedRead:
+    """One view with aggregations in a serving plan."""
+
+    position: int
+    """Where its group goes among the response's groups."""
+    layout: TileLayout
+    combiner: Combiner
+    outputs: tuple[str, ...]
+    key_pos: tuple[int, ...] | None
+
+    def _replace_keys(self) -> AggregatedRead:
+        """This read with ``key_pos=None`` (it takes every key column, in order)."""
+        return AggregatedRead(self.position, self.layout, self.combiner, self.outputs, None)
+
+
+def aggregated_read(
+    store: FeatureStore,
+    sel: ViewSelection,
+    position: int,
+    outputs: tuple[str, ...],
+    key_pos: tuple[int, ...] | None,
+) -> AggregatedRead:
+    """The serving plan entry of a selection of aggregated features."""
+    layout = tile_layout(store.project, sel.view, sel.entities)
+    combiner = Combiner(TileSpec(sel.view), sel.feature_names)
+    return AggregatedRead(position, layout, combiner, outputs, key_pos)
+
+
+def read_groups(
+    online: OnlineStore,
+    reads: Sequence[AggregatedRead],
+    columns: Sequence[Sequence[Any]],
+    now_us: int,
+) -> Iterator[tuple[int, tuple[Any, ...]]]:
+    """``(position, group)`` per aggregated view: a key with tiles is ``present``, one without
+    ``not_found``; either way the values are the windows' (count 0 and nulls when empty), the
+    values the offline join gives for a key without events."""
+    for read in reads:
+        keys = columns if read.key_pos is None else [columns[i] for i in read.key_pos]
+        blobs = online.read_tiles(read.layout, keys)
+        statuses, events, rows = [], [], []
+        combine = read.combiner
+        for blob in blobs:
+            event, values = combine(blob, now_us)
+            statuses.append("not_found" if blob is None else "present")
+            events.append(event)
+            rows.append(values)
+        yield read.position, (read.outputs, statuses, events, rows)
+
+
+# -- writes ------------------------------------------------------------------------------------
+
+
+def _write(
+    online: OnlineStore,
+    layout: TileLayout,
+    spec: TileSpec,
+    keys: list[tuple[Any, ...]],
+    new: list[dict[int, list[Any]]],
+    replace: tuple[int, int] | None,
+) -> int:
+    """Update the tiles of ``keys``: ``replace`` the tiles in that range by ``new``, or merge
+    ``new`` into them (``None``); prune the old ones."""
+
+    def update(pos: int, old: bytes | None) -> bytes | None:
+        tiles, counter = spec.decode(old) if old is not None else ({}, 0)
+        if replace is not None:
+            lo, hi = replace
+            tiles = {k: v for k, v in tiles.items() if not lo <= k <= hi}
+            tiles.update(new[pos])
+        else:
+            for k, partial in new[pos].items():
+                found = tiles.get(k)
+                tiles[k] = partial if found is None else spec.merge(found, partial)
+        if not tiles:
+            return None
+        oldest = max(tiles) - spec.keep_tiles
+        tiles = {k: v for k, v in tiles.items() if k >= oldest}
+        return spec.encode(tiles, counter + 1)
+
+    def expire_at_ms(data: bytes) -> int:
+        newest = DecodedTiles(spec, data).tiles[-1]
+        return ((newest + 1) * spec.interval_us + spec.max_window_us) // 1000
+
+    columns = [list(col) for col in zip(*keys, strict=True)]
+    return online.update_tiles(layout, columns, update, expire_at_ms=expire_at_ms)
+
+
+def push_tiles(online: OnlineStore, layout: TileLayout, view: FeatureView, table: pa.Table) -> int:
+    """Add pushed events (join keys, source columns, ``event_timestamp``, optional
+    ``created_timestamp``) to their tiles; returns the keys updated."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    spec = TileSpec(view)
+    n = table.num_rows
+    key_cols = [
+        arrow_to_physical(table.column(k), d)
+        for k, d in zip(layout.join_keys, layout.key_dtypes, strict=True)
+    ]
+    events = timestamps_us(table.column(EVENT_TS)).to_pylist()
+    if CREATED_TS in table.column_names:
+        created = pc.fill_null(timestamps_us(table.column(CREATED_TS)), pa.scalar(NO_CREATED))
+        creates = created.to_pylist()
+    else:
+        creates = [NO_CREATED] * n
+    used = sorted({p.column for p in spec.parts if p.column is not None})
+    values = {c: _physical_values(table.column(c), spec.dtypes[c]) for c in used}
+    per_key: dict[tuple[Any, ...], dict[int, list[Any]]] = {}
+    for r in range(n):
+        key = tuple(col[r] for col in key_cols)
+        tile = tile_of(events[r], spec.interval_us)
+        partial = spec.event_partial(events[r], creates[r], {c: values[c][r] for c in used})
+        tiles = per_key.setdefault(key, {})
+        found = tiles.get(tile)
+        tiles[tile] = partial if found is None else spec.merge(found, partial)
+    keys = list(per_key)
+    return _write(online, layout, spec, keys, [per_key[k] for k in keys], None)
+
+
+def _physical_values(arr: Any, dtype: str) -> list[Any]:
+    """Values as tiles keep them: timestamps in microseconds, booleans as 0/1, NaN as null."""
+    values = arrow_to_physical(arr, dtype)
+    if dtype == "bool":
+        return [None if v is None else int(v) for v in values]
+    if dtype in ("float32", "float64"):
+        return [None if v is None or v != v else float(v) for v in values]
+    return values
+
+
+def materialize_tiles(
+    store: FeatureStore,
+    sel: ViewSelection,
+    layout: TileLayout,
+    start: Any,
+    end: Any,
+    written: Callable[[int], None],
+) -> int:
+    """Recompute the tiles that ``[start, end)`` touches from the offline source and write
+    them (see the module); ``written`` is called after each batch of keys. Returns the keys
+    written."""
+    from quiver.offline.sources import to_utc_micros
+
+    spec = TileSpec(sel.view)
+    interval = spec.interval_us
+    end_us = to_utc_micros(end)
+    lo_tile = INT64_MIN if start is None else tile_of(to_utc_micros(start), interval)
+    hi_tile = tile_of(end_us - 1, interval)
+    lo_us = None if start is None else lo_tile * interval
+    reader = store.offline_engine.pull_tiles(sel, spec, lo_us, end_us)
+    nkeys = len(layout.join_keys)
+    online = store.online_store
+    total = 0
+    keys: list[tuple[Any, ...]] = []
+    tiles: list[dict[int, list[Any]]] = []
+    for batch in reader:
+        cols = [arrow_to_physical(batch.column(i), d) for i, d in enumerate(layout.key_dtypes)]
+        tile_col = batch.column(nkeys).to_pylist()
+        parts = [batch.column(nkeys + 1 + i).to_pylist() for i in range(len(spec.parts))]
+        for r in range(batch.num_rows):
+            key = tuple(col[r] for col in cols)
+            if not keys or keys[-1] != key:
+                if len(keys) >= WRITE_KEYS:
+                    total += _write(
+                        store.online_store, layout, spec, keys, tiles, (lo_tile, hi_tile)
+                    )
+                    written(len(keys))
+                    keys, tiles = [], []
+                keys.append(key)
+                tiles.append({})
+            partial = []
+            for p, col in zip(spec.parts, parts, strict=True):
+                v = col[r]
+                if v is None:
+                    v = p.empty
+                elif p.kind == "dist":
+                    v = sorted(v, key=_sort_key)
+                partial.append(v)
+            tiles[-1][tile_col[r]] = partial
+    if keys:
+        total += _write(online, layout, spec, keys, tiles, (lo_tile, hi_tile))
+        written(len(keys))
+    return total

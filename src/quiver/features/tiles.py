@@ -1,0 +1,286 @@
+"""Tiles: the online state of windowed aggregations, per entity key and time bucket.
+
+Time is cut into tiles of the view's ``aggregation_interval`` ``I``: tile ``k`` holds the events
+with ``k * I < event_ts <= (k + 1) * I`` (right-closed, as windows are), so an event at
+microsecond ``ts`` lies in tile ``(ts - 1) // I``. A tile keeps *partial aggregates* of its
+events, per aggregated column only what the view's functions need (:class:`TileSpec`):
+
+========== =====================================================================
+``n``      events (``count(*)``);           ``maxts``: the latest event time
+``cnt``    non-null values;                 ``sum``: their sum (int64 or float64)
+``m2``     sum of squared deviations from the tile's mean (``stddev``; tiles
+           combine by Chan's parallel formula, which stays accurate where a
+           sum of squares cancels)
+``min``    / ``max`` of the values;         ``last``: the latest non-null value, with its
+           event and created times (ties: greatest created time, then value)
+``dist``   the distinct values (``count_distinct``, exact)
+========== =====================================================================
+
+A read at time ``t`` combines the tiles ``floor(t / I) - w / I .. ceil(t / I) - 1``, which hold
+exactly the events with ``floor(t / I) * I - w < event_ts <= t`` when the store holds no event
+later than ``t`` (see :mod:`quiver.features.aggregations`).
+
+All tiles of one entity key are one value in the online store (:func:`encode`): a header
+(tile count, a write counter for compare-and-set), one packed array per fixed-width part, then
+the variable-width parts (strings, distinct sets) as JSON. A read decodes the arrays without
+copying (``memoryview.cast``) and combines them with C-level builtins (``sum``, ``min``,
+``bisect``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from quiver.definitions import FeatureView
+
+__all__ = ["INT64_MAX", "INT64_MIN", "Part", "TileSpec", "tile_of"]
+
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+_HEADER = struct.Struct("<QQ")  # tile count, write counter
+_FLOATS = ("float32", "float64")
+
+
+def tile_of(ts_us: int, interval_us: int) -> int:
+    """The tile holding an event at ``ts_us`` (tiles are right-closed)."""
+    return (ts_us - 1) // interval_us
+
+
+@dataclass(frozen=True)
+class Part:
+    """One partial aggregate kept per tile.
+
+    Attributes:
+        column: The aggregated column (``None`` for the per-event parts ``n`` and ``maxts``).
+        kind: ``n``, ``maxts``, ``cnt``, ``sum``, ``m2``, ``min``, ``max``, ``last_ts``,
+            ``last_cts``, ``last`` or ``dist``.
+        code: ``q`` (int64), ``d`` (float64) or ``j`` (JSON, variable width).
+    """
+
+    column: str | None
+    kind: str
+    code: str
+
+    @property
+    def empty(self) -> Any:
+        """The value of a tile without (non-null) values."""
+        if self.kind == "min":
+            return INT64_MAX if self.code == "q" else math.inf
+        if self.kind in ("max", "maxts", "last_ts", "last_cts"):
+            return INT64_MIN if self.code == "q" else -math.inf
+        if self.code == "j":
+            return [] if self.kind == "dist" else None
+        return 0 if self.code == "q" else 0.0
+
+
+_NEEDS = {
+    "count": ("cnt",),
+    "sum": ("cnt", "sum"),
+    "mean": ("cnt", "sum"),
+    "stddev": ("cnt", "sum", "m2"),
+    "min": ("cnt", "min"),
+    "max": ("cnt", "max"),
+    "last": ("last_ts", "last_cts", "last"),
+    "count_distinct": ("dist",),
+}
+_ORDER = ("cnt", "sum", "m2", "min", "max", "last_ts", "last_cts", "last", "dist")
+
+
+class TileSpec:
+    """The parts a view's tiles keep, in storage order, and how to combine them.
+
+    Args:
+        view: A feature view with aggregations.
+    """
+
+    def __init__(self, view: FeatureView) -> None:
+        assert view.aggregations and view.aggregation_interval is not None
+        self.view = view
+        self.interval_us = int(view.aggregation_interval.total_seconds()) * 1_000_000
+        self.dtypes = {f.name: f.dtype for f in view.features}
+        wanted: dict[str, set[str]] = {}
+        for agg in view.aggregations:
+            if agg.column is not None:
+                wanted.setdefault(agg.column, set()).update(_NEEDS[agg.function])
+        parts = [Part(None, "n", "q"), Part(None, "maxts", "q")]
+        for column in sorted(wanted):
+            for kind in _ORDER:
+                if kind in wanted[column]:
+                    parts.append(Part(column, kind, self._code(column, kind)))
+        self.parts: tuple[Part, ...] = tuple(parts)
+        self.index = {(p.column, p.kind): i for i, p in enumerate(parts)}
+        self.max_window_us = max(a.window_us for a in view.aggregations)
+        self.keep_tiles = self.max_window_us // self.interval_us + 1
+        """Tiles older than the newest minus this many are pruned on write."""
+
+    def _code(self, column: str, kind: str) -> str:
+        dtype = self.dtypes[column]
+        if kind in ("cnt", "last_ts", "last_cts"):
+            return "q"
+        if kind == "m2":
+            return "d"
+        if kind == "dist" or (kind == "last" and dtype == "string"):
+            return "j"
+        return "d" if dtype in _FLOATS else "q"
+
+    @cached_property
+    def fixed(self) -> tuple[int, ...]:
+        """Positions of the fixed-width parts."""
+        return tuple(i for i, p in enumerate(self.parts) if p.code != "j")
+
+    @cached_property
+    def variable(self) -> tuple[int, ...]:
+        """Positions of the JSON parts."""
+        return tuple(i for i, p in enumerate(self.parts) if p.code == "j")
+
+    # -- partials -------------------------------------------------------------------------------
+
+    def empty_partial(self) -> list[Any]:
+        """A tile without events."""
+        return [p.empty for p in self.parts]
+
+    def event_partial(self, ts: int, cts: int, values: dict[str, Any]) -> list[Any]:
+        """The partial of one event (``values``: column -> physical value or ``None``)."""
+        out = self.empty_partial()
+        out[0], out[1] = 1, ts
+        for i, p in enumerate(self.parts[2:], 2):
+            v = values.get(p.column or "")
+            if v is None:
+                continue
+            if p.code == "d" and p.kind not in ("last_ts", "last_cts"):
+                v = float(v)
+            kind = p.kind
+            if kind == "cnt":
+                out[i] = 1
+            elif kind in ("sum", "min", "max", "last"):
+                out[i] = v
+            elif kind == "last_ts":
+                out[i] = ts
+            elif kind == "last_cts":
+                out[i] = cts
+            elif kind == "dist":
+                out[i] = [v]
+        return out
+
+    def merge(self, a: list[Any], b: list[Any]) -> list[Any]:
+        """The partial of the events of two partials (of the same tile), in a new list."""
+        out = list(a)
+        idx = self.index
+        for i, p in enumerate(self.parts):
+            kind = p.kind
+            if kind in ("n", "cnt", "sum"):
+                out[i] = a[i] + b[i]
+            elif kind in ("maxts", "max"):
+                out[i] = max(a[i], b[i])
+            elif kind == "min":
+                out[i] = min(a[i], b[i])
+            elif kind == "m2":
+                c, s = idx[(p.column, "cnt")], idx[(p.column, "sum")]
+                out[i] = _chan(a[c], a[s], a[i], b[c], b[s], b[i])
+            elif kind == "dist":
+                out[i] = _sorted_union(a[i], b[i])
+            elif kind == "last_ts":
+                t, ct, v = i, idx[(p.column, "last_cts")], idx[(p.column, "last")]
+                if a[t] == INT64_MIN or (b[t] != INT64_MIN and _later(b, a, t, ct, v)):
+                    out[t], out[ct], out[v] = b[t], b[ct], b[v]
+        return out
+
+    # -- encoding -------------------------------------------------------------------------------
+
+    def encode(self, tiles: dict[int, list[Any]], counter: int) -> bytes:
+        """All tiles of one key as bytes (``counter``: the write counter to store)."""
+        from array import array
+
+        order = sorted(tiles)
+        rows = [tiles[k] for k in order]
+        pieces = [_HEADER.pack(len(order), counter), array("q", order).tobytes()]
+        for i in self.fixed:
+            pieces.append(array(self.parts[i].code, [r[i] for r in rows]).tobytes())
+        if self.variable:
+            tail = [[r[i] for r in rows] for i in self.variable]
+            pieces.append(json.dumps(tail, separators=(",", ":")).encode())
+        return b"".join(pieces)
+
+    def decode(self, data: bytes) -> tuple[dict[int, list[Any]], int]:
+        """The tiles of :meth:`encode`'s bytes (tile -> partial) and the write counter."""
+        view = DecodedTiles(self, data)
+        columns: list[Any] = [None] * len(self.parts)
+        for i in self.fixed:
+            columns[i] = list(view.arrays[i])
+        for i, col in view.json_parts().items():
+            columns[i] = col
+        tiles = {k: [col[j] for col in columns] for j, k in enumerate(view.tiles)}
+        return tiles, view.counter
+
+
+class DecodedTiles:
+    """The tiles of one key, read without copying (the serving path)."""
+
+    __slots__ = ("_data", "_json_at", "arrays", "counter", "n", "spec", "tiles")
+
+    def __init__(self, spec: TileSpec, data: bytes) -> None:
+        self.spec = spec
+        self.n, self.counter = _HEADER.unpack_from(data, 0)
+        n8 = self.n * 8
+        mv = memoryview(data)
+        at = _HEADER.size
+        self.tiles = mv[at : at + n8].cast("q")
+        at += n8
+        arrays: list[Any] = [None] * len(spec.parts)
+        for i in spec.fixed:
+            piece = mv[at : at + n8]
+            arrays[i] = piece.cast("d") if spec.parts[i].code == "d" else piece.cast("q")
+            at += n8
+        self.arrays = arrays
+        self._data = data
+        self._json_at = at
+
+    def json_parts(self) -> dict[int, list[Any]]:
+        """The variable-width parts, by position."""
+        if not self.spec.variable:
+            return {}
+        tail = json.loads(self._data[self._json_at :])
+        return dict(zip(self.spec.variable, tail, strict=True))
+
+    def span(self, first: int, last: int) -> tuple[int, int]:
+        """The positions ``[i, j)`` of the stored tiles ``first..last``."""
+        return bisect_left(self.tiles, first), bisect_right(self.tiles, last)
+
+
+def _later(b: list[Any], a: list[Any], t: int, ct: int, v: int) -> bool:
+    """Whether b's last value wins over a's: later event, then created time, then value."""
+    if b[t] != a[t]:
+        return bool(b[t] > a[t])
+    if b[ct] != a[ct]:
+        return bool(b[ct] > a[ct])
+    return bool(b[v] > a[v])
+
+
+def _chan(na: int, sa: float, ma: float, nb: int, sb: float, mb: float) -> float:
+    """The m2 of two groups of values (Chan et al.'s parallel variance formula)."""
+    if not na:
+        return float(mb)
+    if not nb:
+        return float(ma)
+    delta = sb / nb - sa / na
+    return float(ma + mb + delta * delta * na * nb / (na + nb))
+
+
+def _sorted_union(a: Sequence[Any], b: Sequence[Any]) -> list[Any]:
+    if not a:
+        return list(b)
+    if not b:
+        return list(a)
+    return sorted(set(a) | set(b), key=_sort_key)
+
+
+def _sort_key(v: Any) -> tuple[str, Any]:
+    return (type(v).__name__, v)
