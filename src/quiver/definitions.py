@@ -341,6 +341,9 @@ class FeatureView(_Definition):
         source: A data source object, or the name of a registered one.
         ttl: The maximum age of a value (``ttl_seconds`` in JSON); ``None`` or 0 for no limit.
         online: Whether the view is materialized to the online store.
+        source_query: Optional ``SELECT`` over the view's own source (by its name), run in the
+            SQL sandbox over the source's rows; the view reads its result instead of the
+            source's rows (filters, derived columns, deduplication, grouping).
     """
 
     kind: ClassVar[str] = "feature_view"
@@ -351,6 +354,7 @@ class FeatureView(_Definition):
         default=None, validation_alias=AliasChoices("ttl", "ttl_seconds")
     )
     online: bool = True
+    source_query: str | None = None
     description: str = ""
     tags: Tags = PydanticField(default_factory=dict)
     owner: str = ""
@@ -371,6 +375,7 @@ class FeatureView(_Definition):
             ttl: timedelta | float | str | None = None,
             ttl_seconds: float | None = None,
             online: bool = True,
+            source_query: str | None = None,
             description: str = "",
             tags: dict[str, str] = ...,
             owner: str = "",
@@ -448,6 +453,17 @@ class FeatureView(_Definition):
             object.__setattr__(self, "ttl", None)
         if not isinstance(self.source, str) and self.source.name == "":
             raise ValueError("source name must not be empty")
+        if self.source_query is not None:
+            from quiver.features.sql import parse_query
+
+            try:
+                parse_query(
+                    self.source_query,
+                    (self.source_name,),
+                    f"source query of feature view '{self.name}'",
+                )
+            except InvalidError as exc:
+                raise ValueError(exc.message) from None
         return self
 
     @property
@@ -504,6 +520,8 @@ class FeatureView(_Definition):
             seconds = int(seconds)
         del ttl
         spec["ttl_seconds"] = seconds
+        if self.source_query is None:
+            spec.pop("source_query", None)  # specs of plain views stay as they were
         if self.aggregations:  # specs of plain views stay as they were
             spec["aggregations"] = [a.to_spec() for a in self.aggregations]
             assert self.aggregation_interval is not None

@@ -316,3 +316,147 @@ def evaluate(
     finally:
         cur.close()
     return result
+
+
+# -- source queries -------------------------------------------------------------------------------
+
+QUERY_FUNCTIONS = frozenset(
+    {
+        "count", "count_star", "sum", "avg", "mean", "min", "max", "stddev", "stddev_samp",
+        "stddev_pop", "variance", "var_samp", "var_pop", "median", "arg_max", "arg_min",
+        "max_by", "min_by", "first", "last", "any_value", "bool_and", "bool_or",
+        "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag",
+        "lead", "first_value", "last_value", "nth_value",
+    }
+)  # fmt: skip
+"""Aggregate and window functions a source query may call besides :data:`ALLOWED_FUNCTIONS`."""
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    """A checked source query.
+
+    Attributes:
+        text: The query as written.
+        sql: The SQL that runs: regenerated from the checked tree, identifiers quoted.
+        tables: The tables it reads (registered data source names).
+    """
+
+    text: str
+    sql: str
+    tables: tuple[str, ...]
+
+
+def _query_nodes() -> tuple[type, ...]:
+    from sqlglot import exp
+
+    names = (
+        "Select", "From", "Join", "Where", "Group", "Having", "Order", "Ordered", "Limit",
+        "Offset", "Alias", "TableAlias", "Table", "Star", "Window", "WindowSpec", "Distinct",
+        "Qualify", "Filter",
+    )  # fmt: skip
+    return _node_types() + tuple(getattr(exp, n) for n in names if hasattr(exp, n))
+
+
+def _check_query(tree: Any, text: str, what: str, tables: Sequence[str]) -> list[str]:
+    from sqlglot import exp
+
+    allowed_nodes = _query_nodes()
+    read: list[str] = []
+    for node in tree.walk():
+        if node is not tree and isinstance(node, (exp.Select, exp.Subquery, exp.Query)):
+            raise _refuse(what, text, "subqueries are not allowed in a source query")
+        if isinstance(node, (exp.With, exp.CTE, exp.Union, exp.Lateral, exp.Unnest, exp.Values)):
+            raise _refuse(what, text, f"{node.key.upper()} is not allowed in a source query")
+        if isinstance(node, (exp.Placeholder, exp.Parameter)):
+            raise _refuse(what, text, "parameters are not allowed")
+        if isinstance(node, exp.Table):
+            if node.args.get("db") or node.args.get("catalog"):
+                raise _refuse(what, text, f"table '{node.sql()}' is not a data source name")
+            if not isinstance(node.this, exp.Identifier):
+                raise _refuse(
+                    what,
+                    text,
+                    f"table function '{_function_name(node.this)}' is not allowed; read "
+                    "registered data sources by name",
+                )
+            if node.name not in tables:
+                raise _refuse(
+                    what,
+                    text,
+                    f"table '{node.name}' is not allowed; a source query reads "
+                    + " or ".join(f"'{t}'" for t in tables),
+                )
+            if node.name not in read:
+                read.append(node.name)
+            continue
+        if isinstance(node, exp.Column):
+            continue
+        if isinstance(node, allowed_nodes) and not isinstance(node, exp.Anonymous):
+            continue
+        if isinstance(node, exp.Func):
+            name = _function_name(node)
+            if name not in ALLOWED_FUNCTIONS and name not in QUERY_FUNCTIONS:
+                raise _refuse(
+                    what,
+                    text,
+                    f"function '{name}' is not allowed; allowed are math, string, date/time, "
+                    "conditional, aggregate and window functions",
+                )
+            continue
+        raise _refuse(what, text, f"{node.key.upper()} is not allowed in a source query")
+    if not read:
+        raise _refuse(what, text, "the query reads no data source")
+    return read
+
+
+@lru_cache(maxsize=256)
+def parse_query(text: str, tables: tuple[str, ...], what: str = "source query") -> ParsedQuery:
+    """Parse and check one ``SELECT`` over the data sources named in ``tables``.
+
+    Raises:
+        InvalidError: not one ``SELECT``, or a construct, function or table that is not allowed
+            (subqueries, CTEs, set operations, table functions, other tables, parameters).
+    """
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import SqlglotError
+
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidError(f"{what}: the query is empty")
+    try:
+        statements = [s for s in sqlglot.parse(text, read="duckdb") if s is not None]
+    except SqlglotError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _refuse(what, text, f"not valid SQL: {first}") from None
+    if len(statements) != 1 or not isinstance(statements[0], exp.Select):
+        raise _refuse(what, text, "give exactly one SELECT statement")
+    read = _check_query(statements[0], text, what, tables)
+    sql = statements[0].sql(dialect="duckdb", identify=True)
+    again = sqlglot.parse(sql, read="duckdb")
+    if len(again) != 1 or not isinstance(again[0], exp.Select):  # pragma: no cover
+        raise _refuse(what, text, "the query cannot be regenerated safely")
+    _check_query(again[0], text, what, tables)
+    return ParsedQuery(text=text, sql=sql, tables=tuple(read))
+
+
+def run_query(query: ParsedQuery, inputs: Mapping[str, pa.Table], *, what: str) -> pa.Table:
+    """Run a checked source query in the sandbox over ``inputs`` (table name -> rows).
+
+    Raises:
+        InvalidError: the query fails on the rows (a missing column, a type mismatch).
+    """
+    import duckdb
+
+    cur = _sandbox()
+    try:
+        for name in query.tables:
+            cur.register(name, _normalized_inputs(inputs[name]))
+        return cur.sql(query.sql).to_arrow_table()
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, duckdb.PermissionException):
+            raise BackendError(f"{what}: the SQL sandbox refused: {first}") from exc
+        raise InvalidError(f"{what}: {first}") from exc
+    finally:
+        cur.close()  # registrations live and die with the cursor

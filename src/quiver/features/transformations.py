@@ -158,16 +158,17 @@ def view_transform(
 def check_source_columns(
     config: RepoConfig, view: FeatureView, source: FileSource | IcebergSource
 ) -> None:
-    """Refuse transformations that read a column the view's source does not have.
+    """Refuse transformations that read a column the view's rows do not have, and a source
+    query that fails on its source or does not return the view's plain features.
 
-    A source that cannot be read yet (no files) is not checked: the column is then checked
+    A source that cannot be read yet (no files) is not checked: the columns are then checked
     when rows are first read.
 
     Raises:
-        InvalidError: naming the feature, the column and the source's columns.
+        InvalidError: naming the feature, the column and the columns there are.
     """
     tx = view_transform(view, view.features, source)
-    if tx is None:
+    if tx is None and view.source_query is None:
         return
     import duckdb
 
@@ -177,19 +178,46 @@ def check_source_columns(
     try:
         columns = _all_columns(con, config, source)
     except (QuiverError, duckdb.Error, OSError):
-        return
+        return  # not readable yet: checked when rows are first read
     finally:
         con.close()
+    where = f"data source '{source.name}'"
+    if view.source_query is not None:
+        columns = _query_columns(config, view, source)
+        where = f"the source query of feature view '{view.name}'"
+        plain = [f.name for f in view.features if f.transformation is None]
+        missing = [n for n in plain if n not in columns]
+        if missing:
+            raise InvalidError(
+                f"{where} returns no column '{missing[0]}'; it returns: {', '.join(columns)}"
+            )
+    if tx is None:
+        return
     known = [*columns, tx.ts_name] + ([tx.created_name] if tx.created_name else [])
     for name, expr in tx.computed.items():
         for c in expr.columns:
             if c not in known:
                 raise InvalidError(
                     f"transformation of feature '{name}' in feature view '{view.name}' reads "
-                    f"column '{c}', which data source '{source.name}' does not have"
+                    f"column '{c}', which {where} does not have"
                     + did_you_mean(c, known)
                     + f"; its columns are: {', '.join(known)}"
                 )
+
+
+def _query_columns(
+    config: RepoConfig, view: FeatureView, source: FileSource | IcebergSource
+) -> list[str]:
+    """The columns a view's source query returns (run on no rows of the source's schema)."""
+    from quiver.features.sql import parse_query, run_query
+    from quiver.offline.sources import scan_source
+
+    what = f"source query of feature view '{view.name}'"
+    reader = scan_source(config, source)
+    empty = reader.schema.empty_table()
+    reader.close()
+    query = parse_query(view.source_query or "", (source.name,), what)
+    return run_query(query, {source.name: empty}, what=what).column_names
 
 
 def push_tables(target: Any, rows: Any) -> tuple[pa.Table, pa.Table]:
@@ -282,9 +310,55 @@ def check_plan_columns(
         if change.kind != "feature_view" or change.action not in ("create", "update"):
             continue
         spec = change.new_spec or {}
-        if not any(f.get("transformation") for f in spec.get("features", [])):
+        if not spec.get("source_query") and not any(
+            f.get("transformation") for f in spec.get("features", [])
+        ):
             continue
         view = FeatureView.from_spec(spec)
         source = source_of(view.source_name)
         if source is not None:
             check_source_columns(config, view, source)
+
+
+def view_select(
+    cur: Any,
+    config: RepoConfig,
+    view: FeatureView,
+    source: FileSource | IcebergSource,
+    columns: Mapping[str, str | None],
+    *,
+    window: Any,
+    roles: Mapping[str, str] | None = None,
+) -> Any:
+    """:func:`~quiver.offline.sources.source_select` of the rows a view reads: its source's,
+    or, with a ``source_query``, the query's result.
+
+    The query runs in the SQL sandbox over every row of the source (``field_mapping`` applied,
+    pushed rows included, timestamps as naive UTC), so it gives the same rows whatever range is
+    read; the result is then read like a source (the time window, casts, missing columns named).
+    The source's rows must fit in memory.
+
+    Raises:
+        InvalidError: the query fails, or its result lacks a column the view needs.
+    """
+    from quiver.offline.sources import _Part, scan_source, source_select
+
+    if view.source_query is None:
+        return source_select(cur, config, source, columns, window=window, roles=roles)
+    from quiver.features.sql import parse_query, run_query
+
+    what = f"source query of feature view '{view.name}'"
+    query = parse_query(view.source_query, (source.name,), what)
+    rows = scan_source(config, source).read_all()
+    result = run_query(query, {source.name: rows}, what=what)
+    mapping = source.field_mapping
+    created = source.created_timestamp_field
+    flat = source.model_copy(
+        update={
+            "field_mapping": {},
+            "timestamp_field": mapping.get(source.timestamp_field, source.timestamp_field),
+            "created_timestamp_field": mapping.get(created, created) if created else None,
+        }
+    )
+    part = _Part("arrow", table=result, label=what)
+    return source_select(cur, config, flat, columns, window=window, roles=roles, parts=[part])

@@ -453,7 +453,7 @@ class TimeWindow:
 class _Part:
     """One physical input of a source: the files (or table) and how columns are named in it."""
 
-    kind: str  # "parquet" | "csv" | "dataset" | "iceberg"
+    kind: str  # "parquet" | "csv" | "dataset" | "iceberg" | "arrow" (a table already read)
     listing: FileListing | None = None
     table: Any = None
     mapped: bool = True  # whether the source's field_mapping applies to its columns
@@ -610,6 +610,8 @@ def _register_part(
         elif part.kind == "dataset":
             assert part.listing is not None
             cur.register(name, _arrow_dataset(part, raw_hints))
+        elif part.kind == "arrow":
+            cur.register(name, part.table)
         elif part.kind == "iceberg":
             table = part.table
             present = [f.name for f in table.schema().fields]
@@ -700,6 +702,7 @@ def source_select(
     created_alias: str | None = "__qv_created",
     roles: Mapping[str, str] | None = None,
     include_pushed: bool = True,
+    parts: Sequence[_Part] | None = None,
 ) -> SourceSelect:
     """Register ``source`` on ``cur`` and build the normalized ``SELECT`` over it.
 
@@ -716,6 +719,7 @@ def source_select(
             none), or ``None`` to leave it out.
         roles: How to name each column in "missing column" errors (``feature 'x' of view 'v'``).
         include_pushed: Include rows pushed to the source.
+        parts: The inputs to read instead of the source's own (e.g. a table already read).
 
     Returns:
         The SQL (a ``SELECT ... UNION ALL ...``) and its parameters. Timestamps are naive
@@ -725,7 +729,8 @@ def source_select(
         NotFoundError: the source's files or table do not exist.
         InvalidError: a declared column is missing, or the timestamp column has a wrong type.
     """
-    parts = _open_parts(config, source, include_pushed=include_pushed)
+    if parts is None:
+        parts = _open_parts(config, source, include_pushed=include_pushed)
     roles = roles or {}
     selects: list[str] = []
     params: list[Any] = []

@@ -253,6 +253,10 @@ class FeatureViewSpec(_In):
     source: str | FileSourceSpec | IcebergSourceSpec
     ttl_seconds: float | None = None
     online: bool = True
+    source_query: str | None = Field(
+        default=None,
+        description="a SELECT over the view's own source (by name), run in the SQL sandbox",
+    )
     description: str = ""
     tags: dict[str, str] = Field(default_factory=dict)
     owner: str = ""
