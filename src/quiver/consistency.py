@@ -13,6 +13,12 @@ not compared; it is counted as ``newer_online``. Neither is a key the store has 
 reclaimed (Redis key expiry, see ``retention_us``) although its value was fresh at the
 watermark: it is counted as ``reclaimed`` (this happens when the watermark lags far behind).
 NaN and null compare equal (online stores keep NaN as null).
+
+A view with aggregations is compared the same way: its tiles, combined as serving combines them
+at the instant just before the watermark, against the aggregates the point-in-time join gives
+at that instant (materialization writes the events before the watermark, so both cover the
+same events). A key whose tiles hold an event at or after the watermark counts as
+``newer_online``.
 """
 
 from __future__ import annotations
@@ -172,7 +178,13 @@ def validate_consistency(
     sel = ViewSelection(
         fv, tuple(fv.features), registry.get("data_source", fv.source_name), entities
     )
-    layout = ViewLayout.from_selection(store.project, sel)
+    layout: ViewLayout
+    if fv.aggregations:  # tiles (quiver.features.tile_store)
+        from quiver.features.tile_store import tile_layout
+
+        layout = tile_layout(store.project, fv, entities)
+    else:
+        layout = ViewLayout.from_selection(store.project, sel)
     watermark = get_watermark(registry, view, layout.version)
     if watermark is None:
         raise InvalidError(
@@ -216,7 +228,7 @@ def validate_consistency(
     offline = store.get_historical_features(
         entity, [f"{view}:*"], full_feature_names=True
     ).to_arrow()
-    names = layout.feature_names
+    names = tuple(fv.feature_names)  # the aggregated features, for a view with aggregations
     offline_cols = [offline.column(f"{view}__{n}").to_pylist() for n in names]
     key_columns = [
         (
@@ -224,7 +236,14 @@ def validate_consistency(
         ).to_pylist()
         for k in keys
     ]
-    (rows,) = store.online_store.read([ReadRequest(layout, tuple(range(len(names))), key_columns)])
+    if fv.aggregations:  # the tiles combined as serving does at as_of
+        from quiver.features.tile_store import stored_rows_at
+
+        at_us = datetime_to_us(as_of)
+        rows: list[Any] = stored_rows_at(store.online_store, layout, fv, key_columns, at_us)
+    else:
+        request = ReadRequest(layout, tuple(range(len(names))), key_columns)
+        (rows,) = store.online_store.read([request])
 
     watermark_us = datetime_to_us(watermark)
     cutoff = datetime_to_us(as_of) - layout.ttl_us if layout.ttl_us is not None else None

@@ -109,9 +109,7 @@ def oracle(rows: list[dict[str, Any]], key: int, t: datetime) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for agg in AGGREGATIONS:
         lo = (t_us // i_us) * i_us - agg.window_us
-        inside = [
-            r for r in rows if r["customer_id"] == key and lo < r["ts"] * 1_000_000 <= t_us
-        ]
+        inside = [r for r in rows if r["customer_id"] == key and lo < r["ts"] * 1_000_000 <= t_us]
         if agg.column is None:
             out[agg.name] = len(inside)
             continue
@@ -132,9 +130,7 @@ def oracle(rows: list[dict[str, Any]], key: int, t: datetime) -> dict[str, Any]:
                 out[agg.name] = None
             else:
                 mean = sum(values) / len(values)
-                out[agg.name] = math.sqrt(
-                    sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-                )
+                out[agg.name] = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
         elif f == "min":
             out[agg.name] = min(values)
         elif f == "max":

@@ -370,3 +370,26 @@ def materialize_tiles(
         total += _write(online, layout, spec, keys, tiles, (lo_tile, hi_tile))
         written(len(keys))
     return total
+
+
+def stored_rows_at(
+    online: OnlineStore,
+    layout: ViewLayout,
+    view: FeatureView,
+    key_columns: Sequence[Sequence[Any]],
+    at_us: int,
+) -> list[tuple[Any, ...]]:
+    """Per key, ``(newest event time, created placeholder, *every aggregated feature at
+    at_us)``, shaped as an online store's stored row for the consistency check. The newest event
+    time is over all the key's tiles (``INT64_MIN`` without any), so events pushed after a
+    watermark show; a key without tiles gets the empty windows' values."""
+    spec = TileSpec(view)
+    combine = Combiner(spec, view.feature_names)
+    rows = []
+    for blob in online.read_tiles(layout, key_columns):
+        newest = INT64_MIN
+        if blob is not None:
+            stamps = DecodedTiles(spec, blob).arrays[1]
+            newest = max(stamps) if len(stamps) else INT64_MIN
+        rows.append((newest, NO_CREATED, *combine(blob, at_us)[1]))
+    return rows
