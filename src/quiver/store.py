@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from quiver.definitions import Entity, FeatureService, FeatureView, FileSource, IcebergSource
+    from quiver.features.computed import OnDemandSelection
     from quiver.security.audit import AuditLog, AuditScope
     from quiver.security.principal import Principal
     from quiver.security.scoped import ScopedStore
@@ -384,6 +385,15 @@ class FeatureStore:
         from quiver.selection import resolve_features
 
         return resolve_features(self.registry, features, feature_service)
+
+    def resolve_selections(
+        self, features: Sequence[str] | None = None, feature_service: str | None = None
+    ) -> list[ViewSelection | OnDemandSelection]:
+        """:meth:`resolve_features`, with on-demand views as
+        :class:`~quiver.features.computed.OnDemandSelection` (join keys of their sources)."""
+        from quiver.features.computed import resolve_selections
+
+        return resolve_selections(self.registry, features, feature_service)
 
     def get_historical_features(
         self,

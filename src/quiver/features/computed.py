@@ -32,9 +32,16 @@ if TYPE_CHECKING:
     from quiver.offline.retrieval import RetrievalJob
     from quiver.online.serving import OnlineResponse
     from quiver.registry import Registry
+    from quiver.selection import ViewSelection
     from quiver.store import FeatureStore
 
-__all__ = ["ComputedRefs", "get_historical_features", "split_references"]
+__all__ = [
+    "ComputedRefs",
+    "OnDemandSelection",
+    "get_historical_features",
+    "resolve_selections",
+    "split_references",
+]
 
 
 @dataclass(frozen=True)
@@ -375,3 +382,65 @@ def _batches(
             [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays],
             schema=schema,
         )
+
+
+# -- selections ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OnDemandSelection:
+    """The features selected from one on-demand view, shaped like a
+    :class:`~quiver.selection.ViewSelection` for callers that list features and keys (training,
+    the CLI): its join keys are those of its source views.
+    """
+
+    view: OnDemandFeatureView
+    features: tuple[Field, ...]
+    sources: tuple[ViewSelection, ...]
+
+    @property
+    def join_keys(self) -> list[str]:
+        """The join keys of its source views, in first-use order."""
+        return list(dict.fromkeys(k for s in self.sources for k in s.join_keys))
+
+    @property
+    def key_types(self) -> dict[str, str]:
+        """The dtype of each join key."""
+        return {k: t for s in self.sources for k, t in s.key_types.items()}
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The selected feature names."""
+        return [f.name for f in self.features]
+
+    @property
+    def request_fields(self) -> list[Field]:
+        """The fields each entity row must carry."""
+        return self.view.request_fields
+
+
+def resolve_selections(
+    registry: Registry,
+    features: Sequence[str] | None = None,
+    feature_service: str | None = None,
+) -> list[ViewSelection | OnDemandSelection]:
+    """:func:`~quiver.selection.resolve_features`, with on-demand views resolved too.
+
+    Raises:
+        NotFoundError, InvalidError: as :func:`~quiver.selection.resolve_features`.
+    """
+    from quiver.selection import ViewSelection, resolve_features
+
+    computed = split_references(registry, features, feature_service, True)
+    if computed is None:
+        return list(resolve_features(registry, features, feature_service))
+    base = {s.view.name: s for s in resolve_features(registry, list(computed.base_refs))}
+    out: list[ViewSelection | OnDemandSelection] = []
+    for o in computed.outputs:
+        if o.on_demand is None:
+            b = base[o.view]
+            out.append(ViewSelection(b.view, o.fields, b.source, b.entities))
+        else:
+            sources = tuple(base[s] for s in o.on_demand.sources)
+            out.append(OnDemandSelection(o.on_demand, o.fields, sources))
+    return out

@@ -491,7 +491,7 @@ def _rows_from_online(
     full = bool(version.lineage.get("full_feature_names", False))
     response = store.get_online_features(
         features=version.feature_refs,
-        entity_rows=[{k: r[k] for k in join_keys} for r in rows_req],
+        entity_rows=[dict(r) for r in rows_req],  # keys, and request fields of on-demand views
         full_feature_names=full,
     )
     wanted = loaded.encoding.feature_names

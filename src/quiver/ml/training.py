@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from quiver.ml.registry import ModelVersion
-    from quiver.selection import ViewSelection
     from quiver.store import FeatureStore
 
 __all__ = ["MIN_ROWS", "classification_metrics", "regression_metrics", "train"]
@@ -119,7 +118,8 @@ def train(store: FeatureStore, spec: Any, *, progress: Progress | None = None) -
     label_enc = _label_encoding(spec, labels[data.label_column])
 
     say(f"building the training set: {n:,} rows x {len(features)} features (point-in-time join)")
-    entity = labels.select([*join_keys, ts, data.label_column])
+    request = [f.name for s in selections for f in getattr(s, "request_fields", ())]
+    entity = labels.select([*join_keys, *dict.fromkeys(request), ts, data.label_column])
     job = store.get_historical_features(
         entity,
         features=[ref_ for _, ref_, _ in features],
@@ -242,11 +242,13 @@ def train(store: FeatureStore, spec: Any, *, progress: Progress | None = None) -
 
 def _resolve_features(
     store: FeatureStore, spec: TrainingSpec, label_columns: list[str]
-) -> list[ViewSelection]:
+) -> list[Any]:
+    """Per-view selections (on-demand views included, see
+    :class:`~quiver.features.computed.OnDemandSelection`)."""
     if spec.service_name is not None:
-        return store.resolve_features(feature_service=spec.service_name)
+        return list(store.resolve_selections(feature_service=spec.service_name))
     if spec.feature_refs is not None:
-        return store.resolve_features(features=spec.feature_refs)
+        return list(store.resolve_selections(features=spec.feature_refs))
     # Default: every feature of the views whose join keys are all in the label table.
     refs = []
     entities = {e.name: e for e in store.list_entities()}
@@ -262,9 +264,7 @@ def _resolve_features(
     return store.resolve_features(features=refs)
 
 
-def _feature_columns(
-    selections: list[ViewSelection], full_feature_names: bool
-) -> list[tuple[str, str, str]]:
+def _feature_columns(selections: list[Any], full_feature_names: bool) -> list[tuple[str, str, str]]:
     from quiver.selection import output_names
 
     names = output_names(selections, full_feature_names)
@@ -471,7 +471,7 @@ def _importance(encoding: Encoding, raw: np.ndarray) -> dict[str, float]:
 def _lineage(
     store: FeatureStore,
     spec: TrainingSpec,
-    selections: list[ViewSelection],
+    selections: list[Any],
     features: list[tuple[str, str, str]],
     *,
     frame: pa.Table,
@@ -487,7 +487,7 @@ def _lineage(
 
     data = spec.training_data
     view_versions = {
-        sel.view.name: store.registry.get_record("feature_view", sel.view.name).version
+        sel.view.name: store.registry.get_record(sel.view.kind, sel.view.name).version
         for sel in selections
     }
     service = None
