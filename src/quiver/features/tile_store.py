@@ -15,12 +15,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from quiver.features.tiles import INT64_MIN, DecodedTiles, TileSpec, _sort_key, tile_of
+from quiver.features.tiles import (
+    F64,
+    I64,
+    INT64_MIN,
+    DecodedTiles,
+    TileSpec,
+    _sort_key,
+    tile_of,
+)
 from quiver.online.encoding import (
     CREATED_TS,
     EVENT_TS,
@@ -62,7 +71,7 @@ class TileLayout(ViewLayout):
     @cached_property
     def version(self) -> str:
         """A short hash of the keys, columns, aggregations, tile size and tile format."""
-        text = f"tiles-v1|{ViewLayout.version.func(self)}|{self.aggregation_spec}"  # type: ignore[attr-defined]
+        text = f"tiles-v2|{ViewLayout.version.func(self)}|{self.aggregation_spec}"  # type: ignore[attr-defined]
         return "t" + hashlib.sha256(text.encode()).hexdigest()[:11]
 
 
@@ -123,10 +132,35 @@ class Combiner:
             self.items.append((agg.function, agg.window_us // spec.interval_us, parts, convert))
             empty.append(0 if agg.function in ("count", "count_distinct") else None)
         self.empty = tuple(empty)
-        self.widest = max(w for _, w, _, _ in self.items)
-        self.needs_json = any(
-            spec.parts[p].code == "j" for _, _, parts, _ in self.items for p in parts if p >= 0
-        )
+        self.widths = sorted({w for _, w, _, _ in self.items})
+        self.widest = self.widths[-1]
+        self._plan_totals()
+        self.needs_arrays = any(
+            f not in ("count", "sum", "mean") for f, _, _, _ in self.items
+        )  # the others read running totals only
+
+    def _plan_totals(self) -> None:
+        """The running totals the additive items read: ``(part, width)`` once each."""
+        keys: list[tuple[int, int]] = []
+        self.item_totals: list[tuple[int, ...]] = []
+        for function, width, parts, _ in self.items:
+            used = parts[:1] if function == "count" else parts[:2]
+            if function not in ("count", "sum", "mean"):
+                used = ()
+            for p in used:
+                if (p, width) not in keys:
+                    keys.append((p, width))
+            self.item_totals.append(tuple(keys.index((p, width)) for p in used))
+        spec = self.spec
+        base = 1 + len(spec.fixed)
+        self.total_plan = [
+            (
+                base + spec.cumulative_rank[p],
+                (F64 if spec.parts[p].code == "d" else I64).unpack_from,
+                self.widths.index(w),
+            )
+            for p, w in keys
+        ]
 
     def __call__(self, data: bytes | None, now_us: int) -> tuple[int | None, tuple[Any, ...]]:
         """The latest event time in the widest window (``None``: no event) and the values."""
@@ -134,28 +168,46 @@ class Combiner:
             return None, self.empty
         interval = self.spec.interval_us
         base = now_us // interval
-        last_tile = -((-now_us) // interval) - 1
         tiles = DecodedTiles(self.spec, data)
-        arrays = tiles.arrays
-        if self.needs_json:
-            arrays = list(arrays)
-            for i, col in tiles.json_parts().items():
-                arrays[i] = col
+        stored = tiles.tiles
+        j = bisect_right(stored, -((-now_us) // interval) - 1)
+        starts = [bisect_left(stored, base - w) for w in self.widths]
+        n8 = tiles.n * 8
+        totals: list[Any] = []
+        for rank, unpack, w in self.total_plan:  # a window's sum: one subtraction
+            i = starts[w]
+            if j <= i:
+                totals.append(0)
+                continue
+            at = 16 + n8 * rank
+            hi = unpack(data, at + 8 * (j - 1))[0]
+            totals.append(hi - unpack(data, at + 8 * (i - 1))[0] if i else hi)
+        arrays: list[Any] = []
+        if self.needs_arrays:
+            arrays = list(tiles.arrays)
+            for k, col in tiles.json_parts().items():
+                arrays[k] = col
         out: list[Any] = []
-        for function, width, parts, convert in self.items:
-            i, j = tiles.span(base - width, last_tile)
-            value = _combine(function, arrays, parts, i, j)
-            if convert is not None and value is not None:
-                value = convert(value)
-            out.append(value)
-        i, j = tiles.span(base - self.widest, last_tile)
-        return (arrays[1][j - 1] if j > i else None), tuple(out)
+        for (function, width, parts, convert), used in zip(
+            self.items, self.item_totals, strict=True
+        ):
+            if function == "count":
+                out.append(totals[used[0]])
+            elif function == "sum":
+                out.append(totals[used[1]] if totals[used[0]] else None)
+            elif function == "mean":
+                count = totals[used[0]]
+                out.append(totals[used[1]] / count if count else None)
+            else:
+                value = _combine(function, arrays, parts, starts[self.widths.index(width)], j)
+                out.append(convert(value) if convert is not None and value is not None else value)
+        i = starts[-1]
+        return (tiles.at(1, j - 1) if j > i else None), tuple(out)
 
 
 def _combine(function: str, arrays: list[Any], parts: tuple[int, ...], i: int, j: int) -> Any:
-    """One aggregate over the tiles at positions ``[i, j)``."""
-    if function == "count":
-        return sum(arrays[parts[0]][i:j])
+    """One aggregate (``min``, ``max``, ``stddev``, ``count_distinct``, ``last``) over the
+    tiles at positions ``[i, j)``."""
     if function == "count_distinct":
         return len(set().union(*arrays[parts[0]][i:j]))
     if function == "last":
@@ -171,15 +223,10 @@ def _combine(function: str, arrays: list[Any], parts: tuple[int, ...], i: int, j
     if function in ("min", "max"):
         part = arrays[parts[1]][i:j]
         return min(part) if function == "min" else max(part)
-    sums = arrays[parts[1]][i:j]
-    total = sum(sums)
-    if function == "sum":
-        return total
-    if function == "mean":
-        return total / n
     if n < 2:  # stddev (sample)
         return None
-    mean = total / n
+    sums = arrays[parts[1]][i:j]
+    mean = sum(sums) / n
     m2 = sum(arrays[parts[2]][i:j]) + sum(
         c * (s / c - mean) ** 2 for c, s in zip(counts, sums, strict=True) if c
     )

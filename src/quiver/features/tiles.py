@@ -20,11 +20,12 @@ A read at time ``t`` combines the tiles ``floor(t / I) - w / I .. ceil(t / I) - 
 exactly the events with ``floor(t / I) * I - w < event_ts <= t`` when the store holds no event
 later than ``t`` (see :mod:`quiver.features.aggregations`).
 
-All tiles of one entity key are one value in the online store (:func:`encode`): a header
-(tile count, a write counter for compare-and-set), one packed array per fixed-width part, then
-the variable-width parts (strings, distinct sets) as JSON. A read decodes the arrays without
-copying (``memoryview.cast``) and combines them with C-level builtins (``sum``, ``min``,
-``bisect``).
+All tiles of one entity key are one value in the online store (:meth:`TileSpec.encode`): a
+header (tile count, a write counter for compare-and-set), the tile numbers, one packed array per
+fixed-width part, the running totals of the additive parts (``n``, ``cnt``, ``sum``: a window's
+sum is one subtraction), then the variable-width parts (strings, distinct sets) as JSON. A read
+unpacks the running totals it needs in place and casts the other arrays without copying
+(``memoryview.cast``) only for ``min``, ``max``, ``stddev``, ``last`` and ``count_distinct``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -46,6 +48,8 @@ __all__ = ["INT64_MAX", "INT64_MIN", "Part", "TileSpec", "tile_of"]
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 _HEADER = struct.Struct("<QQ")  # tile count, write counter
+I64 = struct.Struct("=q")  # the arrays are in the machine's order, as array.array writes them
+F64 = struct.Struct("=d")
 _FLOATS = ("float32", "float64")
 
 
@@ -137,6 +141,22 @@ class TileSpec:
         return tuple(i for i, p in enumerate(self.parts) if p.code != "j")
 
     @cached_property
+    def cumulative(self) -> tuple[int, ...]:
+        """Positions of the additive parts (``n``, ``cnt``, ``sum``), also stored as running
+        totals so that a read sums a window with one subtraction."""
+        return tuple(i for i, p in enumerate(self.parts) if p.kind in ("n", "cnt", "sum"))
+
+    @cached_property
+    def fixed_rank(self) -> dict[int, int]:
+        """Position of a part -> its rank among the fixed-width parts."""
+        return {p: r for r, p in enumerate(self.fixed)}
+
+    @cached_property
+    def cumulative_rank(self) -> dict[int, int]:
+        """Position of an additive part -> its rank among the running totals."""
+        return {p: r for r, p in enumerate(self.cumulative)}
+
+    @cached_property
     def variable(self) -> tuple[int, ...]:
         """Positions of the JSON parts."""
         return tuple(i for i, p in enumerate(self.parts) if p.code == "j")
@@ -204,6 +224,9 @@ class TileSpec:
         pieces = [_HEADER.pack(len(order), counter), array("q", order).tobytes()]
         for i in self.fixed:
             pieces.append(array(self.parts[i].code, [r[i] for r in rows]).tobytes())
+        for i in self.cumulative:
+            running = accumulate(r[i] for r in rows)
+            pieces.append(array(self.parts[i].code, running).tobytes())
         if self.variable:
             tail = [[r[i] for r in rows] for i in self.variable]
             pieces.append(json.dumps(tail, separators=(",", ":")).encode())
@@ -222,32 +245,59 @@ class TileSpec:
 
 
 class DecodedTiles:
-    """The tiles of one key, read without copying (the serving path)."""
+    """The tiles of one key, read in place (the serving path): the tile numbers are cast
+    without copying, a running total or a latest event time is unpacked at its offset, and the
+    other parts are cast only when asked for (:attr:`arrays`)."""
 
-    __slots__ = ("_data", "_json_at", "arrays", "counter", "n", "spec", "tiles")
+    __slots__ = ("_arrays", "_data", "_n8", "counter", "n", "spec", "tiles")
 
     def __init__(self, spec: TileSpec, data: bytes) -> None:
         self.spec = spec
         self.n, self.counter = _HEADER.unpack_from(data, 0)
-        n8 = self.n * 8
-        mv = memoryview(data)
-        at = _HEADER.size
-        self.tiles = mv[at : at + n8].cast("q")
-        at += n8
-        arrays: list[Any] = [None] * len(spec.parts)
-        for i in spec.fixed:
-            piece = mv[at : at + n8]
-            arrays[i] = piece.cast("d") if spec.parts[i].code == "d" else piece.cast("q")
-            at += n8
-        self.arrays = arrays
+        self._n8 = self.n * 8
+        self.tiles = memoryview(data)[_HEADER.size : _HEADER.size + self._n8].cast("q")
         self._data = data
-        self._json_at = at
+        self._arrays: list[Any] | None = None
+
+    @property
+    def arrays(self) -> list[Any]:
+        """Every fixed-width part as a sequence (``None`` at the JSON parts' positions)."""
+        if self._arrays is None:
+            mv = memoryview(self._data)
+            arrays: list[Any] = [None] * len(self.spec.parts)
+            at = _HEADER.size + self._n8
+            for i in self.spec.fixed:
+                piece = mv[at : at + self._n8]
+                arrays[i] = piece.cast("d") if self.spec.parts[i].code == "d" else piece.cast("q")
+                at += self._n8
+            self._arrays = arrays
+        return self._arrays
+
+    def at(self, part: int, k: int) -> Any:
+        """Part ``part`` (a fixed-width one) of the tile at position ``k``."""
+        offset = _HEADER.size + self._n8 * (1 + self.spec.fixed_rank[part]) + 8 * k
+        return (F64 if self.spec.parts[part].code == "d" else I64).unpack_from(self._data, offset)[
+            0
+        ]
+
+    def total(self, part: int, i: int, j: int) -> Any:
+        """The sum of an additive part over the tiles at positions ``[i, j)``."""
+        if j <= i:
+            return 0
+        offset = _HEADER.size + self._n8 * (
+            1 + len(self.spec.fixed) + self.spec.cumulative_rank[part]
+        )
+        unpack = (F64 if self.spec.parts[part].code == "d" else I64).unpack_from
+        data = self._data
+        hi = unpack(data, offset + 8 * (j - 1))[0]
+        return hi - unpack(data, offset + 8 * (i - 1))[0] if i else hi
 
     def json_parts(self) -> dict[int, list[Any]]:
         """The variable-width parts, by position."""
         if not self.spec.variable:
             return {}
-        tail = json.loads(self._data[self._json_at :])
+        at = _HEADER.size + self._n8 * (1 + len(self.spec.fixed) + len(self.spec.cumulative))
+        tail = json.loads(self._data[at:])
         return dict(zip(self.spec.variable, tail, strict=True))
 
     def span(self, first: int, last: int) -> tuple[int, int]:

@@ -344,7 +344,10 @@ class SqliteOnlineStore:
         table = table_name(layout)
         try:
             if len(keys) == 1:
-                row = cursor.execute(f'SELECT v FROM "{table}" WHERE k = ?', keys).fetchone()
+                sql = self._upserts.get(table + "/tile")  # statement texts, cached per table
+                if sql is None:
+                    sql = self._upserts[table + "/tile"] = f'SELECT v FROM "{table}" WHERE k = ?'
+                row = cursor.execute(sql, keys).fetchone()
                 return [None if row is None else row[0]]
             found: dict[Any, bytes] = {}
             for i in range(0, len(keys), _CHUNK):
