@@ -228,6 +228,8 @@ def _parse_key(value: str, dtype: str, key: str) -> Any:
     try:
         if dtype in ("int32", "int64"):
             return int(value)
+        if dtype in ("float32", "float64"):
+            return float(value)
         if dtype == "bool":
             lowered = value.lower()
             if lowered in ("true", "1", "yes"):
@@ -261,7 +263,10 @@ def get_online(
         typer.Option(
             "--entity",
             "-e",
-            help="One entity row: key=value, comma-separated for compound keys (repeat).",
+            help=(
+                "One entity row: key=value, comma-separated for compound keys and request "
+                "fields of on-demand views (repeat)."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -278,10 +283,13 @@ def get_online(
     refs = [r.strip() for f in features or [] for r in f.split(",") if r.strip()] or None
     if not entity:
         raise InvalidError("give at least one --entity key=value")
-    selections = store.resolve_features(refs, service)
+    selections = store.resolve_selections(refs, service)
     key_types: dict[str, str] = {}
     for sel in selections:
         key_types.update(sel.key_types)
+    for sel in selections:  # request fields of on-demand views come with the keys
+        for field in getattr(sel, "request_fields", ()):
+            key_types.setdefault(field.name, field.dtype)
     rows = []
     for text in entity:
         row: dict[str, Any] = {}
@@ -292,8 +300,8 @@ def get_online(
                 raise InvalidError(f"--entity {text!r} must be key=value[,key=value]")
             if key not in key_types:
                 raise InvalidError(
-                    f"--entity {text!r}: '{key}' is not a join key of the requested views; "
-                    f"they use {', '.join(key_types)}"
+                    f"--entity {text!r}: '{key}' is not a join key (or request field) of the "
+                    f"requested views; they use {', '.join(key_types)}"
                 )
             row[key] = _parse_key(value.strip(), key_types[key], key)
         rows.append(row)
