@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from quiver.features.tiles import (
     F64,
+    HEADER_SIZE,
     I64,
     INT64_MIN,
     DecodedTiles,
@@ -71,7 +72,7 @@ class TileLayout(ViewLayout):
     @cached_property
     def version(self) -> str:
         """A short hash of the keys, columns, aggregations, tile size and tile format."""
-        text = f"tiles-v2|{ViewLayout.version.func(self)}|{self.aggregation_spec}"  # type: ignore[attr-defined]
+        text = f"tiles-v3|{ViewLayout.version.func(self)}|{self.aggregation_spec}"  # type: ignore[attr-defined]
         return "t" + hashlib.sha256(text.encode()).hexdigest()[:11]
 
 
@@ -152,10 +153,9 @@ class Combiner:
                     keys.append((p, width))
             self.item_totals.append(tuple(keys.index((p, width)) for p in used))
         spec = self.spec
-        base = 1 + len(spec.fixed)
         self.total_plan = [
             (
-                base + spec.cumulative_rank[p],
+                spec.section_of[("running", p)],
                 (F64 if spec.parts[p].code == "d" else I64).unpack_from,
                 self.widths.index(w),
             )
@@ -179,7 +179,7 @@ class Combiner:
             if j <= i:
                 totals.append(0)
                 continue
-            at = 16 + n8 * rank
+            at = HEADER_SIZE + n8 * rank
             hi = unpack(data, at + 8 * (j - 1))[0]
             totals.append(hi - unpack(data, at + 8 * (i - 1))[0] if i else hi)
         arrays: list[Any] = []
@@ -202,7 +202,7 @@ class Combiner:
                 value = _combine(function, arrays, parts, starts[self.widths.index(width)], j)
                 out.append(convert(value) if convert is not None and value is not None else value)
         i = starts[-1]
-        return (tiles.at(1, j - 1) if j > i else None), tuple(out)
+        return (tiles.latest(j - 1) if j > i else None), tuple(out)
 
 
 def _combine(function: str, arrays: list[Any], parts: tuple[int, ...], i: int, j: int) -> Any:
@@ -273,7 +273,7 @@ def read_groups(
     values the offline join gives for a key without events."""
     for read in reads:
         keys = columns if read.key_pos is None else [columns[i] for i in read.key_pos]
-        blobs = online.read_tiles(read.layout, keys)
+        blobs = online.read_tiles(read.layout, keys, head_only=not read.combiner.needs_arrays)
         statuses, events, rows = [], [], []
         combine = read.combiner
         for blob in blobs:

@@ -21,9 +21,11 @@ exactly the events with ``floor(t / I) * I - w < event_ts <= t`` when the store 
 later than ``t`` (see :mod:`quiver.features.aggregations`).
 
 All tiles of one entity key are one value in the online store (:meth:`TileSpec.encode`): a
-header (tile count, a write counter for compare-and-set), the tile numbers, one packed array per
-fixed-width part, the running totals of the additive parts (``n``, ``cnt``, ``sum``: a window's
-sum is one subtraction), then the variable-width parts (strings, distinct sets) as JSON. A read
+header (tile count, a write counter for compare-and-set, the head's length), the tile numbers,
+the latest event time per tile and the running totals of the additive parts (``n``, ``cnt``,
+``sum``: a window's sum is one subtraction) -- together the *head*, all that ``count``, ``sum``
+and ``mean`` reads need --, then the other fixed-width parts, then the variable-width parts
+(strings, distinct sets) as JSON. A store may keep the head apart to read it alone. A read
 unpacks the running totals it needs in place and casts the other arrays without copying
 (``memoryview.cast``) only for ``min``, ``max``, ``stddev``, ``last`` and ``count_distinct``.
 """
@@ -47,7 +49,8 @@ __all__ = ["INT64_MAX", "INT64_MIN", "Part", "TileSpec", "tile_of"]
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
-_HEADER = struct.Struct("<QQ")  # tile count, write counter
+_HEADER = struct.Struct("<QQQ")  # tile count, write counter, head length
+HEADER_SIZE = _HEADER.size
 I64 = struct.Struct("=q")  # the arrays are in the machine's order, as array.array writes them
 F64 = struct.Struct("=d")
 _FLOATS = ("float32", "float64")
@@ -147,14 +150,22 @@ class TileSpec:
         return tuple(i for i, p in enumerate(self.parts) if p.kind in ("n", "cnt", "sum"))
 
     @cached_property
-    def fixed_rank(self) -> dict[int, int]:
-        """Position of a part -> its rank among the fixed-width parts."""
-        return {p: r for r, p in enumerate(self.fixed)}
+    def sections(self) -> list[tuple[str, int]]:
+        """The arrays after the tile numbers, in storage order: ``("fixed", part)`` or
+        ``("running", part)``. The head (what ``count``/``sum``/``mean`` reads need) comes
+        first: the latest event times and the running totals."""
+        head = [("fixed", 1)] + [("running", p) for p in self.cumulative]
+        return head + [("fixed", p) for p in self.fixed if p != 1]
 
     @cached_property
-    def cumulative_rank(self) -> dict[int, int]:
-        """Position of an additive part -> its rank among the running totals."""
-        return {p: r for r, p in enumerate(self.cumulative)}
+    def head_sections(self) -> int:
+        """How many arrays (with the tile numbers) the head holds."""
+        return 2 + len(self.cumulative)
+
+    @cached_property
+    def section_of(self) -> dict[tuple[str, int], int]:
+        """``(kind, part)`` -> its array's index (the tile numbers are index 0)."""
+        return {sec: i for i, sec in enumerate(self.sections, 1)}
 
     @cached_property
     def variable(self) -> tuple[int, ...]:
@@ -221,12 +232,13 @@ class TileSpec:
 
         order = sorted(tiles)
         rows = [tiles[k] for k in order]
-        pieces = [_HEADER.pack(len(order), counter), array("q", order).tobytes()]
-        for i in self.fixed:
-            pieces.append(array(self.parts[i].code, [r[i] for r in rows]).tobytes())
-        for i in self.cumulative:
-            running = accumulate(r[i] for r in rows)
-            pieces.append(array(self.parts[i].code, running).tobytes())
+        head = _HEADER.size + 8 * len(order) * self.head_sections
+        pieces = [_HEADER.pack(len(order), counter, head), array("q", order).tobytes()]
+        for kind, i in self.sections:
+            column: Any = [r[i] for r in rows]
+            if kind == "running":
+                column = accumulate(column)
+            pieces.append(array(self.parts[i].code, column).tobytes())
         if self.variable:
             tail = [[r[i] for r in rows] for i in self.variable]
             pieces.append(json.dumps(tail, separators=(",", ":")).encode())
@@ -253,7 +265,7 @@ class DecodedTiles:
 
     def __init__(self, spec: TileSpec, data: bytes) -> None:
         self.spec = spec
-        self.n, self.counter = _HEADER.unpack_from(data, 0)
+        self.n, self.counter, _ = _HEADER.unpack_from(data, 0)
         self._n8 = self.n * 8
         self.tiles = memoryview(data)[_HEADER.size : _HEADER.size + self._n8].cast("q")
         self._data = data
@@ -265,28 +277,23 @@ class DecodedTiles:
         if self._arrays is None:
             mv = memoryview(self._data)
             arrays: list[Any] = [None] * len(self.spec.parts)
-            at = _HEADER.size + self._n8
             for i in self.spec.fixed:
+                at = _HEADER.size + self._n8 * self.spec.section_of[("fixed", i)]
                 piece = mv[at : at + self._n8]
                 arrays[i] = piece.cast("d") if self.spec.parts[i].code == "d" else piece.cast("q")
-                at += self._n8
             self._arrays = arrays
         return self._arrays
 
-    def at(self, part: int, k: int) -> Any:
-        """Part ``part`` (a fixed-width one) of the tile at position ``k``."""
-        offset = _HEADER.size + self._n8 * (1 + self.spec.fixed_rank[part]) + 8 * k
-        return (F64 if self.spec.parts[part].code == "d" else I64).unpack_from(self._data, offset)[
-            0
-        ]
+    def latest(self, k: int) -> int:
+        """The latest event time of the tile at position ``k``."""
+        offset = _HEADER.size + self._n8 + 8 * k
+        return int(I64.unpack_from(self._data, offset)[0])
 
     def total(self, part: int, i: int, j: int) -> Any:
         """The sum of an additive part over the tiles at positions ``[i, j)``."""
         if j <= i:
             return 0
-        offset = _HEADER.size + self._n8 * (
-            1 + len(self.spec.fixed) + self.spec.cumulative_rank[part]
-        )
+        offset = _HEADER.size + self._n8 * self.spec.section_of[("running", part)]
         unpack = (F64 if self.spec.parts[part].code == "d" else I64).unpack_from
         data = self._data
         hi = unpack(data, offset + 8 * (j - 1))[0]
@@ -296,7 +303,7 @@ class DecodedTiles:
         """The variable-width parts, by position."""
         if not self.spec.variable:
             return {}
-        at = _HEADER.size + self._n8 * (1 + len(self.spec.fixed) + len(self.spec.cumulative))
+        at = _HEADER.size + self._n8 * (1 + len(self.spec.sections))
         tail = json.loads(self._data[at:])
         return dict(zip(self.spec.variable, tail, strict=True))
 

@@ -211,9 +211,10 @@ class RedisOnlineStore:
     # -- tiles (windowed aggregations) ---------------------------------------------------------
 
     def read_tiles(
-        self, layout: ViewLayout, key_columns: Sequence[Sequence[Any]]
+        self, layout: ViewLayout, key_columns: Sequence[Sequence[Any]], head_only: bool = False
     ) -> list[bytes | None]:
-        """The tile state of each key (``None``: none), in key order (one ``MGET``)."""
+        """The tile state of each key (``None``: none), in key order (one ``MGET``; always the
+        whole state, of which the head is a prefix)."""
         prefix = self.key_prefix_for(layout)
         keys = [prefix + k for k in layout.key_encoder.encode_columns(key_columns)]
         if not keys:

@@ -20,6 +20,7 @@ so all views are read at one snapshot and a key without a row reads as a row of 
 from __future__ import annotations
 
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SqliteOnlineStore", "table_name"]
 
+_TILE_HEAD = struct.Struct("<Q")
+"""Bytes 17-24 of a tile state: the length of its head (see quiver.features.tiles)."""
 _CHUNK = 500
 """The most entity keys read with one statement."""
 _MAX_JOIN = 32
@@ -334,28 +337,31 @@ class SqliteOnlineStore:
         return layout.key_encoder.encode_columns(key_columns)
 
     def read_tiles(
-        self, layout: ViewLayout, key_columns: Sequence[Sequence[Any]]
+        self, layout: ViewLayout, key_columns: Sequence[Sequence[Any]], head_only: bool = False
     ) -> list[bytes | None]:
-        """The tile state of each key (``None``: none), in key order."""
+        """The tile state of each key (``None``: none), in key order; with ``head_only``, the
+        state's head may come alone (the table keeps it in a column of its own, ``h``, before
+        the rest, ``v``, so SQLite reads no more of the row than that)."""
         keys = self._tile_keys(layout, key_columns)
         if not keys:
             return []
         cursor = getattr(self._local, "cursor", None) or self._cursor()
         table = table_name(layout)
+        value = "h, x''" if head_only else "h, v"  # two blobs: || would make text
         try:
             if len(keys) == 1:
-                sql = self._upserts.get(table + "/tile")  # statement texts, cached per table
+                name = f"{table}/{value}"
+                sql = self._upserts.get(name)  # statement texts, cached per table
                 if sql is None:
-                    sql = self._upserts[table + "/tile"] = f'SELECT v FROM "{table}" WHERE k = ?'
-                row = cursor.execute(sql, keys).fetchone()
-                return [None if row is None else row[0]]
+                    sql = self._upserts[name] = f'SELECT {value} FROM "{table}" WHERE k = ?'
+                rows = cursor.execute(sql, keys).fetchall()  # to the end: resets the statement
+                return [rows[0][0] + rows[0][1] if rows else None]
             found: dict[Any, bytes] = {}
             for i in range(0, len(keys), _CHUNK):
                 part = list(dict.fromkeys(keys[i : i + _CHUNK]))
                 marks = ",".join("?" * len(part))
-                found.update(
-                    cursor.execute(f'SELECT k, v FROM "{table}" WHERE k IN ({marks})', part)
-                )
+                sql = f'SELECT k, {value} FROM "{table}" WHERE k IN ({marks})'
+                found.update((k, h + v) for k, h, v in cursor.execute(sql, part))
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return [None] * len(keys)
@@ -384,7 +390,7 @@ class SqliteOnlineStore:
                 suffix = "" if layout.single_int_key else " WITHOUT ROWID"
                 conn.execute(
                     f'CREATE TABLE IF NOT EXISTS "{table}" '
-                    f"(k {kind} PRIMARY KEY NOT NULL, v BLOB NOT NULL){suffix}"
+                    f"(k {kind} PRIMARY KEY NOT NULL, h BLOB NOT NULL, v BLOB NOT NULL){suffix}"
                 )
                 self._tables.add(table)
             conn.execute("BEGIN IMMEDIATE")
@@ -392,19 +398,23 @@ class SqliteOnlineStore:
                 for i in range(0, len(keys), _CHUNK):
                     part = keys[i : i + _CHUNK]
                     marks = ",".join("?" * len(set(part)))
-                    old = dict(
-                        conn.execute(
-                            f'SELECT k, v FROM "{table}" WHERE k IN ({marks})',
+                    old = {
+                        k: h + v
+                        for k, h, v in conn.execute(
+                            f'SELECT k, h, v FROM "{table}" WHERE k IN ({marks})',
                             list(dict.fromkeys(part)),
                         )
-                    )
+                    }
                     rows = []
                     for j, key in enumerate(part, i):
                         new = update(j, old.get(key))
                         if new is not None:
                             old[key] = new
-                            rows.append((key, new))
-                    conn.executemany(f'INSERT OR REPLACE INTO "{table}" (k, v) VALUES (?, ?)', rows)
+                            head = _TILE_HEAD.unpack_from(new, 16)[0]
+                            rows.append((key, new[:head], new[head:]))
+                    conn.executemany(
+                        f'INSERT OR REPLACE INTO "{table}" (k, h, v) VALUES (?, ?, ?)', rows
+                    )
                     written += len(rows)
                 conn.execute("COMMIT")
             except BaseException:
