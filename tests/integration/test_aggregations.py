@@ -272,3 +272,50 @@ def test_training_set_gives_the_online_values(store: FeatureStore) -> None:
     ).to_dict()
     for name in orders_agg.feature_names:
         assert offline[name] == pytest.approx(online[name]), name
+
+
+def test_compound_string_keys_offline_online_and_push(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    (root / "data").mkdir(parents=True)
+    pq.write_table(
+        pa.table(
+            {
+                "shop": ["a", "a", "b"],
+                "sku": ["x", "x", "x"],
+                "qty": pa.array([1, 2, 5], pa.int64()),
+                "event_timestamp": pa.array([NOW - timedelta(hours=h) for h in (1, 2, 3)], TS),
+            }
+        ),
+        root / "data" / "sales.parquet",
+    )
+    (root / "quiver.yaml").write_text(yaml.safe_dump({"project": "shop"}))
+    item = Entity(name="item", join_keys=["shop", "sku"], value_type="string")
+    sales = FeatureView(
+        name="sales",
+        entities=[item],
+        source=FileSource(name="sales_src", path="data/sales.parquet"),
+        schema=[Field(name="qty", dtype="int64")],
+        aggregations=[
+            Aggregation(column="qty", function="sum", window="1d"),
+            Aggregation(column="qty", function="max", window="1d"),
+        ],
+    )
+    with FeatureStore(root) as store:
+        store.apply(store.plan([item, sales]))
+        store.materialize_incremental(NOW + timedelta(seconds=1))
+        rows = [{"shop": "a", "sku": "x"}, {"shop": "b", "sku": "x"}, {"shop": "c", "sku": "x"}]
+        online = store.get_online_features(features=["sales:*"], entity_rows=rows).to_dict()
+        assert online["qty_sum_1d"] == [3, 5, None]
+        assert online["qty_max_1d"] == [2, 5, None]
+        entity = pa.table(
+            {
+                "shop": ["a", "b", "c"],
+                "sku": ["x", "x", "x"],
+                "event_timestamp": pa.array([NOW] * 3, TS),
+            }
+        )
+        offline = store.get_historical_features(entity, features=["sales:*"]).to_arrow()
+        assert offline.column("qty_sum_1d").to_pylist() == [3, 5, None]
+        store.push("sales", [{"shop": "c", "sku": "x", "qty": 4, "event_timestamp": NOW}])
+        online = store.get_online_features(features=["sales:*"], entity_rows=rows).to_dict()
+        assert online["qty_sum_1d"] == [3, 5, 4]
