@@ -184,8 +184,8 @@ class OnDemandFeatureView(_Definition):
         mode: ``pandas`` (default), ``arrow`` or ``sql`` (see the module).
         udf: The function's source code (``pandas``/``arrow`` modes); a function object is
             accepted and turned into its source.
-        udf_name: The function's name (read from the code).
-        udf_hash: sha256 of ``udf``.
+        udf_name: The function's name (read from the code; a given one is replaced).
+        udf_hash: sha256 of ``udf`` (computed; a given one is replaced).
     """
 
     kind: ClassVar[str] = "on_demand_feature_view"
@@ -290,9 +290,7 @@ class OnDemandFeatureView(_Definition):
             _check_globals(code, self.name, what)
         except InvalidError as exc:
             raise ValueError(exc.message) from None
-        digest = hashlib.sha256(code.encode()).hexdigest()
-        if self.udf_hash and self.udf_hash != digest and self.udf == code:
-            raise ValueError(f"{what}: udf_hash does not match the udf's code")
+        digest = hashlib.sha256(code.encode()).hexdigest()  # derived: a given one is replaced
         object.__setattr__(self, "udf", code)
         object.__setattr__(self, "udf_name", fname)
         object.__setattr__(self, "udf_hash", digest)
