@@ -66,7 +66,7 @@ def list_features(
             lag_seconds=round((now - until).total_seconds(), 3) if until else None,
         )
         keys = [k for e in fv.entities if e in entities for k in entities[e].join_keys]
-        for field in fv.features:
+        for field in fv.output_fields:  # a view with aggregations: its aggregated features
             tags = {**fv.tags, **field.tags}
             if any(k not in tags or (v is not None and tags[k] != v) for k, v in wanted_tags):
                 continue
