@@ -117,3 +117,43 @@ def test_an_on_demand_view_with_a_forbidden_function_is_refused(odfv_server: Any
         assert "getenv" in r.json()["error"]["message"]
         history = client.get("/api/v1/on-demand-feature-views/charges_ratio/history")
         assert history.status_code == 200, history.text
+
+
+def test_a_transformation_defined_and_pushed_over_http(odfv_server: Any) -> None:
+    view = {
+        "name": "behavior_tx",
+        "entities": ["customer"],
+        "source": "customer_behavior_source",
+        "features": [
+            {"name": "charges_x2", "dtype": "float64", "transformation": "total_charges * 2"}
+        ],
+    }
+    now = datetime.now(UTC).isoformat()
+    with odfv_server.client() as client:
+        r = client.post("/api/v1/feature-views", json=view)
+        assert r.status_code in (200, 201), r.text
+        assert r.json()["object"]["spec"]["features"][0]["transformation"] == "total_charges * 2"
+        # Feast's push sends one frame; the transformation's input column must be kept
+        r = client.post(
+            "/push",
+            json={
+                "push_source_name": "behavior_tx",
+                "df": {"customer_id": [777], "total_charges": [10.5], "event_timestamp": [now]},
+                "to": "online",
+            },
+        )
+        assert r.status_code == 200, r.text
+        r = client.post(
+            "/get-online-features",
+            json={"features": ["behavior_tx:charges_x2"], "entities": {"customer_id": [777]}},
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        idx = body["metadata"]["feature_names"].index("charges_x2")
+        assert body["results"][idx]["values"] == [21.0]
+        bad = {**view, "name": "evil_tx"}
+        bad["features"] = [
+            {"name": "x", "dtype": "string", "transformation": "current_setting('home_directory')"}
+        ]
+        r = client.post("/api/v1/feature-views", json=bad)
+        assert r.status_code == 422 and "current_setting" in r.text, r.text

@@ -219,3 +219,49 @@ def test_computed_features_agree_offline_and_online(
                 .to_pylist()
             )
             same(after[0], want, "offline after push")
+
+
+def test_pushed_text_inputs_are_read_as_the_source_types(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    pd.DataFrame(
+        {
+            "customer_id": [1],
+            "event_timestamp": [BASE],
+            "x": [2],
+            "y": [1.5],
+            "birth": [date(2000, 1, 1)],
+            "label": ["A"],
+        }
+    ).to_parquet(tmp_path / "data" / "src.parquet")
+    with FeatureStore(repo_path=tmp_path) as store:
+        store.apply([customer, view])
+        row = {
+            "customer_id": [2],
+            "event_timestamp": ["2024-03-01T00:00:00Z"],
+            "x": [3],
+            "y": [None],
+            "birth": ["1990-02-28"],  # text, as JSON carries it; the source has a date
+            "label": ["Q"],
+        }
+        store.push("v", row, to="both")
+        online = store.get_online_features(["v:*"], [{"customer_id": 2}]).to_dict()
+        offline = (
+            store.get_historical_features(
+                pd.DataFrame({"customer_id": [2], "event_timestamp": [BASE + timedelta(days=90)]}),
+                ["v:*"],
+            )
+            .to_arrow()
+            .to_pylist()[0]
+        )
+    expected = oracle(
+        {
+            "x": 3,
+            "y": None,
+            "birth": date(1990, 2, 28),
+            "label": "Q",
+            "event_timestamp": datetime(2024, 3, 1, tzinfo=UTC),
+        },
+        0.0,
+    )
+    for name in ("x", "t1", "t2", "t3"):
+        assert online[name][0] == expected[name] == offline[name], name

@@ -220,7 +220,64 @@ def _query_columns(
     return run_query(query, {source.name: empty}, what=what).column_names
 
 
-def push_tables(target: Any, rows: Any) -> tuple[pa.Table, pa.Table]:
+def input_columns(view: FeatureView) -> set[str]:
+    """The source columns the view's transformations read (timestamps included)."""
+    from quiver.features.sql import parse_expression
+
+    return {
+        c
+        for f in view.features
+        if f.transformation is not None
+        for c in parse_expression(f.transformation, f"transformation of feature '{f.name}'").columns
+    }
+
+
+_SOURCE_TYPES: dict[tuple[str, str], dict[str, pa.DataType]] = {}
+"""(repo, source spec hash) -> column -> Arrow type, read once per process."""
+
+
+def _source_types(config: RepoConfig, source: FileSource | IcebergSource) -> dict[str, pa.DataType]:
+    """The Arrow types of a source's columns (after ``field_mapping``); empty if unreadable."""
+    from quiver.offline.sources import scan_source
+
+    key = (str(config.repo_path), source.spec_hash())
+    found = _SOURCE_TYPES.get(key)
+    if found is None:
+        try:
+            reader = scan_source(config, source)
+            found = {f.name: f.type for f in reader.schema}
+            reader.close()
+        except QuiverError:
+            return {}
+        _SOURCE_TYPES[key] = found
+    return found
+
+
+def _as_source_type(column: Any, target: pa.DataType | None, name: str, view: str) -> Any:
+    """A pushed input column as the source's type when it came as text (JSON) or nulls, so the
+    expression sees what it sees offline; other columns are used as given."""
+    import pyarrow as pa
+
+    from quiver.offline.timestamps import normalize_timestamp
+
+    if target is None or column.type == target:
+        return column
+    if not (pa.types.is_string(column.type) or pa.types.is_null(column.type)):
+        return column
+    try:
+        if pa.types.is_timestamp(target):
+            return normalize_timestamp(column, what=f"pushed column '{name}'")
+        return column.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, InvalidError) as exc:
+        raise InvalidError(
+            f"push to feature view '{view}': column '{name}' cannot be read as the source's "
+            f"{target}: {exc}"
+        ) from None
+
+
+def push_tables(
+    target: Any, rows: Any, config: RepoConfig | None = None
+) -> tuple[pa.Table, pa.Table]:
     """Pushed source rows -> (the online rows with computed features, the rows to append to
     the offline source: its own columns, so that reading them computes the same values).
 
@@ -266,10 +323,12 @@ def push_tables(target: Any, rows: Any) -> tuple[pa.Table, pa.Table]:
     for n in tx.computed:
         given[n] = pa.nulls(table.num_rows)
     checked = _push_table(target, pa.table(given))
+    types = _source_types(config, source) if config is not None else {}
+    raw = {c: _as_source_type(table.column(c), types.get(c), c, view.name) for c in tx.inputs}
     inputs = checked.drop_columns([n for n in tx.computed])
     for c in tx.inputs:
         if c not in inputs.column_names:
-            inputs = inputs.append_column(c, table.column(c))
+            inputs = inputs.append_column(c, raw[c])
     keep = [*target.layout.join_keys, *tx.plain, EVENT_TS, CREATED_TS]
     computed = tx.apply(inputs, keep, ts=EVENT_TS, created=CREATED_TS)
     online = {n: computed.column(n) for n in keep}
@@ -287,7 +346,7 @@ def push_tables(target: Any, rows: Any) -> tuple[pa.Table, pa.Table]:
         offline[n] = checked.column(n)
     for c in tx.inputs:
         if c not in offline:
-            offline[c] = table.column(c)
+            offline[c] = raw[c]
     offline[tx.ts_name] = checked.column(EVENT_TS)
     if tx.created_name:
         offline[tx.created_name] = checked.column(CREATED_TS)

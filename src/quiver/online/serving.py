@@ -839,7 +839,7 @@ def push(
     if any(f.transformation is not None for f in target.view.features):
         from quiver.features.transformations import push_tables
 
-        table, source_rows = push_tables(target, rows)
+        table, source_rows = push_tables(target, rows, store.config)
     else:
         table = _push_table(target, rows)
     if table.num_rows == 0:

@@ -204,7 +204,9 @@ def push_table(
     used: set[str] | None = None
     if view_columns_only:
         keys = {k for e in view.entities for k in store.registry.get("entity", e).join_keys}
-        used = keys | set(view.feature_names) | time_columns
+        from quiver.features.transformations import input_columns
+
+        used = keys | set(view.feature_names) | time_columns | input_columns(view)
     if len({len(v) for v in columns.values()}) > 1:
         raise InvalidError("every pushed column must have the same number of values")
     arrays, names = [], []
