@@ -319,3 +319,28 @@ def test_compound_string_keys_offline_online_and_push(tmp_path: Path) -> None:
         store.push("sales", [{"shop": "c", "sku": "x", "qty": 4, "event_timestamp": NOW}])
         online = store.get_online_features(features=["sales:*"], entity_rows=rows).to_dict()
         assert online["qty_sum_1d"] == [3, 5, 4]
+
+
+def test_rest_creates_a_view_with_aggregations(store: FeatureStore) -> None:
+    from fastapi.testclient import TestClient
+
+    from quiver.server import create_app
+
+    body = {
+        "name": "orders_7d",
+        "entities": ["customer"],
+        "features": [{"name": "amount", "dtype": "float64"}],
+        "source": "orders",
+        "aggregations": [{"column": "amount", "function": "max", "window": "7d"}],
+        "aggregation_interval": "1d",
+    }
+    with TestClient(create_app(store)) as client:
+        created = client.post("/api/v1/feature-views", json=body)
+        assert created.status_code == 201, created.text
+        spec = client.get("/api/v1/feature-views/orders_7d").json()["spec"]
+        assert spec["aggregations"][0]["name"] == "amount_max_7d"
+        bad = client.post(
+            "/api/v1/feature-views",
+            json={**body, "name": "bad", "aggregations": [{"function": "sum", "window": "7d"}]},
+        )
+        assert bad.status_code == 422 and "needs a column" in bad.text

@@ -244,8 +244,20 @@ class IcebergSourceSpec(_SourceSpecBase):
 DataSourceSpec = FileSourceSpec | IcebergSourceSpec
 
 
+class AggregationSpec(_In):
+    """A time-windowed aggregation: a feature of its view (see ``Aggregation``)."""
+
+    column: str | None = Field(
+        default=None, description="the source column; none (or '*') to count events"
+    )
+    function: Literal["count", "sum", "mean", "min", "max", "stddev", "count_distinct", "last"]
+    window: str = Field(examples=["7d", "1h", "30m"], description="a number and d, h, m or s")
+    name: str = Field(default="", description="default: <column>_<function>_<window>")
+
+
 class FeatureViewSpec(_In):
-    """A feature view; ``source`` is a registered source's name or an inline source."""
+    """A feature view; ``source`` is a registered source's name or an inline source. With
+    ``aggregations``, ``features`` lists the source columns they read."""
 
     name: str | None = None
     entities: list[str]
@@ -253,6 +265,10 @@ class FeatureViewSpec(_In):
     source: str | FileSourceSpec | IcebergSourceSpec
     ttl_seconds: float | None = None
     online: bool = True
+    aggregations: list[AggregationSpec] = Field(default_factory=list)
+    aggregation_interval: str | None = Field(
+        default=None, examples=["1h"], description="the tile size; default gcd(windows, 1h)"
+    )
     source_query: str | None = Field(
         default=None,
         description="a SELECT over the view's own source (by name), run in the SQL sandbox",
