@@ -322,9 +322,18 @@ def _write(
     return online.update_tiles(layout, columns, update, expire_at_ms=expire_at_ms)
 
 
-def push_tiles(online: OnlineStore, layout: TileLayout, view: FeatureView, table: pa.Table) -> int:
+def push_tiles(
+    online: OnlineStore,
+    layout: TileLayout,
+    view: FeatureView,
+    table: pa.Table,
+    *,
+    created: bool = True,
+) -> int:
     """Add pushed events (join keys, source columns, ``event_timestamp``, optional
-    ``created_timestamp``) to their tiles; returns the keys updated."""
+    ``created_timestamp``) to their tiles; returns the keys updated. ``created``: whether the
+    view's source has a created timestamp (if not, pushed rows have none either, as offline,
+    where ``last`` then breaks ties by value alone)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -335,9 +344,9 @@ def push_tiles(online: OnlineStore, layout: TileLayout, view: FeatureView, table
         for k, d in zip(layout.join_keys, layout.key_dtypes, strict=True)
     ]
     events = timestamps_us(table.column(EVENT_TS)).to_pylist()
-    if CREATED_TS in table.column_names:
-        created = pc.fill_null(timestamps_us(table.column(CREATED_TS)), pa.scalar(NO_CREATED))
-        creates = created.to_pylist()
+    if created and CREATED_TS in table.column_names:
+        filled = pc.fill_null(timestamps_us(table.column(CREATED_TS)), pa.scalar(NO_CREATED))
+        creates = filled.to_pylist()
     else:
         creates = [NO_CREATED] * n
     used = sorted({p.column for p in spec.parts if p.column is not None})

@@ -855,7 +855,8 @@ def push(
 
         entities = [store.registry.get("entity", e) for e in target.view.entities]
         layout = tile_layout(store.project, target.view, entities)
-        push_tiles(store.online_store, layout, target.view, table)
+        created = target.source.created_timestamp_field is not None
+        push_tiles(store.online_store, layout, target.view, table, created=created)
     elif to in ("online", "both"):
         store.online_store.write(target.layout, table)
     return table.num_rows
