@@ -265,3 +265,44 @@ def test_pushed_text_inputs_are_read_as_the_source_types(tmp_path: Path) -> None
     )
     for name in ("x", "t1", "t2", "t3"):
         assert online[name][0] == expected[name] == offline[name], name
+
+
+def test_a_composite_over_windowed_aggregations(tmp_path: Path) -> None:
+    from quiver import Aggregation
+
+    (tmp_path / "data").mkdir()
+    pd.DataFrame(
+        {
+            "customer_id": [1, 1, 2],
+            "event_timestamp": [BASE, BASE + timedelta(days=4), BASE + timedelta(days=2)],
+            "amount": [10.0, 20.0, 5.0],
+        }
+    ).to_parquet(tmp_path / "data" / "orders.parquet")
+    orders = FeatureView(
+        name="orders",
+        entities=[customer],
+        source=FileSource(name="orders_source", path="data/orders.parquet"),
+        schema=[Field(name="amount", dtype="float64")],
+        aggregations=[
+            Aggregation(column="amount", function="sum", time_window="7d"),
+            Aggregation(column="amount", function="count", time_window="7d"),
+        ],
+    )
+    mean = OnDemandFeatureView(
+        name="order_mean",
+        sources=[orders],
+        schema=[
+            Field(
+                name="mean_7d",
+                dtype="float64",
+                transformation="amount_sum_7d / NULLIF(amount_count_7d, 0)",
+            )
+        ],
+    )
+    with FeatureStore(repo_path=tmp_path) as store:
+        store.apply([customer, orders, mean])
+        entity = pd.DataFrame(
+            {"customer_id": [1, 2, 1], "event_timestamp": [BASE + timedelta(days=5)] * 2 + [BASE]}
+        )
+        rows = store.get_historical_features(entity, ["order_mean:mean_7d"]).to_arrow()
+        assert rows.column("mean_7d").to_pylist() == [15.0, 5.0, 10.0]

@@ -181,7 +181,7 @@ def split_references(
         pairs = []
         for src in odfv.sources:
             view: FeatureView = registry.get("feature_view", src)
-            pairs += [(src, f) for f in view.features]
+            pairs += [(src, f) for f in view.output_fields]  # aggregated features too
             input_refs.append(f"{src}:*")
         inputs[name] = tuple(pairs)
     outputs = []
