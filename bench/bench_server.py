@@ -24,8 +24,14 @@ the order rotating each round. The totals of every target cover the same spells;
 each round's figures are divided by the reference's of the same round, and the median of those
 paired ratios is printed with their range.
 
+With ``--auth``, the same run compares authentication instead: two ``quiver serve`` of the same
+repo, one with ``auth: none`` and one with ``auth: api_key`` (a ``reader`` key sent as
+``Authorization: Bearer``), on both online routes; each api_key target's ratios are to the
+``auth: none`` target of the same route (targets: server CPU per request at most 1.1x,
+throughput at least 0.9x).
+
 Run: ``python bench/bench_server.py [--duration 10] [--rounds 10] [--connections 2]
-[--client wrk|asyncio]``.
+[--client wrk|asyncio] [--auth]``.
 """
 
 from __future__ import annotations
@@ -140,10 +146,11 @@ def serve_reference(repo: Path, port: int) -> None:
 # --- load generator ----------------------------------------------------------------------------
 
 
-def _request(path: str, body: bytes) -> bytes:
+def _request(path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     return (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"{extra}Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
 
@@ -161,7 +168,12 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def _connection(
-    port: int, path: str, bodies: list[bytes], stop_at: float, latencies: list[float]
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    stop_at: float,
+    latencies: list[float],
+    headers: dict[str, str] | None,
 ) -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     sock = writer.get_extra_info("socket")
@@ -170,7 +182,7 @@ async def _connection(
     i = 0
     try:
         while time.perf_counter() < stop_at:
-            request = _request(path, bodies[i % len(bodies)])
+            request = _request(path, bodies[i % len(bodies)], headers)
             i += 1
             t0 = time.perf_counter()
             writer.write(request)
@@ -183,7 +195,14 @@ async def _connection(
     return errors
 
 
-def load(port: int, path: str, bodies: list[bytes], duration: float, connections: int) -> dict:
+def load(
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    duration: float,
+    connections: int,
+    headers: dict[str, str] | None = None,
+) -> dict:
     """Closed-loop load for ``duration`` seconds; latencies (sorted), percentiles, throughput."""
 
     async def run() -> tuple[list[float], int, float]:
@@ -191,7 +210,10 @@ def load(port: int, path: str, bodies: list[bytes], duration: float, connections
         start = time.perf_counter()
         stop_at = start + duration
         errors = await asyncio.gather(
-            *(_connection(port, path, bodies, stop_at, latencies) for _ in range(connections))
+            *(
+                _connection(port, path, bodies, stop_at, latencies, headers)
+                for _ in range(connections)
+            )
         )
         return latencies, sum(errors), time.perf_counter() - start
 
@@ -211,7 +233,7 @@ def load(port: int, path: str, bodies: list[bytes], duration: float, connections
 _WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-local bodies = {%(bodies)s}
+%(headers)slocal bodies = {%(bodies)s}
 local i = 0
 request = function()
   i = i + 1
@@ -235,10 +257,20 @@ def _lua_string(body: bytes) -> str:
     return '"' + "".join(f"\\{b}" for b in body) + '"'
 
 
-def wrk_script(directory: Path, path: str, bodies: list[bytes]) -> Path:
+def wrk_script(
+    directory: Path, path: str, bodies: list[bytes], headers: dict[str, str] | None = None
+) -> Path:
     """A wrk Lua script posting ``bodies`` in turn to ``path``, printing its figures."""
     script = directory / f"wrk{len(list(directory.glob('wrk*.lua')))}.lua"
-    text = _WRK_SCRIPT % {"bodies": ", ".join(map(_lua_string, bodies)), "path": path}
+    lines = "".join(
+        f"wrk.headers[{_lua_string(k.encode())}] = {_lua_string(v.encode())}\n"
+        for k, v in (headers or {}).items()
+    )
+    text = _WRK_SCRIPT % {
+        "bodies": ", ".join(map(_lua_string, bodies)),
+        "path": path,
+        "headers": lines,
+    }
     script.write_text(text)
     return script
 
@@ -381,6 +413,12 @@ def main() -> None:
         help="load generator: wrk (C, Debian's 'wrk'; the default where installed) or an "
         "asyncio client in this process",
     )
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="compare quiver with auth: api_key to quiver with auth: none (instead of the "
+        "reference)",
+    )
     parser.add_argument("--reference-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -397,35 +435,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = build_repo(Path(tmp) / "repo", args.customers)
         env = {**os.environ, "QUIVER_REPO": str(repo)}
-        ports = {"reference": _free_port(), "quiver": _free_port()}
-        procs = {
-            "reference": subprocess.Popen(
-                [
-                    sys.executable,
-                    __file__,
-                    "--reference-server",
-                    str(repo),
-                    "--port",
-                    str(ports["reference"]),
-                ],
-                env=env,
-            ),
-            "quiver": subprocess.Popen(
-                [
-                    *_quiver(),
-                    "serve",
-                    "--repo",
-                    str(repo),
-                    "--port",
-                    str(ports["quiver"]),
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-            ),
-        }
+        servers = ("none", "api_key") if args.auth else ("reference", "quiver")
+        ports = {name: _free_port() for name in servers}
+        headers: dict[str, str] | None = None
+        if args.auth:
+            headers = {"Authorization": f"Bearer {_reader_key(repo)}"}
+            procs = {
+                mode: _serve_quiver(repo, ports[mode], {**env, "QUIVER_AUTH__MODE": mode})
+                for mode in servers
+            }
+        else:
+            procs = {
+                "reference": subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--reference-server",
+                        str(repo),
+                        "--port",
+                        str(ports["reference"]),
+                    ],
+                    env=env,
+                ),
+                "quiver": _serve_quiver(repo, ports["quiver"], env),
+            }
         try:
             for name, proc in procs.items():
                 _wait(ports[name], proc)
@@ -435,23 +468,25 @@ def main() -> None:
                 json.dumps({"features": FEATURES, "entities": {"customer_id": [k]}}).encode()
                 for k in keys
             ]
-            targets = [
-                ("reference", ports["reference"], "/get-online-features", feast_bodies),
-                (
-                    "quiver /get-online-features",
-                    ports["quiver"],
-                    "/get-online-features",
-                    feast_bodies,
-                ),
-                (
-                    "quiver /api/v1/serving/online",
-                    ports["quiver"],
-                    "/api/v1/serving/online",
-                    feast_bodies,
-                ),
-            ]
+            routes = ("/get-online-features", "/api/v1/serving/online")
+            baselines: dict[str, str] = {}
+            if args.auth:
+                targets = [
+                    (f"{mode} {path}", ports[mode], path, feast_bodies)
+                    for path in routes
+                    for mode in servers
+                ]
+                baselines = {f"api_key {path}": f"none {path}" for path in routes}
+            else:
+                targets = [("reference", ports["reference"], "/get-online-features", feast_bodies)]
+                targets += [
+                    (f"quiver {path}", ports["quiver"], path, feast_bodies) for path in routes
+                ]
+                baselines = {f"quiver {path}": "reference" for path in routes}
+            sent = {name: headers if name.startswith("api_key") else None for name, *_ in targets}
             scripts = {
-                name: wrk_script(Path(tmp), path, bodies) for name, _, path, bodies in targets
+                name: wrk_script(Path(tmp), path, bodies, sent[name])
+                for name, _, path, bodies in targets
             }
 
             def measure(
@@ -459,15 +494,12 @@ def main() -> None:
             ) -> dict:
                 if args.client == "wrk":
                     return load_wrk(port, scripts[name], int(seconds), args.connections)
-                return load(port, path, bodies, seconds, args.connections)
+                return load(port, path, bodies, seconds, args.connections, sent[name])
 
             for target in targets:  # warm-up: caches, lazy imports
                 measure(*target, 1.0)
             results: dict[str, list[dict]] = {t[0]: [] for t in targets}
-            pids = {
-                ports["reference"]: procs["reference"].pid,
-                ports["quiver"]: procs["quiver"].pid,
-            }
+            pids = {ports[name]: proc.pid for name, proc in procs.items()}
             for i in range(args.rounds):
                 # Each round runs every target once, the order rotating from round to round, so
                 # that a slow spell of the machine hits every target alike.
@@ -483,11 +515,44 @@ def main() -> None:
             for proc in procs.values():
                 proc.terminate()
                 proc.wait(timeout=15)
-    report(results, args)
+    report(results, args, baselines)
 
 
-def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
-    """Print every target's figures over all its rounds, and its ratios to the reference."""
+def _serve_quiver(repo: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``quiver serve`` of ``repo`` on ``port``, as the benchmark runs it."""
+    return subprocess.Popen(
+        [
+            *_quiver(),
+            "serve",
+            "--repo",
+            str(repo),
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _reader_key(repo: Path) -> str:
+    """A new ``reader`` key of ``repo`` (``quiver keys create``)."""
+    out = subprocess.run(
+        [*_quiver(), "keys", "create", "bench", "--role", "reader", "--json", "--repo", str(repo)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return str(json.loads(out)["key"])
+
+
+def report(
+    results: dict[str, list[dict]], args: argparse.Namespace, baselines: dict[str, str]
+) -> None:
+    """Print every target's figures over all its rounds, and its ratios to its baseline (the
+    reference, or with ``--auth`` the same route with ``auth: none``)."""
 
     def merged(runs: list[dict]) -> dict:
         samples = [(t, r.get("weight", 1.0)) for r in runs for t in r["latencies"]]
@@ -503,7 +568,6 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
         }
 
     summary = {name: merged(runs) for name, runs in results.items()}
-    ref = summary["reference"]
     client = (
         "wrk, 1 thread" if args.client == "wrk" else "asyncio client (raw sockets) in this process"
     )
@@ -514,24 +578,29 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
         "uvicorn, 1 worker, no access log, no proxy headers; 1 entity x 10 features"
     )
     print(
-        f"{'target':32} {'requests':>9} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'p99/ref':>8} {'rps/ref':>8} {'server CPU/req':>15}"
+        f"{'target':40} {'requests':>9} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'p99/base':>8} {'rps/base':>8} {'server CPU/req':>15}"
     )
     for name, r in summary.items():
         cpu = f"{r['cpu_us']:12.0f} us" if r["cpu_us"] is not None else f"{'n/a':>15}"
+        base = summary.get(baselines.get(name, ""))
+        ratios = (
+            f"{r['p99_ms'] / base['p99_ms']:8.2f} {r['rps'] / base['rps']:8.2f}"
+            if base
+            else f"{'-':>8} {'-':>8}"
+        )
         print(
-            f"{name:32} {r['requests']:9d} {r['rps']:9.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} "
-            f"{r['p99_ms'] / ref['p99_ms']:8.2f} {r['rps'] / ref['rps']:8.2f} {cpu}"
-            + (f"  ({r['errors']} errors)" if r["errors"] else "")
+            f"{name:40} {r['requests']:9d} {r['rps']:9.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} "
+            f"{ratios} {cpu}" + (f"  ({r['errors']} errors)" if r["errors"] else "")
         )
     print(
-        "paired by round (each round's figure over the reference's in the same round: median "
+        "paired by round (each round's figure over its baseline's in the same round: median "
         "[min-max]; steadier than the totals when the machine's speed drifts):"
     )
     for name, runs in results.items():
-        if name == "reference":
+        if name not in baselines:
             continue
-        pairs = list(zip(runs, results["reference"], strict=True))
+        pairs = list(zip(runs, results[baselines[name]], strict=True))
         rps = sorted(r["rps"] / q["rps"] for r, q in pairs)
         p99 = sorted(r["p99_ms"] / q["p99_ms"] for r, q in pairs)
         cpu = sorted(
@@ -540,16 +609,22 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
             if r.get("cpu_s") and q.get("cpu_s")
         )
         line = (
-            f"  {name:30} rps/ref {statistics.median(rps):.2f} [{rps[0]:.2f}-{rps[-1]:.2f}]  "
-            f"p99/ref {statistics.median(p99):.2f} [{p99[0]:.2f}-{p99[-1]:.2f}]"
+            f"  {name:38} rps/base {statistics.median(rps):.2f} [{rps[0]:.2f}-{rps[-1]:.2f}]  "
+            f"p99/base {statistics.median(p99):.2f} [{p99[0]:.2f}-{p99[-1]:.2f}]"
         )
         if cpu:
-            line += f"  CPU/req vs ref {statistics.median(cpu):.2f} [{cpu[0]:.2f}-{cpu[-1]:.2f}]"
+            line += f"  CPU/req vs base {statistics.median(cpu):.2f} [{cpu[0]:.2f}-{cpu[-1]:.2f}]"
         print(line)
-    print(
-        "targets: p99 <= 1.5x reference, rps >= 0.7x reference (server CPU/req: CPU time of the "
-        "server process, user + system, per request; uvicorn and the kernel included)"
-    )
+    if args.auth:
+        print(
+            "targets: api_key vs none on the same route: server CPU/req <= 1.1x, rps >= 0.9x "
+            "(server CPU/req: CPU time of the server process, user + system, per request)"
+        )
+    else:
+        print(
+            "targets: p99 <= 1.5x reference, rps >= 0.7x reference (server CPU/req: CPU time of "
+            "the server process, user + system, per request; uvicorn and the kernel included)"
+        )
 
 
 if __name__ == "__main__":

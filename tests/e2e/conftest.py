@@ -186,6 +186,56 @@ def serve_repo() -> Iterator[Callable[..., Server]]:
             srv.stop()
 
 
+def create_key(repo: Path, name: str, role: str, *extra: str) -> str:
+    """``quiver keys create NAME --role ROLE`` in ``repo``: the key it prints (once)."""
+    import json
+
+    result = run_cli("keys", "create", name, "--role", role, "--json", "--repo", str(repo), *extra)
+    return str(json.loads(result.stdout)["key"])
+
+
+@dataclass
+class AuthServer:
+    """A ``quiver serve`` with ``auth: api_key`` and one key per built-in role.
+
+    Attributes:
+        server: The running server.
+        keys: The key of each role; each key is named after its role (``reader``, ...).
+    """
+
+    server: Server
+    keys: dict[str, str]
+
+    @property
+    def repo(self) -> Path:
+        return self.server.repo
+
+    def create_key(self, name: str, role: str, *extra: str) -> str:
+        """A new key, made by ``quiver keys create`` while the server runs."""
+        return create_key(self.repo, name, role, *extra)
+
+    def client(self, role: str | None = None, key: str | None = None) -> httpx.Client:
+        """A client sending the key of ``role`` (or ``key``) as ``Authorization: Bearer``."""
+        key = key or (self.keys[role] if role else None)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return self.server.client(headers=headers)
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+    """``quiver serve`` over a fresh demo repo with ``QUIVER_AUTH__MODE=api_key`` and keys
+    ``reader``, ``writer``, ``ml`` and ``admin`` (tests may change the repo)."""
+    repo = make_demo_repo(tmp_path_factory.mktemp("auth") / "repo")
+    from quiver.security.permissions import ROLES
+
+    keys = {role: create_key(repo, role, role) for role in ROLES}
+    srv = start_server(repo, env={"QUIVER_AUTH__MODE": "api_key"})
+    try:
+        yield AuthServer(srv, keys)
+    finally:
+        srv.stop()
+
+
 @dataclass
 class S3:
     """Moto's S3 server: its endpoint, a bucket, and the server settings that use it."""

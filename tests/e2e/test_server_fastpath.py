@@ -211,19 +211,19 @@ def test_middleware_and_the_principal_apply_to_the_fast_path(demo_repo: Path) ->
     assert all(principal is not None and principal.name == "anonymous" for _, principal in seen)
 
 
-def test_get_principal_sets_request_state_principal() -> None:
+def test_get_principal_sets_request_state_principal(app: QuiverAPI) -> None:
     """The one auth hook records the caller where the audit log will read it."""
     import asyncio
 
     from starlette.requests import Request
 
-    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": [], "app": app})
     principal = asyncio.run(get_principal(request))
     assert principal.name == "anonymous"
     assert request.state.principal is principal
     # An existing state (uvicorn's lifespan state copy) is kept and extended.
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "state": {"x": 1}}
-    request = Request(scope)
+    request = Request({**scope, "app": app})
     asyncio.run(get_principal(request))
     assert request.state.x == 1 and request.state.principal is principal
 

@@ -170,6 +170,26 @@ def test_permissions_stored_and_enforced(store: FeatureStore) -> None:
     assert err.value.details["resource"] == "feature_view:pii_view"
     plain = scoped.get_online_features(features=["plain_view:a"], entity_rows=[{"customer_id": 1}])
     assert plain.statuses is not None
+    # An on-demand view computed from the denied view is denied too, naming that view.
+    from quiver.features.on_demand import OnDemandFeatureView
+
+    doubled = OnDemandFeatureView(
+        name="doubled",
+        sources=["pii_view"],
+        schema=[Field(name="a2", dtype="int64", transformation="a * 2")],
+    )
+    store.apply([doubled])
+    with pytest.raises(ForbiddenError, match="feature view 'pii_view'"):
+        scoped.get_online_features(features=["doubled:a2"], entity_rows=[{"customer_id": 1}])
+    on_demand_deny = Permission(
+        name="no_doubled", effect="deny", actions=["read_online"], roles=["*"], names=["doub*"]
+    )
+    security.apply_permissions([on_demand_deny])
+    admin = store.as_principal(Principal(name="root", roles=frozenset({"admin"})))
+    with pytest.raises(ForbiddenError, match="on-demand feature view 'doubled'"):
+        admin.get_online_features(features=["doubled:a2"], entity_rows=[{"customer_id": 1}])
+    security.delete_permission("no_doubled")
+    admin.get_online_features(features=["doubled:a2"], entity_rows=[{"customer_id": 1}])
     # The grant: bob may apply plain_view (role reader alone could not), not pii_view.
     view = next(o for o in _demo_objects() if getattr(o, "name", "") == "plain_view")
     scoped.apply([view.model_copy(update={"description": "by bob"})])  # type: ignore[attr-defined]

@@ -44,7 +44,7 @@ def _root(
 
 
 _registry.register(app)
-for _module in ("offline", "online", "server", "ml"):
+for _module in ("offline", "online", "server", "ml", "security"):
     try:
         __import__(f"quiver.cli.{_module}")
         sys.modules[f"quiver.cli.{_module}"].register(app)
@@ -59,6 +59,9 @@ def main() -> None:
 
     from quiver.cli._common import err_console
     from quiver.errors import QuiverError
+    from quiver.security.principal import set_local_channel
+
+    set_local_channel("cli")  # the audit log's channel of the changes this process makes
 
     usage_errors, aborts, exits = _click_exceptions()
     try:

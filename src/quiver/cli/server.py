@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from quiver.cli._common import RepoOption, console, open_store
+from quiver.cli._common import RepoOption, console, err_console, open_store
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +31,14 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every request.")
     ] = True,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve a non-loopback address with auth mode 'none' (anyone who reaches it "
+            "may do everything).",
+        ),
+    ] = False,
     repo: RepoOption = None,
 ) -> None:
     """Serve the REST API (OpenAPI docs at /docs)."""
@@ -42,6 +50,8 @@ def serve(
     store.registry  # noqa: B018 - fail here, as one line, when the registry cannot be opened
     host = host or store.config.server.host
     port = store.config.server.port if port is None else port
+    _check_exposure(host, store.config.auth.mode, insecure)
+    console.print(_auth_note(store), highlight=False)
     console.print(
         f"Serving project '{store.project}' on http://{host}:{port} "
         f"(docs: http://{host}:{port}/docs, {workers} worker{'s' if workers > 1 else ''})"
@@ -63,3 +73,57 @@ def serve(
         store.close()
         os.environ["QUIVER_REPO"] = str(store.repo_path)
         uvicorn.run("quiver.server.app:app_from_env", factory=True, workers=workers, **options)
+
+
+def _check_exposure(host: str, mode: str, insecure: bool) -> None:
+    """Refuse to serve a non-loopback address without authentication, unless ``insecure``.
+
+    Raises:
+        ConfigError: ``auth.mode`` is ``none``, ``host`` is not loopback, no ``--insecure``.
+    """
+    if mode != "none" or is_loopback(host):
+        return
+    if insecure:
+        err_console.print(
+            f"[bold yellow]warning:[/] serving {host} without authentication (--insecure): "
+            "anyone who can reach it may change or delete everything",
+            highlight=False,
+        )
+        return
+    from quiver.errors import ConfigError
+
+    raise ConfigError(
+        f"refusing to serve {host} with auth mode 'none': anyone who can reach it could "
+        "change or delete everything. Set 'auth: {mode: api_key}' in quiver.yaml (or "
+        "QUIVER_AUTH__MODE=api_key) and create keys with 'quiver keys create NAME --role "
+        "ROLE', or pass --insecure to serve without authentication anyway"
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is only reachable from this machine."""
+    import ipaddress
+    import socket
+
+    name = host.strip().strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.split("%")[0]).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(name, None) if name else []
+    except (OSError, UnicodeError):
+        return False
+    addresses = {str(info[4][0]).split("%")[0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def _auth_note(store: Any) -> str:
+    """One line on how callers are authenticated (with a hint when no key can get in)."""
+    if store.config.auth.mode == "none":
+        return "Auth: none (every caller is an anonymous admin)"
+    active = sum(key.status() == "active" for key in store.security.keys.list())
+    hint = "; create one with 'quiver keys create NAME --role ROLE'" if not active else ""
+    return f"Auth: API keys ({active} active){hint}"

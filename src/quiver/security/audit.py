@@ -33,7 +33,12 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from quiver.errors import InvalidError, QuiverError
-from quiver.security.principal import current_principal, local_principal
+from quiver.security.principal import (
+    current_principal,
+    local_channel,
+    local_principal,
+    set_local_channel,
+)
 from quiver.security.tables import audit_log
 
 if TYPE_CHECKING:
@@ -115,19 +120,6 @@ class AuditEntry:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-compatible dict."""
         return {**asdict(self), "created_at": self.created_at.isoformat()}
-
-
-_LOCAL_CHANNEL = ["sdk"]
-
-
-def set_local_channel(channel: str) -> None:
-    """Name the channel of local operations in this process (the CLI sets ``cli``)."""
-    _LOCAL_CHANNEL[0] = channel
-
-
-def local_channel() -> str:
-    """The channel of local operations in this process: ``sdk``, or ``cli`` in the CLI."""
-    return _LOCAL_CHANNEL[0]
 
 
 class AuditLog:

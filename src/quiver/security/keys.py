@@ -319,11 +319,11 @@ class KeyStore:
         if record.revoked_at is not None:
             raise UnauthorizedError(
                 f"API key '{record.name}' was revoked at {record.revoked_at.isoformat()}",
-                details={"reason": "revoked", "key_id": key_id},
+                details={"reason": "revoked", "key_id": key_id, "name": record.name},
             )
         if record.expires_at is not None and record.expires_at <= (now or datetime.now(UTC)):
             raise UnauthorizedError(
                 f"API key '{record.name}' expired at {record.expires_at.isoformat()}",
-                details={"reason": "expired", "key_id": key_id},
+                details={"reason": "expired", "key_id": key_id, "name": record.name},
             )
         return record

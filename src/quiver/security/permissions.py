@@ -76,7 +76,15 @@ Action = Literal[
     "predict",
     "admin",
 ]
-Kind = Literal["project", "entity", "data_source", "feature_view", "feature_service", "model"]
+Kind = Literal[
+    "project",
+    "entity",
+    "data_source",
+    "feature_view",
+    "on_demand_feature_view",
+    "feature_service",
+    "model",
+]
 
 ACTIONS: tuple[str, ...] = Action.__args__  # type: ignore[attr-defined]
 KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
@@ -99,6 +107,7 @@ _LABELS = {
     "entity": "entity",
     "data_source": "data source",
     "feature_view": "feature view",
+    "on_demand_feature_view": "on-demand feature view",
     "feature_service": "feature service",
     "model": "model",
 }

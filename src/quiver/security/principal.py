@@ -21,8 +21,10 @@ __all__ = [
     "Principal",
     "acting_as",
     "current_principal",
+    "local_channel",
     "local_principal",
     "os_user",
+    "set_local_channel",
 ]
 
 
@@ -94,3 +96,16 @@ def acting_as(principal: Principal) -> Iterator[Principal]:
         yield principal
     finally:
         _acting.reset(token)
+
+
+_local_channel = ["sdk"]
+
+
+def set_local_channel(channel: str) -> None:
+    """Name the channel of local operations in this process (the CLI sets ``cli``)."""
+    _local_channel[0] = channel
+
+
+def local_channel() -> str:
+    """The channel of local operations in this process: ``sdk``, or ``cli`` in the CLI."""
+    return _local_channel[0]

@@ -48,7 +48,9 @@ __all__ = ["REFRESH_SECONDS", "Security"]
 REFRESH_SECONDS = 1.0
 """How old the last registry check may be before a check reads the revision itself."""
 _MAX_KEYS = 10_000
-_REGISTRY_KINDS = frozenset({"entity", "data_source", "feature_view", "feature_service"})
+_REGISTRY_KINDS = frozenset(
+    {"entity", "data_source", "feature_view", "on_demand_feature_view", "feature_service"}
+)
 
 _Denial = tuple[str, dict[str, Any]]
 
@@ -133,7 +135,7 @@ class Security:
         if record.project is not None and record.project != self.project:
             raise ForbiddenError(
                 f"API key '{record.name}' is for project '{record.project}', not '{self.project}'",
-                details={"key_id": record.key_id, "project": record.project},
+                details={"key_id": record.key_id, "name": record.name, "project": record.project},
             )
         principal = Principal(
             name=record.name,
@@ -325,10 +327,8 @@ class Security:
             )
             if denial is not None:
                 return denial
-        selections = self.store.resolve_features(features, feature_service)
-        for sel in selections:
-            view = sel.view
-            denial = self._decide_denial(principal, action, "feature_view", view.name, view.tags)
+        for kind, name, tags in self._views_read(features, feature_service):
+            denial = self._decide_denial(principal, action, kind, name, tags)
             if denial is not None:
                 if feature_service is not None:
                     message, details = denial
@@ -336,6 +336,26 @@ class Security:
                     return message, {**details, "feature_service": feature_service}
                 return denial
         return None
+
+    def _views_read(
+        self, features: Sequence[str] | None, feature_service: str | None
+    ) -> list[tuple[str, str, Mapping[str, str]]]:
+        """``(kind, name, tags)`` of every view a request reads: its feature views, and its
+        on-demand views with the feature views they compute from."""
+        from quiver.features.computed import split_references
+        from quiver.selection import resolve_features
+
+        views: list[tuple[str, str, Mapping[str, str]]] = []
+        computed = split_references(self.registry, features, feature_service, True)
+        if computed is None:
+            selections = self.store.resolve_features(features, feature_service)
+        else:
+            for out in computed.outputs:
+                if out.on_demand is not None:
+                    views.append(("on_demand_feature_view", out.view, out.on_demand.tags))
+            selections = resolve_features(self.registry, list(computed.base_refs))
+        views += [("feature_view", s.view.name, s.view.tags) for s in selections]
+        return views
 
     def check_plan(self, principal: Principal, plan: Plan) -> None:
         """Check every change of a plan: ``apply`` for creates and updates (with the old and

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from quiver.config import ServerConfig
 from quiver.server._docs import install_offline_docs
-from quiver.server.deps import get_principal
+from quiver.server.access import AuditMiddleware, Gate, authorize
 from quiver.server.errors import GuardMiddleware, install_error_handlers
 from quiver.server.fastpath import QuiverAPI
 
@@ -50,6 +50,7 @@ _TAGS = [
     {"name": "predictions", "description": "Batch and online predictions."},
     {"name": "feast", "description": "Feast feature server compatible routes."},
     {"name": "feast-platform", "description": "The `/feast` platform API."},
+    {"name": "security", "description": "Permission policies and the audit log (admins)."},
 ]
 
 
@@ -67,6 +68,7 @@ def _routers() -> list[APIRouter]:
         on_demand_feature_views,
         predictions,
         push,
+        security,
         serving,
         status,
     )
@@ -89,6 +91,7 @@ def _routers() -> list[APIRouter]:
         predictions,
         platform,
         platform_ml,
+        security,
     )
     return [m.router for m in modules]
 
@@ -110,17 +113,19 @@ def create_app(
     from quiver import __version__
 
     settings = settings or store.config.server
+    gate = Gate(store)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         _warm_up(store)
-        watcher = asyncio.create_task(_watch_registry(store))
+        watcher = asyncio.create_task(_watch_registry(store, gate))
         try:
             yield
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            gate.close()
             if close_store:
                 store.close()
 
@@ -129,7 +134,7 @@ def create_app(
         version=__version__,
         description=_DESCRIPTION,
         openapi_tags=_TAGS,
-        dependencies=[Depends(get_principal)],
+        dependencies=[Depends(authorize)],
         lifespan=lifespan,
         docs_url=None,  # served from the installed package below, not from a CDN
         redoc_url=None,
@@ -137,8 +142,10 @@ def create_app(
     install_offline_docs(app)
     app.state.store = store
     app.state.settings = settings
+    app.state.gate = gate
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(AuditMiddleware, gate=gate)  # outermost: it sees the guard's answers
     for router in _routers():
         app.include_router(router)
     return app
@@ -153,17 +160,22 @@ def _warm_up(store: FeatureStore) -> None:
             logger.warning("cannot open the %s yet: %s", name.replace("_", " "), exc)
 
 
-async def _watch_registry(store: FeatureStore) -> None:
+async def _watch_registry(store: FeatureStore, gate: Gate) -> None:
     """Check the registry for other processes' changes twice as often as serving would on its
-    own (in the threadpool), so that the online routes never wait for that query."""
+    own (in the threadpool), so that the online routes never wait for that query; the same
+    check drops cached API keys and permission decisions when keys or permissions change."""
     from starlette.concurrency import run_in_threadpool
 
     from quiver.online.serving import REVISION_CHECK_SECONDS, check_registry
 
+    def check() -> None:
+        check_registry(store)
+        gate.refresh()
+
     while True:
         await asyncio.sleep(REVISION_CHECK_SECONDS / 2)
         try:
-            await run_in_threadpool(check_registry, store)
+            await run_in_threadpool(check)
         except Exception as exc:  # the registry cannot be opened: /ready reports it
             logger.debug("registry check failed: %s", exc)
 

@@ -1,17 +1,19 @@
 """Request dependencies: the store, the server settings and the caller's identity.
 
-Every route depends on :func:`get_principal` (``create_app`` installs it on the whole app), so
-authentication and authorization are added in that one function.
+Every route depends on :func:`~quiver.server.access.authorize` (``create_app`` installs it on
+the whole app), which identifies the caller with :func:`get_principal` and checks the route's
+permission; the online fast path (:mod:`quiver.server.fastpath`) calls :func:`get_principal`
+too, so it stays the one place where a caller is identified.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from quiver.config import ServerConfig
+from quiver.security.principal import ANONYMOUS, Principal, set_principal
 from quiver.store import FeatureStore
 
 __all__ = [
@@ -26,47 +28,35 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling.
-
-    Attributes:
-        name: The caller's name (``anonymous`` until API keys exist).
-        roles: The roles granted (an anonymous caller may do everything today).
-        authenticated: Whether the identity was proven (by an API key).
-        key_id: The id of the API key used, for the audit log.
-    """
-
-    name: str
-    roles: frozenset[str] = field(default_factory=frozenset)
-    authenticated: bool = False
-    key_id: str | None = None
-
-
-ANONYMOUS = Principal(name="anonymous", roles=frozenset({"admin"}))
-"""The caller while the API has no authentication."""
-
-
 async def get_principal(request: Request) -> Principal:
-    """Identify the caller of a request; every route runs this first.
+    """Identify the caller of a request (once per request).
 
-    Today every caller is :data:`ANONYMOUS`. API keys plug in here: read the
-    ``Authorization: Bearer <key>`` (or ``X-API-Key``) header, look the key's hash up in the
-    registry, raise :class:`~quiver.errors.QuiverError` subclasses for 401/403, and return a
-    :class:`Principal` with the key's roles. Routes that need a permission take
-    ``principal: PrincipalDep`` and check its roles; the audit log reads
-    ``request.state.principal``. The lean online routes (:mod:`quiver.server.fastpath`) call
-    this function too, so it stays the one place.
+    With ``auth: none`` every caller is :data:`~quiver.security.principal.ANONYMOUS` (an
+    admin); with ``auth: api_key`` the ``Authorization: Bearer <key>`` or ``X-API-Key`` header
+    is verified (:meth:`Security.authenticate <quiver.security.service.Security.authenticate>`).
+    The principal is kept in ``request.state.principal`` (the audit log reads it) and acts for
+    the rest of the request (the registry history's author).
+
+    Raises:
+        UnauthorizedError: no key, or a bad, revoked or expired one (401).
+        ForbiddenError: a key limited to another project (403).
     """
-    # request.state.principal, written to the scope's state dict that request.state wraps
-    # (cheaper than building the State object on the lean online path).
-    request.scope.setdefault("state", {})["principal"] = ANONYMOUS
-    return ANONYMOUS
+    # The scope's state dict, which request.state wraps (cheaper than building the State
+    # object on the lean online path).
+    state = request.scope.setdefault("state", {})
+    principal: Principal | None = state.get("principal")
+    if principal is None:
+        principal = state["principal"] = request.app.state.gate.principal_of(request.scope)
+        set_principal(principal)
+    return principal
 
 
-async def get_store(request: Request) -> FeatureStore:
-    """The app's :class:`~quiver.store.FeatureStore`."""
-    store: FeatureStore = request.app.state.store
+async def get_store(request: Request) -> Any:
+    """The app's :class:`~quiver.store.FeatureStore`; with ``auth: api_key``, that store
+    acting as the caller (:class:`~quiver.security.scoped.ScopedStore`), which checks every
+    call."""
+    scoped = request.scope.get("state", {}).get("quiver.store")
+    store: FeatureStore = scoped if scoped is not None else request.app.state.store
     return store
 
 

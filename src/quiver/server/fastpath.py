@@ -10,7 +10,12 @@ keeps every guarantee of the documented routes:
   with the body limit (413) and the last-resort JSON 500, and any middleware added later) wraps
   the fast path too; when it is the default stack (the guard alone), the guard's checks run
   inline, with the same answers;
-- the caller is identified by the same :func:`~quiver.server.deps.get_principal`;
+- the caller is identified by the same :func:`~quiver.server.deps.get_principal`, and with
+  ``auth: api_key`` the request is checked by the same
+  :meth:`Security.check_features <quiver.security.service.Security.check_features>` (decisions
+  cached per principal and request); its 401/403 answers are written to the audit log (the
+  :class:`~quiver.server.access.AuditMiddleware` is ``fast_path_exempt``: reads are not
+  audited);
 - the body is validated by the same pydantic request models (plain JSON of exactly the
   expected types is taken as parsed, which is what the models would give), and every error
   (invalid body, :class:`~quiver.errors.QuiverError`, HTTP errors) is answered by the app's
@@ -54,10 +59,11 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from quiver.online.serving import OnlineResponse
+    from quiver.security.service import Security
     from quiver.store import FeatureStore
 
 
-__all__ = ["FAST_ROUTES", "QuiverAPI"]
+__all__ = ["FAST_OPERATIONS", "FAST_ROUTES", "QuiverAPI"]
 
 Route = Callable[["QuiverAPI", bytes, Request], Awaitable[bytes]]
 
@@ -74,6 +80,7 @@ class QuiverAPI(FastAPI):
     _fast_store: FeatureStore
     _fast_limit: int
     _fast_inline: bool
+    _fast_security: Security | None
     _guard: GuardMiddleware
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -101,7 +108,10 @@ class QuiverAPI(FastAPI):
         store = self._fast_store = self.state.store
         self._fast_limit = self.state.settings.max_inline_rows
         self._fast_inline = store.config.online_store.type in INLINE_ONLINE_STORES
-        middleware = self.user_middleware
+        gate = self.state.gate
+        self._fast_security = gate.security if gate.enforce else None
+        # Middleware with nothing to do on the online reads (the audit log) is left out.
+        middleware = [m for m in self.user_middleware if not getattr(m.cls, "fast_path_exempt", 0)]
         app: ASGIApp
         if len(middleware) == 1 and middleware[0].cls is GuardMiddleware:
             # The default stack: the guard's checks run inline (same answers, no wrapper calls).
@@ -170,6 +180,10 @@ class QuiverAPI(FastAPI):
             response = handler(request, exc)
             if inspect.isawaitable(response):
                 response = await response
+            if response.status_code in (401, 403):
+                self.state.gate.record_denial(scope, exc, FAST_OPERATIONS[scope["path"]])
+                if response.status_code == 401:
+                    response.headers["www-authenticate"] = 'Bearer realm="quiver"'
             return response
 
     def _handler_for(self, exc: Exception) -> Callable[..., Any] | None:
@@ -314,11 +328,19 @@ def _lookup_request(model: type[OnlineRequest | FeastOnlineRequest], body: bytes
 
 
 async def _lookup(
-    app: QuiverAPI, model: type[OnlineRequest | FeastOnlineRequest], body: bytes
+    app: QuiverAPI,
+    model: type[OnlineRequest | FeastOnlineRequest],
+    body: bytes,
+    request: Request,
 ) -> tuple[OnlineResponse, int, _Lookup]:
     """Check the request as the FastAPI routes do, and make the same call to the store
     (:func:`~quiver.server.routers.serving.call_online`): its result, rows and the request."""
     req = _lookup_request(model, body)
+    if app._fast_security is not None:
+        principal = request.scope["state"]["principal"]
+        app._fast_security.check_features(
+            principal, "read_online", req.features, req.feature_service
+        )
     entities = req.entities
     # One join key with 1..limit values passes check_columns: skip its general checks.
     n = len(next(iter(entities.values()))) if len(entities) == 1 else 0
@@ -344,12 +366,12 @@ async def _lookup(
 
 async def _online_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
     start = time.perf_counter_ns()
-    result, n, req = await _lookup(app, OnlineRequest, body)
+    result, n, req = await _lookup(app, OnlineRequest, body, request)
     return online_json(result, n, req.feature_service, start)
 
 
 async def _feast_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
-    result, n, _ = await _lookup(app, FeastOnlineRequest, body)
+    result, n, _ = await _lookup(app, FeastOnlineRequest, body, request)
     return feast_online_json(result, n)
 
 
@@ -358,3 +380,9 @@ FAST_ROUTES: dict[str, Route] = {
     "/get-online-features": _feast_route,
 }
 """The paths (``POST``) the fast path answers."""
+
+FAST_OPERATIONS = {
+    "/api/v1/serving/online": "get_online_features",
+    "/get-online-features": "feast_get_online_features",
+}
+"""The operation ids of the fast routes (the audit log's action for their denials)."""

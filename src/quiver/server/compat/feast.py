@@ -19,6 +19,7 @@ from quiver.definitions import did_you_mean
 from quiver.errors import NotFoundError
 from quiver.server._convert import as_utc, check_columns, push_table
 from quiver.server._online_json import feast_online_json
+from quiver.server.access import check_online
 from quiver.server.deps import SettingsDep, StoreDep
 from quiver.server.routers.serving import call_online
 from quiver.server.schemas import (
@@ -50,6 +51,7 @@ async def get_online_features(body: FeastOnlineRequest, request: Request) -> Res
     """Feast-compatible online lookup (request and response as Feast's feature server)."""
     state = request.app.state  # not dependencies: this is the hot path
     store, settings = state.store, state.settings
+    check_online(request, body.features, body.feature_service)
     n = check_columns(body.entities, settings.max_inline_rows)
     result = await call_online(
         store,

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from quiver.definitions import KIND_LABELS, object_from_spec
 from quiver.errors import ConflictError, InvalidError, NotFoundError
 from quiver.server._convert import check_path_text
+from quiver.server.access import visible
 from quiver.server.deps import StoreDep
 from quiver.server.schemas import (
     ERROR_RESPONSES,
@@ -133,7 +134,7 @@ def make_registry_router(
         return spec
 
     def list_objects(store: StoreDep) -> ObjectListOut:
-        records = store.registry.records(kind)
+        records = visible(store, kind, store.registry.records(kind), lambda r: r.name)
         return ObjectListOut(items=[record_out(r) for r in records], count=len(records))
 
     def get_object(name: str, store: StoreDep) -> ObjectRecordOut:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from quiver.errors import InvalidError
 from quiver.server._convert import as_utc
 from quiver.server._runs import run_dict
+from quiver.server.access import visible
 from quiver.server.deps import StoreDep
 from quiver.server.schemas import (
     ERROR_RESPONSES,
@@ -77,6 +78,10 @@ def list_materializations(
 
     if view is not None:
         store.get_feature_view(view)
-    runs = list_runs(store.registry, view=view, limit=limit)
+    runs = visible(store, "feature_view", list_runs(store.registry, view=view, limit=limit), _view)
     items = [RunOut(**run_dict(r)) for r in runs]
     return RunListOut(items=items, count=len(items))
+
+
+def _view(run: Any) -> str:
+    return str(run.view)

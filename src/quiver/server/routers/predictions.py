@@ -24,6 +24,7 @@ from quiver.server._convert import (
     output_path,
     repo_input_path,
 )
+from quiver.server.access import require, visible
 from quiver.server.deps import SettingsDep, StoreDep
 from quiver.server.schemas import (
     ERROR_RESPONSES,
@@ -291,7 +292,7 @@ def list_jobs(
     """Recent prediction jobs, newest first."""
     from quiver.ml.service import list_prediction_jobs
 
-    jobs = list_prediction_jobs(store, model, limit=limit)
+    jobs = visible(store, "model", list_prediction_jobs(store, model, limit=limit), _model_of)
     return {"jobs": [j.to_dict() for j in jobs], "count": len(jobs)}
 
 
@@ -305,4 +306,10 @@ def get_job(prediction_id: str, store: StoreDep) -> dict[str, Any]:
     """One prediction job record (model version, input, output, rows, duration, status)."""
     from quiver.ml.service import get_prediction_job
 
-    return get_prediction_job(store, prediction_id).to_dict()
+    job = get_prediction_job(store, prediction_id)
+    require(store, "describe", "model", job.model_name)
+    return job.to_dict()
+
+
+def _model_of(job: Any) -> str:
+    return str(job.model_name)

@@ -18,6 +18,7 @@ from quiver.server._convert import (
     table_rows,
 )
 from quiver.server._online_json import online_json
+from quiver.server.access import check_online
 from quiver.server.deps import SettingsDep, StoreDep
 from quiver.server.schemas import (
     ERROR_RESPONSES,
@@ -79,6 +80,7 @@ async def online(body: OnlineRequest, request: Request) -> Response:
     start = time.perf_counter_ns()
     state = request.app.state  # not dependencies: this is the hot path
     store, settings = state.store, state.settings
+    check_online(request, body.features, body.feature_service)
     n = check_columns(body.entities, settings.max_inline_rows)
     result = await call_online(
         store,

@@ -71,9 +71,7 @@ def upgrade() -> None:
         sa.Column("message", sa.Text, nullable=True),
     )
     op.create_index("ix_audit_log_time", "audit_log", ["project", "created_at"])
-    op.create_index(
-        "ix_audit_log_principal", "audit_log", ["project", "principal", "created_at"]
-    )
+    op.create_index("ix_audit_log_principal", "audit_log", ["project", "principal", "created_at"])
 
 
 def downgrade() -> None:
