@@ -114,12 +114,38 @@ class S3Config(_Strict):
 
 
 class ServerConfig(_Strict):
-    """Settings of ``quiver serve``."""
+    """Settings of ``quiver serve``: its address, the files a REST caller may touch, and the
+    bounds of the work one request may ask for (see ``docs/architecture.md``, REST API)."""
 
     host: str = "127.0.0.1"
     port: int = 8000
-    max_inline_rows: int = 10_000
-    max_body_bytes: int = 10 * 1024 * 1024
+    max_inline_rows: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    read_roots: list[str] | None = Field(
+        default=None,
+        description="folders a REST caller may read files from (entity tables, prediction "
+        "inputs, data sources it registers); default: the data directory. The write root is "
+        "readable too",
+    )
+    write_root: str = Field(
+        default="outputs", description="the one folder a REST caller may write files to"
+    )
+    s3_buckets: list[str] = Field(
+        default_factory=list,
+        description="S3 buckets ('bucket' or 'bucket/prefix') a REST caller may read and write; "
+        "default: none",
+    )
+    max_entity_rows: int = Field(
+        default=10_000_000,
+        ge=1,
+        description="the largest entity table of a historical request written to a file",
+    )
+    max_estimators: int = Field(default=5_000, ge=1, description="trees / boosting rounds")
+    max_depth: int = Field(default=32, ge=1, description="the deepest tree a REST caller trains")
+    max_leaves: int = Field(default=4_096, ge=2, description="the most leaves per tree")
+    job_timeout_seconds: float = Field(
+        default=600.0, gt=0, description="the time limit of a training or batch prediction job"
+    )
 
 
 class AuthConfig(_Strict):
