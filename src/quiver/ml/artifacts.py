@@ -31,6 +31,7 @@ __all__ = [
     "publish_dir",
     "sha256_bytes",
     "staging_dir",
+    "staging_path",
     "verify_file",
     "write_artifacts",
 ]
@@ -59,9 +60,20 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def staging_path(model_root: Path, name: str, token: str) -> Path:
+    """The private directory a job with ``token`` writes a new version's files into."""
+    return model_root / name / f".staging-{token}"
+
+
 def staging_dir(model_root: Path, name: str) -> Path:
-    """A fresh private directory to write a new version's files into before it is published."""
-    path = model_root / name / f".staging-{uuid.uuid4().hex}"
+    """A fresh private directory to write a new version's files into before it is published.
+
+    Inside a worker process it is named after the job's token (:mod:`quiver.jobs.context`), so
+    the server can remove it if it kills the job.
+    """
+    from quiver.jobs.context import current_token
+
+    path = staging_path(model_root, name, current_token() or uuid.uuid4().hex)
     path.mkdir(parents=True)
     return path
 

@@ -17,17 +17,17 @@ succeeds) or appended to an Iceberg table in one transaction.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from quiver._paths import publish_file, temp_path
 from quiver.definitions import FileSource, IcebergSource, did_you_mean
-from quiver.errors import BackendError, InvalidError, NotFoundError
+from quiver.errors import BackendError, ConflictError, InvalidError, NotFoundError
+from quiver.jobs.context import current_token
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -244,8 +244,16 @@ class OutputTarget:
     aborted job leaves any previous output untouched.
     """
 
-    def __init__(self, store: FeatureStore, output: str | Path, *, what: str = "output") -> None:
+    def __init__(
+        self,
+        store: FeatureStore,
+        output: str | Path,
+        *,
+        what: str = "output",
+        overwrite: bool = True,
+    ) -> None:
         self.store = store
+        self.overwrite = overwrite
         self.text = str(output).strip()
         if not self.text:
             raise InvalidError(f"{what} is empty; give a Parquet path or an Iceberg table")
@@ -271,6 +279,14 @@ class OutputTarget:
         self._iceberg: Any = None
         self._tx: Any = None
         self.rows = 0
+        if self.kind == "parquet" and not overwrite and not _is_s3_text(self.text):
+            final = store.config.resolve(self.text)
+            if final.exists():  # refused before any work (checked again when committing)
+                raise ConflictError(
+                    f"{what} '{self.text}' already exists; ask to overwrite it, or choose "
+                    "another path",
+                    details={"path": str(final)},
+                )
 
     def __str__(self) -> str:
         return self.text
@@ -294,7 +310,7 @@ class OutputTarget:
                 )
             final.parent.mkdir(parents=True, exist_ok=True)
             self._final = str(final)
-            self._tmp = str(final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+            self._tmp = str(temp_path(final, current_token()))
         try:
             self._writer = pq.ParquetWriter(
                 self._tmp, schema, compression="zstd", filesystem=self._fs
@@ -362,7 +378,7 @@ class OutputTarget:
                 self._open_parquet(schema)
             self._writer.close()
             if self._fs is None:
-                os.replace(self._tmp, self._final)  # type: ignore[arg-type]
+                publish_file(self._tmp, self._final, overwrite=self.overwrite)  # type: ignore[arg-type]
         else:
             if self._tx is None:
                 self._open_iceberg(schema)
@@ -386,6 +402,10 @@ class OutputTarget:
         self._tx = None
 
 
-def open_output(store: FeatureStore, output: str | Path) -> OutputTarget:
-    """An :class:`OutputTarget` for ``output``."""
-    return OutputTarget(store, output)
+def open_output(store: FeatureStore, output: str | Path, *, overwrite: bool = True) -> OutputTarget:
+    """An :class:`OutputTarget` for ``output`` (``overwrite``: replace an existing file)."""
+    return OutputTarget(store, output, overwrite=overwrite)
+
+
+def _is_s3_text(text: str) -> bool:
+    return text.lower().startswith(("s3://", "s3a://"))

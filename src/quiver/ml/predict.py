@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,6 +116,7 @@ def predict_batch(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: Callable[[int], None] | None = None,
     author: str | None = None,
+    overwrite: bool = True,
 ) -> PredictionJob:
     """Score every row of ``input`` and write the predictions to ``output``.
 
@@ -131,15 +133,19 @@ def predict_batch(
         chunk_rows: Rows per chunk (bounds memory).
         progress: Called with the number of rows scored so far after each chunk.
         author: Recorded with the job.
+        overwrite: Replace an existing output file (otherwise it is a
+            :class:`~quiver.errors.ConflictError`, raised before any work).
 
     Returns:
         The completed job record.
 
     Raises:
         InvalidError: missing columns, a clash of column names, or views the model does not use.
+        ConflictError: the output file exists and ``overwrite`` is false.
     """
 
     from quiver.definitions import validate_name
+    from quiver.jobs.context import critical, current_token
     from quiver.ml import io
     from quiver.ml.registry import ModelRegistry
 
@@ -169,7 +175,7 @@ def predict_batch(
         chunks = io.rechunk(in_memory.to_batches(max_chunksize=chunk_rows), chunk_rows)
         if in_memory.num_rows == 0:
             chunks = iter([in_memory])
-    target = io.open_output(store, output)
+    target = io.open_output(store, output, overwrite=overwrite)
     registry = ModelRegistry(store.registry)
     job_id = registry.start_job(
         version,
@@ -177,10 +183,12 @@ def predict_batch(
         input=io.describe_input(input),
         output=str(output),
         author=author,
+        job_id=current_token(),  # in a worker: the token, so a cancel can find the record
     )
     started = time.perf_counter()
     rows = 0
     schema: pa.Schema | None = None
+    publishing = ExitStack()
     try:
         needed = list(dict.fromkeys([*join_keys, *keep, timestamp_column]))
         for chunk in chunks:
@@ -213,10 +221,13 @@ def predict_batch(
             rows += out.num_rows
             if progress is not None:
                 progress(rows)
+        # A server killing the job waits from here until the job is recorded as completed.
+        publishing.enter_context(critical())
         target.commit(
             schema or _output_schema(store, loaded, keep, timestamp_column, prediction_column, {})
         )
     except BaseException as exc:
+        publishing.close()
         target.abort()
         message = exc.message if isinstance(exc, QuiverError) else f"{type(exc).__name__}: {exc}"
         registry.finish_job(
@@ -227,9 +238,10 @@ def predict_batch(
             error=message,
         )
         raise
-    return registry.finish_job(
-        job_id, status="completed", rows=rows, duration_seconds=time.perf_counter() - started
-    )
+    with publishing:
+        return registry.finish_job(
+            job_id, status="completed", rows=rows, duration_seconds=time.perf_counter() - started
+        )
 
 
 def _output_schema(

@@ -565,9 +565,14 @@ class ModelRegistry:
         input: str | None,
         output: str | None,
         author: str | None,
+        job_id: str | None = None,
     ) -> str:
-        """Record a prediction job as ``running``; returns its ``prediction_id``."""
-        job_id = uuid.uuid4().hex
+        """Record a prediction job as ``running``; returns its ``prediction_id``.
+
+        Args:
+            job_id: The id to give it (a worker's job token); default: a new random one.
+        """
+        job_id = job_id or uuid.uuid4().hex
         with self._write() as conn:
             conn.execute(
                 prediction_jobs.insert().values(
@@ -597,7 +602,7 @@ class ModelRegistry:
         duration_seconds: float,
         error: str | None = None,
     ) -> PredictionJob:
-        """Record the outcome of a job (``completed`` or ``failed``)."""
+        """Record the outcome of a job (``completed``, ``failed`` or ``cancelled``)."""
         with self._write() as conn:
             conn.execute(
                 prediction_jobs.update()
@@ -610,6 +615,32 @@ class ModelRegistry:
                 )
             )
         return self.get_job(job_id)
+
+    def cancel_job(self, job_id: str, error: str, duration_seconds: float | None = None) -> bool:
+        """Mark a job that is still ``running`` as ``cancelled`` (its process was stopped).
+
+        Args:
+            job_id: The job's ``prediction_id``.
+            error: Why it was cancelled.
+            duration_seconds: How long it ran, when known.
+
+        Returns:
+            Whether a running job with that id was found.
+        """
+        with self._write() as conn:
+            result = conn.execute(
+                prediction_jobs.update()
+                .where(
+                    prediction_jobs.c.prediction_id == job_id,
+                    prediction_jobs.c.status == "running",
+                )
+                .values(
+                    status="cancelled",
+                    error=error,
+                    **({} if duration_seconds is None else {"duration_seconds": duration_seconds}),
+                )
+            )
+        return bool(result.rowcount)
 
     def get_job(self, job_id: str) -> PredictionJob:
         """One prediction job, or raise :class:`NotFoundError`."""

@@ -97,6 +97,7 @@ def predict_batch(
     feature_views: Sequence[str] | None = None,
     chunk_rows: int | None = None,
     progress: Callable[[int], None] | None = None,
+    overwrite: bool = True,
 ) -> PredictionJob:
     """Score a table of entity rows point-in-time correctly and write the predictions.
 
@@ -118,6 +119,7 @@ def predict_batch(
         chunk_rows=chunk_rows or predict.DEFAULT_CHUNK_ROWS,
         progress=progress,
         author=current_user(),
+        overwrite=overwrite,
     )
 
 

@@ -184,6 +184,7 @@ def train(store: FeatureStore, spec: Any, *, progress: Progress | None = None) -
     }
 
     say("saving the model")
+    from quiver.jobs.context import critical
     from quiver.ml import artifacts
     from quiver.ml.registry import artifact_path
     from quiver.registry import current_user
@@ -214,20 +215,22 @@ def train(store: FeatureStore, spec: Any, *, progress: Progress | None = None) -
             rel = final.relative_to(model_root).as_posix()
             return rel, {**checksums, artifacts.METADATA_FILE: sha}
 
-        version = ModelRegistry(store.registry).create_version(
-            spec.name,
-            publish=publish,
-            framework=spec.framework,
-            model_type=spec.model_type,
-            algorithm=spec.algorithm,
-            description=spec.description,
-            spec=spec.to_dict(),
-            lineage=lineage,
-            metrics=metrics,
-            feature_importance=importance,
-            training_duration_seconds=round(fit_seconds, 6),
-            author=current_user(),
-        )
+        # A server that kills the job waits for this step (files moved, version registered).
+        with critical():
+            version = ModelRegistry(store.registry).create_version(
+                spec.name,
+                publish=publish,
+                framework=spec.framework,
+                model_type=spec.model_type,
+                algorithm=spec.algorithm,
+                description=spec.description,
+                spec=spec.to_dict(),
+                lineage=lineage,
+                metrics=metrics,
+                feature_importance=importance,
+                training_duration_seconds=round(fit_seconds, 6),
+                author=current_user(),
+            )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for path in published:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quiver.definitions import NAME_RE, FileSource, did_you_mean
+from quiver.definitions import NAME_RE, FileSource, IcebergSource, did_you_mean
 from quiver.errors import InvalidError, NotFoundError, QuiverError
 
 if TYPE_CHECKING:
@@ -24,7 +24,14 @@ if TYPE_CHECKING:
     from quiver.selection import ViewSelection
     from quiver.store import FeatureStore
 
-__all__ = ["RetrievalJob", "TrainingSetSummary", "get_historical_features", "load_entity_table"]
+__all__ = [
+    "RetrievalJob",
+    "TrainingSetSummary",
+    "count_entity_rows",
+    "entity_source",
+    "get_historical_features",
+    "load_entity_table",
+]
 
 DEFAULT_BATCH_ROWS = 131_072
 
@@ -170,6 +177,7 @@ class RetrievalJob:
         compression: str = "zstd",
         batch_size: int = DEFAULT_BATCH_ROWS,
         progress: Callable[[int], None] | None = None,
+        overwrite: bool = True,
     ) -> TrainingSetSummary:
         """Stream the result into a Parquet file without building it whole in memory.
 
@@ -182,19 +190,29 @@ class RetrievalJob:
             compression: The Parquet compression codec.
             batch_size: Rows per batch (and row-group granularity).
             progress: Called with the number of rows written so far, after each batch.
+            overwrite: Replace an existing file (otherwise it is refused before the join runs).
 
         Returns:
             A summary: rows, columns and null counts per feature.
-        """
-        import os
 
+        Raises:
+            ConflictError: the file exists and ``overwrite`` is false.
+        """
         import pyarrow.parquet as pq
+
+        from quiver._paths import publish_file, temp_path
+        from quiver.errors import ConflictError
 
         out = Path(path).expanduser()
         if out.exists() and out.is_dir():
             raise InvalidError(f"output path '{out}' is a directory; give a file name")
+        if out.exists() and not overwrite:
+            raise ConflictError(
+                f"output path '{out}' already exists; ask to overwrite it, or choose another",
+                details={"path": str(out)},
+            )
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
+        tmp = temp_path(out)
         rows = 0
         nulls = dict.fromkeys(self.feature_columns, 0)
         try:
@@ -206,7 +224,7 @@ class RetrievalJob:
                         nulls[name] += batch.column(name).null_count
                     if progress is not None:
                         progress(rows)
-            os.replace(tmp, out)
+            publish_file(tmp, out, overwrite=overwrite)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -295,10 +313,19 @@ def load_entity_table(
     )
 
 
-def _entity_from_name(
-    store: FeatureStore, entity_df: str | Path, timestamp_column: str, key_types: dict[str, str]
-) -> tuple[pa.Table, str]:
-    from quiver.offline.sources import is_s3, read_table
+def entity_source(
+    store: FeatureStore, entity_df: str | Path, timestamp_column: str
+) -> tuple[FileSource | IcebergSource, str]:
+    """The source an entity table named by text is read from, and how to name it in errors.
+
+    A plain name of a registered data source is that source; anything else is a Parquet or CSV
+    path (relative to the repo or the working directory), a folder, a glob or ``s3://``.
+
+    Raises:
+        NotFoundError: neither an existing path nor a registered source.
+        InvalidError: empty text.
+    """
+    from quiver.offline.sources import is_s3
 
     text = str(entity_df)
     source: Any = None
@@ -326,9 +353,36 @@ def _entity_from_name(
         source = FileSource(
             name="entity_df", path=path, format=fmt, timestamp_field=timestamp_column
         )
-        what = f"entity_df '{text}'"
-    else:
-        what = f"entity_df (data source '{text}')"
+        return source, f"entity_df '{text}'"
+    return source, f"entity_df (data source '{text}')"
+
+
+def count_entity_rows(
+    store: FeatureStore, entity_df: str | Path, *, limit: int | None = None
+) -> int:
+    """The rows of an entity table named by text (a source or a path), without reading it.
+
+    Args:
+        store: The feature store.
+        entity_df: A registered data source's name or a path, as
+            :meth:`~quiver.store.FeatureStore.get_historical_features` takes it.
+        limit: Stop counting past ``limit`` (see :func:`quiver.offline.counting.count_rows`).
+
+    Raises:
+        NotFoundError: no such source or file.
+    """
+    from quiver.offline.counting import count_rows
+
+    source, _ = entity_source(store, entity_df, "event_timestamp")
+    return count_rows(store.config, source, limit)
+
+
+def _entity_from_name(
+    store: FeatureStore, entity_df: str | Path, timestamp_column: str, key_types: dict[str, str]
+) -> tuple[pa.Table, str]:
+    from quiver.offline.sources import read_table
+
+    source, what = entity_source(store, entity_df, timestamp_column)
     ts = source.field_mapping.get(source.timestamp_field, source.timestamp_field)
     try:
         table = read_table(store.config, source, dtypes=key_types)

@@ -1,0 +1,58 @@
+"""The job a process is running, as seen from inside it.
+
+A worker process (:mod:`quiver.jobs.worker`) runs one job at a time and sets its context here:
+
+- :func:`current_token` names the job's temporary files and records (a model's staging folder
+  ``.staging-<token>``, an output's ``.<name>.<token>.tmp``, the prediction job's id), so the
+  server can remove what a killed job left behind and mark its record cancelled;
+- :func:`critical` wraps the short steps that must not be cut in the middle (moving a model's
+  files into place and registering it; renaming a finished output and recording the job): the
+  server waits for them to end before it kills a job whose time ran out.
+
+Outside a worker (the CLI, the SDK) there is no token and :func:`critical` does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["critical", "current_token", "running"]
+
+_token: str | None = None
+_notify: Callable[[tuple[Any, ...]], None] | None = None
+
+
+def current_token() -> str | None:
+    """The token of the job this process runs, or ``None`` outside a worker."""
+    return _token
+
+
+@contextmanager
+def critical() -> Iterator[None]:
+    """A step the server must not cut by killing the job (it waits for the step to end)."""
+    notify = _notify
+    if notify is not None:
+        notify(("critical", True))
+    try:
+        yield
+    finally:
+        if notify is not None:
+            notify(("critical", False))
+
+
+@contextmanager
+def running(token: str, notify: Callable[[tuple[Any, ...]], None]) -> Iterator[None]:
+    """Set the context of one job (used by the worker process around each job).
+
+    Args:
+        token: The job's token.
+        notify: Sends a message to the server (``("critical", True|False)``).
+    """
+    global _token, _notify
+    _token, _notify = token, notify
+    try:
+        yield
+    finally:
+        _token, _notify = None, None
