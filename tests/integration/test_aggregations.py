@@ -344,3 +344,41 @@ def test_rest_creates_a_view_with_aggregations(store: FeatureStore) -> None:
             json={**body, "name": "bad", "aggregations": [{"function": "sum", "window": "7d"}]},
         )
         assert bad.status_code == 422 and "needs a column" in bad.text
+
+
+def test_training_set_mixes_plain_and_aggregated_views(store: FeatureStore) -> None:
+    entity = pa.table(
+        {
+            "customer_id": pa.array([1, 2, None], pa.int64()),
+            "event_timestamp": pa.array([NOW, NOW - timedelta(days=2), NOW], TS),
+            "label": [1, 0, 1],
+        }
+    )
+    out = store.get_historical_features(
+        entity, features=["orders_agg:count_7d", "profile:age"], full_feature_names=True
+    ).to_arrow()
+    assert out.column_names == [
+        "customer_id",
+        "event_timestamp",
+        "label",
+        "orders_agg__count_7d",
+        "profile__age",
+    ]
+    assert out.column("orders_agg__count_7d").to_pylist() == [3, 0, None]
+    assert out.column("profile__age").to_pylist() == [30, None, None]
+
+
+def test_cli_validate_consistency_on_aggregations(store: FeatureStore) -> None:
+    import json
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "quiver"]
+    done = subprocess.run(
+        [*cli, "validate-consistency", "orders_agg", "--json", "--repo", str(store.repo_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ok"] is True
