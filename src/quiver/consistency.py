@@ -160,7 +160,7 @@ def validate_consistency(
     from quiver.online import ReadRequest
     from quiver.online.encoding import ViewLayout, datetime_to_us, timestamps_us
     from quiver.registry.runs import get_watermark
-    from quiver.selection import ViewSelection
+    from quiver.selection import ViewSelection, query_sources
     from quiver.types import arrow_type
 
     if sample is not None and sample < 0:
@@ -176,7 +176,11 @@ def validate_consistency(
         raise InvalidError(f"feature view '{view}' has online=False; there is nothing to compare")
     entities = tuple(registry.get("entity", e) for e in fv.entities)
     sel = ViewSelection(
-        fv, tuple(fv.features), registry.get("data_source", fv.source_name), entities
+        fv,
+        tuple(fv.features),
+        registry.get("data_source", fv.source_name),
+        entities,
+        query_sources(registry, fv),
     )
     layout: ViewLayout
     if fv.aggregations:  # tiles (quiver.features.tile_store)

@@ -341,9 +341,9 @@ class FeatureView(_Definition):
         source: A data source object, or the name of a registered one.
         ttl: The maximum age of a value (``ttl_seconds`` in JSON); ``None`` or 0 for no limit.
         online: Whether the view is materialized to the online store.
-        source_query: Optional ``SELECT`` over the view's own source (by its name), run in the
-            SQL sandbox over the source's rows; the view reads its result instead of the
-            source's rows (filters, derived columns, deduplication, grouping).
+        source_query: Optional ``SELECT`` over the view's source and other registered data
+            sources (by name, e.g. a join with a dimension table), run in the SQL sandbox over
+            their rows; the view reads its result instead of the source's rows.
     """
 
     kind: ClassVar[str] = "feature_view"
@@ -456,14 +456,16 @@ class FeatureView(_Definition):
         if self.source_query is not None:
             from quiver.features.sql import parse_query
 
+            what = f"source query of feature view '{self.name}'"
             try:
-                parse_query(
-                    self.source_query,
-                    (self.source_name,),
-                    f"source query of feature view '{self.name}'",
-                )
+                query = parse_query(self.source_query, None, what)
             except InvalidError as exc:
                 raise ValueError(exc.message) from None
+            if self.source_name not in query.tables:
+                raise ValueError(
+                    f"{what} does not read the view's source '{self.source_name}' (its event "
+                    "times are the view's); name it in FROM or JOIN"
+                )
         return self
 
     @property

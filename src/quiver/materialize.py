@@ -95,7 +95,7 @@ def parse_time(value: datetime | date | str, what: str = "time") -> datetime:
 
 
 def _targets(store: FeatureStore, views: Sequence[str] | None) -> list[ViewSelection]:
-    from quiver.selection import ViewSelection
+    from quiver.selection import ViewSelection, query_sources
 
     registry = store.registry
     if views is None:
@@ -123,7 +123,8 @@ def _targets(store: FeatureStore, views: Sequence[str] | None) -> list[ViewSelec
     for view in chosen:
         source = registry.get("data_source", view.source_name)
         entities = tuple(registry.get("entity", e) for e in view.entities)
-        out.append(ViewSelection(view, tuple(view.features), source, entities))
+        joined = query_sources(registry, view)
+        out.append(ViewSelection(view, tuple(view.features), source, entities, joined))
     return out
 
 

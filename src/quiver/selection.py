@@ -20,7 +20,7 @@ from quiver.errors import InvalidError, NotFoundError
 if TYPE_CHECKING:
     from quiver.registry import Registry
 
-__all__ = ["ViewSelection", "output_names", "resolve_features"]
+__all__ = ["ViewSelection", "output_names", "query_sources", "resolve_features"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class ViewSelection:
     features: tuple[Field, ...]
     source: FileSource | IcebergSource
     entities: tuple[Entity, ...]
+    query_sources: tuple[FileSource | IcebergSource, ...] = ()
+    """The other data sources the view's ``source_query`` reads (joins)."""
 
     @property
     def join_keys(self) -> list[str]:
@@ -98,8 +100,20 @@ def resolve_features(
         source = registry.get("data_source", view.source_name)
         entities = tuple(registry.get("entity", e) for e in view.entities)
         fields = tuple(view.feature(n) for n in wanted[vname])
-        result.append(ViewSelection(view=view, features=fields, source=source, entities=entities))
+        result.append(ViewSelection(view, fields, source, entities, query_sources(registry, view)))
     return result
+
+
+def query_sources(registry: Registry, view: FeatureView) -> tuple[FileSource | IcebergSource, ...]:
+    """The data sources other than its own that the view's ``source_query`` reads."""
+    if view.source_query is None:
+        return ()
+    from quiver.features.sql import parse_query
+
+    tables = parse_query(view.source_query, None, f"source query of feature view '{view.name}'")
+    return tuple(
+        registry.get("data_source", name) for name in tables.tables if name != view.source_name
+    )
 
 
 def output_names(selections: Sequence[ViewSelection], full_feature_names: bool) -> list[str]:

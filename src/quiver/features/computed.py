@@ -439,7 +439,7 @@ def resolve_selections(
     for o in computed.outputs:
         if o.on_demand is None:
             b = base[o.view]
-            out.append(ViewSelection(b.view, o.fields, b.source, b.entities))
+            out.append(ViewSelection(b.view, o.fields, b.source, b.entities, b.query_sources))
         else:
             sources = tuple(base[s] for s in o.on_demand.sources)
             out.append(OnDemandSelection(o.on_demand, o.fields, sources))

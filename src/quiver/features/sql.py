@@ -358,7 +358,7 @@ def _query_nodes() -> tuple[type, ...]:
     return _node_types() + tuple(getattr(exp, n) for n in names if hasattr(exp, n))
 
 
-def _check_query(tree: Any, text: str, what: str, tables: Sequence[str]) -> list[str]:
+def _check_query(tree: Any, text: str, what: str, tables: Sequence[str] | None) -> list[str]:
     from sqlglot import exp
 
     allowed_nodes = _query_nodes()
@@ -380,7 +380,9 @@ def _check_query(tree: Any, text: str, what: str, tables: Sequence[str]) -> list
                     f"table function '{_function_name(node.this)}' is not allowed; read "
                     "registered data sources by name",
                 )
-            if node.name not in tables:
+            if not _PLAIN.match(node.name):
+                raise _refuse(what, text, f"table {node.name!r} is not a data source name")
+            if tables is not None and node.name not in tables:
                 raise _refuse(
                     what,
                     text,
@@ -411,8 +413,11 @@ def _check_query(tree: Any, text: str, what: str, tables: Sequence[str]) -> list
 
 
 @lru_cache(maxsize=256)
-def parse_query(text: str, tables: tuple[str, ...], what: str = "source query") -> ParsedQuery:
-    """Parse and check one ``SELECT`` over the data sources named in ``tables``.
+def parse_query(
+    text: str, tables: tuple[str, ...] | None, what: str = "source query"
+) -> ParsedQuery:
+    """Parse and check one ``SELECT`` over the data sources named in ``tables`` (``None``: any
+    plain name, to be checked against the registry later).
 
     Raises:
         InvalidError: not one ``SELECT``, or a construct, function or table that is not allowed

@@ -156,7 +156,10 @@ def view_transform(
 
 
 def check_source_columns(
-    config: RepoConfig, view: FeatureView, source: FileSource | IcebergSource
+    config: RepoConfig,
+    view: FeatureView,
+    source: FileSource | IcebergSource,
+    query_sources: Sequence[FileSource | IcebergSource] = (),
 ) -> None:
     """Refuse transformations that read a column the view's rows do not have, and a source
     query that fails on its source or does not return the view's plain features.
@@ -183,7 +186,12 @@ def check_source_columns(
         con.close()
     where = f"data source '{source.name}'"
     if view.source_query is not None:
-        columns = _query_columns(config, view, source)
+        try:
+            columns = _query_columns(config, view, source, query_sources)
+        except QuiverError as exc:
+            if "source query" in exc.message:
+                raise
+            return  # a joined source is not readable yet
         where = f"the source query of feature view '{view.name}'"
         plain = [f.name for f in view.features if f.transformation is None]
         missing = [n for n in plain if n not in columns]
@@ -206,18 +214,35 @@ def check_source_columns(
 
 
 def _query_columns(
-    config: RepoConfig, view: FeatureView, source: FileSource | IcebergSource
+    config: RepoConfig,
+    view: FeatureView,
+    source: FileSource | IcebergSource,
+    query_sources: Sequence[FileSource | IcebergSource],
 ) -> list[str]:
-    """The columns a view's source query returns (run on no rows of the source's schema)."""
+    """The columns a view's source query returns (run on no rows of its sources' schemas)."""
     from quiver.features.sql import parse_query, run_query
-    from quiver.offline.sources import scan_source
 
     what = f"source query of feature view '{view.name}'"
-    reader = scan_source(config, source)
-    empty = reader.schema.empty_table()
-    reader.close()
-    query = parse_query(view.source_query or "", (source.name,), what)
-    return run_query(query, {source.name: empty}, what=what).column_names
+    empty = {
+        n: t.schema.empty_table() for n, t in _query_inputs(config, source, query_sources).items()
+    }
+    query = parse_query(view.source_query or "", tuple(empty), what)
+    return run_query(query, empty, what=what).column_names
+
+
+def _query_inputs(
+    config: RepoConfig,
+    source: FileSource | IcebergSource,
+    query_sources: Sequence[FileSource | IcebergSource],
+) -> dict[str, pa.Table]:
+    """Every row of the tables a source query reads, by name: the view's source (its event
+    timestamp required) and the joined sources as they are (a dimension table needs none)."""
+    from quiver.offline.sources import read_table, scan_source
+
+    tables = {source.name: scan_source(config, source).read_all()}
+    for other in query_sources:
+        tables.setdefault(other.name, read_table(config, other))
+    return tables
 
 
 def input_columns(view: FeatureView) -> set[str]:
@@ -375,8 +400,14 @@ def check_plan_columns(
             continue
         view = FeatureView.from_spec(spec)
         source = source_of(view.source_name)
-        if source is not None:
-            check_source_columns(config, view, source)
+        joined = []
+        if view.source_query is not None:
+            from quiver.features.sql import parse_query
+
+            tables = parse_query(view.source_query, None).tables
+            joined = [source_of(t) for t in tables if t != view.source_name]
+        if source is not None and all(s is not None for s in joined):
+            check_source_columns(config, view, source, joined)
 
 
 def view_select(
@@ -388,28 +419,29 @@ def view_select(
     *,
     window: Any,
     roles: Mapping[str, str] | None = None,
+    query_sources: Sequence[FileSource | IcebergSource] = (),
 ) -> Any:
     """:func:`~quiver.offline.sources.source_select` of the rows a view reads: its source's,
     or, with a ``source_query``, the query's result.
 
-    The query runs in the SQL sandbox over every row of the source (``field_mapping`` applied,
-    pushed rows included, timestamps as naive UTC), so it gives the same rows whatever range is
-    read; the result is then read like a source (the time window, casts, missing columns named).
-    The source's rows must fit in memory.
+    The query runs in the SQL sandbox over every row of the source and of the other sources it
+    reads (``query_sources``; ``field_mapping`` applied, pushed rows included, timestamps as
+    naive UTC), so it gives the same rows whatever range is read; the result is then read like
+    a source (the time window, casts, missing columns named). Those rows must fit in memory.
 
     Raises:
         InvalidError: the query fails, or its result lacks a column the view needs.
     """
-    from quiver.offline.sources import _Part, scan_source, source_select
+    from quiver.offline.sources import _Part, source_select
 
     if view.source_query is None:
         return source_select(cur, config, source, columns, window=window, roles=roles)
     from quiver.features.sql import parse_query, run_query
 
     what = f"source query of feature view '{view.name}'"
-    query = parse_query(view.source_query, (source.name,), what)
-    rows = scan_source(config, source).read_all()
-    result = run_query(query, {source.name: rows}, what=what)
+    rows = _query_inputs(config, source, query_sources)
+    query = parse_query(view.source_query, tuple(rows), what)
+    result = run_query(query, rows, what=what)
     mapping = source.field_mapping
     created = source.created_timestamp_field
     flat = source.model_copy(

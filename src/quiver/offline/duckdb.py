@@ -240,6 +240,7 @@ class DuckDBOfflineEngine:
                 columns,
                 window=window,
                 roles=_roles(selection),
+                query_sources=selection.query_sources,
             )
             two_pass = _scan_twice(selection.source)
             sql = _latest_sql(
@@ -701,6 +702,7 @@ class _JoinPlan:
             columns,
             window=window,
             roles=_roles(sel),
+            query_sources=sel.query_sources,
         )
         sql = f"SELECT src.* FROM ({select.sql}) AS src"
         estimate = self.engine.estimate_rows(sel.source)

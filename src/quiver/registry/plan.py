@@ -207,6 +207,11 @@ def references_of(kind: str, spec: dict[str, Any]) -> set[tuple[str, str]]:
         source = spec.get("source")
         if isinstance(source, str):
             refs.add(("data_source", source))
+        if spec.get("source_query"):
+            from quiver.features.sql import parse_query
+
+            query = parse_query(spec["source_query"], None)
+            refs.update(("data_source", t) for t in query.tables)
     elif kind == "feature_service":
         refs.update(("feature_view", parse_feature_ref(r)[0]) for r in spec.get("features", []))
     elif kind == "on_demand_feature_view":
@@ -248,6 +253,12 @@ def validate_state(state: DefinitionSet) -> None:
                 "which does not exist" + did_you_mean(view.source_name, list(state.data_sources))
             )
         source = state.data_sources[view.source_name]
+        for _, name in references_of("feature_view", {"source_query": view.source_query}):
+            if name not in state.data_sources:
+                raise NotFoundError(
+                    f"the source query of feature view '{view.name}' reads '{name}', which is "
+                    "not a registered data source" + did_you_mean(name, list(state.data_sources))
+                )
         for fld in view.features:
             if fld.name in keys:
                 raise InvalidError(
