@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -257,12 +258,14 @@ class S3:
 
     @property
     def env(self) -> dict[str, str]:
-        """The ``QUIVER_S3__*`` settings of a server that uses this endpoint."""
+        """The ``QUIVER_S3__*`` settings of a server that uses this endpoint (and lets REST
+        callers use the bucket: ``server.s3_buckets``)."""
         return {
             "QUIVER_S3__ENDPOINT_URL": self.endpoint,
             "QUIVER_S3__REGION": "us-east-1",
             "QUIVER_S3__ACCESS_KEY_ID": "test",
             "QUIVER_S3__SECRET_ACCESS_KEY": "test",
+            "QUIVER_SERVER__S3_BUCKETS": json.dumps([self.bucket]),
         }
 
 

@@ -22,13 +22,14 @@ def assert_error(response: httpx.Response, status: int, type_: str | None = None
     return error
 
 
-def test_malformed_json(client: httpx.Client) -> None:
+def test_malformed_json_is_400(client: httpx.Client) -> None:
     for url in ("/api/v1/serving/online", "/get-online-features", "/api/v1/entities", "/push"):
         response = client.post(
             url, content=b'{"features": [', headers={"content-type": "application/json"}
         )
-        error = assert_error(response, 422, "invalid")
+        error = assert_error(response, 400, "bad_request")
         assert error["details"][0]["type"] == "json_invalid"
+        assert "not valid JSON" in error["message"]
 
 
 def test_wrong_types_carry_pydantic_details(client: httpx.Client) -> None:
@@ -80,6 +81,30 @@ def test_unknown_route_and_method(client: httpx.Client) -> None:
     assert "/docs" in error["message"]
     assert_error(client.delete("/api/v1/features"), 405, "method_not_allowed")
     assert_error(client.get("/get-online-features"), 405)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/api/v1/entities", "GET, POST"),
+        ("PATCH", "/api/v1/entities/customer", "GET, PUT, DELETE"),
+        ("DELETE", "/api/v1/data-sources", "GET, POST"),
+        ("POST", "/api/v1/feature-views/customer_behavior", "GET, PUT, DELETE"),
+        ("GET", "/api/v1/feature-views/customer_behavior/restore", "POST"),
+        ("PUT", "/api/v1/models", "GET, POST"),
+        ("DELETE", "/feast/features", "GET, POST"),
+        ("GET", "/get-online-features", "POST"),
+        ("POST", "/health", "GET"),
+    ],
+)
+def test_405_allow_lists_every_method_of_the_path(
+    client: httpx.Client, method: str, path: str, allowed: str
+) -> None:
+    """The Allow header once named only the first route of the path (``allow: GET``)."""
+    response = client.request(method, path)
+    error = assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == allowed
+    assert allowed in error["message"]
 
 
 def test_oversized_bodies_are_413(client: httpx.Client, server: Any) -> None:
@@ -193,7 +218,7 @@ def test_jobs_of_a_model_version_out_of_range(client: httpx.Client) -> None:
 )
 def test_lone_surrogates_are_invalid_json(client: httpx.Client, url: str, body: str) -> None:
     response = client.post(url, content=body.encode(), headers={"content-type": "application/json"})
-    error = assert_error(response, 422, "invalid")
+    error = assert_error(response, 400, "bad_request")
     assert error["details"][0]["type"] == "json_invalid"
     assert "surrogate" in error["details"][0]["ctx"]["error"]
 
@@ -277,24 +302,25 @@ def test_paths_no_file_system_takes_are_422(client: httpx.Client, path: str, nee
 def test_output_paths_that_are_directories_or_under_files(
     client: httpx.Client, server: Any
 ) -> None:
-    (server.repo / "data" / "a_directory").mkdir(exist_ok=True)
+    (server.repo / "outputs" / "a_directory").mkdir(parents=True, exist_ok=True)
+    (server.repo / "outputs" / "a_file.parquet").write_bytes(b"not a directory")
     rows = {"columns": ["customer_id", "event_timestamp"], "data": [[1, "2025-06-01T00:00:00Z"]]}
     body = {"features": ["customer_demographics:age"], "entity_rows": rows, "output": "parquet"}
     url = "/api/v1/serving/historical"
-    for path in (".", "a_directory", "customer_demographics.parquet/x.parquet"):
+    for path in ("outputs", "outputs/a_directory", "outputs/a_file.parquet/x.parquet"):
         error = assert_error(client.post(url, json={**body, "output_path": path}), 422)
         assert "output_path" in error["message"]
 
 
-def test_training_input_outside_the_repo_is_422(client: httpx.Client) -> None:
+def test_training_input_outside_the_read_roots_is_403(client: httpx.Client) -> None:
     training = {
         "name": "never_trained",
         "framework": "lightgbm",
         "model_type": "classification",
         "training_data": {"entity_df_source": "/", "label_column": "churned"},
     }
-    error = assert_error(client.post("/api/v1/models", json=training), 422)
-    assert "outside the repository" in error["message"]
+    error = assert_error(client.post("/api/v1/models", json=training), 403, "forbidden")
+    assert "outside the folders the API reads" in error["message"]
     training["random_state"] = -1
     assert_error(client.post("/api/v1/models", json=training), 422)
 

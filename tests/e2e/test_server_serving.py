@@ -320,7 +320,7 @@ def test_historical_from_a_source_to_parquet(client: httpx.Client, demo_repo: Pa
     assert response.status_code == 200, response.text
     body = response.json()
     path = Path(body["output_path"])
-    assert path.is_relative_to((demo_repo / "data").resolve())
+    assert path.is_relative_to((demo_repo / "outputs").resolve())
     table = pq.read_table(path)
     labels = pq.read_table(demo_repo / "data/churn_labels.parquet")
     assert body["row_count"] == table.num_rows == labels.num_rows
@@ -349,12 +349,12 @@ def test_historical_bad_requests(client: httpx.Client, server: Any) -> None:
     assert_error(client.post(url, json={"features": DEMOGRAPHICS}), 422)
     assert_error(client.post(url, json={**ok, "output_path": "x.parquet"}), 422)
     outside = {**ok, "output": "parquet", "output_path": "../../escape.parquet"}
-    assert_error(client.post(url, json=outside), 422)
+    assert_error(client.post(url, json=outside), 403)
     assert_error(
-        client.post(url, json={**ok, "output": "parquet", "output_path": "/tmp/x.parquet"}), 422
+        client.post(url, json={**ok, "output": "parquet", "output_path": "/tmp/x.parquet"}), 403
     )
     assert_error(
-        client.post(url, json={"features": DEMOGRAPHICS, "entity_path": "/etc/passwd"}), 422
+        client.post(url, json={"features": DEMOGRAPHICS, "entity_path": "/etc/passwd"}), 403
     )
     assert_error(
         client.post(url, json={"features": DEMOGRAPHICS, "entity_path": "data/nope.parquet"}), 404

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import errno
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from quiver._paths import check_path_text, user_path
-from quiver.errors import BackendError, InvalidError, NotFoundError, PayloadTooLargeError
+from quiver.errors import InvalidError, PayloadTooLargeError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -23,10 +22,12 @@ __all__ = [
     "iceberg_ref",
     "inline_table",
     "looks_like_path",
-    "output_path",
     "push_table",
-    "repo_input_path",
+    "readable_path",
+    "table_ref",
     "table_rows",
+    "writable_path",
+    "writable_table",
 ]
 
 
@@ -35,9 +36,7 @@ _MIN_US = (datetime.min.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) 
 _MAX_US = (datetime.max.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // _US
 _TIME_RANGE = "between 0001-01-01 and 9999-12-31 in UTC"
 _GLOB = re.compile(r"[*?\[]")
-_CLIENT_OS_ERRORS = frozenset(
-    {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ELOOP, errno.EINVAL}
-)
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
 def as_utc(value: datetime) -> datetime:
@@ -233,58 +232,58 @@ def table_rows(table: pa.Table) -> list[list[Any]]:
     return [list(r) for r in zip(*cols, strict=True)] if cols else []
 
 
-def _os_error(exc: OSError, what: str, path: str) -> Exception:
-    """An OS error about a client's path: their mistake (422) or the server's (503)."""
-    reason = exc.strerror or str(exc)
-    if exc.errno in _CLIENT_OS_ERRORS:
-        return InvalidError(f"{what} {path!r} cannot be used: {reason}")
-    return BackendError(f"{what} {path!r}: {reason}")
+def readable_path(store: FeatureStore, path: str, what: str = "entity_path") -> str:
+    """A path a REST caller reads, checked by the store's file boundary.
 
-
-def _s3_uri(path: str, what: str, *, needs_key: bool) -> str:
-    bucket, _, key = path.split("://", 1)[1].partition("/")
-    if not bucket or (needs_key and not key.strip("/")):
-        example = "s3://bucket/path/file.parquet" if needs_key else "s3://bucket/path"
-        missing = "object" if bucket else "bucket"
-        raise InvalidError(f"{what} {path!r} names no {missing}: write {example}")
-    return path
-
-
-def repo_input_path(store: FeatureStore, path: str, what: str = "entity_path") -> str:
-    """An input path: ``s3://`` as is, a local one inside the repo (made absolute).
-
-    A local path may be a file, a directory or a glob (``data/*.parquet``); a glob is not
-    checked for matches here (the reader says when nothing matches).
-
-    Args:
-        store: The feature store (its repo is the only local place read).
-        path: The client's path.
-        what: The request field, for error messages.
+    Returns the absolute local path (or glob), or the ``s3://`` URI: what the core must read, so
+    that nothing is resolved twice.
 
     Raises:
-        InvalidError: a local path outside the repository, or one no file system accepts.
+        ForbiddenError: outside the read roots or the allowed S3 locations, or one of the
+            server's own files (see :mod:`quiver.security.paths`).
+        InvalidError: path text no file system takes.
         NotFoundError: a local path (not a glob) that does not exist.
     """
-    check_path_text(path, what)
-    if "://" in path:
-        if not path.lower().startswith(("s3://", "s3a://")):
-            raise InvalidError(f"{what} {path!r}: only local paths and s3:// URIs are read")
-        return _s3_uri(path, what, needs_key=False)
-    root = store.repo_path.resolve()
-    local = user_path(path, what)  # '~user' with no such user: an InvalidError naming `what`
+    from quiver.security.paths import FileBoundary
+
+    return FileBoundary.of(store).readable(path, what)
+
+
+def table_ref(store: FeatureStore, text: str, what: str) -> str:
+    """A training or prediction input as the ML services take it, with any path checked.
+
+    A registered data source's name and an Iceberg table pass as they are (``iceberg:...``, or a
+    dotted ``namespace.table`` that is no existing path); anything else that names a file or
+    folder (a path, or a name that exists relative to the repo, such as ``..``) goes through
+    :func:`readable_path` and is replaced by its resolved path. Other text is passed on, for the
+    services to report as not found.
+
+    Raises:
+        ForbiddenError: a path the caller may not read.
+        InvalidError: empty text, or text no file system takes.
+    """
+    from quiver.definitions import NAME_RE
+
+    value = text.strip()
+    if not value:
+        raise InvalidError(f"{what} is empty; give a data source name, a path or an Iceberg table")
+    check_path_text(value, what)
+    if value.lower().startswith("iceberg:"):
+        return iceberg_ref(value, what)
+    if NAME_RE.match(value) and store.registry.find("data_source", value) is not None:
+        return value
+    if looks_like_path(value) or _exists(store, value, what):
+        return readable_path(store, value, what)
+    if _DOTTED.match(value):
+        return iceberg_ref(value, what)
+    return value
+
+
+def _exists(store: FeatureStore, value: str, what: str) -> bool:
     try:
-        resolved = store.config.resolve(local)
-        if not resolved.is_relative_to(root):
-            raise InvalidError(
-                f"{what} {path!r} is outside the repository {root}; the API reads local files "
-                "inside the repo only"
-            )
-        exists = _GLOB.search(path) is not None or resolved.exists()
-    except OSError as exc:
-        raise _os_error(exc, what, path) from exc
-    if not exists:
-        raise NotFoundError(f"{what} {path!r} does not exist (looked at {resolved})")
-    return str(resolved)
+        return store.config.resolve(user_path(value, what)).exists()
+    except OSError:
+        return False
 
 
 def looks_like_path(text: str) -> bool:
@@ -326,48 +325,42 @@ def iceberg_ref(text: str, what: str) -> str:
     return f"iceberg:{catalog + '/' if catalog else ''}{table}"
 
 
-def output_path(
-    store: FeatureStore, path: str | None, prefix: str, what: str = "output_path"
+def writable_path(
+    store: FeatureStore,
+    path: str | None,
+    prefix: str,
+    what: str = "output_path",
+    *,
+    overwrite: bool = False,
 ) -> str:
-    """Where to write an output file: ``s3://`` as is, or a path under the data directory.
+    """Where a REST caller's output file goes, checked by the store's file boundary.
 
     Args:
-        store: The feature store (outputs go under its data directory).
-        path: The client's path (relative to the data directory), or ``None`` for a new file
-            ``outputs/<prefix>-<time>-<id>.parquet``.
+        store: The feature store (its ``server.write_root``, default ``outputs/``).
+        path: The caller's path (relative to the repository root), an ``s3://`` URI, or
+            ``None`` for a new file ``<write_root>/<prefix>-<time>-<id>.parquet``.
         prefix: The file name prefix of a default path.
-        what: The request field, for error messages.
+        what: The request field, for messages.
+        overwrite: Whether the caller asked to replace an existing file.
 
     Raises:
-        InvalidError: a local path that leaves the data directory, names a directory, or that
-            no file system accepts.
+        ForbiddenError: outside the write root or the allowed S3 locations, or on the server's
+            files or a data source's (see :mod:`quiver.security.paths`).
+        ConflictError: the file exists and ``overwrite`` is false.
+        InvalidError: a directory, a pattern, or text no file system takes.
     """
-    import uuid
+    from quiver.security.paths import FileBoundary
 
-    data = store.config.data_path.resolve()
-    if path is None:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        target = data / "outputs" / f"{prefix}-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-    else:
-        check_path_text(path, what)
-        if "://" in path:
-            if not path.startswith("s3://"):
-                raise InvalidError(f"{what} {path!r}: use a local path or an s3:// URI")
-            return _s3_uri(path, what, needs_key=True)
-        p = user_path(path, what)
-        try:
-            target = (p if p.is_absolute() else data / p).resolve()
-        except OSError as exc:
-            raise _os_error(exc, what, path) from exc
-        if not target.is_relative_to(data):
-            raise InvalidError(
-                f"{what} {path!r} is outside the data directory {data}; the API writes "
-                "only under it (relative paths are relative to it)"
-            )
-    try:
-        if target.is_dir():
-            raise InvalidError(f"{what} {path!r} is a directory; give a .parquet file path")
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _os_error(exc, what, str(path)) from exc
-    return str(target)
+    return FileBoundary.of(store).writable(path, what, prefix=prefix, overwrite=overwrite)
+
+
+def writable_table(store: FeatureStore, text: str, what: str = "output_table") -> str:
+    """An Iceberg output table (``iceberg:...``) that is no registered data source's table.
+
+    Raises:
+        InvalidError: not ``[catalog/]namespace.table``.
+        ForbiddenError: a data source's table.
+    """
+    from quiver.security.paths import FileBoundary
+
+    return FileBoundary.of(store).writable_table(iceberg_ref(text, what), what)

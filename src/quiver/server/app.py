@@ -15,9 +15,11 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from quiver.config import ServerConfig
 from quiver.server._docs import install_offline_docs
+from quiver.server._jobs import install_stop_on_signals
 from quiver.server.access import AuditMiddleware, Gate, authorize
 from quiver.server.errors import GuardMiddleware, install_error_handlers
 from quiver.server.fastpath import QuiverAPI
+from quiver.server.schemas import declare_error_responses
 
 if TYPE_CHECKING:
     from quiver.store import FeatureStore
@@ -118,6 +120,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         _warm_up(store)
+        restore_signals = install_stop_on_signals(_app)  # SIGTERM cancels running jobs
         watcher = asyncio.create_task(_watch_registry(store, gate))
         try:
             yield
@@ -126,6 +129,10 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             gate.close()
+            restore_signals()
+            runner = getattr(_app.state, "jobs", None)
+            if runner is not None:
+                await asyncio.to_thread(runner.close)
             if close_store:
                 store.close()
 
@@ -148,6 +155,7 @@ def create_app(
     app.add_middleware(AuditMiddleware, gate=gate)  # outermost: it sees the guard's answers
     for router in _routers():
         app.include_router(router)
+    declare_error_responses(app)
     return app
 
 

@@ -1,8 +1,10 @@
 """Errors as JSON: ``{"error": {"type", "message", "details"}}`` with the right status.
 
-- :class:`~quiver.errors.QuiverError` -> its ``status_code`` (404, 409, 413, 422, 503).
-- ``RequestValidationError`` (bad JSON, wrong types) -> 422 with pydantic's details.
-- Starlette's ``HTTPException`` (unknown route 404, wrong method 405) -> the same body.
+- :class:`~quiver.errors.QuiverError` -> its ``status_code`` (401, 403, 404, 409, 413, 422, 503).
+- ``RequestValidationError``: a body that is not JSON -> 400; wrong types -> 422; both with
+  pydantic's details.
+- Starlette's ``HTTPException`` (unknown route 404, wrong method 405 with every method the path
+  takes in ``Allow``) -> the same body.
 - Anything else -> 500 with a request id; the traceback goes to the server log only.
 
 :class:`GuardMiddleware` bounds the request body size (413) and catches what no handler did,
@@ -20,6 +22,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+from starlette.routing import Match
 
 from quiver.errors import QuiverError
 
@@ -93,6 +96,10 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         details.append(item)
     shown = "; ".join(f"{_loc(d['loc'])}: {d['msg']}" for d in details[:5])
     more = f" (and {len(details) - 5} more)" if len(details) > 5 else ""
+    if any(d["type"] == "json_invalid" for d in details):  # not JSON at all: malformed syntax
+        return error_response(
+            400, "bad_request", f"the request body is not valid JSON: {shown}{more}", details
+        )
     return error_response(422, "invalid", f"invalid request: {shown}{more}", details)
 
 
@@ -101,16 +108,31 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code
     if status == 404 and exc.detail in ("Not Found", None):
         message = f"no route {request.method} {request.url.path}; the routes are listed at /docs"
-    elif status == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
-    else:
+    headers = getattr(exc, "headers", None)
+    if status == 405:
+        allowed = ", ".join(allowed_methods(request))
+        headers = {**(headers or {}), "Allow": allowed}
+        message = f"{request.method} is not allowed on {request.url.path}; it takes {allowed}"
+    elif status != 404 or exc.detail not in ("Not Found", None):
         message = str(exc.detail)
-    return error_response(
-        status,
-        _HTTP_TYPES.get(status, "http_error"),
-        message,
-        headers=getattr(exc, "headers", None),
-    )
+    return error_response(status, _HTTP_TYPES.get(status, "http_error"), message, headers=headers)
+
+
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes on the request's path (for ``Allow``).
+
+    FastAPI keeps one route per method and path, and Starlette's 405 names only the methods of
+    the first route that matched the path; this asks the app's routes about each method.
+    """
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHOD_ORDER
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
+    ]
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -249,7 +249,11 @@ async def _read_rest(receive: Receive, first: bytes, limit: int | None) -> Any:
 
 
 def _parse(model: type[_Model], body: bytes) -> _Model:
-    """The request model from the body; invalid input raises FastAPI's validation error."""
+    """The request model from the body; invalid input raises FastAPI's validation error (an
+    empty body is a missing one, as FastAPI says: a 422, where malformed JSON is a 400)."""
+    if not body:
+        missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
+        raise RequestValidationError([missing])
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

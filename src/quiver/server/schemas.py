@@ -143,7 +143,76 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "the request conflicts with the current state"},
     422: {"model": ErrorResponse, "description": "invalid input"},
 }
-"""The error responses documented on every route."""
+"""The error responses documented on every route of the resource routers."""
+
+_ERRORS: dict[int, str] = {
+    400: "the request body is not valid JSON",
+    401: "no API key, or a bad, revoked or expired one",
+    403: "the caller may not do this (a role or a permission denies it, or a path is outside "
+    "the server's file roots)",
+    413: "the request body, or the rows it asks for, is larger than the server's limits",
+    422: "invalid input",
+}
+_GUARDED_TAGS = frozenset({"feast", "feast-platform"})
+
+JOB_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: {
+        "model": ErrorResponse,
+        "description": "the job was cancelled because the server is stopping (job_cancelled), "
+        "or a backend failed",
+    },
+}
+"""Declared on the job routes (training, batch prediction)."""
+
+
+def declare_error_responses(app: Any) -> None:
+    """Declare in the app's OpenAPI document the error answers each operation can give.
+
+    An operation with a request body can answer 400 (not JSON), 413 (too large) and 422; one
+    with path or query parameters 422; every operation under ``/api/v1`` and the Feast routes
+    401 and 403 (authentication and permissions, and the file boundary). Each with the JSON
+    error schema. Call it once on the app (``create_app`` does); the document is built at the
+    first request for it, from the routes as they are then.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            add_error_responses(build())
+        schema: dict[str, Any] = app.openapi_schema
+        return schema
+
+    app.openapi = openapi
+
+
+def add_error_responses(schema: dict[str, Any]) -> None:
+    """Add the error answers of :func:`declare_error_responses` to an OpenAPI document."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    if "ErrorResponse" not in components:
+        own = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(own.pop("$defs", {}))
+        components["ErrorResponse"] = own
+    ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            codes: set[int] = set()
+            if "requestBody" in operation:
+                codes |= {400, 413, 422}
+            if operation.get("parameters"):
+                codes.add(422)
+            if path.startswith("/api/v1/") or _GUARDED_TAGS.intersection(operation.get("tags", ())):
+                codes |= {401, 403}
+            responses = operation["responses"]
+            for code in sorted(codes):
+                responses.setdefault(
+                    str(code),
+                    {
+                        "description": _ERRORS[code],
+                        "content": {"application/json": {"schema": ref}},
+                    },
+                )
 
 
 # --- probes and status -------------------------------------------------------------------------
@@ -482,7 +551,8 @@ class HistoricalRequest(_In):
     """Point-in-time correct features for an entity table.
 
     Give exactly one of ``entity_rows`` (inline, bounded), ``entity_source`` (a registered data
-    source) and ``entity_path`` (a Parquet/CSV file inside the repo, or ``s3://``).
+    source) and ``entity_path`` (a Parquet/CSV file, folder or glob under the server's read
+    roots, or an allowed ``s3://`` location; relative to the repository root).
     """
 
     features: list[str] | None = None
@@ -495,8 +565,12 @@ class HistoricalRequest(_In):
     output: Literal["json", "parquet"] = "json"
     output_path: str | None = Field(
         default=None,
-        description="for output=parquet: a path under the data directory, or s3://; "
-        "default data/outputs/historical-<id>.parquet",
+        description="for output=parquet: a file under the server's write root (relative to the "
+        "repository root, e.g. outputs/train.parquet) or an allowed s3:// location; default "
+        "<write root>/historical-<time>-<id>.parquet",
+    )
+    overwrite: bool = Field(
+        default=False, description="replace output_path if it exists (otherwise a 409)"
     )
 
 

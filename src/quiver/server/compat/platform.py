@@ -175,6 +175,10 @@ def _resolve_source(
             import pyarrow as pa
             import pyarrow.dataset as ds
 
+            from quiver.security.paths import FileBoundary
+
+            # Under the read roots, after links: the source is read by every later query.
+            FileBoundary.of(store).readable(str(candidate), "source table")
             try:
                 arrow_schema = ds.dataset(str(candidate), format="parquet").schema
             except (pa.ArrowInvalid, OSError) as exc:

@@ -21,20 +21,30 @@ import time
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import Field
+from starlette.concurrency import run_in_threadpool
 
 from quiver.errors import InvalidError, NotFoundError
 from quiver.server._convert import (
     check_path_text,
     iceberg_ref,
     looks_like_path,
-    output_path,
-    repo_input_path,
+    readable_path,
+    writable_path,
+    writable_table,
 )
+from quiver.server._jobs import run_job
 from quiver.server.deps import SettingsDep, StoreDep
 from quiver.server.routers.predictions import run_online
-from quiver.server.schemas import ERROR_RESPONSES, JsonScalar, MLIn, MLOut, StrictJSONRoute
+from quiver.server.schemas import (
+    ERROR_RESPONSES,
+    JOB_RESPONSES,
+    JsonScalar,
+    MLIn,
+    MLOut,
+    StrictJSONRoute,
+)
 
 __all__ = ["router"]
 
@@ -122,6 +132,11 @@ class PlatformBatchIn(MLIn):
     output_schema: str | None = None
     prediction_column_name: str = "prediction"
     event_timestamp_column: str = "event_timestamp"
+    overwrite: bool = Field(
+        default=False,
+        description="replace a Parquet output that exists (otherwise a 409); Iceberg tables "
+        "are appended to",
+    )
 
 
 class PlatformBatchOut(MLOut):
@@ -197,7 +212,7 @@ def _input_ref(store: Any, text: str, what: str) -> str:
     if value.startswith("iceberg:"):
         return iceberg_ref(value, what)
     if looks_like_path(value):
-        return repo_input_path(store, value, what)
+        return readable_path(store, value, what)
     tried: list[str] = []
     if _DOTTED.match(value):
         if _iceberg_exists(store, value, tried):
@@ -213,7 +228,7 @@ def _input_ref(store: Any, text: str, what: str) -> str:
         except OSError:  # e.g. a name one byte too long once '.parquet' is added
             found = False
         if found:
-            return str(candidate)
+            return readable_path(store, str(candidate), what)
         tried.append(f"no Parquet dataset at {candidate}")
     shown = value if len(value) <= 80 else value[:77] + "..."
     raise NotFoundError(
@@ -242,19 +257,27 @@ def _iceberg_exists(store: Any, identifier: str, tried: list[str]) -> bool:
         return False
 
 
-def _output_ref(store: Any, table: str, schema: str | None) -> tuple[str, str]:
-    """(reference for predict_batch, the name echoed back as ``output_table``)."""
+def _output_ref(
+    store: Any, table: str, schema: str | None, *, overwrite: bool = False
+) -> tuple[str, str]:
+    """(reference for predict_batch, the name echoed back as ``output_table``).
+
+    A path is a Parquet file in the server's write root; a table name is an Iceberg table (not a
+    data source's), or without pyiceberg ``<write root>/<schema>/<table>.parquet``.
+    """
     value = table.strip()
     if "/" in value or value.lower().endswith(".parquet"):
-        path = output_path(store, value, "predictions", "output_table")
+        path = writable_path(store, value, "predictions", "output_table", overwrite=overwrite)
         return path, path
     identifier = value if _DOTTED.match(value) else f"{schema or 'predictions'}.{value}"
-    reference = iceberg_ref(identifier, "output table")
+    reference = writable_table(store, identifier, "output table")
     try:
         import pyiceberg  # noqa: F401
     except ImportError:
-        rel = identifier.replace(".", "/") + ".parquet"
-        path = output_path(store, rel, "predictions", "output_table")
+        from quiver.security.paths import FileBoundary
+
+        rel = FileBoundary.of(store).write_root / (identifier.replace(".", "/") + ".parquet")
+        path = writable_path(store, str(rel), "predictions", "output_table", overwrite=overwrite)
         return path, path
     return reference, identifier
 
@@ -277,20 +300,34 @@ def list_models(store: StoreDep) -> dict[str, Any]:
     status_code=201,
     operation_id="platform_train_model",
     summary="Train a model",
+    responses=JOB_RESPONSES,
 )
-def train_model(body: PlatformModelIn, store: StoreDep) -> dict[str, Any]:
-    """Train a model on point-in-time correct features and register it as a new version."""
-    spec = body.model_dump(exclude_none=True)
-    data = spec["training_data"]
-    data["entity_df_source"] = _input_ref(
-        store, body.training_data.entity_df_source, "entity_df_source"
-    )
-    for key in ("start_date", "end_date"):
-        value = data.get(key)
-        if isinstance(value, date) and not isinstance(value, datetime):
-            data[key] = datetime(value.year, value.month, value.day, tzinfo=UTC)
-    version = store.train(spec)
-    return _platform_model(version)
+async def train_model(
+    body: PlatformModelIn, request: Request, store: StoreDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Train a model on point-in-time correct features and register it as a new version.
+
+    Bounded as ``POST /api/v1/models`` is: a model larger than the server's bounds is refused
+    (422), and the job runs in a worker process within ``server.job_timeout_seconds``.
+    """
+
+    def prepare() -> dict[str, Any]:
+        from quiver.ml.spec import TrainingSpec
+        from quiver.server.routers.models import training_payload
+
+        spec = body.model_dump(exclude_none=True)
+        data = spec["training_data"]
+        data["entity_df_source"] = _input_ref(
+            store, body.training_data.entity_df_source, "entity_df_source"
+        )
+        for key in ("start_date", "end_date"):
+            value = data.get(key)
+            if isinstance(value, date) and not isinstance(value, datetime):
+                data[key] = datetime(value.year, value.month, value.day, tzinfo=UTC)
+        return {"spec": training_payload(store, TrainingSpec.parse(spec), settings)}
+
+    model_id = await run_job(request, store, "train", prepare)
+    return await run_in_threadpool(lambda: _platform_model(store.get_model(model_id)))
 
 
 @router.post(
@@ -298,20 +335,33 @@ def train_model(body: PlatformModelIn, store: StoreDep) -> dict[str, Any]:
     response_model=PlatformBatchOut,
     operation_id="platform_predict_batch",
     summary="Batch predictions",
+    responses=JOB_RESPONSES,
 )
-def predict_batch(body: PlatformBatchIn, store: StoreDep) -> dict[str, Any]:
-    """Score the input table with features as of each row's timestamp; write the output table."""
-    source = _input_ref(store, body.input_table, "input_table")
-    target, shown = _output_ref(store, body.output_table, body.output_schema)
-    job = store.predict_batch(
-        body.model_id,
-        source,
-        target,
-        entity_columns=body.entity_columns,
-        feature_views=body.feature_views,
-        prediction_column=body.prediction_column_name,
-        timestamp_column=body.event_timestamp_column,
-    )
+async def predict_batch(body: PlatformBatchIn, request: Request, store: StoreDep) -> dict[str, Any]:
+    """Score the input table with features as of each row's timestamp; write the output table.
+
+    The job runs in a worker process within ``server.job_timeout_seconds``.
+    """
+    shown = ""
+
+    def prepare() -> dict[str, Any]:
+        nonlocal shown
+        source = _input_ref(store, body.input_table, "input_table")
+        target, shown = _output_ref(
+            store, body.output_table, body.output_schema, overwrite=body.overwrite
+        )
+        store.get_model(body.model_id)  # 404 before the job
+        options = {
+            "entity_columns": body.entity_columns,
+            "feature_views": body.feature_views,
+            "prediction_column": body.prediction_column_name,
+            "timestamp_column": body.event_timestamp_column,
+            "overwrite": body.overwrite,
+        }
+        return {"model": body.model_id, "input": source, "output": target, "options": options}
+
+    prediction_id = await run_job(request, store, "predict_batch", prepare)
+    job = await run_in_threadpool(lambda: _prediction_job(store, prediction_id))
     return {
         "prediction_id": job.prediction_id,
         "model_id": job.model_id,
@@ -324,6 +374,12 @@ def predict_batch(body: PlatformBatchIn, store: StoreDep) -> dict[str, Any]:
         "execution_time_seconds": round(job.duration_seconds, 6),
         "status": job.status,
     }
+
+
+def _prediction_job(store: Any, prediction_id: str) -> Any:
+    from quiver.ml.service import get_prediction_job
+
+    return get_prediction_job(store, prediction_id)
 
 
 @router.post(

@@ -16,7 +16,6 @@ from pydantic import BaseModel
 
 from quiver.definitions import KIND_LABELS, object_from_spec
 from quiver.errors import ConflictError, InvalidError, NotFoundError
-from quiver.server._convert import check_path_text
 from quiver.server.access import visible
 from quiver.server.deps import StoreDep
 from quiver.server.schemas import (
@@ -87,13 +86,16 @@ class _Route(NamedTuple):
     status_code: int | None = None
 
 
-def _build(kind: str, spec: dict[str, Any]) -> Any:
+def _build(store: Any, kind: str, spec: dict[str, Any]) -> Any:
     obj = object_from_spec(kind, spec)
-    # A file source's path is read later, by every query: refuse one no file system takes now.
+    # A file source's path is read later, by every query: it must be one the caller may read
+    # (under the server's read roots, after links; see quiver.security.paths), checked now.
     source = obj if kind == "data_source" else getattr(obj, "source", None)
     path = getattr(source, "path", None)
     if isinstance(path, str):
-        check_path_text(path, f"{KIND_LABELS[kind]} '{obj.name}': path")
+        from quiver.security.paths import FileBoundary
+
+        FileBoundary.of(store).check_source(source, f"{KIND_LABELS[kind]} '{obj.name}': path")
     return obj
 
 
@@ -144,7 +146,7 @@ def make_registry_router(
         body: Any, store: StoreDep, allow_breaking: AllowBreaking = False
     ) -> WriteResult:
         spec = spec_of(body, None)
-        obj = _build(kind, spec)
+        obj = _build(store, kind, spec)
         if store.registry.find_record(kind, obj.name) is not None:
             raise ConflictError(
                 f"{label} '{obj.name}' already exists; update it with PUT "
@@ -160,7 +162,7 @@ def make_registry_router(
         name: str, body: Any, store: StoreDep, allow_breaking: AllowBreaking = False
     ) -> WriteResult:
         store.registry.get_record(kind, name)
-        obj = _build(kind, spec_of(body, name))
+        obj = _build(store, kind, spec_of(body, name))
         plan = store.apply(store.plan([obj]), allow_breaking=allow_breaking)
         return write_result(plan, record_out(store.registry.get_record(kind, name)), kind, name)
 

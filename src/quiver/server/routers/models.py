@@ -1,7 +1,9 @@
 """``/api/v1/models``: train models and browse the model registry (versions, stages, lineage).
 
-Training runs inside the request (in the threadpool) and answers the new version; a training
-spec is the same JSON as a spec file (:class:`~quiver.ml.spec.TrainingSpec`).
+Training runs in a worker process with a time limit (:mod:`quiver.server._jobs`) and answers the
+new version. A training spec is the same JSON as a spec file
+(:class:`~quiver.ml.spec.TrainingSpec`); the model it asks for is bounded by
+``server.max_estimators``, ``max_depth`` and ``max_leaves`` (:mod:`quiver.ml.bounds`).
 """
 
 from __future__ import annotations
@@ -9,13 +11,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import Field
+from starlette.concurrency import run_in_threadpool
 
 from quiver.ml.spec import TrainingSpec
-from quiver.server._convert import check_path_text, looks_like_path, repo_input_path
-from quiver.server.deps import StoreDep
-from quiver.server.schemas import ERROR_RESPONSES, MLIn, MLOut, StrictJSONRoute, VersionPath
+from quiver.server._convert import table_ref
+from quiver.server._jobs import run_job
+from quiver.server.deps import SettingsDep, StoreDep
+from quiver.server.schemas import (
+    ERROR_RESPONSES,
+    JOB_RESPONSES,
+    MLIn,
+    MLOut,
+    StrictJSONRoute,
+    VersionPath,
+)
 
 __all__ = [
     "ModelListOut",
@@ -115,32 +126,47 @@ def list_models(store: StoreDep) -> dict[str, Any]:
     status_code=201,
     operation_id="train_model",
     summary="Train a model version",
+    responses=JOB_RESPONSES,
 )
-def train_model(body: TrainingSpec, store: StoreDep) -> dict[str, Any]:
+async def train_model(
+    body: TrainingSpec, request: Request, store: StoreDep, settings: SettingsDep
+) -> dict[str, Any]:
     """Train a model from a training spec and register the new version (stage ``none``).
 
     The training set is built with the point-in-time join; the answer carries the metrics on the
-    train and test splits, feature importance and the lineage. A local ``entity_df_source``
-    path must lie inside the repository.
+    train and test splits, feature importance and the lineage. A path as ``entity_df_source``
+    must lie under the server's read roots. A model larger than the server's bounds is refused
+    before any work (422); training runs in a worker process and is cancelled past
+    ``server.job_timeout_seconds`` (a 422 ``job_timeout``).
     """
-    _check_training_input(store, body.training_data.entity_df_source)
-    return store.train(body).to_dict()
+
+    def prepare() -> dict[str, Any]:
+        return {"spec": training_payload(store, body, settings)}
+
+    model_id = await run_job(request, store, "train", prepare)
+    return await run_in_threadpool(lambda: store.get_model(model_id).to_dict())
 
 
-def _check_training_input(store: Any, source: str, what: str = "entity_df_source") -> None:
-    """Refuse a labels reference the API must not read: a local path outside the repository.
+def training_payload(store: Any, spec: TrainingSpec, settings: Any) -> dict[str, Any]:
+    """A training spec checked for the REST API, as its job's payload (a dict).
 
-    Data source names and Iceberg tables pass (the core resolves them); a path (file, directory
-    or glob) must be inside the repo, like every file the API reads.
+    The model's size is checked against the server's bounds, and the labels reference through
+    :func:`~quiver.server._convert.table_ref` (a path must be readable; it is replaced by its
+    resolved path).
 
     Raises:
-        InvalidError: a path outside the repository, or one no file system accepts.
-        NotFoundError: a local file or directory that does not exist.
+        InvalidError: a model above the bounds.
+        ForbiddenError: a labels path the caller may not read.
     """
-    value = source.strip()
-    check_path_text(value, what)
-    if not value.lower().startswith("iceberg:") and looks_like_path(value):
-        repo_input_path(store, value, what)
+    from quiver.ml.bounds import ModelBounds, check_model_size
+
+    check_model_size(spec, ModelBounds.of(settings))
+    data = spec.training_data
+    out = spec.to_dict()
+    out["training_data"]["entity_df_source"] = table_ref(
+        store, data.entity_df_source, "entity_df_source"
+    )
+    return out
 
 
 @router.get(

@@ -1,9 +1,10 @@
 """``/api/v1/predictions``: batch and online predictions, and the record of batch jobs.
 
-Batch jobs run inside the request (in the threadpool) and stream the input in chunks; the answer
-is the finished job record. Inputs are a registered data source, a Parquet/CSV file inside the
-repo (or ``s3://``), an Iceberg table, or a small inline table; outputs are a Parquet file under
-the data directory (or ``s3://``) or an Iceberg table.
+A batch job runs in a worker process with a time limit (:mod:`quiver.server._jobs`) and streams
+its input in chunks; the answer is the finished job record. Inputs are a registered data source,
+a Parquet/CSV file under the server's read roots (or an allowed ``s3://`` location), an Iceberg
+table, or a small inline table; outputs are a Parquet file in the write root (or ``s3://``) or an
+Iceberg table that is no data source's.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import time
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import Field
+from starlette.concurrency import run_in_threadpool
 
 from quiver.errors import InvalidError
 from quiver.ml.registry import MAX_VERSION
@@ -21,13 +23,16 @@ from quiver.server._convert import (
     check_columns,
     iceberg_ref,
     inline_table,
-    output_path,
-    repo_input_path,
+    readable_path,
+    writable_path,
+    writable_table,
 )
+from quiver.server._jobs import run_job
 from quiver.server.access import require, visible
 from quiver.server.deps import SettingsDep, StoreDep
 from quiver.server.schemas import (
     ERROR_RESPONSES,
+    JOB_RESPONSES,
     MAX_CHUNK_ROWS,
     InlineTable,
     JsonScalar,
@@ -68,7 +73,9 @@ class BatchPredictionRequest(_ModelChoice):
 
     input_source: str | None = Field(default=None, description="a registered data source")
     input_path: str | None = Field(
-        default=None, description="a Parquet/CSV file or folder inside the repo, or s3://"
+        default=None,
+        description="a Parquet/CSV file, folder or glob under the server's read roots (relative "
+        "to the repository root), or an allowed s3:// location",
     )
     input_table: str | None = Field(
         default=None, description="an Iceberg table 'namespace.table' or 'catalog/namespace.table'"
@@ -78,10 +85,16 @@ class BatchPredictionRequest(_ModelChoice):
     )
     output_path: str | None = Field(
         default=None,
-        description="a Parquet file under the data directory, or s3:// (default: "
-        "data/outputs/predictions-<id>.parquet)",
+        description="a Parquet file under the server's write root (relative to the repository "
+        "root, e.g. outputs/scores.parquet) or an allowed s3:// location (default: "
+        "<write root>/predictions-<time>-<id>.parquet)",
     )
-    output_table: str | None = Field(default=None, description="an Iceberg table to append to")
+    overwrite: bool = Field(
+        default=False, description="replace output_path if it exists (otherwise a 409)"
+    )
+    output_table: str | None = Field(
+        default=None, description="an Iceberg table to append to (not a data source's table)"
+    )
     entity_columns: list[str] | None = Field(
         default=None, description="input columns copied to the output (default: the join keys)"
     )
@@ -226,12 +239,33 @@ def online(body: OnlinePredictionRequest, store: StoreDep, settings: SettingsDep
     response_model=PredictionJobOut,
     operation_id="predict_batch",
     summary="Batch predictions",
+    responses=JOB_RESPONSES,
 )
-def batch(body: BatchPredictionRequest, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+async def batch(
+    body: BatchPredictionRequest, request: Request, store: StoreDep, settings: SettingsDep
+) -> dict[str, Any]:
     """Score every input row with features as of its timestamp and write the predictions.
 
-    The answer is the finished (or failed) job; failures are also recorded in the job list.
+    The job runs in a worker process, within ``server.job_timeout_seconds`` (past it the job is
+    cancelled: a 422 ``job_timeout``). The answer is the finished job; failures (and cancelled
+    jobs) are also recorded in the job list.
     """
+
+    def prepare() -> dict[str, Any]:
+        return _batch_job(body, store, settings)
+
+    prediction_id = await run_job(request, store, "predict_batch", prepare)
+    return await run_in_threadpool(lambda: _job_record(store, prediction_id))
+
+
+def _job_record(store: Any, prediction_id: str) -> dict[str, Any]:
+    from quiver.ml.service import get_prediction_job
+
+    return get_prediction_job(store, prediction_id).to_dict()
+
+
+def _batch_job(body: BatchPredictionRequest, store: Any, settings: Any) -> dict[str, Any]:
+    """Check a batch request (inputs, outputs, the model) and build its job's payload."""
     given = [
         n
         for n in ("input_source", "input_path", "input_table", "entity_rows")
@@ -253,29 +287,28 @@ def batch(body: BatchPredictionRequest, store: StoreDep, settings: SettingsDep) 
     elif body.input_source is not None:
         source = store.get_data_source(body.input_source).name
     elif body.input_path is not None:
-        source = repo_input_path(store, body.input_path, "input_path")
+        source = readable_path(store, body.input_path, "input_path")
     else:
         source = iceberg_ref(body.input_table or "", "input_table")
     if body.output_path is not None and body.output_table is not None:
         raise InvalidError("give output_path or output_table, not both")
     target = (
-        iceberg_ref(body.output_table, "output_table")
+        writable_table(store, body.output_table, "output_table")
         if body.output_table is not None
-        else output_path(store, body.output_path, "predictions")
+        else writable_path(store, body.output_path, "predictions", overwrite=body.overwrite)
     )
-    job = store.predict_batch(
-        body.model,
-        source,
-        target,
-        version=body.version,
-        stage=body.stage,
-        entity_columns=body.entity_columns,
-        timestamp_column=body.timestamp_column,
-        prediction_column=body.prediction_column,
-        feature_views=body.feature_views,
-        chunk_rows=body.chunk_rows,
-    )
-    return job.to_dict()
+    store.get_model(body.model, version=body.version, stage=body.stage)  # 404 before the job
+    options = {
+        "version": body.version,
+        "stage": body.stage,
+        "entity_columns": body.entity_columns,
+        "timestamp_column": body.timestamp_column,
+        "prediction_column": body.prediction_column,
+        "feature_views": body.feature_views,
+        "chunk_rows": body.chunk_rows,
+        "overwrite": body.overwrite,
+    }
+    return {"model": body.model, "input": source, "output": target, "options": options}
 
 
 @router.get(

@@ -13,9 +13,9 @@ from quiver.errors import InvalidError, PayloadTooLargeError
 from quiver.server._convert import (
     check_columns,
     inline_table,
-    output_path,
-    repo_input_path,
+    readable_path,
     table_rows,
+    writable_path,
 )
 from quiver.server._online_json import online_json
 from quiver.server.access import check_online
@@ -99,14 +99,18 @@ async def online(body: OnlineRequest, request: Request) -> Response:
     response_model=HistoricalResponse,
     operation_id="get_historical_features",
     summary="Point-in-time correct features for an entity table",
-    responses={413: ERROR_RESPONSES[422] | {"description": "too many inline rows"}},
+    responses={
+        403: ERROR_RESPONSES[422] | {"description": "a path outside the file roots"},
+        413: ERROR_RESPONSES[422] | {"description": "too many inline rows or entity rows"},
+    },
 )
 def historical(body: HistoricalRequest, store: StoreDep, settings: SettingsDep) -> Any:
     """Join features to an entity table as of each row's timestamp.
 
     The entity table is inline (``entity_rows``, at most ``server.max_inline_rows`` rows), a
-    registered data source (``entity_source``) or a file (``entity_path``). The output is inline
-    JSON (bounded the same way) or a Parquet file whose path is returned.
+    registered data source (``entity_source``) or a file (``entity_path``, under the server's
+    read roots). The output is inline JSON (bounded the same way: a larger entity table is
+    refused before the join) or a Parquet file in the write root whose path is returned.
     """
     start = time.perf_counter()
     given = [
@@ -117,18 +121,23 @@ def historical(body: HistoricalRequest, store: StoreDep, settings: SettingsDep) 
             "give exactly one of entity_rows, entity_source and entity_path"
             + (f" (got {', '.join(given)})" if given else "")
         )
+    if body.output == "json" and body.output_path is not None:
+        raise InvalidError("output_path is only used with output='parquet'")
     limit = settings.max_inline_rows
     entity_df: Any
     if body.entity_rows is not None:
         entity_df = inline_table(
             body.entity_rows.columns, body.entity_rows.data, limit, body.timestamp_column
         )
-    elif body.entity_source is not None:
-        entity_df = store.get_data_source(body.entity_source).name
     else:
-        entity_df = repo_input_path(store, body.entity_path or "", "entity_path")
-    if body.output == "json" and body.output_path is not None:
-        raise InvalidError("output_path is only used with output='parquet'")
+        if body.entity_source is not None:
+            entity_df = store.get_data_source(body.entity_source).name
+        else:
+            entity_df = readable_path(store, body.entity_path or "", "entity_path")
+        _bound_entity_rows(store, entity_df, body.output == "json", settings)
+    target = None
+    if body.output == "parquet":  # checked before the join: refused writes cost nothing
+        target = writable_path(store, body.output_path, "historical", overwrite=body.overwrite)
     job = store.get_historical_features(
         entity_df,
         features=body.features,
@@ -137,9 +146,8 @@ def historical(body: HistoricalRequest, store: StoreDep, settings: SettingsDep) 
         timestamp_column=body.timestamp_column,
     )
     meta = OnlineMetadata(latency_ms=0.0, feature_service=body.feature_service)
-    if body.output == "parquet":
-        target = output_path(store, body.output_path, "historical")
-        columns, rows = _write_parquet(store, job, target)
+    if target is not None:
+        columns, rows = _write_parquet(store, job, target, overwrite=body.overwrite)
         meta.latency_ms = round((time.perf_counter() - start) * 1000, 3)
         return {"columns": columns, "row_count": rows, "output_path": target, "metadata": meta}
     table = job.to_arrow()
@@ -160,7 +168,26 @@ def historical(body: HistoricalRequest, store: StoreDep, settings: SettingsDep) 
     return json_response(content)
 
 
-def _write_parquet(store: Any, job: Any, target: str) -> tuple[list[str], int]:
+def _bound_entity_rows(store: Any, entity_df: str, inline: bool, settings: Any) -> None:
+    """Refuse (413) an entity table named by source or path that is larger than the request
+    may be, before the join reads it: counted from Parquet metadata, or by a scan that keeps
+    no rows and stops past the limit."""
+    from quiver.offline.retrieval import count_entity_rows
+
+    setting = "max_inline_rows" if inline else "max_entity_rows"
+    limit = getattr(settings, setting)
+    hint = "ask for output='parquet'" if inline else "split the entity table"
+    if count_entity_rows(store, entity_df, limit=limit) > limit:
+        raise PayloadTooLargeError(
+            f"the entity table has more than {limit} rows, the limit of this request "
+            f"(server.{setting}); {hint}",
+            details={"limit": limit, "setting": f"server.{setting}"},
+        )
+
+
+def _write_parquet(
+    store: Any, job: Any, target: str, *, overwrite: bool = False
+) -> tuple[list[str], int]:
     """Write a historical result to a local file or to S3; returns (columns, rows).
 
     The file appears only when complete (a local temporary file renamed, or an S3 object
@@ -169,7 +196,7 @@ def _write_parquet(store: Any, job: Any, target: str) -> tuple[list[str], int]:
     from quiver.offline.sources import is_s3
 
     if not is_s3(target):
-        summary = job.to_parquet(target)
+        summary = job.to_parquet(target, overwrite=overwrite)
         return list(summary.columns), int(summary.rows)
 
     import pyarrow as pa
