@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ __all__ = [
     "tile_layout",
 ]
 
+_COUNT = struct.Struct("<Q")  # a tile state's first field: how many tiles it holds
 WRITE_KEYS = 5_000
 """Keys updated per store transaction / pipeline by materialization."""
 
@@ -136,6 +138,17 @@ class Combiner:
         self.widths = sorted({w for _, w, _, _ in self.items})
         self.widest = self.widths[-1]
         self._plan_totals()
+        self.interval_us = spec.interval_us
+        codes = {"count": 0, "sum": 1, "mean": 2}
+        self.recipes: list[tuple[int, int, int]] | None = (
+            [
+                (codes[f], used[0], used[-1])
+                for (f, _, _, _), used in zip(self.items, self.item_totals, strict=True)
+            ]
+            if all(f in codes for f, _, _, _ in self.items)
+            else None
+        )
+        """``(kind, total, total)`` per item when every item reads running totals only."""
         self.needs_arrays = any(
             f not in ("count", "sum", "mean") for f, _, _, _ in self.items
         )  # the others read running totals only
@@ -166,27 +179,39 @@ class Combiner:
         """The latest event time in the widest window (``None``: no event) and the values."""
         if data is None:
             return None, self.empty
-        interval = self.spec.interval_us
-        base = now_us // interval
-        tiles = DecodedTiles(self.spec, data)
-        stored = tiles.tiles
+        interval = self.interval_us
+        n8 = _COUNT.unpack_from(data, 0)[0] << 3
+        stored = memoryview(data)[HEADER_SIZE : HEADER_SIZE + n8].cast("q")
         j = bisect_right(stored, -((-now_us) // interval) - 1)
-        starts = [bisect_left(stored, base - w) for w in self.widths]
-        n8 = tiles.n * 8
+        base = now_us // interval
+        starts = [bisect_left(stored, base - w, 0, j) for w in self.widths]
         totals: list[Any] = []
+        add = totals.append
+        last = 8 * (j - 1)
         for rank, unpack, w in self.total_plan:  # a window's sum: one subtraction
             i = starts[w]
             if j <= i:
-                totals.append(0)
+                add(0)
                 continue
             at = HEADER_SIZE + n8 * rank
-            hi = unpack(data, at + 8 * (j - 1))[0]
-            totals.append(hi - unpack(data, at + 8 * (i - 1))[0] if i else hi)
-        arrays: list[Any] = []
-        if self.needs_arrays:
-            arrays = list(tiles.arrays)
-            for k, col in tiles.json_parts().items():
-                arrays[k] = col
+            hi = unpack(data, at + last)[0]
+            add(hi - unpack(data, at + 8 * (i - 1))[0] if i else hi)
+        latest = I64.unpack_from(data, HEADER_SIZE + n8 + last)[0] if j > starts[-1] else None
+        if self.recipes is not None:  # count, sum and mean only: from the running totals
+            return latest, tuple(
+                [
+                    totals[a]
+                    if kind == 0
+                    else (totals[b] if totals[a] else None)
+                    if kind == 1
+                    else (totals[b] / totals[a] if totals[a] else None)
+                    for kind, a, b in self.recipes
+                ]
+            )
+        tiles = DecodedTiles(self.spec, data)
+        arrays = list(tiles.arrays)
+        for k, col in tiles.json_parts().items():
+            arrays[k] = col
         out: list[Any] = []
         for (function, width, parts, convert), used in zip(
             self.items, self.item_totals, strict=True
@@ -201,8 +226,7 @@ class Combiner:
             else:
                 value = _combine(function, arrays, parts, starts[self.widths.index(width)], j)
                 out.append(convert(value) if convert is not None and value is not None else value)
-        i = starts[-1]
-        return (tiles.latest(j - 1) if j > i else None), tuple(out)
+        return latest, tuple(out)
 
 
 def _combine(function: str, arrays: list[Any], parts: tuple[int, ...], i: int, j: int) -> Any:
@@ -273,9 +297,14 @@ def read_groups(
     values the offline join gives for a key without events."""
     for read in reads:
         keys = columns if read.key_pos is None else [columns[i] for i in read.key_pos]
-        blobs = online.read_tiles(read.layout, keys, head_only=not read.combiner.needs_arrays)
-        statuses, events, rows = [], [], []
         combine = read.combiner
+        blobs = online.read_tiles(read.layout, keys, head_only=combine.recipes is not None)
+        if len(blobs) == 1:  # one entity: the serving hot path
+            event, values = combine(blobs[0], now_us)
+            status = "not_found" if blobs[0] is None else "present"
+            yield read.position, (read.outputs, [status], [event], [values])
+            continue
+        statuses, events, rows = [], [], []
         for blob in blobs:
             event, values = combine(blob, now_us)
             statuses.append("not_found" if blob is None else "present")

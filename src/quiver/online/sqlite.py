@@ -346,7 +346,7 @@ class SqliteOnlineStore:
         if not keys:
             return []
         cursor = getattr(self._local, "cursor", None) or self._cursor()
-        table = table_name(layout)
+        table = layout.ident
         value = "h, x''" if head_only else "h, v"  # two blobs: || would make text
         try:
             if len(keys) == 1:
