@@ -33,8 +33,8 @@ def list_features(
         str | None, Query(description="text in the name, reference, view or description")
     ] = None,
     tag: Annotated[
-        list[str] | None, Query(description="key=value (or key) ; repeat to require several")
-    ] = None,
+        list[str], Query(description="key=value (or key) ; repeat to require several")
+    ] = [],  # noqa: B006 - FastAPI copies a parameter's default per request
     owner: Annotated[str | None, Query(description="the view's owner")] = None,
     view: Annotated[str | None, Query(description="only this feature view")] = None,
 ) -> FeatureListOut:
@@ -43,7 +43,7 @@ def list_features(
     A feature's tags are its view's tags overlaid with its own.
     """
     text = q.lower().strip() if q else None
-    wanted_tags = _tag_filter(tag or [])
+    wanted_tags = _tag_filter(tag)
     runs = last_runs(store.registry)
     marks = watermarks(store.registry)
     entities = {e.name: e for e in store.list_entities()}
