@@ -512,5 +512,24 @@ def test_every_route_has_a_permission_rule(tmp_path: Path) -> None:
             assert not rule.audit, f"{op}: reads are not audited"
         elif rule.action not in ("read_online", "read_offline", "predict"):
             assert rule.audit, f"{op}: a state change must be audited"
+    assert "securitySchemes" not in schema.get("components", {})  # auth: none
     audit_paths = [p for p in schema["paths"] if p.startswith("/api/v1/audit")]
     assert audit_paths == ["/api/v1/audit"] and set(schema["paths"]["/api/v1/audit"]) == {"get"}
+
+
+def test_openapi_declares_the_keys(auth_server: AuthServer) -> None:
+    """Swagger UI's Authorize button: both ways to send a key, required on every route but
+    the probes (with ``auth: none`` nothing is declared)."""
+    with auth_server.client() as client:
+        schema = client.get("/openapi.json").json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API key made with 'quiver keys create'",
+    }
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    for path, item in schema["paths"].items():
+        for operation in item.values():
+            needed = "security" in operation
+            assert needed is (path not in ("/health", "/ready")), (path, operation["operationId"])

@@ -47,6 +47,7 @@ __all__ = [
     "RoutePolicy",
     "authorize",
     "check_online",
+    "declare_security",
     "require",
     "visible",
 ]
@@ -335,6 +336,36 @@ def check_online(request: Request, features: Any, feature_service: str | None) -
     if gate.enforce:
         principal = request.scope["state"]["principal"]
         gate.security.check_features(principal, "read_online", features, feature_service)
+
+
+def declare_security(app: Any, gate: Gate) -> None:
+    """With ``auth: api_key``, declare in the OpenAPI document the two ways to send a key (so
+    Swagger UI's "Authorize" works) and that every route but the public ones needs one."""
+    if not gate.enforce:
+        return
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["bearer"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API key made with 'quiver keys create'",
+            }
+            schemes["apiKey"] = {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+            for item in schema.get("paths", {}).values():
+                for operation in item.values():
+                    if not isinstance(operation, dict) or "operationId" not in operation:
+                        continue
+                    rule = ROUTES.get(operation["operationId"])
+                    if rule is None or rule.action is not None:
+                        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+        document: dict[str, Any] = app.openapi_schema
+        return document
+
+    app.openapi = openapi
 
 
 def visible(store: Any, kind: str, items: list[Any], name: Callable[[Any], str]) -> list[Any]:

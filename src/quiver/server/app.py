@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from quiver.config import ServerConfig
 from quiver.server._docs import install_offline_docs
 from quiver.server._jobs import install_stop_on_signals
-from quiver.server.access import AuditMiddleware, Gate, authorize
+from quiver.server.access import AuditMiddleware, Gate, authorize, declare_security
 from quiver.server.errors import GuardMiddleware, install_error_handlers
 from quiver.server.fastpath import QuiverAPI
 from quiver.server.schemas import declare_error_responses
@@ -155,6 +155,7 @@ def create_app(
     app.add_middleware(AuditMiddleware, gate=gate)  # outermost: it sees the guard's answers
     for router in _routers():
         app.include_router(router)
+    declare_security(app, gate)
     declare_error_responses(app)
     return app
 
