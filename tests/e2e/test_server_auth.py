@@ -533,3 +533,21 @@ def test_openapi_declares_the_keys(auth_server: AuthServer) -> None:
         for operation in item.values():
             needed = "security" in operation
             assert needed is (path not in ("/health", "/ready")), (path, operation["operationId"])
+
+
+def test_jobs_are_audited_once_as_their_caller(auth_server: AuthServer) -> None:
+    """Training runs in a worker process: the model's author is the caller, and the request's
+    one audit row names the model version the job made (no second row from the worker)."""
+    rid = f"train-{_tag()}"
+    with auth_server.client("ml") as ml:
+        response = ml.post("/api/v1/models", json=TRAIN, headers={"X-Request-ID": rid})
+    assert response.status_code == 201, response.text
+    version = response.json()
+    assert version["created_by"] == "ml"
+    with auth_server.client("admin") as admin:
+        rows = admin.get("/api/v1/audit", params={"limit": 1000}).json()["items"]
+    mine = [r for r in rows if r["request_id"] == rid]
+    assert len(mine) == 1, mine
+    assert mine[0]["principal"] == "ml" and mine[0]["action"] == "train_model"
+    assert f"model:{version['model_id']}" in mine[0]["resource"]
+    assert not [r for r in rows if r["action"] == "train" and r["channel"] != "rest"]

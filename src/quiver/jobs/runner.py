@@ -117,7 +117,8 @@ class JobRunner:
         try:
             scoped = getattr(store, "principal", None)
             principal = scoped if scoped is not None else _principal()
-            worker.conn.send(("run", kind, payload, token, principal, scoped is not None))
+            fold = _audit_scope() is not None  # a REST request: the job's audit goes into its row
+            worker.conn.send(("run", kind, payload, token, principal, scoped is not None, fold))
         except OSError as exc:
             self._discard(worker)
             raise RuntimeError(f"cannot hand the job to its worker process: {exc}") from exc
@@ -155,9 +156,11 @@ class JobRunner:
                     critical = bool(message[1])
                 elif tag == "done":
                     self._release(worker)
+                    _fold_audit(message)
                     return message[1]
                 elif tag == "error":
                     self._release(worker)
+                    _fold_audit(message)
                     raise _rebuild(message[1])
                 elif tag == "crash":
                     self._discard(worker)
@@ -318,6 +321,20 @@ def _kill(worker: _Worker) -> None:
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(5)
     worker.conn.close()
+
+
+def _audit_scope() -> Any:
+    """The audited REST request running in this thread, if any (:mod:`quiver.security.audit`)."""
+    from quiver.security.audit import current_scope
+
+    return current_scope()
+
+
+def _fold_audit(message: tuple[Any, ...]) -> None:
+    """Add the resources a job touched (sent back by the worker) to the request's audit row."""
+    scope = _audit_scope()
+    if scope is not None and len(message) > 2:
+        scope.add(*message[2])
 
 
 def _principal() -> Any:

@@ -77,10 +77,12 @@ def main(conn: Connection, parent_pid: int) -> None:
                 return
             if message[0] != "run":
                 return
-            _, kind, payload, token, principal, scoped = message
+            _, kind, payload, token, principal, scoped, *fold = message
             if store is None:
                 store = FeatureStore(config=config)
-            conn.send(_run(store, conn, kind, payload, token, principal, scoped))
+            audit: list[str] | None = [] if fold and fold[0] else None
+            run = _run(store, conn, kind, payload, token, principal, scoped, audit)
+            conn.send(run if audit is None else (*run, audit))
     finally:
         if store is not None:
             store.close()
@@ -94,20 +96,25 @@ def _run(
     token: str,
     principal: Any,
     scoped: bool,
+    audit: list[str] | None,
 ) -> tuple[Any, ...]:
     """Run one job; the message that reports its outcome.
 
     With ``scoped`` (the request's store checked every call for its principal: ``auth:
     api_key``), the job runs on ``store.as_principal(principal)``: the same permission checks,
-    made here.
+    made here. With ``audit`` (a REST request's job), the job runs in an audit scope: what it
+    touches is put in ``audit``, and the server adds it to the request's audit row, which stays
+    the only one; without, the facade writes the job's own row.
     """
     from quiver.errors import QuiverError
     from quiver.jobs.context import running
     from quiver.jobs.kinds import KINDS
+    from quiver.security.audit import AuditScope, request_scope
 
     conn.send(("started",))
+    scope = contextlib.nullcontext() if audit is None else request_scope(AuditScope(audit))
     try:
-        with running(token, conn.send), _acting(principal):
+        with running(token, conn.send), _acting(principal), scope:
             target = store.as_principal(principal) if scoped and principal is not None else store
             return ("done", KINDS[kind].run(target, payload))
     except QuiverError as exc:
