@@ -271,7 +271,7 @@ def test_prefilter_chosen_for_large_sources(config) -> None:  # type: ignore[no-
 
 
 def test_iceberg_catalog_properties(tmp_path: Path) -> None:
-    from quiver.offline.sources import _catalog_properties
+    from quiver.offline._iceberg import _catalog_properties
 
     (tmp_path / "data").mkdir()
     sql = _catalog_properties(load_config(tmp_path), "default")

@@ -315,8 +315,8 @@ def push_tables(
     """
     import pyarrow as pa
 
+    from quiver.online._push import _as_arrow, _push_table
     from quiver.online.encoding import CREATED_TS, EVENT_TS
-    from quiver.online.serving import _as_arrow, _push_table
 
     view, source = target.view, target.source
     tx = view_transform(view, view.features, source)

@@ -9,30 +9,42 @@ to UTC microseconds, and filters the time window, pushing it into the scan where
 
 Rows pushed to a file source (:func:`append_to_source`) are written as Parquet files under
 ``<data_dir>/_pushed/<source name>/`` and every read of the source includes them.
+
+Listing the files of a file source (local or S3) and the S3 filesystem are in ``_files``;
+Iceberg catalogs, tables, scan filters and appends in ``_iceberg``.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import glob
 import os
-import re
-import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quiver.definitions import FileSource, IcebergSource, did_you_mean
-from quiver.errors import BackendError, ConfigError, InvalidError, NotFoundError, require
+from quiver.errors import BackendError, InvalidError, NotFoundError
+from quiver.offline._files import (
+    PUSHED_DIR,
+    FileListing,
+    is_s3,
+    list_files,
+    pushed_dir,
+    pushed_files,
+    s3_filesystem,
+)
+from quiver.offline._iceberg import (
+    _append_iceberg,
+    _iceberg_filter,
+    iceberg_catalog,
+    load_iceberg_table,
+)
 from quiver.types import is_list
 
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
-    import pyarrow.fs as pafs
 
     from quiver.config import RepoConfig
 
@@ -41,6 +53,7 @@ __all__ = [
     "TimeWindow",
     "append_to_source",
     "iceberg_catalog",
+    "is_s3",
     "load_iceberg_table",
     "pushed_files",
     "quote",
@@ -50,12 +63,6 @@ __all__ = [
     "sql_type",
     "to_utc_micros",
 ]
-
-PUSHED_DIR = "_pushed"
-"""Folder under the data directory that holds rows pushed to file sources."""
-
-_GLOB_CHARS = re.compile(r"[*?\[]")
-_HIVE_DIR = re.compile(r"^[^=/]+=[^/]*$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,337 +99,6 @@ def to_utc_micros(value: datetime) -> int:
         value = value.replace(tzinfo=UTC)
     delta = value - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _utc_datetime(micros: int) -> datetime:
-    from datetime import timedelta
-
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
-
-
-def is_s3(path: str) -> bool:
-    """Whether ``path`` is an ``s3://`` (or ``s3a://``) URI."""
-    return path.lower().startswith(("s3://", "s3a://"))
-
-
-def _strip_s3(path: str) -> str:
-    return path.split("://", 1)[1]
-
-
-def s3_filesystem(config: RepoConfig) -> pafs.S3FileSystem:
-    """A ``pyarrow`` S3 filesystem from ``config.s3``, falling back to the ``AWS_*`` variables.
-
-    The endpoint comes from ``s3.endpoint_url`` or ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``;
-    the region from ``s3.region`` or ``AWS_REGION`` / ``AWS_DEFAULT_REGION``; credentials from
-    ``s3.access_key_id`` / ``s3.secret_access_key`` / ``s3.session_token`` or the usual AWS chain.
-    """
-    import pyarrow.fs as pafs
-
-    s3 = config.s3
-    kwargs: dict[str, Any] = {}
-    endpoint = (
-        s3.endpoint_url
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-    )
-    if endpoint:
-        scheme, sep, rest = endpoint.partition("://")
-        if sep:
-            kwargs["scheme"] = scheme
-            kwargs["endpoint_override"] = rest.rstrip("/")
-        else:
-            kwargs["endpoint_override"] = endpoint.rstrip("/")
-    region = s3.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        kwargs["region"] = region
-    if s3.access_key_id or s3.secret_access_key:
-        kwargs["access_key"] = s3.access_key_id
-        kwargs["secret_key"] = s3.secret_access_key
-        if s3.session_token:
-            kwargs["session_token"] = s3.session_token
-    try:  # delayed open: a small output is one PUT, a large one a multipart upload
-        return pafs.S3FileSystem(allow_delayed_open=True, **kwargs)
-    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for bad settings
-        raise ConfigError(f"cannot set up S3 access from the 's3:' settings: {exc}") from exc
-
-
-# --------------------------------------------------------------------------------------------
-# file listing
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileListing:
-    """The data files of a path: local paths, or ``bucket/key`` paths on ``filesystem``."""
-
-    files: list[str]
-    filesystem: pafs.FileSystem | None
-    base: str
-    hive: bool
-
-    @property
-    def local(self) -> bool:
-        """Whether the files are on the local disk."""
-        return self.filesystem is None
-
-
-def _is_data_file(name: str, fmt: str) -> bool:
-    base = name.rsplit("/", 1)[-1]
-    if base.startswith((".", "_")) or base.endswith((".crc", ".tmp")):
-        return False
-    lowered = base.lower()
-    if fmt == "csv":
-        return lowered.endswith((".csv", ".csv.gz", ".tsv", ".txt")) or "." not in base
-    return lowered.endswith((".parquet", ".pq", ".parq")) or "." not in base
-
-
-def _has_hive_dirs(files: Sequence[str], base: str) -> bool:
-    for f in files[:1000]:
-        rel = f[len(base) :].lstrip("/") if f.startswith(base) else f
-        parts = rel.split("/")[:-1]
-        if parts and any(_HIVE_DIR.match(p) for p in parts):
-            return True
-    return False
-
-
-def _glob_base(pattern: str) -> str:
-    parts = pattern.split("/")
-    out: list[str] = []
-    for part in parts:
-        if _GLOB_CHARS.search(part):
-            break
-        out.append(part)
-    return "/".join(out)
-
-
-def list_files(
-    config: RepoConfig, path: str, fmt: str, *, what: str, must_exist: bool = True
-) -> FileListing:
-    """List the data files of a file, directory or glob, local or on S3.
-
-    Args:
-        config: The repo config (relative paths are relative to the repo; S3 settings).
-        path: A file, a directory (read recursively) or a glob (``**`` allowed).
-        fmt: ``parquet`` or ``csv``: which files of a directory count.
-        what: How to name the owner in errors, e.g. ``data source 'x'``.
-        must_exist: Raise :class:`NotFoundError` when nothing matches.
-
-    Raises:
-        NotFoundError: no file matches (when ``must_exist``).
-    """
-    if is_s3(path):
-        return _list_s3(config, path, fmt, what=what, must_exist=must_exist)
-    resolved = str(config.resolve(path))
-    if _GLOB_CHARS.search(path):
-        files = sorted(f for f in glob.glob(resolved, recursive=True) if os.path.isfile(f))
-        base = _glob_base(resolved)
-    elif os.path.isdir(resolved):
-        files = []
-        for root, dirs, names in os.walk(resolved):
-            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")) or "=" in d)
-            files.extend(os.path.join(root, n) for n in sorted(names) if _is_data_file(n, fmt))
-        base = resolved
-    elif os.path.isfile(resolved):
-        files = [resolved]
-        base = os.path.dirname(resolved)
-    else:
-        files = []
-        base = resolved
-    if not files and must_exist:
-        where = "matches no file" if _GLOB_CHARS.search(path) else "does not exist"
-        if os.path.isdir(resolved):
-            where = f"holds no {fmt} files"
-        raise NotFoundError(f"{what}: path '{path}' ({resolved}) {where}")
-    return FileListing(files=files, filesystem=None, base=base, hive=_has_hive_dirs(files, base))
-
-
-def _list_s3(
-    config: RepoConfig, path: str, fmt: str, *, what: str, must_exist: bool
-) -> FileListing:
-    import pyarrow.fs as pafs
-
-    fs = s3_filesystem(config)
-    raw = _strip_s3(path).rstrip("/")
-    try:
-        if _GLOB_CHARS.search(raw):
-            base = _glob_base(raw)
-            infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-            pattern = raw.replace("**/", "*").replace("/**", "*")
-            files = sorted(
-                i.path
-                for i in infos
-                if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, pattern)
-            )
-        else:
-            info = fs.get_file_info(raw)
-            base = raw
-            if info.type == pafs.FileType.File:
-                files = [raw]
-                base = raw.rsplit("/", 1)[0]
-            elif info.type == pafs.FileType.Directory:
-                infos = fs.get_file_info(pafs.FileSelector(raw, recursive=True))
-                files = sorted(
-                    i.path
-                    for i in infos
-                    if i.type == pafs.FileType.File
-                    and _is_data_file(i.path, fmt)
-                    and not any(
-                        p.startswith((".", "_")) and "=" not in p
-                        for p in i.path[len(raw) :].split("/")[:-1]
-                    )
-                )
-            else:
-                files = []
-    except OSError as exc:
-        raise BackendError(f"{what}: cannot list '{path}' on S3: {exc}") from exc
-    if not files and must_exist:
-        raise NotFoundError(f"{what}: path '{path}' does not exist or holds no {fmt} files")
-    return FileListing(files=files, filesystem=fs, base=base, hive=_has_hive_dirs(files, base))
-
-
-def pushed_dir(config: RepoConfig, source: FileSource | IcebergSource) -> Path:
-    """The folder holding rows pushed to a file source."""
-    return config.data_path / PUSHED_DIR / source.name
-
-
-def pushed_files(config: RepoConfig, source: FileSource | IcebergSource) -> list[str]:
-    """The Parquet files pushed to a file source so far (complete files only)."""
-    folder = pushed_dir(config, source)
-    if not folder.is_dir():
-        return []
-    return sorted(str(p) for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
-
-
-# --------------------------------------------------------------------------------------------
-# Iceberg
-# --------------------------------------------------------------------------------------------
-
-_CATALOGS: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
-_CATALOG_LOCK = threading.Lock()
-
-
-def _catalog_properties(config: RepoConfig, name: str) -> dict[str, str]:
-    catalogs = config.iceberg.catalogs
-    if name not in catalogs:
-        raise ConfigError(
-            f"Iceberg catalog '{name}' is not configured; add it under iceberg.catalogs in "
-            f"quiver.yaml (configured: {', '.join(sorted(catalogs)) or 'none'})"
-            + did_you_mean(name, list(catalogs))
-        )
-    cfg = catalogs[name]
-    props: dict[str, str] = {"type": cfg.type}
-    uri = cfg.uri
-    if cfg.type == "sql":
-        prefix = "sqlite:///"
-        if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
-            db = config.resolve(uri[len(prefix) :])
-            db.parent.mkdir(parents=True, exist_ok=True)
-            uri = prefix + str(db)
-    props["uri"] = uri
-    warehouse = cfg.warehouse
-    if cfg.type == "rest":  # the server names its warehouse: pass only what the user set
-        warehouse = warehouse if "warehouse" in cfg.model_fields_set else ""
-    elif warehouse and "://" not in warehouse:
-        folder = config.resolve(warehouse)
-        folder.mkdir(parents=True, exist_ok=True)
-        warehouse = folder.as_uri()
-    if warehouse:
-        props["warehouse"] = warehouse
-    s3 = config.s3
-    endpoint = (
-        s3.endpoint_url
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-    )
-    for key, value in (
-        ("s3.endpoint", endpoint),
-        ("s3.region", s3.region),
-        ("s3.access-key-id", s3.access_key_id),
-        ("s3.secret-access-key", s3.secret_access_key),
-        ("s3.session-token", s3.session_token),
-    ):
-        if value:
-            props[key] = value
-    props.update(cfg.properties)
-    return props
-
-
-def iceberg_catalog(config: RepoConfig, name: str = "default") -> Any:
-    """The pyiceberg catalog ``name`` from ``config.iceberg.catalogs`` (cached per settings).
-
-    A ``sql`` catalog with a relative SQLite URI or warehouse is resolved against the repo, so
-    the default is an embedded catalog under ``data/``.
-
-    Raises:
-        ConfigError: the catalog is not configured.
-        BackendError: the catalog cannot be opened.
-    """
-    props = _catalog_properties(config, name)
-    key = (name, tuple(sorted(props.items())))
-    with _CATALOG_LOCK:
-        catalog = _CATALOGS.get(key)
-        if catalog is None:
-            require("pyiceberg", "iceberg", "Iceberg sources")
-            from pyiceberg.catalog import load_catalog
-
-            try:
-                catalog = load_catalog(name, **props)
-            except Exception as exc:
-                raise BackendError(f"cannot open Iceberg catalog '{name}': {exc}") from exc
-            _CATALOGS[key] = catalog
-    return catalog
-
-
-def load_iceberg_table(config: RepoConfig, source: IcebergSource) -> Any:
-    """The pyiceberg table of an Iceberg source.
-
-    Raises:
-        NotFoundError: the table does not exist in the catalog.
-    """
-    catalog = iceberg_catalog(config, source.catalog)
-    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
-
-    try:
-        return catalog.load_table(source.table)
-    except (NoSuchTableError, NoSuchNamespaceError) as exc:
-        raise NotFoundError(
-            f"data source '{source.name}': Iceberg table '{source.table}' does not exist in "
-            f"catalog '{source.catalog}'"
-        ) from exc
-    except Exception as exc:
-        raise BackendError(
-            f"data source '{source.name}': cannot load Iceberg table '{source.table}': {exc}"
-        ) from exc
-
-
-def _iceberg_filter(table: Any, column: str, window: TimeWindow) -> Any:
-    """A conservative pyiceberg row filter for the window (exact filtering happens in DuckDB)."""
-    from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThanOrEqual
-    from pyiceberg.types import DateType, TimestampType, TimestamptzType
-
-    try:
-        ftype = table.schema().find_field(column).field_type
-    except ValueError:
-        return AlwaysTrue()
-    expr: Any = AlwaysTrue()
-    makers: tuple[tuple[int | None, Any], ...] = (
-        (window.lo, GreaterThanOrEqual),
-        (window.hi, LessThanOrEqual),
-    )
-    for bound, make in makers:
-        if bound is None:
-            continue
-        when = _utc_datetime(bound)
-        if isinstance(ftype, TimestamptzType):
-            literal = when.isoformat()
-        elif isinstance(ftype, TimestampType):
-            literal = when.replace(tzinfo=None).isoformat()
-        elif isinstance(ftype, DateType):
-            literal = when.date().isoformat()
-        else:
-            continue
-        expr = And(expr, make(column, literal))
-    return expr
 
 
 # --------------------------------------------------------------------------------------------
@@ -1050,44 +726,4 @@ def append_to_source(
         tmp.unlink(missing_ok=True)
         raise BackendError(
             f"cannot write pushed rows for data source '{source.name}': {exc}"
-        ) from exc
-
-
-def _append_iceberg(config: RepoConfig, source: IcebergSource, table: pa.Table) -> None:
-    import pyarrow as pa
-
-    ice = load_iceberg_table(config, source)
-    schema = ice.schema().as_arrow()
-    out_of = {f.name: source.field_mapping.get(f.name, f.name) for f in schema}
-    unknown = sorted(set(table.column_names) - set(out_of.values()))
-    if unknown:
-        raise InvalidError(
-            f"Iceberg table '{source.table}' (data source '{source.name}') has no column for "
-            f"{', '.join(repr(u) for u in unknown)}; its columns are: {', '.join(out_of.values())}"
-        )
-    arrays = []
-    for f in schema:
-        out = out_of[f.name]
-        if out in table.column_names:
-            col = table.column(out)
-            try:
-                col = col.cast(f.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise InvalidError(
-                    f"column '{out}' pushed to Iceberg table '{source.table}' has type {col.type}, "
-                    f"which cannot be cast to {f.type}: {exc}"
-                ) from exc
-        else:
-            if not f.nullable:
-                raise InvalidError(
-                    f"rows pushed to Iceberg table '{source.table}' lack required column '{out}'"
-                )
-            col = pa.nulls(table.num_rows, f.type)
-        arrays.append(col)
-    data = pa.Table.from_arrays(arrays, schema=schema)
-    try:
-        ice.append(data)
-    except Exception as exc:
-        raise BackendError(
-            f"cannot append to Iceberg table '{source.table}' (data source '{source.name}'): {exc}"
         ) from exc
