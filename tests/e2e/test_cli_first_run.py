@@ -225,14 +225,28 @@ def test_get_online_in_a_narrow_terminal_cuts_no_name_or_value(materialized: Pat
     values = [str(v) for name in names for v in payload[name] if v is not None]
     assert len(names) > 10 and values
 
-    narrow = cli_env(COLUMNS="60")
+    # 72 columns: the demo's longest name (charges_per_month_of_tenure) and a float's full repr
+    # need 66 with the borders
+    narrow = cli_env(COLUMNS="72")
     text = quiver(*args, "-e", "customer_id=2", "-e", "customer_id=999999", cwd=materialized,
                   env=narrow).stdout  # fmt: skip
     assert "…" not in text
-    assert max(len(line) for line in text.splitlines()) <= 60
+    assert max(len(line) for line in text.splitlines()) <= 72
     for word in ["customer_id", "feature", "value", "999999", "not found", *names, *values]:
         assert word in text, word
 
     wide = quiver(*args, cwd=materialized).stdout  # 250 columns: one column per feature
     header = next(line for line in wide.splitlines() if "customer_id" in line)
     assert all(name in header for name in names)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["feature-views", "list"], ["feature-services", "list"], ["history", "customer_behavior"]],
+    ids=["feature-views", "feature-services", "history"],
+)
+def test_no_table_cuts_a_value_in_a_narrow_terminal(materialized: Path, args: list[str]) -> None:
+    # Regression: every CLI table but get-online ended long cells with "…" when narrow.
+    text = quiver(*args, cwd=materialized, env=cli_env(COLUMNS="60")).stdout
+    assert "…" not in text
+    assert "customer_behavior" in text or "churn_prediction_v1" in text

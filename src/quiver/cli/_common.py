@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from rich import table as _rich_table
 from rich.console import Console
 
 
@@ -25,6 +26,14 @@ def _console(stderr: bool = False) -> Console:
     columns = os.environ.get("COLUMNS", "")
     width = int(columns) if columns.isdigit() else 140
     return Console(stderr=stderr, color_system=color_system, width=width)
+
+
+class Table(_rich_table.Table):
+    """A Rich table whose cells wrap when the terminal is too narrow, never cut with "…"."""
+
+    def add_column(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("overflow", "fold")
+        super().add_column(*args, **kwargs)
 
 
 console = _console()

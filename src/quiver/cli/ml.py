@@ -8,9 +8,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from quiver.cli._common import JsonOption, RepoOption, console, err_console, open_store, print_json
+from quiver.cli._common import (
+    JsonOption,
+    RepoOption,
+    Table,
+    console,
+    err_console,
+    open_store,
+    print_json,
+)
 
 VersionOption = Annotated[
     int | None,

@@ -10,9 +10,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from quiver.cli._common import JsonOption, RepoOption, console, err_console, open_store, print_json
+from quiver.cli._common import (
+    JsonOption,
+    RepoOption,
+    Table,
+    console,
+    err_console,
+    open_store,
+    print_json,
+)
 
 ViewsOption = Annotated[
     list[str] | None,

@@ -9,9 +9,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from quiver.cli._common import JsonOption, RepoOption, console, open_store, print_json
+from quiver.cli._common import JsonOption, RepoOption, Table, console, open_store, print_json
 
 KindOption = Annotated[
     str | None,
