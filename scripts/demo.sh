@@ -53,4 +53,51 @@ print(pq.read_table('data/churn_predictions.parquet').slice(0, 5).to_pandas().to
 step "quiver predict online   (features read from the online store)"
 quiver predict online churn_model -e customer_id=1 -e customer_id=2
 
+step "computed features: the same values offline and online   (customers 1, 10, 18 now)"
+# Entity rows stamped now (the data ends at midnight; aggregations use 1-hour tiles), read
+# point-in-time by training-set and predict batch, and from the online store at the wall clock.
+python3 -c "import datetime, pyarrow as pa, pyarrow.parquet as pq; \
+now = datetime.datetime.now(datetime.timezone.utc); \
+pq.write_table(pa.table({'customer_id': [1, 10, 18], \
+'event_timestamp': pa.array([now] * 3, pa.timestamp('us', tz='UTC'))}), 'data/now.parquet')"
+quiver training-set --entities data/now.parquet --service churn_prediction_v1 \
+    --out data/now_training.parquet > /dev/null
+quiver predict batch churn_model --input data/now.parquet --output data/now_predictions.parquet \
+    > /dev/null
+ENTITIES=(-e customer_id=1 -e customer_id=10 -e customer_id=18)
+quiver get-online --service churn_prediction_v1 "${ENTITIES[@]}" --json > data/now_online.json
+quiver predict online churn_model "${ENTITIES[@]}" --json > data/now_online_predictions.json
+python3 - <<'EOF'
+import json, math
+import pyarrow.parquet as pq
+
+names = ["order_spend_30d", "count_7d", "count_30d", "amount_sum_7d", "amount_sum_30d",
+         "amount_mean_7d", "amount_mean_30d", "charges_per_month_of_tenure", "order_amount_7d_share"]
+offline = {r["customer_id"]: r for r in pq.read_table("data/now_training.parquet").to_pylist()}
+with open("data/now_online.json") as f:
+    on = json.load(f)
+online = {c: {n: on[n][i] for n in names} for i, c in enumerate(on["customer_id"])}
+for r in pq.read_table("data/now_predictions.parquet").to_pylist():
+    offline[r["customer_id"]]["prediction"] = r["prediction"]
+with open("data/now_online_predictions.json") as f:
+    for p in json.load(f)["predictions"]:
+        online[p["entity"]["customer_id"]]["prediction"] = p["prediction"]
+customers = sorted(online)
+print(f"{'':<28}" + "".join(f"{'customer ' + str(c):>24}" for c in customers))
+print(f"{'':<28}" + f"{'offline':>12}{'online':>12}" * len(customers))
+different = []
+for n in [*names, "prediction"]:
+    cells = ""
+    for c in customers:
+        a, b = offline[c][n], online[c][n]
+        if not (a == b or (a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9))):
+            different.append((c, n))
+        cells += "".join(f"{'null' if v is None else f'{v:.6g}':>12}" for v in (a, b))
+    print(f"{n:<28}{cells}")
+print("offline: training-set (features), predict batch (prediction); online: get-online, "
+      "predict online")
+print(f"DIFFERENT: {different}" if different else "offline = online for every value")
+raise SystemExit(1 if different else 0)
+EOF
+
 printf '\nDone. Serve the REST API with: cd %s && quiver serve   (docs at http://127.0.0.1:8000/docs)\n' "$DIR"

@@ -64,29 +64,37 @@ def test_a_new_user_gets_the_demo_applied_and_listed(tmp_path: Path) -> None:
     assert {p.name for p in repo.iterdir()} >= {"quiver.yaml", "features.py", "data"}
 
     plan = quiver("plan", cwd=repo)
-    assert "9 to create, 0 to update, 0 to delete, 0 unchanged" in plan.stdout
+    assert "12 to create, 0 to update, 0 to delete, 0 unchanged" in plan.stdout
     assert registry_rows(repo) is None or registry_rows(repo)["objects"] == []
 
     applied = quiver("apply", cwd=repo)
-    assert "Applied to project 'shop': 9 created, 0 updated, 0 deleted." in applied.stdout
+    assert "Applied to project 'shop': 12 created, 0 updated, 0 deleted." in applied.stdout
 
     entities = quiver("entities", "list", cwd=repo).stdout
     assert "entities in project 'shop' (1)" in entities
     assert "customer" in entities and "customer_id" in entities
     views = quiver("feature-views", "list", cwd=repo).stdout
-    for name in ("customer_behavior", "customer_demographics", "customer_contract"):
+    for name in (
+        "customer_behavior",
+        "customer_demographics",
+        "customer_contract",
+        "customer_order_activity",
+    ):
         assert name in views
 
     assert [v["name"] for v in quiver_json("feature-views", "list", cwd=repo)] == [
         "customer_behavior",
         "customer_contract",
         "customer_demographics",
+        "customer_order_activity",
     ]
     (service,) = quiver_json("feature-services", "list", cwd=repo)
     assert service["features"] == [
         "customer_behavior:*",
         "customer_demographics:*",
         "customer_contract:*",
+        "customer_order_activity:*",
+        "customer_derived_features:*",
     ]
     assert "No changes" in quiver("plan", cwd=repo).stdout
 
@@ -140,12 +148,12 @@ def test_file_applies_are_additive_and_the_repo_apply_prunes(demo: Path, tmp_pat
     extra.write_text("entities: [{name: store, join_keys: [store_id]}]\n")
     applied = quiver_json("apply", "-f", str(extra), cwd=demo)
     assert applied["applied"] is True
-    assert applied["summary"] == {"create": 1, "update": 0, "delete": 0, "unchanged": 9}
+    assert applied["summary"] == {"create": 1, "update": 0, "delete": 0, "unchanged": 12}
     assert [e["name"] for e in quiver_json("entities", "list", cwd=demo)] == ["customer", "store"]
 
     before = registry_rows(demo)
     pruning = quiver_json("plan", "-f", str(extra), "--prune", cwd=demo)
-    assert pruning["summary"] == {"create": 0, "update": 0, "delete": 9, "unchanged": 1}
+    assert pruning["summary"] == {"create": 0, "update": 0, "delete": 12, "unchanged": 1}
     assert registry_rows(demo) == before  # plan writes nothing
 
     repo_plan = quiver_json("plan", cwd=demo)
@@ -166,7 +174,7 @@ def test_the_example_definitions_apply_from_every_format(demo: Path) -> None:
     quiver("apply", "-f", str(FIXTURES / "example_repo.py"), cwd=demo)
     for name in ("example_repo.yaml", "example_repo.json"):
         plan = quiver_json("plan", "-f", str(FIXTURES / name), cwd=demo)
-        assert plan["summary"] == {"create": 0, "update": 0, "delete": 0, "unchanged": 17}
+        assert plan["summary"] == {"create": 0, "update": 0, "delete": 0, "unchanged": 20}
 
 
 def test_describe_needs_a_kind_only_when_ambiguous(demo: Path, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from quiver.demo.data import (
     DEMOGRAPHICS_SCHEMA,
     GENDERS,
     LABELS_SCHEMA,
+    ORDER_EVENTS_SCHEMA,
     PAYMENT_METHODS,
     REGIONS,
 )
@@ -40,7 +41,10 @@ EXPECTED_SCHEMAS = {
     "customer_demographics": DEMOGRAPHICS_SCHEMA,
     "customer_contract": CONTRACT_SCHEMA,
     "churn_labels": LABELS_SCHEMA,
+    "order_events": ORDER_EVENTS_SCHEMA,
 }
+# Tables with a row for every customer (a customer may have no orders).
+PER_CUSTOMER = ("customer_behavior", "customer_demographics", "customer_contract", "churn_labels")
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +139,9 @@ def test_rejects_empty_arguments(customers: int, weeks: int) -> None:
 def test_tiny_arguments_still_work(customers: int, weeks: int) -> None:
     tables = build_demo_tables(customers=customers, weeks=weeks)
     ids = set(range(1, customers + 1))
-    for name in TABLE_NAMES:
+    for name in PER_CUSTOMER:
         assert set(tables[name].column("customer_id").to_pylist()) == ids, name
+    assert set(tables["order_events"].column("customer_id").to_pylist()) <= ids
 
 
 # --- row counts and value ranges ------------------------------------------------------------
@@ -149,9 +154,11 @@ def test_row_counts(frames: dict[str, pd.DataFrame]) -> None:
     assert CUSTOMERS <= len(frames["customer_demographics"]) <= 1.1 * CUSTOMERS
     assert CUSTOMERS <= len(frames["customer_contract"]) <= 1.6 * CUSTOMERS
     assert 1.6 * CUSTOMERS <= len(frames["churn_labels"]) <= 2.4 * CUSTOMERS
-    for name, frame in frames.items():
-        ids = set(frame["customer_id"])
+    assert 10 * CUSTOMERS <= len(frames["order_events"]) <= 50 * CUSTOMERS
+    for name in PER_CUSTOMER:
+        ids = set(frames[name]["customer_id"])
         assert ids == set(range(1, CUSTOMERS + 1)), name
+    assert len(set(frames["order_events"]["customer_id"])) > 0.95 * CUSTOMERS
 
 
 def test_some_customers_join_late(frames: dict[str, pd.DataFrame]) -> None:
@@ -316,9 +323,8 @@ def _exec_template() -> dict[str, Any]:
 
 def test_template_compiles_and_uses_public_api() -> None:
     compile(FEATURES_TEMPLATE, "features.py", "exec")
-    assert "from quiver import Entity, FeatureService, FeatureView, Field, FileSource" in (
-        FEATURES_TEMPLATE
-    )
+    assert "from quiver import (" in FEATURES_TEMPLATE
+    assert "quiver." not in FEATURES_TEMPLATE.split('"""')[2]  # nothing from private modules
     path = Path(definitions.__file__).parent / "demo" / "features_template.py"
     assert path.read_text(encoding="utf-8") == FEATURES_TEMPLATE
 
@@ -340,13 +346,40 @@ def test_template_defines_the_demo_objects() -> None:
     assert sources[LABEL_SOURCE].path == "data/churn_labels.parquet"
     for name in TABLE_NAMES:
         assert f"data/{name}.parquet" in {s.path for s in sources.values()}
-    assert set(views) == {"customer_behavior", "customer_demographics", "customer_contract"}
+    on_demand = instances(definitions.OnDemandFeatureView)
+    assert set(views) == {
+        "customer_behavior",
+        "customer_demographics",
+        "customer_contract",
+        "customer_order_activity",
+    }
     assert views["customer_behavior"].ttl == timedelta(days=30)
     assert views["customer_demographics"].ttl is None
     assert views["customer_contract"].ttl == timedelta(days=365)
-    assert len(views["customer_behavior"].features) == 7
+    assert len(views["customer_behavior"].features) == 8
+    # the computed features: a transformation, windowed aggregations, an on-demand view
+    spend = views["customer_behavior"].features[-1]
+    assert (spend.name, spend.transformation) == ("order_spend_30d", "orders * avg_order_value")
+    orders = views["customer_order_activity"]
+    assert orders.aggregation_interval == timedelta(hours=1)
+    assert [f.name for f in orders.output_fields] == [
+        "count_7d",
+        "count_30d",
+        "amount_sum_7d",
+        "amount_sum_30d",
+        "amount_mean_7d",
+        "amount_mean_30d",
+    ]
+    assert list(on_demand) == ["customer_derived_features"]
+    derived = on_demand["customer_derived_features"]
+    assert derived.sources == ["customer_behavior", "customer_order_activity"]
+    assert derived.request_sources == []  # served from the keys alone
+    assert [f.name for f in derived.features] == [
+        "charges_per_month_of_tenure",
+        "order_amount_7d_share",
+    ]
     assert list(services) == ["churn_prediction_v1"]
-    assert set(services["churn_prediction_v1"].view_names) == set(views)
+    assert set(services["churn_prediction_v1"].view_names) == set(views) | set(on_demand)
 
 
 def test_template_fields_match_the_data(frames: dict[str, pd.DataFrame]) -> None:
@@ -360,4 +393,48 @@ def test_template_fields_match_the_data(frames: dict[str, pd.DataFrame]) -> None
         if source.created_timestamp_field:
             assert source.created_timestamp_field in schema.names
         for field in view.features:
+            if field.transformation:
+                continue  # computed from the source row
             assert schema.field(field.name).type == arrow_type(field.dtype), (name, field.name)
+
+
+# --- order events -----------------------------------------------------------------------------
+
+
+def test_order_events_are_sorted_and_before_the_end(frames: dict[str, pd.DataFrame]) -> None:
+    orders = frames["order_events"]
+    assert orders["order_id"].tolist() == list(range(1, len(orders) + 1))
+    keys = list(zip(orders["customer_id"], orders["event_timestamp"], strict=True))
+    assert keys == sorted(keys)
+    assert orders["event_timestamp"].max() <= pd.Timestamp(END)
+    assert (orders["amount"] > 0).all()
+    per_customer = orders.groupby("customer_id").size()
+    assert 10 <= per_customer.median() <= 40
+
+
+def test_order_events_match_the_behavior_snapshots(frames: dict[str, pd.DataFrame]) -> None:
+    """``orders`` counts the events of the four weeks up to a snapshot, and
+    ``days_since_last_order`` is the whole days since the latest one (when there is one)."""
+    orders = frames["order_events"]
+    behavior = frames["customer_behavior"]
+    behavior = behavior[behavior["customer_id"] <= 60]
+    for customer, snaps in behavior.groupby("customer_id"):
+        times = orders.loc[orders["customer_id"] == customer, "event_timestamp"]
+        for snap in snaps.itertuples():
+            ts = snap.event_timestamp
+            recent = ((times > ts - timedelta(days=28)) & (times <= ts)).sum()
+            assert recent == snap.orders, (customer, ts)
+            before = times[times <= ts]
+            if len(before):
+                assert (ts - before.max()).days == snap.days_since_last_order, (customer, ts)
+
+
+def test_order_amounts_follow_the_average_order_value(frames: dict[str, pd.DataFrame]) -> None:
+    orders = frames["order_events"].rename(columns={"event_timestamp": "ts"})
+    behavior = frames["customer_behavior"]
+    last = behavior.sort_values("event_timestamp").groupby("customer_id").last()
+    mean_amount = orders.groupby("customer_id")["amount"].mean()
+    joined = pd.concat([mean_amount, last["avg_order_value"]], axis=1).dropna()
+    assert np.corrcoef(joined["amount"], joined["avg_order_value"])[0, 1] > 0.8
+    ratio = orders["amount"].sum() / len(orders) / behavior["avg_order_value"].mean()
+    assert 0.8 < ratio < 1.25

@@ -7,7 +7,12 @@ The generator writes four Parquet tables that together look like a small subscri
 - ``customer_demographics``: one row per customer, plus a second row for a few who moved region;
 - ``customer_contract``: the contract state, with a new row whenever a contract changes;
 - ``churn_labels``: the label (entity) table; ``churned`` and ``lifetime_value`` are drawn from the
-  feature values *as of each label's timestamp*, plus noise.
+  feature values *as of each label's timestamp*, plus noise;
+- ``order_events``: one row per order (``order_id``, ``amount``), the events behind the weekly
+  ``orders``, ``avg_order_value`` and ``days_since_last_order`` snapshots: each week's orders fall
+  in the week before its snapshot, the latest at exactly ``days_since_last_order`` days before it,
+  and amounts are drawn around that week's ``avg_order_value``. Drawn after every other table,
+  so adding it changed none of them.
 
 Everything comes from one ``numpy.random.default_rng(seed)`` and no wall clock is read, so the same
 arguments give byte-for-byte identical files (for a given pyarrow version).
@@ -30,6 +35,7 @@ __all__ = [
     "DEMOGRAPHICS_SCHEMA",
     "GENDERS",
     "LABELS_SCHEMA",
+    "ORDER_EVENTS_SCHEMA",
     "PAYMENT_METHODS",
     "REGIONS",
     "TABLE_NAMES",
@@ -89,12 +95,21 @@ LABELS_SCHEMA = pa.schema(
         ("lifetime_value", pa.float64()),
     ]
 )
+ORDER_EVENTS_SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.int64()),
+        ("event_timestamp", TIMESTAMP),
+        ("order_id", pa.int64()),
+        ("amount", pa.float64()),
+    ]
+)
 
 TABLE_NAMES: tuple[str, ...] = (
     "customer_behavior",
     "customer_demographics",
     "customer_contract",
     "churn_labels",
+    "order_events",
 )
 """The tables written, in order; each is stored as ``<name>.parquet``."""
 
@@ -103,6 +118,7 @@ _SCHEMAS = {
     "customer_demographics": DEMOGRAPHICS_SCHEMA,
     "customer_contract": CONTRACT_SCHEMA,
     "churn_labels": LABELS_SCHEMA,
+    "order_events": ORDER_EVENTS_SCHEMA,
 }
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -135,7 +151,7 @@ def generate_demo_data(
 
     Returns:
         ``{table name: path}`` for ``customer_behavior``, ``customer_demographics``,
-        ``customer_contract`` and ``churn_labels``.
+        ``customer_contract``, ``churn_labels`` and ``order_events``.
 
     Raises:
         ValueError: if ``customers`` or ``weeks`` is less than 1.
@@ -181,16 +197,18 @@ def build_demo_tables(
     snapshots_us = end_us - (weeks - 1 - np.arange(weeks, dtype=np.int64)) * _US_PER_WEEK
 
     people = _customers(rng, customers, weeks, snapshots_us)
-    behavior = _behavior(rng, people, weeks, snapshots_us)
+    behavior, order_grid = _behavior(rng, people, weeks, snapshots_us)
     demographics = _demographics(rng, people, end_us)
     contract = _contract(rng, people, end_us)
     labels = _labels(rng, people, end_us, behavior, demographics, contract)
+    orders = _order_events(rng, people, snapshots_us, order_grid)
 
     frames = {
         "customer_behavior": behavior,
         "customer_demographics": demographics,
         "customer_contract": contract,
         "churn_labels": labels,
+        "order_events": orders,
     }
     return {name: _to_arrow(frames[name], _SCHEMAS[name]) for name in TABLE_NAMES}
 
@@ -274,8 +292,13 @@ def _behavior(
     people: dict[str, np.ndarray],
     weeks: int,
     snapshots_us: np.ndarray,
-) -> pd.DataFrame:
-    """Weekly snapshots; a (customers x weeks) grid with a burn-in, flattened at the end."""
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Weekly snapshots; a (customers x weeks) grid with a burn-in, flattened at the end.
+
+    Also returns the grid the order events are drawn from: ``weekly_orders``, ``day_offset``
+    (days before the snapshot of each week's last order) and ``avg_order_value``, burn-in
+    included (customers x (burn-in + weeks)).
+    """
     n = people["customer_id"].size
     burn = _BURN_IN_WEEKS
     grid = weeks + burn
@@ -313,6 +336,11 @@ def _behavior(
     base_aov = np.exp(rng.normal(np.log(45.0), 0.45, size=n))[:, None]
     avg_order_value = np.maximum(base_aov * np.exp(aov_walk), 5.0)
 
+    order_grid = {
+        "weekly_orders": weekly_orders,
+        "day_offset": day_offset,
+        "avg_order_value": avg_order_value,
+    }
     # Keep the window only.
     window = slice(burn, grid)
     monthly = monthly[:, window]
@@ -335,7 +363,7 @@ def _behavior(
     rows, cols = np.nonzero(in_window)  # row-major: sorted by customer, then week
     event_us = snapshots_us[cols]
     created_us = event_us + rng.integers(60, 15 * 60, size=rows.size) * _US_PER_SECOND
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "customer_id": people["customer_id"][rows],
             "event_timestamp": event_us,
@@ -349,6 +377,7 @@ def _behavior(
             "days_since_last_order": days_since[rows, cols].astype(np.int64),
         }
     )
+    return frame, order_grid
 
 
 def _uniform_after(
@@ -542,6 +571,55 @@ def _labels(
         }
     )
     return _sort(out)
+
+
+def _order_events(
+    rng: np.random.Generator,
+    people: dict[str, np.ndarray],
+    snapshots_us: np.ndarray,
+    grid: dict[str, np.ndarray],
+) -> pd.DataFrame:
+    """One row per order of the behaviour grid (burn-in included), consistent with the snapshots.
+
+    Week ``k``'s orders lie in ``(snapshot_{k-1}, snapshot_k]``: the last one ``day_offset``
+    whole days (and under 23 hours) before ``snapshot_k``, so that ``days_since_last_order`` is
+    the whole days since it; the others at whole seconds between the week's start and it.
+    Amounts are lognormal around the week's ``avg_order_value`` (their mean is close to it).
+    """
+    weekly = grid["weekly_orders"]
+    columns = weekly.shape[1]
+    burn = columns - snapshots_us.size
+    grid_us = snapshots_us[0] + (np.arange(columns, dtype=np.int64) - burn) * _US_PER_WEEK
+    rows, cols = np.nonzero(weekly)  # row-major: by customer, then week
+    counts = weekly[rows, cols].astype(np.int64)
+    who = np.repeat(rows, counts)
+    week = np.repeat(cols, counts)
+    is_last = np.arange(who.size) == np.repeat(np.cumsum(counts) - 1, counts)
+    within_day_s = rng.integers(0, 23 * 3_600, size=who.size)  # the last order's time of day
+    last_us = (
+        grid_us[week]
+        - grid["day_offset"][who, week].astype(np.int64) * _US_PER_DAY
+        - within_day_s * _US_PER_SECOND
+    )
+    week_start_us = grid_us[week] - _US_PER_WEEK
+    span_s = (last_us - week_start_us) // _US_PER_SECOND  # at least an hour
+    other_us = (
+        week_start_us
+        + (1 + np.floor(rng.random(who.size) * (span_s - 1))).astype(np.int64) * _US_PER_SECOND
+    )
+    event_us = np.where(is_last, last_us, other_us)
+    amount = grid["avg_order_value"][who, week] * rng.lognormal(-0.045, 0.3, size=who.size)
+    frame = _sort(
+        pd.DataFrame(
+            {
+                "customer_id": people["customer_id"][who],
+                "event_timestamp": event_us,
+                "amount": np.round(np.maximum(amount, 1.0), 2),
+            }
+        )
+    )
+    frame["order_id"] = np.arange(1, len(frame) + 1, dtype=np.int64)
+    return frame
 
 
 def _sort(frame: pd.DataFrame) -> pd.DataFrame:

@@ -4,11 +4,25 @@
 view and feature service it defines. Relative paths are relative to the repository root.
 The label table for training is the `churn_labels` source (targets `churned` and
 `lifetime_value`).
+
+Computed features: `customer_behavior:order_spend_30d` is a SQL transformation of the source
+row, `customer_order_activity` aggregates the order events over 7- and 30-day windows (hourly
+tiles), and `customer_derived_features` is an on-demand view computed when read, from the other
+two.
+They are computed the same way in training sets, batch predictions and online serving.
 """
 
 from datetime import timedelta
 
-from quiver import Entity, FeatureService, FeatureView, Field, FileSource
+from quiver import (
+    Aggregation,
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    FileSource,
+    OnDemandFeatureView,
+)
 
 # --- entity ---------------------------------------------------------------------------------
 
@@ -45,6 +59,13 @@ customer_contract_source = FileSource(
     description="Contract and billing settings; a new row whenever they change.",
 )
 
+order_events_source = FileSource(
+    name="order_events_source",
+    path="data/order_events.parquet",
+    timestamp_field="event_timestamp",
+    description="One row per order: order_id and amount.",
+)
+
 churn_labels = FileSource(
     name="churn_labels",
     path="data/churn_labels.parquet",
@@ -72,6 +93,13 @@ customer_behavior = FeatureView(
             name="days_since_last_order",
             dtype="int64",
             description="Days since the last order (or since sign-up).",
+        ),
+        # A SQL transformation: computed from the source row, offline and at materialization.
+        Field(
+            name="order_spend_30d",
+            dtype="float64",
+            description="Orders in the last 30 days times their average value.",
+            transformation="orders * avg_order_value",
         ),
     ],
     source=customer_behavior_source,
@@ -122,11 +150,65 @@ customer_contract = FeatureView(
     owner="billing@example.com",
 )
 
+# Windowed aggregations over the order events: count_7d, count_30d, amount_sum_7d,
+# amount_sum_30d, amount_mean_7d and amount_mean_30d. Tiles of one hour: at time t a window
+# covers the orders after floor(t, 1h) - window, up to t.
+customer_order_activity = FeatureView(
+    name="customer_order_activity",
+    entities=[customer],
+    schema=[Field(name="amount", dtype="float64", description="Order amount.")],
+    source=order_events_source,
+    aggregations=[
+        Aggregation(function="count", time_window=timedelta(days=7)),
+        Aggregation(function="count", time_window=timedelta(days=30)),
+        Aggregation(column="amount", function="sum", time_window=timedelta(days=7)),
+        Aggregation(column="amount", function="sum", time_window=timedelta(days=30)),
+        Aggregation(column="amount", function="mean", time_window=timedelta(days=7)),
+        Aggregation(column="amount", function="mean", time_window=timedelta(days=30)),
+    ],
+    aggregation_interval=timedelta(hours=1),
+    online=True,
+    description="Orders and their amounts over the last 7 and 30 days.",
+    tags={"team": "growth", "pii": "false"},
+    owner="growth@example.com",
+)
+
+# --- on-demand features ---------------------------------------------------------------------
+
+# Computed when read, from the point-in-time (offline) or online values of its sources.
+customer_derived_features = OnDemandFeatureView(
+    name="customer_derived_features",
+    sources=[customer_behavior, customer_order_activity],
+    schema=[
+        Field(
+            name="charges_per_month_of_tenure",
+            dtype="float64",
+            description="Total charges per month of tenure (null in the first month).",
+            transformation="total_charges / NULLIF(tenure_months, 0)",
+        ),
+        Field(
+            name="order_amount_7d_share",
+            dtype="float64",
+            description="The last 7 days' share of the last 30 days' order amount.",
+            transformation="amount_sum_7d / NULLIF(amount_sum_30d, 0)",
+        ),
+    ],
+    description="Ratios of billing and order features, computed on demand.",
+    tags={"team": "growth"},
+    owner="growth@example.com",
+)
+
 # --- feature service ------------------------------------------------------------------------
 
 churn_prediction_v1 = FeatureService(
     name="churn_prediction_v1",
-    features=[customer_behavior, customer_demographics, customer_contract],
+    features=[
+        customer_behavior,
+        customer_demographics,
+        customer_contract,
+        customer_order_activity,
+        "customer_derived_features:*",  # an on-demand view, referenced by name
+    ],
     description="All demo features, for the churn and lifetime-value models.",
     tags={"model": "churn"},
 )

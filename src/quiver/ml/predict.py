@@ -22,7 +22,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quiver.errors import InvalidError, QuiverError
+from quiver.errors import InvalidError, NotFoundError, QuiverError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -507,6 +507,7 @@ def _rows_from_online(
         full_feature_names=full,
     )
     wanted = loaded.encoding.feature_names
+    windowed = _aggregated_names(store, loaded)
     rows: list[dict[str, Any]] = [{} for _ in rows_req]
     statuses: list[dict[str, str]] = [{} for _ in rows_req]
     for name in wanted:
@@ -517,4 +518,24 @@ def _rows_from_online(
         for i in range(len(rows_req)):
             rows[i][name] = values[i]
             statuses[i][name] = str(status[i])
+            if name in windowed and statuses[i][name] == "not_found":
+                # A key without events in the windows: its values (count 0, nulls) are the
+                # ones the offline join gives, so the model takes them as they are.
+                statuses[i][name] = "present"
     return rows, statuses
+
+
+def _aggregated_names(store: FeatureStore, loaded: LoadedModel) -> set[str]:
+    """The model's features that are windowed aggregations (their views' only features)."""
+    aggregated: dict[str, bool] = {}
+    names: set[str] = set()
+    for f in loaded.encoding.features:
+        view = f.ref.split(":", 1)[0]
+        if view not in aggregated:
+            try:
+                aggregated[view] = bool(store.get_feature_view(view).aggregations)
+            except NotFoundError:  # an on-demand view
+                aggregated[view] = False
+        if aggregated[view]:
+            names.add(f.name)
+    return names
