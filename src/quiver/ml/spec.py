@@ -26,7 +26,17 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from quiver.definitions import NAME_RE, invalid_from_pydantic, parse_feature_ref
 from quiver.errors import InvalidError, NotFoundError
@@ -78,6 +88,8 @@ def _utc(value: Any) -> Any:
         except ValueError:
             raise ValueError(f"{value!r} is not an ISO date or date-time") from None
         return _utc(parsed)
+    if isinstance(value, int | float):  # pydantic would read a number as a unix time
+        raise ValueError(f"{value!r} is not an ISO date or date-time (a string)")
     return value
 
 
@@ -168,11 +180,13 @@ class TrainingSpec(_Strict):
     training_data: TrainingData
     features: list[str] | str | None = None
     feature_service: str | None = None
-    full_feature_names: bool = False
+    # Strict scalars: the REST body (POST /api/v1/models) takes the JSON types it declares
+    # (no 0/1 or "yes" for a boolean, no "0.2" or "42" for a number).
+    full_feature_names: StrictBool = False
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
-    test_size: float = 0.2
+    test_size: StrictFloat = 0.2
     split: Literal["time", "random"] = "time"
-    random_state: int = Field(default=42, ge=0, le=2**32 - 1)
+    random_state: StrictInt = Field(default=42, ge=0, le=2**32 - 1)
     description: str = ""
 
     @field_validator("name")

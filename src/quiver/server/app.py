@@ -19,7 +19,7 @@ from quiver.server._jobs import install_stop_on_signals
 from quiver.server.access import AuditMiddleware, Gate, authorize, declare_security
 from quiver.server.errors import GuardMiddleware, install_error_handlers
 from quiver.server.fastpath import QuiverAPI
-from quiver.server.schemas import declare_error_responses
+from quiver.server.schemas import declare_error_responses, single_query_values
 
 if TYPE_CHECKING:
     from quiver.store import FeatureStore
@@ -35,6 +35,11 @@ Feast's feature server routes (`/get-online-features`, `/push`, ...) and the `/f
 routes for teams moving from Feast.
 
 Every error is `{"error": {"type", "message", "details"}}` with the right status code.
+
+Requests are taken as declared, strictly: a boolean query parameter is `true` or `false`; a
+query parameter that is not a list is given once; times are ISO 8601 strings (without an
+offset, UTC), never numbers; JSON bodies carry the declared JSON types (no `0`/`1` or `"true"`
+for a boolean, no `"5"` for a number). Anything else is a 422.
 """
 
 _TAGS = [
@@ -141,7 +146,7 @@ def create_app(
         version=__version__,
         description=_DESCRIPTION,
         openapi_tags=_TAGS,
-        dependencies=[Depends(authorize)],
+        dependencies=[Depends(authorize), Depends(single_query_values)],
         lifespan=lifespan,
         docs_url=None,  # served from the installed package below, not from a CDN
         redoc_url=None,

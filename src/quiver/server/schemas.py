@@ -1,21 +1,28 @@
 """Request and response models of the REST API.
 
-Request models check shapes and types only (``extra="forbid"`` so a typo is a 422); the
-meaning of a request (does the view exist, is the spec consistent) is checked by the core,
-whose :class:`~quiver.errors.QuiverError` becomes the same JSON error body.
+Request models check shapes and types only (``extra="forbid"`` so a typo is a 422), and take
+exactly the JSON types the OpenAPI document declares (``strict=True``: no ``0``/``1`` or
+``"true"`` for a boolean, no ``"5"`` for a number; times are ISO 8601 strings,
+:data:`IsoDateTime`); the meaning of a request (does the view exist, is the spec consistent)
+is checked by the core, whose :class:`~quiver.errors.QuiverError` becomes the same JSON error
+body.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Coroutine
-from datetime import datetime
-from typing import Annotated, Any, Literal
+import types
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator
+from datetime import date, datetime
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from fastapi import Path, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, Strict
+from pydantic_core import PydanticCustomError
 
 from quiver.ml.registry import MAX_VERSION
 
@@ -29,6 +36,101 @@ VersionPath = Annotated[
     int, Path(ge=1, le=MAX_VERSION, description="a version number (1 to 2**31 - 1)")
 ]
 """A version in a URL path: registry objects and models (32-bit in the registry database)."""
+
+
+# --- strict scalars at the edge ----------------------------------------------------------------
+#
+# Pydantic's lax mode (which FastAPI uses for query parameters and bodies alike) takes more than
+# the OpenAPI document says: ``0``/``1``/``yes``/``on`` as booleans, numbers (and numeric
+# strings) as unix times. The API takes exactly what it documents; these types say so once.
+
+
+def _query_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    raise PydanticCustomError("bool_parsing", "Input should be true or false")
+
+
+QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
+"""A boolean query parameter: exactly ``true`` or ``false`` (not ``1``, ``yes`` or ``on``)."""
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?![0-9])")
+
+
+def _iso_only(value: Any) -> Any:
+    if isinstance(value, date) or (isinstance(value, str) and _ISO_DATE.match(value)):
+        return value  # pydantic parses (and checks) the rest of the ISO 8601 text
+    raise PydanticCustomError(
+        "datetime_type",
+        "Input should be an ISO 8601 string, e.g. 2025-01-01T00:00:00Z (not a number)",
+    )
+
+
+IsoDateTime = Annotated[datetime, Strict(False), BeforeValidator(_iso_only)]
+"""A time in a body or a query parameter: an ISO 8601 string (``2025-01-01T00:00:00Z``; without
+an offset it is UTC), never a number (pydantic would read one as a unix time)."""
+
+IsoDate = Annotated[date, Strict(False), BeforeValidator(_iso_only)]
+"""A day in a body: an ISO 8601 string (``2025-01-01``), never a number."""
+
+
+def _is_sequence(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_is_sequence(arg) for arg in get_args(annotation))
+    if origin is Annotated:
+        return _is_sequence(get_args(annotation)[0])
+    return origin in (list, set, frozenset, tuple) or annotation in (list, set, frozenset, tuple)
+
+
+def _query_fields(dependant: Any) -> Iterator[Any]:
+    yield from dependant.query_params
+    for sub in dependant.dependencies:
+        yield from _query_fields(sub)
+
+
+def _scalar_query_names(route: Any) -> frozenset[str]:
+    """The query parameters of ``route`` that take one value (worked out once per route)."""
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return frozenset()
+    names: frozenset[str] | None = getattr(route, "quiver_scalar_query", None)
+    if names is None:
+        fields = _query_fields(dependant)
+        names = frozenset(f.alias for f in fields if not _is_sequence(f.field_info.annotation))
+        route.quiver_scalar_query = names
+    return names
+
+
+async def single_query_values(request: Request) -> None:
+    """The app-wide dependency that refuses a scalar query parameter given twice (422).
+
+    Starlette keeps every value of a repeated parameter and FastAPI would take the last one;
+    the document declares one value (a list parameter, e.g. ``tag``, may repeat). Free when the
+    request has no query string; the online fast path takes POST bodies only.
+    """
+    if not request.scope.get("query_string"):
+        return
+    names = _scalar_query_names(request.scope.get("route"))
+    if not names:
+        return
+    counts = Counter(key for key, _ in request.query_params.multi_items() if key in names)
+    errors = [
+        {
+            "type": "multiple_values",
+            "loc": ("query", name),
+            "msg": f"give {name} once (it was given {count} times)",
+            "input": request.query_params.getlist(name),
+        }
+        for name, count in counts.items()
+        if count > 1
+    ]
+    if errors:
+        raise RequestValidationError(errors)
 
 
 # --- request bodies ----------------------------------------------------------------------------
@@ -96,7 +198,7 @@ class StrictJSONRoute(APIRoute):
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: see the module
 
 
 class _Out(BaseModel):
@@ -109,7 +211,7 @@ class MLIn(BaseModel):
     Their fields may start with ``model_`` (``model_id``), a prefix pydantic reserves by default.
     """
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True)
 
 
 class MLOut(BaseModel):
@@ -587,8 +689,8 @@ class HistoricalResponse(_Out):
 class MaterializeRequest(_In):
     """A materialization run: a range ``[start, end)``, or incremental up to ``end``."""
 
-    start: datetime | None = None
-    end: datetime | None = Field(default=None, description="default: now")
+    start: IsoDateTime | None = None
+    end: IsoDateTime | None = Field(default=None, description="default: now")
     views: list[str] | None = Field(default=None, description="default: every online view")
     incremental: bool = False
 
@@ -638,7 +740,7 @@ class PushResponse(_Out):
 class FeastOnlineRequest(BaseModel):
     """Feast's ``/get-online-features`` request."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     entities: dict[str, list[JsonScalar]]
     feature_service: str | None = None
@@ -670,7 +772,7 @@ class FeastOnlineResponse(_Out):
 class FeastPushRequest(BaseModel):
     """Feast's ``/push`` request: ``push_source_name`` is a feature view or a data source."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     push_source_name: str
     df: dict[str, list[JsonScalar]]
@@ -682,7 +784,7 @@ class FeastPushRequest(BaseModel):
 class FeastWriteRequest(BaseModel):
     """Feast's ``/write-to-online-store`` request."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     feature_view_name: str
     df: dict[str, list[JsonScalar]]
@@ -693,7 +795,7 @@ class FeastWriteRequest(BaseModel):
 class FeastMaterializeRequest(BaseModel):
     """Feast's ``/materialize`` request."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     start_ts: str
     end_ts: str
@@ -703,7 +805,7 @@ class FeastMaterializeRequest(BaseModel):
 class FeastMaterializeIncrementalRequest(BaseModel):
     """Feast's ``/materialize-incremental`` request."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     end_ts: str
     feature_views: list[str] | None = None
@@ -721,7 +823,7 @@ class FeastNull(RootModel[None]):
 class PlatformFeature(BaseModel):
     """A feature of the platform API."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str
     dtype: str
@@ -731,7 +833,7 @@ class PlatformFeature(BaseModel):
 class PlatformSource(BaseModel):
     """Where the rows live: an Iceberg table, or Parquet under ``<data_dir>/<schema>/<table>``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     table_name: str
     timestamp_field: str = "event_timestamp"
@@ -743,7 +845,7 @@ class PlatformSource(BaseModel):
 class PlatformFeatureViewIn(BaseModel):
     """``POST /feast/features``: a feature view; ``entities`` are join key names."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str
     entities: list[str] = Field(min_length=1)
@@ -786,7 +888,7 @@ class PlatformFeatureViewList(_Out):
 class PlatformServiceIn(BaseModel):
     """``POST /feast/features/service``: a feature service over whole views."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str
     feature_views: list[str] = Field(min_length=1)

@@ -43,6 +43,7 @@ from quiver.server.schemas import (
     PlatformServiceIn,
     PlatformSource,
     PlatformStatus,
+    QueryBool,
     StrictJSONRoute,
 )
 from quiver.types import dtype_from_arrow, normalize_dtype
@@ -59,7 +60,9 @@ router = APIRouter(
     route_class=StrictJSONRoute,
 )
 
-AllowBreaking = Annotated[bool, Query(description="accept breaking changes to an existing view")]
+AllowBreaking = Annotated[
+    QueryBool, Query(description="accept breaking changes to an existing view: true or false")
+]
 
 _FEAST_LIST = re.compile(r"^\s*(?:array|list)\s*\(\s*(\w+)\s*\)\s*$", re.IGNORECASE)
 _FEAST_NAMES = {"unixtimestamp": "timestamp", "unix_timestamp": "timestamp"}

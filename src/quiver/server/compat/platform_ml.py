@@ -40,6 +40,8 @@ from quiver.server.routers.predictions import run_online
 from quiver.server.schemas import (
     ERROR_RESPONSES,
     JOB_RESPONSES,
+    IsoDate,
+    IsoDateTime,
     JsonScalar,
     MLIn,
     MLOut,
@@ -68,8 +70,8 @@ class PlatformTrainingData(MLIn):
     )
     label_column: str
     event_timestamp_column: str = "event_timestamp"
-    start_date: datetime | date | None = None
-    end_date: datetime | date | None = None
+    start_date: IsoDateTime | IsoDate | None = None
+    end_date: IsoDateTime | IsoDate | None = None
 
 
 class PlatformHyperparameters(MLIn):

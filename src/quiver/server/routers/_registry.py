@@ -25,6 +25,7 @@ from quiver.server.schemas import (
     HistoryOut,
     ObjectListOut,
     ObjectRecordOut,
+    QueryBool,
     RestoreRequest,
     StrictJSONRoute,
     VersionOut,
@@ -35,7 +36,11 @@ from quiver.server.schemas import (
 __all__ = ["make_registry_router", "record_out", "write_result"]
 
 AllowBreaking = Annotated[
-    bool, Query(description="accept breaking changes (dtype, join keys, removed features in use)")
+    QueryBool,
+    Query(
+        description="accept breaking changes (dtype, join keys, removed features in use): "
+        "true or false"
+    ),
 ]
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from quiver.errors import InvalidError, NotFoundError
 from quiver.security.audit import MAX_LIMIT
 from quiver.security.permissions import Permission
-from quiver.server.schemas import ERROR_RESPONSES, StrictJSONRoute
+from quiver.server.schemas import ERROR_RESPONSES, IsoDateTime, StrictJSONRoute
 
 __all__ = ["router"]
 
@@ -165,7 +165,10 @@ def delete_permission(name: str, request: Request) -> dict[str, Any]:
 )
 def list_audit(
     request: Request,
-    since: Annotated[datetime | None, Query(description="only rows at or after this time")] = None,
+    since: Annotated[
+        IsoDateTime | None,
+        Query(description="only rows at or after this time (ISO 8601; without an offset, UTC)"),
+    ] = None,
     principal: Annotated[str | None, Query(description="only this principal's rows")] = None,
     resource: Annotated[
         str | None, Query(description="only rows whose resource contains this text")
