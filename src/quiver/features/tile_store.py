@@ -7,7 +7,10 @@
 * **Push** adds each event to its tile (an event older than the others lands in its own,
   older tile), merged with what the tile holds.
 * Each write prunes the tiles older than the largest window before the key's newest tile.
-* **Reads** at ``now`` combine the tiles of each window (:class:`Combiner`).
+* **Reads** at ``now`` combine the tiles of each window (:class:`Combiner`). A read of
+  ``count``/``sum``/``mean`` only fetches the state's summary and reads its window totals when
+  ``now`` is in one of the few tiles after the key's newest (see :mod:`quiver.features.tiles`);
+  otherwise it fetches the head and subtracts running totals. Both give the same values.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from quiver.features.tiles import (
+    _HEADER,
+    ANCHOR,
     F64,
     HEADER_SIZE,
     I64,
@@ -59,7 +63,8 @@ __all__ = [
     "tile_layout",
 ]
 
-_COUNT = struct.Struct("<Q")  # a tile state's first field: how many tiles it holds
+NEEDS_HEAD = object()
+"""What :class:`Combiner` returns for a summary that does not answer the read: fetch the head."""
 WRITE_KEYS = 5_000
 """Keys updated per store transaction / pipeline by materialization."""
 
@@ -74,7 +79,7 @@ class TileLayout(ViewLayout):
     @cached_property
     def version(self) -> str:
         """A short hash of the keys, columns, aggregations, tile size and tile format."""
-        text = f"tiles-v3|{ViewLayout.version.func(self)}|{self.aggregation_spec}"  # type: ignore[attr-defined]
+        text = f"tiles-v4|{ViewLayout.version.func(self)}|{self.aggregation_spec}"  # type: ignore[attr-defined]
         return "t" + hashlib.sha256(text.encode()).hexdigest()[:11]
 
 
@@ -152,6 +157,18 @@ class Combiner:
         self.needs_arrays = any(
             f not in ("count", "sum", "mean") for f, _, _, _ in self.items
         )  # the others read running totals only
+        cumulative = spec.cumulative
+        row_of = [spec.widths.index(self.widths[w]) * len(cumulative) for *_, w in self.total_plan]
+        self.summary_recipes: list[tuple[int, int, int]] | None = None
+        """The recipes with the summary row's indices in place of the totals'."""
+        if self.recipes is not None:
+            total_parts = [p for p, _ in self._total_keys]
+            at = [r + cumulative.index(p) for r, p in zip(row_of, total_parts, strict=True)]
+            self.summary_recipes = [(kind, at[a], at[b]) for kind, a, b in self.recipes]
+        self.summary_events = spec.widths.index(self.widest) * len(cumulative) + cumulative.index(0)
+        """The summary row's index of the widest window's event count (``0``: no event)."""
+        self.summary_rows = spec.summary_rows
+        self.summary_row = spec.summary_row
 
     def _plan_totals(self) -> None:
         """The running totals the additive items read: ``(part, width)`` once each."""
@@ -165,6 +182,7 @@ class Combiner:
                 if (p, width) not in keys:
                     keys.append((p, width))
             self.item_totals.append(tuple(keys.index((p, width)) for p in used))
+        self._total_keys = keys
         spec = self.spec
         self.total_plan = [
             (
@@ -176,12 +194,34 @@ class Combiner:
         ]
 
     def __call__(self, data: bytes | None, now_us: int) -> tuple[int | None, tuple[Any, ...]]:
-        """The latest event time in the widest window (``None``: no event) and the values."""
+        """The latest event time in the widest window (``None``: no event) and the values, or
+        :data:`NEEDS_HEAD` when ``data`` is a state's summary alone and does not answer."""
         if data is None:
             return None, self.empty
         interval = self.interval_us
-        n8 = _COUNT.unpack_from(data, 0)[0] << 3
-        stored = memoryview(data)[HEADER_SIZE : HEADER_SIZE + n8].cast("q")
+        recipes = self.summary_recipes
+        if recipes is not None:  # count, sum and mean only: the summary may answer
+            anchor, newest = ANCHOR.unpack_from(data, HEADER_SIZE)
+            d = now_us // interval - anchor
+            if -((-now_us) // interval) - 1 >= anchor and d < self.summary_rows:
+                row = self.summary_row.unpack_from(
+                    data, HEADER_SIZE + ANCHOR.size + d * self.summary_row.size
+                )
+                return newest if row[self.summary_events] else None, tuple(
+                    [
+                        row[a]
+                        if kind == 0
+                        else (row[b] if row[a] else None)
+                        if kind == 1
+                        else (row[b] / row[a] if row[a] else None)
+                        for kind, a, b in recipes
+                    ]
+                )
+        count, _, head, tiles_at = _HEADER.unpack_from(data, 0)
+        if len(data) < head:
+            return NEEDS_HEAD  # type: ignore[return-value]
+        n8 = count << 3
+        stored = memoryview(data)[tiles_at : tiles_at + n8].cast("q")
         j = bisect_right(stored, -((-now_us) // interval) - 1)
         base = now_us // interval
         starts = [bisect_left(stored, base - w, 0, j) for w in self.widths]
@@ -193,10 +233,10 @@ class Combiner:
             if j <= i:
                 add(0)
                 continue
-            at = HEADER_SIZE + n8 * rank
+            at = tiles_at + n8 * rank
             hi = unpack(data, at + last)[0]
             add(hi - unpack(data, at + 8 * (i - 1))[0] if i else hi)
-        latest = I64.unpack_from(data, HEADER_SIZE + n8 + last)[0] if j > starts[-1] else None
+        latest = I64.unpack_from(data, tiles_at + n8 + last)[0] if j > starts[-1] else None
         if self.recipes is not None:  # count, sum and mean only: from the running totals
             return latest, tuple(
                 [
@@ -298,18 +338,28 @@ def read_groups(
     for read in reads:
         keys = columns if read.key_pos is None else [columns[i] for i in read.key_pos]
         combine = read.combiner
-        blobs = online.read_tiles(read.layout, keys, head_only=combine.recipes is not None)
+        summary = combine.recipes is not None
+        blobs = online.read_tiles(read.layout, keys, summary_only=summary)
         if len(blobs) == 1:  # one entity: the serving hot path
-            event, values = combine(blobs[0], now_us)
+            found = combine(blobs[0], now_us)
+            if found is NEEDS_HEAD:  # the summary does not answer at now_us: read the head
+                blobs = online.read_tiles(read.layout, keys, head_only=True)
+                found = combine(blobs[0], now_us)
             status = "not_found" if blobs[0] is None else "present"
-            yield read.position, (read.outputs, [status], [event], [values])
+            yield read.position, (read.outputs, [status], [found[0]], [found[1]])
             continue
-        statuses, events, rows = [], [], []
-        for blob in blobs:
-            event, values = combine(blob, now_us)
-            statuses.append("not_found" if blob is None else "present")
-            events.append(event)
-            rows.append(values)
+        results = [combine(blob, now_us) for blob in blobs]
+        again = [r for r, found in enumerate(results) if found is NEEDS_HEAD]
+        if again:  # summaries that do not answer at now_us: read those keys' heads
+            heads = online.read_tiles(
+                read.layout, [[col[r] for r in again] for col in keys], head_only=True
+            )
+            for r, head in zip(again, heads, strict=True):
+                results[r] = combine(head, now_us)
+                blobs[r] = head
+        statuses = ["not_found" if blob is None else "present" for blob in blobs]
+        events = [found[0] for found in results]
+        rows = [found[1] for found in results]
         yield read.position, (read.outputs, statuses, events, rows)
 
 

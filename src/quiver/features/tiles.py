@@ -21,13 +21,25 @@ exactly the events with ``floor(t / I) * I - w < event_ts <= t`` when the store 
 later than ``t`` (see :mod:`quiver.features.aggregations`).
 
 All tiles of one entity key are one value in the online store (:meth:`TileSpec.encode`): a
-header (tile count, a write counter for compare-and-set, the head's length), the tile numbers,
+header (tile count, a write counter for compare-and-set, where the head and the summary end), the
+*summary* (below), the tile numbers,
 the latest event time per tile and the running totals of the additive parts (``n``, ``cnt``,
 ``sum``: a window's sum is one subtraction) -- together the *head*, all that ``count``, ``sum``
 and ``mean`` reads need --, then the other fixed-width parts, then the variable-width parts
 (strings, distinct sets) as JSON. A store may keep the head apart to read it alone. A read
 unpacks the running totals it needs in place and casts the other arrays without copying
 (``memoryview.cast``) only for ``min``, ``max``, ``stddev``, ``last`` and ``count_distinct``.
+
+The **summary** is what a ``count``/``sum``/``mean`` read needs when it comes soon after the
+key's newest tile ``A``, computed on write: ``A``, the latest event time of tile ``A``, then one
+row per read tile ``A + d`` (``d < summary_rows``) holding, per window width and additive part,
+the window's total exactly as a read of the running totals at that time computes it (the same
+subtraction of the same two prefix sums, so the same float). A read at ``now`` uses row
+``floor(now / I) - A`` when ``ceil(now / I) - 1 >= A`` (every stored tile is at or before
+``now``) and that row exists; otherwise it reads the head. Its size is fixed per view and kept
+under :data:`SUMMARY_BUDGET` bytes with the header (the rows it holds shrink with more windows
+and parts), so a store can keep it where a read fetches it without the rest (SQLite: before the
+head in the row, within the part of a row that never overflows its page).
 """
 
 from __future__ import annotations
@@ -49,8 +61,14 @@ __all__ = ["INT64_MAX", "INT64_MIN", "Part", "TileSpec", "tile_of"]
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
-_HEADER = struct.Struct("<QQQ")  # tile count, write counter, head length
+_HEADER = struct.Struct("<QQQQ")  # tile count, write counter, head end, summary end
 HEADER_SIZE = _HEADER.size
+SUMMARY_BUDGET = 448
+"""Bytes the header and the summary stay within (SQLite keeps at least the first 489 bytes of a
+row with 4 KiB pages on the row's own page)."""
+ANCHOR = struct.Struct("=qq")  # the summary's newest tile and that tile's latest event time
+NO_SUMMARY = (1 << 63) - 1
+"""The anchor of a state without a usable summary (never at or before a read's tile)."""
 I64 = struct.Struct("=q")  # the arrays are in the machine's order, as array.array writes them
 F64 = struct.Struct("=d")
 _FLOATS = ("float32", "float64")
@@ -127,6 +145,15 @@ class TileSpec:
         self.max_window_us = max(a.window_us for a in view.aggregations)
         self.keep_tiles = self.max_window_us // self.interval_us + 1
         """Tiles older than the newest minus this many are pruned on write."""
+        self.widths = tuple(sorted({a.window_us // self.interval_us for a in view.aggregations}))
+        """The windows' widths in tiles (the summary's columns, with :attr:`cumulative`)."""
+        codes = "".join(self.parts[p].code for _ in self.widths for p in self.cumulative)
+        self.summary_row = struct.Struct("=" + codes)
+        """One summary row: per width, per additive part, the window's total."""
+        room = (SUMMARY_BUDGET - HEADER_SIZE - ANCHOR.size) // self.summary_row.size
+        self.summary_rows = max(1, min(room, self.keep_tiles))
+        """Read tiles ``A .. A + summary_rows - 1`` the summary answers (``A``: the newest)."""
+        self.summary_size = ANCHOR.size + self.summary_rows * self.summary_row.size
 
     def _code(self, column: str, kind: str) -> str:
         dtype = self.dtypes[column]
@@ -232,16 +259,40 @@ class TileSpec:
 
         order = sorted(tiles)
         rows = [tiles[k] for k in order]
-        head = _HEADER.size + 8 * len(order) * self.head_sections
-        pieces = [_HEADER.pack(len(order), counter, head), array("q", order).tobytes()]
+        base = _HEADER.size + self.summary_size
+        head = base + 8 * len(order) * self.head_sections
+        pieces = [_HEADER.pack(len(order), counter, head, base), b"", array("q", order).tobytes()]
+        running: dict[int, Any] = {}
         for kind, i in self.sections:
             column: Any = [r[i] for r in rows]
-            if kind == "running":
-                column = accumulate(column)
+            if kind == "running":  # as stored: the summary subtracts the same values
+                column = running[i] = array(self.parts[i].code, accumulate(column))
             pieces.append(array(self.parts[i].code, column).tobytes())
+        pieces[1] = self._summary(order, rows, running)
         if self.variable:
             tail = [[r[i] for r in rows] for i in self.variable]
             pieces.append(json.dumps(tail, separators=(",", ":")).encode())
+        return b"".join(pieces)
+
+    def _summary(self, order: list[int], rows: list[list[Any]], running: dict[int, Any]) -> bytes:
+        """The summary of a state (see the module): per read tile ``A + d``, each window's
+        totals as :class:`~quiver.features.tile_store.Combiner` computes them from the running
+        totals (``0`` for an empty window)."""
+        n = len(order)
+        anchor = order[-1]
+        if any(r[0] < 1 for r in rows):  # a read tells an empty window by its event count
+            anchor = NO_SUMMARY
+        pieces = [ANCHOR.pack(anchor, rows[-1][1])]
+        pack = self.summary_row.pack
+        for d in range(self.summary_rows):
+            values: list[Any] = []
+            for w in self.widths:
+                i = bisect_left(order, order[-1] + d - w)
+                for p in self.cumulative:
+                    totals = running[p]
+                    hi = totals[n - 1]
+                    values.append(0 if n <= i else hi - totals[i - 1] if i else hi)
+            pieces.append(pack(*values))
         return b"".join(pieces)
 
     def decode(self, data: bytes) -> tuple[dict[int, list[Any]], int]:
@@ -261,13 +312,13 @@ class DecodedTiles:
     without copying, a running total or a latest event time is unpacked at its offset, and the
     other parts are cast only when asked for (:attr:`arrays`)."""
 
-    __slots__ = ("_arrays", "_data", "_n8", "counter", "n", "spec", "tiles")
+    __slots__ = ("_arrays", "_base", "_data", "_n8", "counter", "n", "spec", "tiles")
 
     def __init__(self, spec: TileSpec, data: bytes) -> None:
         self.spec = spec
-        self.n, self.counter, _ = _HEADER.unpack_from(data, 0)
+        self.n, self.counter, _, self._base = _HEADER.unpack_from(data, 0)
         self._n8 = self.n * 8
-        self.tiles = memoryview(data)[_HEADER.size : _HEADER.size + self._n8].cast("q")
+        self.tiles = memoryview(data)[self._base : self._base + self._n8].cast("q")
         self._data = data
         self._arrays: list[Any] | None = None
 
@@ -278,7 +329,7 @@ class DecodedTiles:
             mv = memoryview(self._data)
             arrays: list[Any] = [None] * len(self.spec.parts)
             for i in self.spec.fixed:
-                at = _HEADER.size + self._n8 * self.spec.section_of[("fixed", i)]
+                at = self._base + self._n8 * self.spec.section_of[("fixed", i)]
                 piece = mv[at : at + self._n8]
                 arrays[i] = piece.cast("d") if self.spec.parts[i].code == "d" else piece.cast("q")
             self._arrays = arrays
@@ -286,14 +337,14 @@ class DecodedTiles:
 
     def latest(self, k: int) -> int:
         """The latest event time of the tile at position ``k``."""
-        offset = _HEADER.size + self._n8 + 8 * k
+        offset = self._base + self._n8 + 8 * k
         return int(I64.unpack_from(self._data, offset)[0])
 
     def total(self, part: int, i: int, j: int) -> Any:
         """The sum of an additive part over the tiles at positions ``[i, j)``."""
         if j <= i:
             return 0
-        offset = _HEADER.size + self._n8 * self.spec.section_of[("running", part)]
+        offset = self._base + self._n8 * self.spec.section_of[("running", part)]
         unpack = (F64 if self.spec.parts[part].code == "d" else I64).unpack_from
         data = self._data
         hi = unpack(data, offset + 8 * (j - 1))[0]
@@ -303,7 +354,7 @@ class DecodedTiles:
         """The variable-width parts, by position."""
         if not self.spec.variable:
             return {}
-        at = _HEADER.size + self._n8 * (1 + len(self.spec.sections))
+        at = self._base + self._n8 * (1 + len(self.spec.sections))
         tail = json.loads(self._data[at:])
         return dict(zip(self.spec.variable, tail, strict=True))
 

@@ -128,11 +128,16 @@ class OnlineStore(Protocol):
         ...
 
     def read_tiles(
-        self, layout: ViewLayout, key_columns: Sequence[Sequence[Any]], head_only: bool = False
+        self,
+        layout: ViewLayout,
+        key_columns: Sequence[Sequence[Any]],
+        head_only: bool = False,
+        summary_only: bool = False,
     ) -> list[bytes | None]:
         """The tile state (:mod:`quiver.features.tiles`) of each key of a view with
         aggregations, ``None`` where there is none, in key order. With ``head_only`` a store may
-        return only the state's head (its first ``bytes 17-24`` bytes, little-endian)."""
+        return only the state's head (its first ``bytes 17-24`` bytes, little-endian); with
+        ``summary_only``, only the header and the summary (the first ``bytes 25-32``)."""
         ...
 
     def update_tiles(

@@ -211,10 +211,14 @@ class RedisOnlineStore:
     # -- tiles (windowed aggregations) ---------------------------------------------------------
 
     def read_tiles(
-        self, layout: ViewLayout, key_columns: Sequence[Sequence[Any]], head_only: bool = False
+        self,
+        layout: ViewLayout,
+        key_columns: Sequence[Sequence[Any]],
+        head_only: bool = False,
+        summary_only: bool = False,
     ) -> list[bytes | None]:
         """The tile state of each key (``None``: none), in key order (one ``MGET``; always the
-        whole state, of which the head is a prefix)."""
+        whole state, of which the summary and the head are prefixes)."""
         prefix = self.key_prefix_for(layout)
         keys = [prefix + k for k in layout.key_encoder.encode_columns(key_columns)]
         if not keys:

@@ -39,8 +39,13 @@ if TYPE_CHECKING:
 
 __all__ = ["SqliteOnlineStore", "table_name"]
 
-_TILE_HEAD = struct.Struct("<Q")
-"""Bytes 17-24 of a tile state: the length of its head (see quiver.features.tiles)."""
+_TILE_ENDS = struct.Struct("<QQ")
+"""Bytes 17-32 of a tile state: where its head and its summary end (see
+quiver.features.tiles)."""
+_SMALL_HEAD = 4096
+"""A state whose head ends within this many bytes keeps it in ``s`` with the summary (``h`` is
+empty): a summary read then gets the head too, and needs no second read when the summary does
+not answer; fetching those bytes costs less than that second statement."""
 _CHUNK = 500
 """The most entity keys read with one statement."""
 _MAX_JOIN = 32
@@ -337,17 +342,23 @@ class SqliteOnlineStore:
         return layout.key_encoder.encode_columns(key_columns)
 
     def read_tiles(
-        self, layout: ViewLayout, key_columns: Sequence[Sequence[Any]], head_only: bool = False
+        self,
+        layout: ViewLayout,
+        key_columns: Sequence[Sequence[Any]],
+        head_only: bool = False,
+        summary_only: bool = False,
     ) -> list[bytes | None]:
-        """The tile state of each key (``None``: none), in key order; with ``head_only``, the
-        state's head may come alone (the table keeps it in a column of its own, ``h``, before
-        the rest, ``v``, so SQLite reads no more of the row than that)."""
+        """The tile state of each key (``None``: none), in key order; with ``summary_only`` or
+        ``head_only``, the state's header and summary, or those and its head, may come alone
+        (the table keeps them in columns of their own, ``s`` and ``h``, before the rest, ``v``,
+        so SQLite reads no more of the row than that; ``s`` stays on the row's own page unless
+        it holds a small head too, see :data:`_SMALL_HEAD`)."""
         keys = self._tile_keys(layout, key_columns)
         if not keys:
             return []
         cursor = getattr(self._local, "cursor", None) or self._cursor()
         table = layout.ident
-        value = "h, x''" if head_only else "h, v"  # two blobs: || would make text
+        value = "s" if summary_only else "s, h" if head_only else "s, h, v"
         try:
             if len(keys) == 1:
                 name = f"{table}/{value}"
@@ -355,13 +366,15 @@ class SqliteOnlineStore:
                 if sql is None:
                     sql = self._upserts[name] = f'SELECT {value} FROM "{table}" WHERE k = ?'
                 rows = cursor.execute(sql, keys).fetchall()  # to the end: resets the statement
-                return [rows[0][0] + rows[0][1] if rows else None]
+                if not rows:
+                    return [None]
+                return [rows[0][0] if summary_only else b"".join(rows[0])]
             found: dict[Any, bytes] = {}
             for i in range(0, len(keys), _CHUNK):
                 part = list(dict.fromkeys(keys[i : i + _CHUNK]))
                 marks = ",".join("?" * len(part))
                 sql = f'SELECT k, {value} FROM "{table}" WHERE k IN ({marks})'
-                found.update((k, h + v) for k, h, v in cursor.execute(sql, part))
+                found.update((row[0], b"".join(row[1:])) for row in cursor.execute(sql, part))
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return [None] * len(keys)
@@ -390,7 +403,8 @@ class SqliteOnlineStore:
                 suffix = "" if layout.single_int_key else " WITHOUT ROWID"
                 conn.execute(
                     f'CREATE TABLE IF NOT EXISTS "{table}" '
-                    f"(k {kind} PRIMARY KEY NOT NULL, h BLOB NOT NULL, v BLOB NOT NULL){suffix}"
+                    f"(k {kind} PRIMARY KEY NOT NULL, s BLOB NOT NULL, h BLOB NOT NULL, "
+                    f"v BLOB NOT NULL){suffix}"
                 )
                 self._tables.add(table)
             conn.execute("BEGIN IMMEDIATE")
@@ -399,9 +413,9 @@ class SqliteOnlineStore:
                     part = keys[i : i + _CHUNK]
                     marks = ",".join("?" * len(set(part)))
                     old = {
-                        k: h + v
-                        for k, h, v in conn.execute(
-                            f'SELECT k, h, v FROM "{table}" WHERE k IN ({marks})',
+                        k: s + h + v
+                        for k, s, h, v in conn.execute(
+                            f'SELECT k, s, h, v FROM "{table}" WHERE k IN ({marks})',
                             list(dict.fromkeys(part)),
                         )
                     }
@@ -410,10 +424,12 @@ class SqliteOnlineStore:
                         new = update(j, old.get(key))
                         if new is not None:
                             old[key] = new
-                            head = _TILE_HEAD.unpack_from(new, 16)[0]
-                            rows.append((key, new[:head], new[head:]))
+                            head, summary = _TILE_ENDS.unpack_from(new, 16)
+                            if head <= _SMALL_HEAD:  # one read gets the summary and the head
+                                summary = head
+                            rows.append((key, new[:summary], new[summary:head], new[head:]))
                     conn.executemany(
-                        f'INSERT OR REPLACE INTO "{table}" (k, h, v) VALUES (?, ?, ?)', rows
+                        f'INSERT OR REPLACE INTO "{table}" (k, s, h, v) VALUES (?, ?, ?, ?)', rows
                     )
                     written += len(rows)
                 conn.execute("COMMIT")
