@@ -67,7 +67,7 @@ def test_train_answers_the_platform_shape(trained: dict[str, Any]) -> None:
     assert {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"} <= set(
         trained["test_metrics"]
     )
-    assert len(trained["feature_importance"]) == 13
+    assert len(trained["feature_importance"]) == 20  # every view keyed on customer_id
 
 
 def test_model_registry_routes(api: tuple[httpx.Client, Path], trained: dict[str, Any]) -> None:
@@ -84,6 +84,7 @@ def test_model_registry_routes(api: tuple[httpx.Client, Path], trained: dict[str
         "customer_behavior",
         "customer_demographics",
         "customer_contract",
+        "customer_order_activity",
     }
     promoted = client.post(
         "/api/v1/models/churn_api/versions/1/stage", json={"stage": "production"}
@@ -105,7 +106,12 @@ def test_batch_predictions(api: tuple[httpx.Client, Path], trained: dict[str, An
         "model_id": "churn_api:1",
         "input_table": "churn_labels",
         "entity_columns": ["customer_id"],
-        "feature_views": ["customer_behavior", "customer_demographics", "customer_contract"],
+        "feature_views": [
+            "customer_behavior",
+            "customer_demographics",
+            "customer_contract",
+            "customer_order_activity",
+        ],
         "output_table": "churn_scores",
         "output_schema": "predictions",
         "prediction_column_name": "churn_probability",
@@ -214,7 +220,7 @@ def test_online_equals_batch_over_http(
         row = store.get_historical_features(
             entity, feature_service="churn_prediction_v1"
         ).to_arrow()
-    values = {k: v[0] for k, v in row.drop(["customer_id", "event_timestamp"]).to_pydict().items()}
+    values = {k: row[k][0].as_py() for k in trained["feature_importance"]}  # the model's features
     online = client.post(
         "/feast/predictions/online", json={"model_id": "churn_api:1", "features": values}
     )

@@ -111,7 +111,7 @@ def test_each_framework_and_task_beats_a_trivial_baseline(
         assert test["r2"] > 0.3
         assert test["rmse"] == pytest.approx(math.sqrt(test["mse"]), rel=1e-4)
     importance = version.feature_importance
-    assert len(importance) == 13
+    assert len(importance) == 22  # churn_prediction_v1: 14 stored, 8 computed
     assert sum(importance.values()) == pytest.approx(1.0, abs=1e-3)
     assert version.training_duration_seconds > 0
     assert store.get_model(version.model_id) == version
@@ -158,12 +158,19 @@ def test_lineage_is_recorded(store: FeatureStore) -> None:
         "name": "churn_prediction_v1",
         "version": store.registry.get_record("feature_service", "churn_prediction_v1").version,
     }
-    views = {"customer_behavior", "customer_demographics", "customer_contract"}
-    assert set(lin["feature_views"]) == views
+    views = {
+        "customer_behavior",
+        "customer_demographics",
+        "customer_contract",
+        "customer_order_activity",
+    }
+    assert set(lin["feature_views"]) == views | {"customer_derived_features"}
     for view in views:
         assert lin["feature_views"][view] == store.registry.get_record("feature_view", view).version
+    on_demand = store.registry.get_record("on_demand_feature_view", "customer_derived_features")
+    assert lin["feature_views"]["customer_derived_features"] == on_demand.version
     refs = [f["ref"] for f in lin["features"]]
-    assert "customer_behavior:tenure_months" in refs and len(refs) == 13
+    assert "customer_behavior:tenure_months" in refs and len(refs) == 22
     assert lin["label_source"] == "churn_labels" and lin["label_column"] == "churned"
     rng = lin["time_range"]
     assert rng["start_date"].startswith("2025-03-01") and rng["end_date"].startswith("2025-12-01")
@@ -215,6 +222,7 @@ def test_random_split_and_default_features(store: FeatureStore) -> None:
         "customer_behavior",
         "customer_demographics",
         "customer_contract",
+        "customer_order_activity",
     }
     train_dist = version.lineage["label_distribution"]["train"]
     test_dist = version.lineage["label_distribution"]["test"]
