@@ -54,35 +54,37 @@ step "quiver predict online   (features read from the online store)"
 quiver predict online churn_model -e customer_id=1 -e customer_id=2
 
 step "computed features: the same values offline and online   (customers 1, 10, 18 now)"
-# Entity rows stamped now (the data ends at midnight; aggregations use 1-hour tiles), read
-# point-in-time by training-set and predict batch, and from the online store at the wall clock.
-python3 -c "import datetime, pyarrow as pa, pyarrow.parquet as pq; \
-now = datetime.datetime.now(datetime.timezone.utc); \
-pq.write_table(pa.table({'customer_id': [1, 10, 18], \
-'event_timestamp': pa.array([now] * 3, pa.timestamp('us', tz='UTC'))}), 'data/now.parquet')"
-quiver training-set --entities data/now.parquet --service churn_prediction_v1 \
-    --out data/now_training.parquet > /dev/null
-quiver predict batch churn_model --input data/now.parquet --output data/now_predictions.parquet \
-    > /dev/null
-ENTITIES=(-e customer_id=1 -e customer_id=10 -e customer_id=18)
-quiver get-online --service churn_prediction_v1 "${ENTITIES[@]}" --json > data/now_online.json
-quiver predict online churn_model "${ENTITIES[@]}" --json > data/now_online_predictions.json
+# One process, the calls behind quiver training-set and predict batch (point-in-time, at now)
+# and quiver get-online and predict online (the online store, read at the wall clock). The data
+# ends at midnight and the aggregations use 1-hour tiles: offline at now equals online now.
 python3 - <<'EOF'
-import json, math
+import math
+from datetime import datetime, timezone
+
+import pyarrow as pa
 import pyarrow.parquet as pq
+from quiver import FeatureStore
 
 names = ["order_spend_30d", "count_7d", "count_30d", "amount_sum_7d", "amount_sum_30d",
          "amount_mean_7d", "amount_mean_30d", "charges_per_month_of_tenure", "order_amount_7d_share"]
-offline = {r["customer_id"]: r for r in pq.read_table("data/now_training.parquet").to_pylist()}
-with open("data/now_online.json") as f:
-    on = json.load(f)
-online = {c: {n: on[n][i] for n in names} for i, c in enumerate(on["customer_id"])}
+customers = [1, 10, 18]
+now = datetime.now(timezone.utc)
+entities = pa.table({"customer_id": customers,
+                     "event_timestamp": pa.array([now] * 3, pa.timestamp("us", tz="UTC"))})
+pq.write_table(entities, "data/now.parquet")
+with FeatureStore(repo_path=".") as store:
+    training = store.get_historical_features(
+        entity_df=entities, feature_service="churn_prediction_v1").to_arrow().to_pylist()
+    store.predict_batch("churn_model", "data/now.parquet", "data/now_predictions.parquet")
+    rows = [{"customer_id": c} for c in customers]
+    on = store.get_online_features(feature_service="churn_prediction_v1", entity_rows=rows)
+    served = store.predict_online("churn_model", entity_rows=rows)["predictions"]
+offline = {r["customer_id"]: r for r in training}
+online = {c: {n: on.to_dict()[n][i] for n in names} for i, c in enumerate(customers)}
 for r in pq.read_table("data/now_predictions.parquet").to_pylist():
     offline[r["customer_id"]]["prediction"] = r["prediction"]
-with open("data/now_online_predictions.json") as f:
-    for p in json.load(f)["predictions"]:
-        online[p["entity"]["customer_id"]]["prediction"] = p["prediction"]
-customers = sorted(online)
+for c, p in zip(customers, served):
+    online[c]["prediction"] = p["prediction"]
 print(f"{'':<28}" + "".join(f"{'customer ' + str(c):>24}" for c in customers))
 print(f"{'':<28}" + f"{'offline':>12}{'online':>12}" * len(customers))
 different = []
@@ -94,8 +96,7 @@ for n in [*names, "prediction"]:
             different.append((c, n))
         cells += "".join(f"{'null' if v is None else f'{v:.6g}':>12}" for v in (a, b))
     print(f"{n:<28}{cells}")
-print("offline: training-set (features), predict batch (prediction); online: get-online, "
-      "predict online")
+print("offline: training set (features), batch prediction; online: online features, prediction")
 print(f"DIFFERENT: {different}" if different else "offline = online for every value")
 raise SystemExit(1 if different else 0)
 EOF
