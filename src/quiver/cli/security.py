@@ -8,6 +8,7 @@ user (or ``QUIVER_USER``) as the principal and ``cli`` as the channel.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,6 +38,16 @@ def register(app: typer.Typer) -> None:
 
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def _print_table(title: str, columns: Iterable[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Print a table of ``columns`` with one row per item of ``rows``."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 # -- keys ---------------------------------------------------------------------------------------
@@ -87,21 +98,23 @@ def list_keys(as_json: JsonOption = False, repo: RepoOption = None) -> None:
     if as_json:
         print_json([k.to_dict() for k in keys])
         return
-    table = Table(title=f"API keys ({len(keys)})")
-    for col in ("name", "id", "role", "project", "status", "created", "expires", "revoked"):
-        table.add_column(col)
-    for key in keys:
-        table.add_row(
-            escape(key.name),
-            key.key_id,
-            key.role,
-            escape(key.project or "*"),
-            key.status(),
-            _when(key.created_at),
-            _when(key.expires_at),
-            _when(key.revoked_at),
-        )
-    console.print(table)
+    _print_table(
+        f"API keys ({len(keys)})",
+        ("name", "id", "role", "project", "status", "created", "expires", "revoked"),
+        (
+            [
+                escape(key.name),
+                key.key_id,
+                key.role,
+                escape(key.project or "*"),
+                key.status(),
+                _when(key.created_at),
+                _when(key.expires_at),
+                _when(key.revoked_at),
+            ]
+            for key in keys
+        ),
+    )
 
 
 def revoke_key(
@@ -124,22 +137,24 @@ def list_permissions(as_json: JsonOption = False, repo: RepoOption = None) -> No
     if as_json:
         print_json([r.to_dict() for r in records])
         return
-    table = Table(title=f"Permissions in project '{store.project}' ({len(records)})")
-    for col in ("name", "effect", "actions", "principals", "roles", "kinds", "names", "tags"):
-        table.add_column(col)
-    for record in records:
-        p = record.permission
-        table.add_row(
-            escape(p.name),
-            p.effect,
-            ", ".join(p.actions),
-            escape(", ".join(p.principals) or "-"),
-            escape(", ".join(p.roles) or "-"),
-            ", ".join(p.kinds) or "*",
-            escape(", ".join(p.names) or "*"),
-            escape(", ".join(f"{k}={v}" for k, v in p.tags.items()) or "-"),
-        )
-    console.print(table)
+    _print_table(
+        f"Permissions in project '{store.project}' ({len(records)})",
+        ("name", "effect", "actions", "principals", "roles", "kinds", "names", "tags"),
+        (_permission_cells(record.permission) for record in records),
+    )
+
+
+def _permission_cells(p: Any) -> list[str]:
+    return [
+        escape(p.name),
+        p.effect,
+        ", ".join(p.actions),
+        escape(", ".join(p.principals) or "-"),
+        escape(", ".join(p.roles) or "-"),
+        ", ".join(p.kinds) or "*",
+        escape(", ".join(p.names) or "*"),
+        escape(", ".join(f"{k}={v}" for k, v in p.tags.items()) or "-"),
+    ]
 
 
 def apply_permissions(
@@ -205,12 +220,11 @@ def audit(
     if as_json:
         print_json([r.to_dict() for r in rows])
         return
-    table = Table(title=f"Audit log of project '{store.project}' ({len(rows)} rows, newest first)")
-    for col in ("time (UTC)", "principal", "via", "action", "resource", "outcome", "client"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*(escape(str(v)) for v in _audit_cells(row)))
-    console.print(table)
+    _print_table(
+        f"Audit log of project '{store.project}' ({len(rows)} rows, newest first)",
+        ("time (UTC)", "principal", "via", "action", "resource", "outcome", "client"),
+        ([escape(str(v)) for v in _audit_cells(row)] for row in rows),
+    )
 
 
 def _audit_cells(row: Any) -> list[Any]:
