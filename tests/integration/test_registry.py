@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from _registry import open_store
 from _servers import free_port
-from quiver.config import build_config
 from quiver.definitions import Entity, FeatureService, FeatureView, Field, FileSource
 from quiver.errors import (
     BackendError,
@@ -27,26 +26,6 @@ from quiver.store import FeatureStore
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 KINDS = ("entity", "data_source", "feature_view", "feature_service")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'registry.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-def _open(url: str, tmp_path: Path, project: str = "shop") -> FeatureStore:
-    return FeatureStore(
-        config=build_config({"project": project, "registry": url, "repo_path": tmp_path})
-    )
-
-
-@pytest.fixture
-def store(registry_url: str, tmp_path: Path) -> Iterator[FeatureStore]:
-    with _open(registry_url, tmp_path) as s:
-        yield s
 
 
 CUSTOMER = Entity(name="customer", join_keys=["customer_id"])
@@ -114,10 +93,10 @@ def test_a_missing_object_is_not_found_with_a_suggestion(store: FeatureStore) ->
 def test_state_persists_across_stores_and_migrations_run_once(
     registry_url: str, tmp_path: Path
 ) -> None:
-    with _open(registry_url, tmp_path) as first:
+    with open_store(registry_url, tmp_path) as first:
         first.apply([CUSTOMER, SOURCE, _view()])
     for _ in range(2):
-        with _open(registry_url, tmp_path) as again:
+        with open_store(registry_url, tmp_path) as again:
             assert again.get_feature_view("orders") == _view()
             assert len(again.history("orders")) == 1
     engine = sa.create_engine(registry_url)
@@ -132,7 +111,10 @@ def test_state_persists_across_stores_and_migrations_run_once(
 
 
 def test_projects_are_isolated(registry_url: str, tmp_path: Path) -> None:
-    with _open(registry_url, tmp_path, "shop") as shop, _open(registry_url, tmp_path, "ads") as ads:
+    with (
+        open_store(registry_url, tmp_path, "shop") as shop,
+        open_store(registry_url, tmp_path, "ads") as ads,
+    ):
         shop.apply([CUSTOMER, SOURCE, _view()])
         ads.apply([Entity(name="customer", join_keys=["user_id"])])
         assert shop.get_entity("customer").join_keys == ["customer_id"]
@@ -273,7 +255,7 @@ def test_restore_refuses_when_a_reference_is_gone(store: FeatureStore) -> None:
 
 
 def test_a_refused_apply_leaves_the_previous_state(registry_url: str, tmp_path: Path) -> None:
-    with _open(registry_url, tmp_path) as alice, _open(registry_url, tmp_path) as bob:
+    with open_store(registry_url, tmp_path) as alice, open_store(registry_url, tmp_path) as bob:
         alice.apply([CUSTOMER, SOURCE, _view()])
         stale = alice.plan(
             [Entity(name="a_new_entity"), CUSTOMER, SOURCE, _view(description="alice")]
@@ -333,7 +315,7 @@ def test_the_revision_moves_with_every_write_of_any_process(
     registry = store.registry
     first = registry.revision()
     assert registry.revision() == first  # read again on the kept connection: no write, no move
-    with _open(registry_url, tmp_path) as other:  # another process's registry, in effect
+    with open_store(registry_url, tmp_path) as other:  # another process's registry, in effect
         other.apply([CUSTOMER])
     second = registry.revision()
     assert second > first
@@ -377,7 +359,7 @@ def test_a_plan_reads_one_consistent_registry_state(
         if statement.lstrip().upper().startswith("SELECT") and "FROM objects" in statement:
             selects += 1
             if selects == 2:  # after the first read of the plan, before the next one
-                with _open(registry_url, tmp_path) as other:
+                with open_store(registry_url, tmp_path) as other:
                     other.apply([team, team_view])
 
     engine = store.registry.engine

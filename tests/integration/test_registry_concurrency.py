@@ -29,14 +29,6 @@ STEPS = 2
 JOIN_TIMEOUT = 120.0
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'registry.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 def _open(url: str, repo: Path) -> FeatureStore:
     return FeatureStore(
         config=build_config({"project": "shop", "registry": url, "repo_path": repo})

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from quiver.config import build_config
+from _registry import open_store
 from quiver.definitions import Entity, FeatureService, FeatureView, Field, FileSource
 from quiver.errors import (
     ConflictError,
@@ -24,26 +23,6 @@ from quiver.security.keys import hash_secret, parse_expires, split_key
 from quiver.security.permissions import Permission
 from quiver.security.principal import Principal
 from quiver.store import FeatureStore
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'registry.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-def _open(url: str, tmp_path: Path, project: str = "shop") -> FeatureStore:
-    return FeatureStore(
-        config=build_config({"project": project, "registry": url, "repo_path": tmp_path})
-    )
-
-
-@pytest.fixture
-def store(registry_url: str, tmp_path: Path) -> Iterator[FeatureStore]:
-    with _open(registry_url, tmp_path) as s:
-        yield s
 
 
 def _rows(store: FeatureStore, table: str) -> list[tuple[object, ...]]:
@@ -114,7 +93,10 @@ def test_expiry_parsing() -> None:
 def test_key_changes_reach_every_project_and_the_cache(registry_url: str, tmp_path: Path) -> None:
     """A key revoked from another project's store (another process) is refused after the
     next registry check; a key limited to a project is refused in others."""
-    with _open(registry_url, tmp_path, "shop") as shop, _open(registry_url, tmp_path, "ads") as ads:
+    with (
+        open_store(registry_url, tmp_path, "shop") as shop,
+        open_store(registry_url, tmp_path, "ads") as ads,
+    ):
         key = shop.security.create_key("svc", "reader").key
         scoped = shop.security.create_key("shop_only", "reader", project="shop").key
         assert ads.security.authenticate(key).name == "svc"
@@ -253,7 +235,7 @@ def test_audit_log_rows_and_filters(store: FeatureStore) -> None:
     assert log.query(since=datetime.now(UTC) + timedelta(minutes=1)) == []
     with pytest.raises(InvalidError):
         log.query(limit=0)
-    other = _open(store.registry.url, Path("."), "other")
+    other = open_store(store.registry.url, Path("."), "other")
     try:
         assert other.audit_log.query() == []  # per project
     finally:
