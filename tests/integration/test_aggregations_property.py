@@ -247,6 +247,45 @@ def read_at(
     return out
 
 
+def push_and_check(
+    store: FeatureStore,
+    monkeypatch: pytest.MonkeyPatch,
+    rows: list[dict[str, Any]],
+    batches: int,
+    after: int,
+    order: Any,
+    names: list[str] = NAMES,
+) -> None:
+    """Push ``rows`` shuffled by ``order`` in about ``batches`` batches; after each, the online
+    values of ``names``, ``after`` seconds past the newest event pushed, equal the oracle's."""
+    rows = [{**r, "created": r["created"] or 0} for r in rows]  # a pushed row has a created time
+    shuffled = list(rows)
+    order.shuffle(shuffled)  # late and out-of-order arrival
+    pushed: list[dict[str, Any]] = []
+    size = max(1, len(shuffled) // batches)
+    for i in range(0, len(shuffled), size):
+        batch = shuffled[i : i + size]
+        store.push(
+            "orders_agg",
+            [
+                {
+                    "customer_id": r["customer_id"],
+                    "x": r["x"],
+                    "n": r["n"],
+                    "s": r["s"],
+                    "event_timestamp": when(r["ts"]),
+                    "created_timestamp": when(r["created"]),
+                }
+                for r in batch
+            ],
+        )
+        pushed += batch
+        t = when(max(r["ts"] for r in pushed) + after)
+        got = read_at(store, t, monkeypatch, names)
+        for key, values in zip([*KEYS, 9], got, strict=True):
+            check(values, oracle(pushed, key, t), f"pushed key {key} at {t}", names)
+
+
 # -- the properties ----------------------------------------------------------------------------
 
 PROPERTY = settings(
@@ -311,32 +350,7 @@ def test_online_after_pushes_equals_oracle(
     order: Any,
 ) -> None:
     reset_online(store)
-    rows = [{**r, "created": r["created"] or 0} for r in rows]  # a pushed row has a created time
-    shuffled = list(rows)
-    order.shuffle(shuffled)  # late and out-of-order arrival
-    pushed: list[dict[str, Any]] = []
-    size = max(1, len(shuffled) // batches)
-    for i in range(0, len(shuffled), size):
-        batch = shuffled[i : i + size]
-        store.push(
-            "orders_agg",
-            [
-                {
-                    "customer_id": r["customer_id"],
-                    "x": r["x"],
-                    "n": r["n"],
-                    "s": r["s"],
-                    "event_timestamp": when(r["ts"]),
-                    "created_timestamp": when(r["created"]),
-                }
-                for r in batch
-            ],
-        )
-        pushed += batch
-        t = when(max(r["ts"] for r in pushed) + after)
-        got = read_at(store, t, monkeypatch)
-        for key, values in zip([*KEYS, 9], got, strict=True):
-            check(values, oracle(pushed, key, t), f"pushed key {key} at {t}")
+    push_and_check(store, monkeypatch, rows, batches, after, order)
 
 
 @PROPERTY
@@ -376,29 +390,4 @@ def test_online_count_sum_mean_equal_oracle(
                 want = oracle(materialized, key, at)
                 check(values, want, f"online key {key} at {at}", ADDITIVE)
     reset_online(store)
-    rows = [{**r, "created": r["created"] or 0} for r in rows]
-    shuffled = list(rows)
-    order.shuffle(shuffled)
-    pushed: list[dict[str, Any]] = []
-    size = max(1, len(shuffled) // batches)
-    for i in range(0, len(shuffled), size):
-        batch = shuffled[i : i + size]
-        store.push(
-            "orders_agg",
-            [
-                {
-                    "customer_id": r["customer_id"],
-                    "x": r["x"],
-                    "n": r["n"],
-                    "s": r["s"],
-                    "event_timestamp": when(r["ts"]),
-                    "created_timestamp": when(r["created"]),
-                }
-                for r in batch
-            ],
-        )
-        pushed += batch
-        t = when(max(r["ts"] for r in pushed) + after)
-        got = read_at(store, t, monkeypatch, ADDITIVE)
-        for key, values in zip([*KEYS, 9], got, strict=True):
-            check(values, oracle(pushed, key, t), f"pushed key {key} at {t}", ADDITIVE)
+    push_and_check(store, monkeypatch, rows, batches, after, order, ADDITIVE)
