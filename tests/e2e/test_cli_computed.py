@@ -11,41 +11,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from _cli import quiver
+from _computed import computed_definitions, write_behavior
 
-FEATURES = """
+FEATURES = computed_definitions(
+    """
 import pandas as pd
 from quiver import Entity, FeatureService, FeatureView, Field, FileSource
 from quiver import OnDemandFeatureView, RequestSource, on_demand_feature_view
-
-customer = Entity(name="customer", join_keys=["customer_id"])
-behavior = FeatureView(
-    name="behavior",
-    entities=[customer],
-    source=FileSource(name="behavior_source", path="data/behavior.parquet"),
-    schema=[
-        Field(name="orders", dtype="int64"),
-        Field(name="age", dtype="int64",
-              transformation="date_diff('year', date_of_birth, event_timestamp)"),
-    ],
+""",
+    "behavior:age",
 )
-
-
-@on_demand_feature_view(
-    sources=[behavior, RequestSource(name="req", schema=[Field(name="bonus", dtype="float64")])],
-    schema=[Field(name="score", dtype="float64")],
-)
-def scored(df):
-    return pd.DataFrame({"score": df["orders"] * 2 + df["bonus"]})
-
-
-ratio = OnDemandFeatureView(
-    name="ratio",
-    sources=[behavior],
-    schema=[Field(name="orders_per_year", dtype="float64",
-                  transformation="orders / NULLIF(age, 0)")],
-)
-service = FeatureService(name="svc", features=["behavior:age", "scored:score", "ratio:*"])
-"""
 
 
 def _run(repo: Path, *args: str) -> str:
@@ -57,14 +32,7 @@ def test_cli_training_set_and_get_online_agree(tmp_path: Path) -> None:
     (repo / "data").mkdir(parents=True)
     (repo / "quiver.yaml").write_text("project: computed\ndefinitions: [features.py]\n")
     (repo / "features.py").write_text(textwrap.dedent(FEATURES))
-    pd.DataFrame(
-        {
-            "customer_id": [1, 2],
-            "event_timestamp": pd.to_datetime(["2024-01-01", "2024-01-02"], utc=True),
-            "orders": [3, 4],
-            "date_of_birth": pd.to_datetime(["1990-01-01", "2000-01-01"]).date,
-        }
-    ).to_parquet(repo / "data" / "behavior.parquet")
+    write_behavior(repo / "data")
     pd.DataFrame(
         {
             "customer_id": [1, 2],

@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from _computed import computed_definitions, write_behavior
 from quiver import Entity, FeatureView, Field, FileSource, InvalidError
 from quiver.definitions import OnDemandFeatureView, RequestSource, object_from_spec
 from quiver.features.on_demand import on_demand_feature_view, run_on_demand
@@ -17,43 +18,17 @@ from quiver.loader import load_definitions
 from quiver.registry import DefinitionSet
 from quiver.store import FeatureStore
 
-PY = """
+PY = computed_definitions(
+    """
 import pandas as pd
 from datetime import timedelta
 from quiver import Entity, FeatureService, FeatureView, Field, FileSource
 from quiver.definitions import RequestSource
 from quiver.features.on_demand import OnDemandFeatureView, on_demand_feature_view
-
-customer = Entity(name="customer", join_keys=["customer_id"])
-behavior = FeatureView(
-    name="behavior",
-    entities=[customer],
-    source=FileSource(name="behavior_source", path="data/behavior.parquet"),
-    schema=[
-        Field(name="orders", dtype="int64"),
-        Field(name="age", dtype="int64",
-              transformation="date_diff('year', date_of_birth, event_timestamp)"),
-    ],
+""",
+    "behavior:orders",
+    "# comments and formatting do not make a new version",
 )
-
-
-@on_demand_feature_view(
-    sources=[behavior, RequestSource(name="req", schema=[Field(name="bonus", dtype="float64")])],
-    schema=[Field(name="score", dtype="float64")],
-)
-def scored(df):
-    # comments and formatting do not make a new version
-    return pd.DataFrame({"score": df["orders"] * 2 + df["bonus"]})
-
-
-ratio = OnDemandFeatureView(
-    name="ratio",
-    sources=[behavior],
-    schema=[Field(name="orders_per_year", dtype="float64",
-                  transformation="orders / NULLIF(age, 0)")],
-)
-service = FeatureService(name="svc", features=["behavior:orders", "scored:score", "ratio:*"])
-"""
 
 YAML = """
 entities:
@@ -165,14 +140,7 @@ def test_an_on_demand_sql_expression_goes_through_the_sandbox() -> None:
 
 def _repo(tmp_path: Path) -> FeatureStore:
     (tmp_path / "data").mkdir()
-    pd.DataFrame(
-        {
-            "customer_id": [1, 2],
-            "event_timestamp": pd.to_datetime(["2024-01-01", "2024-01-02"], utc=True),
-            "orders": [3, 4],
-            "date_of_birth": pd.to_datetime(["1990-01-01", "2000-01-01"]).date,
-        }
-    ).to_parquet(tmp_path / "data" / "behavior.parquet")
+    write_behavior(tmp_path / "data")
     return FeatureStore(repo_path=tmp_path)
 
 
