@@ -17,17 +17,9 @@ from typing import Any
 
 import yaml
 
-from quiver.definitions import (
-    Entity,
-    FeatureService,
-    FeatureView,
-    FileSource,
-    IcebergSource,
-    OnDemandFeatureView,
-    object_from_spec,
-)
+from quiver.definitions import object_from_spec
 from quiver.errors import DefinitionError, InvalidError, NotFoundError, QuiverError
-from quiver.registry.plan import DefinitionSet
+from quiver.registry.plan import DEFINITION_TYPES, DefinitionSet
 
 __all__ = ["SECTION_KINDS", "definitions_from_mapping", "load_definitions"]
 
@@ -40,14 +32,6 @@ SECTION_KINDS = {
 }
 _SKIP_DIRS = {"data", "models", "__pycache__", "node_modules", ".git", ".venv", "venv"}
 _CONFIG_NAMES = {"quiver.yaml", "quiver.yml"}
-_DEFINITION_TYPES = (
-    Entity,
-    FileSource,
-    IcebergSource,
-    FeatureView,
-    OnDemandFeatureView,
-    FeatureService,
-)
 
 
 def load_definitions(
@@ -190,7 +174,7 @@ def _load_python(path: Path) -> list[Any]:
     for value in vars(module).values():
         items = value if isinstance(value, (list, tuple)) else [value]
         for item in items:
-            if isinstance(item, _DEFINITION_TYPES) and id(item) not in seen:
+            if isinstance(item, DEFINITION_TYPES) and id(item) not in seen:
                 seen.add(id(item))
                 objects.append(item)
     return objects

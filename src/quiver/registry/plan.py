@@ -35,7 +35,7 @@ from quiver.registry._registry import ObjectRecord, Registry
 __all__ = ["DefinitionSet", "FieldChange", "ObjectChange", "Plan", "apply_plan", "compute_plan"]
 
 KIND_ORDER = ("entity", "data_source", "feature_view", "on_demand_feature_view", "feature_service")
-_DEFINITION_TYPES = (
+DEFINITION_TYPES = (  # what a definitions file may declare
     Entity,
     FileSource,
     IcebergSource,
@@ -74,7 +74,7 @@ class DefinitionSet:
             InvalidError: when two different objects of one kind share a name.
         """
         where = f" ({origin})" if origin else ""
-        if not isinstance(obj, _DEFINITION_TYPES):
+        if not isinstance(obj, DEFINITION_TYPES):
             raise InvalidError(
                 f"cannot apply a {type(obj).__name__} ({obj!r:.60}){where}: pass Entity, "
                 "FileSource, IcebergSource, FeatureView, OnDemandFeatureView or FeatureService "
