@@ -8,18 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-
-def assert_error(response: httpx.Response, status: int, type_: str | None = None) -> Any:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert set(error) == {"type", "message", "details"}
-    assert error["message"] and "Traceback" not in response.text
-    if type_ is not None:
-        assert error["type"] == type_, error
-    return error
+from _http import assert_error
 
 
 def test_malformed_json_is_400(client: httpx.Client) -> None:
