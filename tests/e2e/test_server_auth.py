@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from _cli import quiver, quiver_command
+from _http import BEHAVIOR_ROW
 from quiver.security.permissions import ROLES
 
 if TYPE_CHECKING:
@@ -28,15 +29,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.slow  # a fresh demo repo and server
 
-BEHAVIOR_ROW = {
-    "tenure_months": 7,
-    "monthly_charges": 42.0,
-    "total_charges": 294.5,
-    "support_tickets": 0,
-    "orders": 3,
-    "avg_order_value": 19.9,
-    "days_since_last_order": 2,
-}
 ONLINE = {"features": ["customer_behavior:orders"], "entities": {"customer_id": [1]}}
 HISTORICAL = {
     "features": ["customer_behavior:orders"],

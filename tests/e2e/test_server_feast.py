@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from _http import BEHAVIOR_ROW
+
 DEMOGRAPHICS = ["customer_demographics:age", "customer_demographics:region"]
 
 
@@ -18,15 +20,6 @@ def assert_error(response: httpx.Response, status: int) -> Any:
     return error
 
 
-BEHAVIOR_ROW = {
-    "tenure_months": 7,
-    "monthly_charges": 42.0,
-    "total_charges": 294.5,
-    "support_tickets": 0,
-    "orders": 3,
-    "avg_order_value": 19.9,
-    "days_since_last_order": 2,
-}
 FEAST_STATUS = {"present": "PRESENT", "not_found": "NOT_FOUND", "expired": "OUTSIDE_MAX_AGE"}
 EPOCH = "1970-01-01T00:00:00Z"
 
