@@ -306,3 +306,37 @@ def test_a_composite_over_windowed_aggregations(tmp_path: Path) -> None:
         )
         rows = store.get_historical_features(entity, ["order_mean:mean_7d"]).to_arrow()
         assert rows.column("mean_7d").to_pylist() == [15.0, 5.0, 10.0]
+
+
+def test_a_push_reads_a_column_the_source_holds_only_nulls_in(tmp_path: Path) -> None:
+    # Regression (found by the property above): a source whose `label` was null in every row
+    # has Arrow type null; a pushed 'A' was refused ("cannot be read as the source's null").
+    (tmp_path / "data").mkdir()
+    pd.DataFrame(
+        {
+            "customer_id": [1],
+            "event_timestamp": [BASE],
+            "x": [2],
+            "y": [1.5],
+            "birth": [date(2000, 1, 1)],
+            "label": [None],
+        }
+    ).to_parquet(tmp_path / "data" / "src.parquet")
+    with FeatureStore(repo_path=tmp_path) as store:
+        store.apply([customer, view])
+        pushed = {"x": -1, "y": None, "birth": date(2000, 1, 1), "label": "Bc"}
+        row = {"customer_id": 1, "event_timestamp": BASE + timedelta(days=3), **pushed}
+        store.push("v", [row], to="both")
+        want = oracle(row, 0.0)
+        online = store.get_online_features(["v:*"], [{"customer_id": 1}]).to_dict()
+        offline = (
+            store.get_historical_features(
+                pd.DataFrame({"customer_id": [1], "event_timestamp": [BASE + timedelta(days=4)]}),
+                ["v:*"],
+            )
+            .to_arrow()
+            .to_pylist()
+        )
+    for name in ("x", "t1", "t2", "t3"):
+        assert online[name][0] == want[name], (name, online[name][0], want[name])
+        assert offline[0][name] == want[name], (name, offline[0][name], want[name])

@@ -285,7 +285,7 @@ def _as_source_type(column: Any, target: pa.DataType | None, name: str, view: st
 
     from quiver.offline.timestamps import normalize_timestamp
 
-    if target is None or column.type == target:
+    if target is None or pa.types.is_null(target) or column.type == target:
         return column
     if not (pa.types.is_string(column.type) or pa.types.is_null(column.type)):
         return column
