@@ -31,6 +31,7 @@ __all__ = [
     "CONFIG_FILE",
     "AuthConfig",
     "IcebergCatalogConfig",
+    "MonitoringConfig",
     "OfflineEngineConfig",
     "RedisOnlineStoreConfig",
     "RegistryConfig",
@@ -160,6 +161,27 @@ class AuthConfig(_Strict):
     mode: Literal["none", "api_key"] = "none"
 
 
+class MonitoringConfig(_Strict):
+    """Feature statistics, freshness and drift (:mod:`quiver.monitoring`).
+
+    Attributes:
+        statistics: Compute per-feature statistics on each materialization (over the rows it
+            pulled; the source is not read again).
+        statistics_max_rows: The most rows kept for the quantiles, distinct counts, top values,
+            mean and stddev of one run; beyond it a systematic sample of the rows is kept
+            (count, null rate, min and max stay exact).
+        sample_size: Values kept per feature for drift tests.
+        drift_psi_threshold: A feature drifts when its population stability index exceeds it.
+        drift_p_value: ... or when the two-sample test's p-value is below it.
+    """
+
+    statistics: bool = True
+    statistics_max_rows: int = Field(default=1_000_000, ge=1_000)
+    sample_size: int = Field(default=1_000, ge=10, le=100_000)
+    drift_psi_threshold: float = Field(default=0.2, gt=0)
+    drift_p_value: float = Field(default=0.01, gt=0, lt=1)
+
+
 class RepoConfig(BaseSettings):
     """The settings of one feature repository.
 
@@ -189,6 +211,7 @@ class RepoConfig(BaseSettings):
     s3: S3Config = Field(default_factory=S3Config)
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @field_validator("project")
     @classmethod
