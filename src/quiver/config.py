@@ -31,12 +31,14 @@ __all__ = [
     "CONFIG_FILE",
     "AuthConfig",
     "IcebergCatalogConfig",
+    "JobsConfig",
     "MonitoringConfig",
     "OfflineEngineConfig",
     "RedisOnlineStoreConfig",
     "RegistryConfig",
     "RepoConfig",
     "S3Config",
+    "SchedulerConfig",
     "ServerConfig",
     "SqliteOnlineStoreConfig",
     "find_repo",
@@ -149,6 +151,28 @@ class ServerConfig(_Strict):
     )
 
 
+class JobsConfig(_Strict):
+    """Background jobs (``"async": true`` REST requests, scheduled materializations)."""
+
+    workers: int = Field(default=2, ge=1, le=64, description="jobs run at once per process")
+    max_queued: int = Field(default=100, ge=1, description="jobs waiting per process")
+    grace_seconds: float = Field(
+        default=30.0, ge=0, description="on SIGTERM, how long running jobs may take to finish"
+    )
+    heartbeat_seconds: float = Field(
+        default=10.0, gt=0, description="how often a process marks its running jobs alive"
+    )
+
+
+class SchedulerConfig(_Strict):
+    """The scheduler of views' ``materialization_schedule`` (``quiver scheduler``)."""
+
+    poll_seconds: float = Field(default=15.0, gt=0, description="how often schedules are checked")
+    lease_seconds: float = Field(
+        default=120.0, gt=0, description="how long a schedule's lease outlives its holder"
+    )
+
+
 class AuthConfig(_Strict):
     """Who may call the REST API.
 
@@ -212,6 +236,8 @@ class RepoConfig(BaseSettings):
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
     @field_validator("project")
     @classmethod

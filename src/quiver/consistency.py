@@ -159,7 +159,7 @@ def validate_consistency(
 
     from quiver.online import ReadRequest
     from quiver.online.encoding import ViewLayout, datetime_to_us, timestamps_us
-    from quiver.registry.runs import get_watermark
+    from quiver.registry.runs import get_watermark, online_store_key
     from quiver.selection import ViewSelection, query_sources
     from quiver.types import arrow_type
 
@@ -189,7 +189,7 @@ def validate_consistency(
         layout = tile_layout(store.project, fv, entities)
     else:
         layout = ViewLayout.from_selection(store.project, sel)
-    watermark = get_watermark(registry, view, layout.version)
+    watermark = get_watermark(registry, view, layout.version, online_store_key(store.config))
     if watermark is None:
         raise InvalidError(
             f"feature view '{view}' has not been materialized under its current schema; run "

@@ -331,6 +331,29 @@ DataSource = Annotated[
 """A data source: :class:`FileSource` or :class:`IcebergSource` (JSON key ``type``)."""
 
 
+def _check_schedule(view: str, schedule: str | None, timezone: str) -> None:
+    """Refuse a cron expression or time zone that cannot be read (``ValueError``)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"feature view '{view}': schedule_timezone {timezone!r} is not a time zone; use an "
+            "IANA name such as UTC or Europe/Paris"
+        ) from None
+    if schedule is None:
+        return
+    from croniter import croniter
+
+    if not schedule.strip() or len(schedule.split()) != 5 or not croniter.is_valid(schedule):
+        raise ValueError(
+            f"feature view '{view}': materialization_schedule {schedule!r} is not a cron "
+            "expression; use five fields: minute hour day-of-month month day-of-week, e.g. "
+            "'0 */6 * * *'"
+        )
+
+
 class FeatureView(_Definition):
     """A named set of fields from one source for one or more entities.
 
@@ -344,6 +367,10 @@ class FeatureView(_Definition):
         source_query: Optional ``SELECT`` over the view's source and other registered data
             sources (by name, e.g. a join with a dimension table), run in the SQL sandbox over
             their rows; the view reads its result instead of the source's rows.
+        materialization_schedule: Optional cron expression (five fields, e.g. ``0 */6 * * *``):
+            ``quiver scheduler`` (or ``quiver serve --scheduler``) materializes the view
+            incrementally at those times.
+        schedule_timezone: The IANA time zone the schedule is read in (default ``UTC``).
     """
 
     kind: ClassVar[str] = "feature_view"
@@ -360,6 +387,8 @@ class FeatureView(_Definition):
     owner: str = ""
     aggregations: list[Aggregation] = PydanticField(default_factory=list)
     aggregation_interval: timedelta | None = None
+    materialization_schedule: str | None = None
+    schedule_timezone: str = "UTC"
 
     if TYPE_CHECKING:
         # The signature users write (``schema=`` and ``ttl_seconds=`` are validation aliases,
@@ -381,6 +410,8 @@ class FeatureView(_Definition):
             owner: str = "",
             aggregations: Sequence[Aggregation | dict[str, Any]] = ...,
             aggregation_interval: timedelta | str | None = None,
+            materialization_schedule: str | None = None,
+            schedule_timezone: str = "UTC",
         ) -> None: ...
 
     @field_validator("entities", mode="before")
@@ -429,6 +460,7 @@ class FeatureView(_Definition):
     def _check(self) -> Self:
         if self.aggregations or self.aggregation_interval is not None:
             _check_aggregations(self)
+        _check_schedule(self.name, self.materialization_schedule, self.schedule_timezone)
         if not self.entities:
             raise ValueError(f"feature view '{self.name}' needs at least one entity")
         if len(set(self.entities)) != len(self.entities):
@@ -531,6 +563,10 @@ class FeatureView(_Definition):
         else:
             spec.pop("aggregations", None)
             spec.pop("aggregation_interval", None)
+        if self.materialization_schedule is None:  # specs of plain views stay as they were
+            spec.pop("materialization_schedule", None)
+        if self.schedule_timezone == "UTC":
+            spec.pop("schedule_timezone", None)
         return spec
 
     def __getitem__(self, names: list[str] | tuple[str, ...] | str) -> list[str]:

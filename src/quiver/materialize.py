@@ -8,8 +8,8 @@ store keeps the newer row per key, so a run is idempotent and an older row never
 newer one (e.g. one pushed meanwhile).
 
 Each run is recorded in the registry (:mod:`quiver.registry.runs`); a successful run moves the
-view's watermark to ``end``. :func:`materialize_incremental` resumes every view from its
-watermark; a view never materialized starts at ``end - ttl`` (older rows would be expired), or
+view's watermark in the online store it wrote to to ``end``. :func:`materialize_incremental`
+resumes every view from its watermark in the configured online store; a view never materialized starts at ``end - ttl`` (older rows would be expired), or
 at the beginning when it has no TTL. A run that fails half-way leaves part of its range in the
 store and the watermark where it was, so the next incremental run covers the range again.
 """
@@ -194,7 +194,7 @@ def materialize_incremental(
     work = []
     for sel in selections:
         layout = _layout(store, sel)
-        mark = get_watermark(store.registry, sel.view.name, layout.version)
+        mark = get_watermark(store.registry, sel.view.name, layout.version, _store_key(store))
         start: datetime | None
         if mark is None and sel.view.aggregations:  # the tiles a read at end needs
             widest = max(a.time_window for a in sel.view.aggregations)
@@ -228,7 +228,9 @@ def _run_view(
 ) -> MaterializationRun:
     view = sel.view.name
     registry = store.registry
-    run = start_run(registry, view, start, end, layout.version)
+    from quiver.jobs.context import current_job_id
+
+    run = start_run(registry, view, start, end, layout.version, _store_key(store), current_job_id())
     began = time.perf_counter()
     rows = 0
     reader = None
@@ -275,6 +277,13 @@ def _run_view(
     )
     _notify(progress, "view_finished", done)
     return done
+
+
+def _store_key(store: FeatureStore) -> str:
+    """The online store's key: watermarks are per view and online store."""
+    from quiver.registry.runs import online_store_key
+
+    return online_store_key(store.config)
 
 
 def _close(reader: Any) -> None:

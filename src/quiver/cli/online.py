@@ -381,11 +381,11 @@ def materialization_runs(
     json_: JsonOption = False,
 ) -> None:
     """List recent materialization runs (newest first) and the views' watermarks."""
-    from quiver.registry.runs import list_runs, list_watermarks
+    from quiver.registry.runs import list_runs, list_watermarks, online_store_key
 
     store = open_store(repo)
     runs = list_runs(store.registry, view=view, limit=limit)
-    marks = list_watermarks(store.registry)
+    marks = list_watermarks(store.registry, online_store_key(store.config))
     if json_:
         print_json(
             {

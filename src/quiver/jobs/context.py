@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["critical", "current_token", "running"]
+__all__ = ["critical", "current_job_id", "current_token", "in_job", "running"]
+
+_job_id: ContextVar[str | None] = ContextVar("quiver_job_id", default=None)
 
 _token: str | None = None
 _notify: Callable[[tuple[Any, ...]], None] | None = None
@@ -27,6 +30,21 @@ _notify: Callable[[tuple[Any, ...]], None] | None = None
 def current_token() -> str | None:
     """The token of the job this process runs, or ``None`` outside a worker."""
     return _token
+
+
+def current_job_id() -> str | None:
+    """The id of the background job (:mod:`quiver.jobs.pool`) this thread works for, if any."""
+    return _job_id.get()
+
+
+@contextmanager
+def in_job(job_id: str) -> Iterator[None]:
+    """Run the block as part of the background job ``job_id`` (its runs record the id)."""
+    reset = _job_id.set(job_id)
+    try:
+        yield
+    finally:
+        _job_id.reset(reset)
 
 
 @contextmanager

@@ -3,11 +3,14 @@
 Every run of :func:`quiver.materialize.materialize` records a row (``running`` when it starts,
 ``succeeded`` or ``failed`` when it ends). A successful run moves the view's *watermark* (the
 end of the materialized time range, exclusive) forward; ``materialize-incremental`` resumes
-from it. A watermark belongs to the view's online schema version: after a schema change the
-view has no watermark until it is materialized again.
+from it. A watermark belongs to the view *and the online store* the run wrote to
+(:func:`online_store_key`: after switching stores, the new one starts empty) and to the view's
+online schema version: after a schema change the view has no watermark until it is
+materialized again.
 
-A run whose process died (e.g. killed) stays ``running``; the next run of the same view on the
-same host notices the process is gone and marks it ``failed``.
+A run whose process died (e.g. killed) stays ``running`` until a process on the same host
+notices the process is gone and marks it ``failed`` (the next run of the same view, and every
+job pool or scheduler at start, :func:`reap_dead_runs`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ __all__ = [
     "last_run_per_view",
     "list_runs",
     "list_watermarks",
+    "online_store_key",
+    "reap_dead_runs",
     "start_run",
 ]
 
@@ -67,6 +72,8 @@ class MaterializationRun:
         started_at: When the run started (UTC).
         finished_at: When it ended (UTC), ``None`` while running.
         schema_version: The view's online schema version the run wrote.
+        online_store: The online store written (:func:`online_store_key`).
+        job_id: The background job the run belongs to, if any.
     """
 
     run_id: str
@@ -80,6 +87,8 @@ class MaterializationRun:
     started_at: datetime
     finished_at: datetime | None
     schema_version: str = ""
+    online_store: str = ""
+    job_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-compatible dict (timestamps in ISO 8601)."""
@@ -95,6 +104,8 @@ class MaterializationRun:
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "schema_version": self.schema_version,
+            "online_store": self.online_store,
+            "job_id": self.job_id,
         }
 
 
@@ -111,6 +122,8 @@ def _from_row(row: Any) -> MaterializationRun:
         started_at=_utc(row.started_at),  # type: ignore[arg-type]
         finished_at=_utc(row.finished_at),
         schema_version=row.schema_version,
+        online_store=row.online_store,
+        job_id=row.job_id,
     )
 
 
@@ -146,17 +159,38 @@ def _process_gone(pid: int) -> bool:
     return False
 
 
-def _reap(conn: Connection, registry: Registry, view: str, now: datetime) -> None:
-    """Mark ``running`` runs of ``view`` whose process on this host is gone as failed."""
+def online_store_key(config: Any) -> str:
+    """Which online store a config writes to, as watermarks record it (no credentials).
+
+    ``sqlite:<absolute path>`` or ``redis:<host:port/db>/<key prefix>``.
+    """
+    online = config.online_store
+    if online.type == "sqlite":
+        return f"sqlite:{config.resolve(online.path)}"
+    from urllib.parse import urlsplit
+
+    url = urlsplit(online.url)
+    where = f"{url.hostname or ''}:{url.port or ''}{url.path or ''}"
+    return f"redis:{where}/{online.key_prefix}"[:255]
+
+
+def reap_dead_runs(registry: Registry) -> None:
+    """Mark every ``running`` run whose process on this host is gone as failed."""
+    with _write(registry) as conn:
+        _reap(conn, registry, None, datetime.now(UTC))
+
+
+def _reap(conn: Connection, registry: Registry, view: str | None, now: datetime) -> None:
+    """Mark ``running`` runs (of ``view``, or all) whose process on this host is gone failed."""
     host = socket.gethostname()
-    rows = conn.execute(
-        sa.select(runs_table.c.run_id, runs_table.c.pid, runs_table.c.started_at).where(
-            runs_table.c.project == registry.project,
-            runs_table.c.view == view,
-            runs_table.c.status == "running",
-            runs_table.c.host == host,
-        )
-    ).all()
+    query = sa.select(runs_table.c.run_id, runs_table.c.pid, runs_table.c.started_at).where(
+        runs_table.c.project == registry.project,
+        runs_table.c.status == "running",
+        runs_table.c.host == host,
+    )
+    if view is not None:
+        query = query.where(runs_table.c.view == view)
+    rows = conn.execute(query).all()
     for row in rows:
         if row.pid is not None and _process_gone(int(row.pid)):
             started = _utc(row.started_at) or now
@@ -178,6 +212,8 @@ def start_run(
     start: datetime | None,
     end: datetime,
     schema_version: str,
+    online_store: str = "",
+    job_id: str | None = None,
 ) -> MaterializationRun:
     """Record a new ``running`` run (and mark dead runs of the same view as failed)."""
     now = datetime.now(UTC)
@@ -193,6 +229,8 @@ def start_run(
         started_at=now,
         finished_at=None,
         schema_version=schema_version,
+        online_store=online_store,
+        job_id=job_id,
     )
     with _write(registry) as conn:
         _reap(conn, registry, view, now)
@@ -212,6 +250,8 @@ def start_run(
                 finished_at=None,
                 host=socket.gethostname(),
                 pid=os.getpid(),
+                online_store=online_store,
+                job_id=job_id,
             )
         )
     return run
@@ -259,7 +299,11 @@ def finish_run(
 def _advance_watermark(
     conn: Connection, registry: Registry, run: MaterializationRun, now: datetime
 ) -> None:
-    key = (marks_table.c.project == registry.project) & (marks_table.c.view == run.view)
+    key = (
+        (marks_table.c.project == registry.project)
+        & (marks_table.c.view == run.view)
+        & (marks_table.c.online_store == run.online_store)
+    )
     row = conn.execute(sa.select(marks_table).where(key)).first()
     values = {
         "watermark": run.end,
@@ -268,7 +312,11 @@ def _advance_watermark(
         "updated_at": now,
     }
     if row is None:
-        conn.execute(marks_table.insert().values(project=registry.project, view=run.view, **values))
+        conn.execute(
+            marks_table.insert().values(
+                project=registry.project, view=run.view, online_store=run.online_store, **values
+            )
+        )
         return
     current = _utc(row.watermark)
     if row.schema_version == run.schema_version and current is not None and current >= run.end:
@@ -277,7 +325,10 @@ def _advance_watermark(
 
 
 def get_watermark(
-    registry: Registry, view: str, schema_version: str | None = None
+    registry: Registry,
+    view: str,
+    schema_version: str | None = None,
+    online_store: str | None = None,
 ) -> datetime | None:
     """The view's watermark (end of the last materialized range), or ``None``.
 
@@ -286,24 +337,28 @@ def get_watermark(
         view: The feature view.
         schema_version: If given, a watermark recorded under another schema version counts as
             none (the online data of the current schema starts empty).
+        online_store: The online store's key (:func:`online_store_key`); ``None``: the most
+            recently moved watermark of the view in any store.
     """
+    query = sa.select(marks_table).where(
+        marks_table.c.project == registry.project, marks_table.c.view == view
+    )
+    if online_store is not None:
+        query = query.where(marks_table.c.online_store == online_store)
     with _read(registry) as conn:
-        row = conn.execute(
-            sa.select(marks_table).where(
-                marks_table.c.project == registry.project, marks_table.c.view == view
-            )
-        ).first()
+        row = conn.execute(query.order_by(marks_table.c.updated_at.desc())).first()
     if row is None or (schema_version is not None and row.schema_version != schema_version):
         return None
     return _utc(row.watermark)
 
 
-def list_watermarks(registry: Registry) -> dict[str, datetime]:
-    """Every view's watermark, by view name."""
+def list_watermarks(registry: Registry, online_store: str | None = None) -> dict[str, datetime]:
+    """Every view's watermark (in ``online_store``, or the latest in any), by view name."""
+    query = sa.select(marks_table).where(marks_table.c.project == registry.project)
+    if online_store is not None:
+        query = query.where(marks_table.c.online_store == online_store)
     with _read(registry) as conn:
-        rows = conn.execute(
-            sa.select(marks_table).where(marks_table.c.project == registry.project)
-        ).all()
+        rows = conn.execute(query.order_by(marks_table.c.updated_at)).all()
     return {r.view: _utc(r.watermark) for r in rows}  # type: ignore[misc]
 
 

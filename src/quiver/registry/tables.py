@@ -62,6 +62,8 @@ materialization_runs = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("host", sa.String(255), nullable=True),
     sa.Column("pid", sa.Integer, nullable=True),
+    sa.Column("online_store", sa.String(255), nullable=False, server_default=""),
+    sa.Column("job_id", sa.String(32), nullable=True),
     sa.Index("ix_materialization_runs_view", "project", "view", "started_at"),
 )
 
@@ -70,6 +72,7 @@ materialization_watermarks = sa.Table(
     metadata,
     sa.Column("project", sa.String(63), primary_key=True),
     sa.Column("view", sa.String(63), primary_key=True),
+    sa.Column("online_store", sa.String(255), primary_key=True),
     sa.Column("watermark", sa.DateTime(timezone=True), nullable=False),
     sa.Column("schema_version", sa.String(32), nullable=False),
     sa.Column("run_id", sa.String(32), nullable=True),
