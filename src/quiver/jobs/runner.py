@@ -90,6 +90,7 @@ class JobRunner:
         *,
         timeout: float,
         cancel: threading.Event | None = None,
+        token: str | None = None,
     ) -> Any:
         """Run a job of ``kind`` in a worker process and return its result.
 
@@ -104,6 +105,8 @@ class JobRunner:
             payload: The job's arguments (picklable).
             timeout: The time limit in seconds, from when the worker starts the job.
             cancel: Set by the caller to cancel the job (its client went away).
+            token: The job's token (default: a new one); a background job passes its id, so
+                that its batch prediction record has the same id.
 
         Raises:
             QuiverError: the job's own error (the same type as in the worker).
@@ -113,7 +116,7 @@ class JobRunner:
         """
         self._check_running()
         worker = self._take()
-        token = uuid.uuid4().hex
+        token = token or uuid.uuid4().hex
         try:
             scoped = getattr(store, "principal", None)
             principal = scoped if scoped is not None else _principal()
