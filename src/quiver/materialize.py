@@ -8,9 +8,10 @@ store keeps the newer row per key, so a run is idempotent and an older row never
 newer one (e.g. one pushed meanwhile).
 
 Each run is recorded in the registry (:mod:`quiver.registry.runs`); a successful run moves the
-view's watermark in the online store it wrote to to ``end``. :func:`materialize_incremental`
-resumes every view from its watermark in the configured online store; a view never materialized starts at ``end - ttl`` (older rows would be expired), or
-at the beginning when it has no TTL. A run that fails half-way leaves part of its range in the
+view's watermark in the online store it wrote to up to ``end``.
+:func:`materialize_incremental` resumes every view from its watermark in the configured online
+store; a view never materialized starts at ``end - ttl`` (older rows would be expired), or at
+the beginning when it has no TTL. A run that fails half-way leaves part of its range in the
 store and the watermark where it was, so the next incremental run covers the range again.
 """
 

@@ -98,9 +98,9 @@ def test_fire_times_in_a_time_zone() -> None:
 
 
 def test_definition_refuses_bad_schedules() -> None:
-    with pytest.raises(InvalidError, match="'v'.*materialization_schedule"):
+    with pytest.raises(InvalidError, match=r"'v'.*materialization_schedule"):
         view("v", schedule="every day")
-    with pytest.raises(InvalidError, match="'v'.*schedule_timezone"):
+    with pytest.raises(InvalidError, match=r"'v'.*schedule_timezone"):
         view("v", tz="Mars/Olympus")
 
 
@@ -133,7 +133,9 @@ def test_every_minute_schedule_fires_once_per_minute_and_catches_up_once(
         assert len(scheduler.tick()) == 1
         assert pool.wait_idle(60)
         assert scheduler.tick() == []
-        assert get_watermark(store.registry, "fresh", online_store=key) == T0 + timedelta(minutes=11)
+        assert get_watermark(store.registry, "fresh", online_store=key) == T0 + timedelta(
+            minutes=11
+        )
         # The online store holds the latest minute before the watermark (minute index 40).
         assert clicks(store, "fresh") == [40] * KEYS
         runs = list_runs(store.registry, view="fresh")

@@ -1,4 +1,4 @@
-"""``quiver serve``: run the REST API under uvicorn."""
+"""``quiver serve``: run the REST API under uvicorn (``--scheduler``: with the schedules)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,13 @@ def serve(
             "may do everything).",
         ),
     ] = False,
+    scheduler: Annotated[
+        bool,
+        typer.Option(
+            "--scheduler",
+            help="Also run the views' materialization schedules (safe with several replicas).",
+        ),
+    ] = False,
     repo: RepoOption = None,
 ) -> None:
     """Serve the REST API (OpenAPI docs at /docs)."""
@@ -66,12 +73,13 @@ def serve(
     if workers == 1:
         from quiver.server.app import create_app, freeze_start_up
 
-        app = create_app(store, close_store=True)
+        app = create_app(store, close_store=True, scheduler=scheduler)
         freeze_start_up()
         uvicorn.run(app, **options)
     else:
         store.close()
         os.environ["QUIVER_REPO"] = str(store.repo_path)
+        os.environ["QUIVER_SERVE_SCHEDULER"] = "1" if scheduler else "0"
         uvicorn.run("quiver.server.app:app_from_env", factory=True, workers=workers, **options)
 
 

@@ -277,6 +277,10 @@ class JobPool:
 
     # -- stopping --------------------------------------------------------------------------------
 
+    def stop_taking(self) -> None:
+        """Refuse new jobs from now on (safe in a signal handler); :meth:`close` does the rest."""
+        self._closing.set()
+
     def close(self, grace: float | None = None) -> None:
         """Stop: cancel queued jobs, give running ones ``grace`` seconds, then cancel them.
 
@@ -323,7 +327,7 @@ def _acting(principal: Any) -> Any:
         yield
 
 
-# -- the job kinds -----------------------------------------------------------------------------------
+# -- the job kinds ---------------------------------------------------------------------------
 
 
 def materialize_work(

@@ -45,8 +45,8 @@ __all__ = [
     "finish_job",
     "get_job",
     "heartbeat",
-    "list_jobs",
     "lease_state",
+    "list_jobs",
     "reap_interrupted",
     "release_lease",
     "request_cancel",
@@ -512,9 +512,7 @@ def renew_lease(
                 schedule_leases.c.view == view,
                 schedule_leases.c.holder == holder,
             )
-            .values(
-                expires_at=now + timedelta(seconds=seconds), last_job_id=job_id, updated_at=now
-            )
+            .values(expires_at=now + timedelta(seconds=seconds), last_job_id=job_id, updated_at=now)
         )
 
 

@@ -167,8 +167,8 @@ class Scheduler:
         registry = self.store.registry
         with self._lock:
             in_flight = dict(self._in_flight)
-        for view, job_id in in_flight.items():
-            records.renew_lease(registry, view, self.holder, now, self.lease_seconds, job_id)
+        for name, job_id in in_flight.items():
+            records.renew_lease(registry, name, self.holder, now, self.lease_seconds, job_id)
         views = _scheduled(self.store)
         if not views:
             return []

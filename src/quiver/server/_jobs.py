@@ -1,10 +1,17 @@
-"""Training and batch prediction requests, run as jobs in worker processes.
+"""Training and batch prediction requests, run as jobs in worker processes; background jobs.
 
 A job route checks its request first (paths, bounds; in the threadpool), then hands the job to
 the app's :class:`~quiver.jobs.runner.JobRunner` and waits for it. The job is killed when its
 time runs out (``server.job_timeout_seconds``: a 422 ``job_timeout``), when the client goes away,
 and when the server stops (SIGTERM or Ctrl-C: a 503 ``job_cancelled``, answered within a moment
 so that the server can exit).
+
+With ``"async": true`` in the body or ``Prefer: respond-async``, a materialization, training or
+batch prediction is checked the same way and then given to the app's
+:class:`~quiver.jobs.pool.JobPool` (:func:`submit_job`): the answer is a ``202`` with the job's
+record and ``Location: /api/v1/jobs/{id}``. On SIGTERM the pool takes no new job and its
+running jobs get ``jobs.grace_seconds`` to finish (then they are cancelled); a second SIGTERM
+exits at once.
 """
 
 from __future__ import annotations
@@ -12,20 +19,79 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PydanticField
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
 
+    from quiver.jobs.pool import JobPool, Work
     from quiver.jobs.runner import JobRunner
 
-__all__ = ["install_stop_on_signals", "job_runner", "run_job"]
+__all__ = [
+    "ASYNC_DESCRIPTION",
+    "ASYNC_RESPONSES",
+    "JobOut",
+    "install_stop_on_signals",
+    "job_pool",
+    "job_runner",
+    "run_job",
+    "start_background",
+    "submit_job",
+    "wants_async",
+]
+
+ASYNC_DESCRIPTION = (
+    "run in the background: answer 202 with the job (poll GET /api/v1/jobs/{id}); "
+    "the header 'Prefer: respond-async' does the same"
+)
+
+
+class JobOut(BaseModel):
+    """A background job."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    kind: str = PydanticField(description="materialize, train or predict_batch")
+    status: str = PydanticField(description="queued, running, succeeded, failed or cancelled")
+    params: dict[str, Any]
+    progress: dict[str, Any]
+    result: Any = PydanticField(
+        default=None,
+        description="materialize: the runs; train: the model id; predict_batch: the prediction "
+        "job id",
+    )
+    error: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+    created_by: str | None = None
+    cancel_requested: bool = False
+    schedule: str | None = PydanticField(
+        default=None, description="the view whose schedule made the job"
+    )
+
+
+ASYNC_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": JobOut,
+        "description": 'accepted as a background job ("async": true or Prefer: '
+        "respond-async); the Location header names it",
+    },
+}
+"""Declared on the routes that take ``"async": true``."""
 
 logger = logging.getLogger("quiver.server")
 
@@ -45,6 +111,96 @@ def job_runner(app: FastAPI) -> JobRunner:
                 runner = JobRunner(app.state.store.config)
                 app.state.jobs = runner
     return runner
+
+
+def job_pool(app: FastAPI) -> JobPool:
+    """The app's pool of background jobs (created at the first one, or with the scheduler)."""
+    pool: JobPool | None = getattr(app.state, "job_pool", None)
+    if pool is None:
+        with _runner_lock:
+            pool = getattr(app.state, "job_pool", None)
+            if pool is None:
+                from quiver.jobs.pool import JobPool
+
+                pool = JobPool(app.state.store, reap_at_start=False)  # reaped at start-up
+                app.state.job_pool = pool
+    return pool
+
+
+async def start_background(app: FastAPI, scheduler: bool) -> Callable[[], Any]:
+    """At start-up: mark the jobs of dead processes ``failed: interrupted``, and with
+    ``scheduler`` start the app's job pool and scheduler thread.
+
+    Returns:
+        An async function that stops them (the pool gets ``jobs.grace_seconds``).
+    """
+    store = app.state.store
+
+    def begin() -> tuple[Any, Any]:
+        from quiver.jobs.pool import reap
+
+        try:
+            reaped = reap(store)
+        except Exception as exc:  # the registry cannot be opened yet: /ready reports it
+            logger.warning("cannot check for interrupted jobs: %s", exc)
+        else:
+            if reaped:
+                logger.warning("marked %d interrupted job(s) failed", len(reaped))
+        if not scheduler:
+            return None, None
+        from quiver.jobs.scheduler import Scheduler
+
+        running = Scheduler(store, job_pool(app))
+        thread, stop = running.start()
+        logger.info("scheduler started (every %g s)", store.config.scheduler.poll_seconds)
+        return thread, stop
+
+    thread, stop = await asyncio.to_thread(begin)
+
+    async def close() -> None:
+        if stop is not None:
+            stop.set()
+        pool = getattr(app.state, "job_pool", None)
+        if pool is not None:
+            await asyncio.to_thread(pool.close)
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 10.0)
+
+    return close
+
+
+def wants_async(request: Request, flag: bool) -> bool:
+    """Whether the request asks for a background job (the flag, or ``Prefer: respond-async``)."""
+    prefer = request.headers.get("prefer", "")
+    return flag or any(p.strip().lower() == "respond-async" for p in prefer.split(","))
+
+
+async def submit_job(
+    request: Request,
+    store: Any,
+    kind: str,
+    params: dict[str, Any],
+    prepare: Callable[[], Work],
+) -> JSONResponse:
+    """Check a request (``prepare``, in the threadpool) and run it as a background job.
+
+    Returns:
+        The ``202`` answer: the job's record, ``Location: /api/v1/jobs/{id}``.
+    """
+    from quiver.security.principal import current_principal
+
+    principal = current_principal()
+
+    def work() -> dict[str, Any]:
+        job = prepare()
+        pool = job_pool(request.app)
+        by = getattr(principal, "name", None)
+        return pool.submit(kind, params, job, created_by=by, principal=principal).to_dict()
+
+    record = await run_in_threadpool(work)
+    body = JobOut(**record).model_dump(mode="json")
+    location = f"/api/v1/jobs/{record['job_id']}"
+    return JSONResponse(body, status_code=202, headers={"Location": location})
 
 
 async def run_job(
@@ -100,11 +256,18 @@ def install_stop_on_signals(app: FastAPI) -> Callable[[], None]:
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous: dict[int, Any] = {}
+    received: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) > 1 and signum == signal.SIGTERM:
+            os._exit(1)  # a second SIGTERM: exit at once (the next start reaps the jobs)
         runner = getattr(app.state, "jobs", None)
         if runner is not None:
             runner.stop()
+        pool = getattr(app.state, "job_pool", None)
+        if pool is not None:
+            pool.stop_taking()
         chained = previous.get(signum)
         if callable(chained):
             chained(signum, frame)

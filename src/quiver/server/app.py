@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from quiver.config import ServerConfig
 from quiver.server._docs import install_offline_docs
-from quiver.server._jobs import install_stop_on_signals
+from quiver.server._jobs import install_stop_on_signals, start_background
 from quiver.server.access import AuditMiddleware, Gate, authorize, declare_security
 from quiver.server.errors import GuardMiddleware, install_error_handlers
 from quiver.server.fastpath import QuiverAPI
@@ -52,6 +52,8 @@ _TAGS = [
     {"name": "features", "description": "Feature discovery."},
     {"name": "serving", "description": "Online values and point-in-time training data."},
     {"name": "materializations", "description": "Offline to online copies."},
+    {"name": "schedules", "description": "Materialization schedules of views."},
+    {"name": "jobs", "description": "Background jobs: materializations, training, predictions."},
     {"name": "push", "description": "Fresh rows straight into the stores."},
     {"name": "models", "description": "The model registry."},
     {"name": "predictions", "description": "Batch and online predictions."},
@@ -70,11 +72,13 @@ def _routers() -> list[APIRouter]:
         feature_views,
         features,
         health,
+        jobs,
         materializations,
         models,
         on_demand_feature_views,
         predictions,
         push,
+        schedules,
         security,
         serving,
         status,
@@ -93,6 +97,8 @@ def _routers() -> list[APIRouter]:
         feature_services,
         features,
         materializations,
+        schedules,
+        jobs,
         push,
         models,
         predictions,
@@ -104,7 +110,11 @@ def _routers() -> list[APIRouter]:
 
 
 def create_app(
-    store: FeatureStore, *, settings: ServerConfig | None = None, close_store: bool = False
+    store: FeatureStore,
+    *,
+    settings: ServerConfig | None = None,
+    close_store: bool = False,
+    scheduler: bool = False,
 ) -> FastAPI:
     """The REST API over ``store``.
 
@@ -113,6 +123,8 @@ def create_app(
         settings: Limits of the server (``max_inline_rows``, ``max_body_bytes``); default:
             ``store.config.server``.
         close_store: Close ``store`` when the app shuts down (for apps that own their store).
+        scheduler: Run the views' materialization schedules in this process
+            (``quiver serve --scheduler``).
 
     Returns:
         A FastAPI app; serve it with uvicorn (``quiver serve`` does).
@@ -127,9 +139,11 @@ def create_app(
         _warm_up(store)
         restore_signals = install_stop_on_signals(_app)  # SIGTERM cancels running jobs
         watcher = asyncio.create_task(_watch_registry(store, gate))
+        stop_background = await start_background(_app, scheduler)  # jobs, schedules
         try:
             yield
         finally:
+            await stop_background()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -203,7 +217,8 @@ def app_from_env() -> FastAPI:
     from quiver.store import FeatureStore
 
     store = FeatureStore(repo_path=os.environ.get("QUIVER_REPO", "."))
-    app = create_app(store, close_store=True)
+    scheduler = os.environ.get("QUIVER_SERVE_SCHEDULER") == "1"
+    app = create_app(store, close_store=True, scheduler=scheduler)
     freeze_start_up()
     return app
 

@@ -693,6 +693,12 @@ class MaterializeRequest(_In):
     end: IsoDateTime | None = Field(default=None, description="default: now")
     views: list[str] | None = Field(default=None, description="default: every online view")
     incremental: bool = False
+    run_async: bool = Field(
+        default=False,
+        alias="async",
+        description="run in the background: answer 202 with the job (poll GET "
+        "/api/v1/jobs/{id}); the header 'Prefer: respond-async' does the same",
+    )
 
 
 class RunOut(_Out):
@@ -709,6 +715,7 @@ class RunOut(_Out):
     started_at: datetime
     finished_at: datetime | None = None
     schema_version: str = Field(description="the hash of the view's schema the run wrote")
+    job_id: str | None = Field(default=None, description="the background job of the run")
 
 
 class RunListOut(_Out):

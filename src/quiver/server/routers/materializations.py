@@ -5,15 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
 
 from quiver.errors import InvalidError
 from quiver.server._convert import as_utc
+from quiver.server._jobs import ASYNC_RESPONSES, submit_job, wants_async
 from quiver.server._runs import run_dict
 from quiver.server.access import visible
 from quiver.server.deps import StoreDep
 from quiver.server.schemas import (
     ERROR_RESPONSES,
+    JOB_RESPONSES,
     MaterializeRequest,
     RunListOut,
     RunOut,
@@ -36,19 +40,24 @@ router = APIRouter(
     status_code=201,
     operation_id="start_materialization",
     summary="Materialize a range, or incrementally",
+    responses={**JOB_RESPONSES, **ASYNC_RESPONSES},
 )
-def start_materialization(body: MaterializeRequest, store: StoreDep) -> RunListOut:
+async def start_materialization(
+    body: MaterializeRequest, request: Request, store: StoreDep
+) -> RunListOut | JSONResponse:
     """Copy the latest value per key into the online store; one run per view.
 
-    With ``incremental=true`` each view resumes from its watermark up to ``end`` (default now);
-    otherwise ``start`` is required and the range is ``[start, end)``. The call returns when the
-    runs have finished.
+    With ``incremental=true`` each view resumes from its watermark (in the configured online
+    store) up to ``end`` (default now); otherwise ``start`` is required and the range is
+    ``[start, end)``. The call returns when the runs have finished; with ``"async": true`` (or
+    ``Prefer: respond-async``) it returns a 202 with a background job at once. A job cancelled
+    stops between two views: each view is either fully materialized or untouched.
     """
     end = as_utc(body.end) if body.end is not None else datetime.now(UTC)
+    start = None
     if body.incremental:
         if body.start is not None:
             raise InvalidError("incremental runs start at each view's watermark; drop 'start'")
-        runs = store.materialize_incremental(end, body.views)
     else:
         if body.start is None:
             raise InvalidError("give 'start' (and 'end'), or set incremental=true")
@@ -57,6 +66,32 @@ def start_materialization(body: MaterializeRequest, store: StoreDep) -> RunListO
             raise InvalidError(
                 f"start ({start.isoformat()}) must be before end ({end.isoformat()})"
             )
+    if wants_async(request, body.run_async):
+        from quiver.jobs.pool import materialize_work
+
+        views = list(dict.fromkeys(body.views)) if body.views is not None else None
+        params = {
+            "views": views,
+            "start": start.isoformat() if start else None,
+            "end": end.isoformat(),
+            "incremental": body.incremental,
+        }
+
+        def prepare() -> Any:
+            for name in views or ():  # unknown views are a 404 now, not a failed job
+                store.get_feature_view(name)
+            return materialize_work(
+                store, views=views, start=start, end=end, incremental=body.incremental
+            )
+
+        return await submit_job(request, store, "materialize", params, prepare)
+    return await run_in_threadpool(_materialize, store, body, start, end)
+
+
+def _materialize(store: Any, body: MaterializeRequest, start: Any, end: datetime) -> RunListOut:
+    if body.incremental:
+        runs = store.materialize_incremental(end, body.views)
+    else:
         runs = store.materialize(start, end, body.views)
     items = [RunOut(**run_dict(r)) for r in runs]
     return RunListOut(items=items, count=len(items))

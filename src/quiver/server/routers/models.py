@@ -12,12 +12,19 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import Field
+from pydantic import Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 from quiver.ml.spec import TrainingSpec
 from quiver.server._convert import table_ref
-from quiver.server._jobs import run_job
+from quiver.server._jobs import (
+    ASYNC_DESCRIPTION,
+    ASYNC_RESPONSES,
+    job_pool,
+    run_job,
+    submit_job,
+    wants_async,
+)
 from quiver.server.deps import SettingsDep, StoreDep
 from quiver.server.schemas import (
     ERROR_RESPONSES,
@@ -33,6 +40,7 @@ __all__ = [
     "ModelOut",
     "ModelVersionOut",
     "StageRequest",
+    "TrainingRequest",
     "VersionListOut",
     "router",
 ]
@@ -120,29 +128,46 @@ def list_models(store: StoreDep) -> dict[str, Any]:
     return {"models": [r.to_dict() for r in records], "count": len(records)}
 
 
+class TrainingRequest(TrainingSpec):
+    """A training spec, and whether to train in the background."""
+
+    run_async: StrictBool = Field(default=False, alias="async", description=ASYNC_DESCRIPTION)
+
+
 @router.post(
     "",
     response_model=ModelVersionOut,
     status_code=201,
     operation_id="train_model",
     summary="Train a model version",
-    responses=JOB_RESPONSES,
+    responses={**JOB_RESPONSES, **ASYNC_RESPONSES},
 )
 async def train_model(
-    body: TrainingSpec, request: Request, store: StoreDep, settings: SettingsDep
-) -> dict[str, Any]:
+    body: TrainingRequest, request: Request, store: StoreDep, settings: SettingsDep
+) -> Any:
     """Train a model from a training spec and register the new version (stage ``none``).
 
     The training set is built with the point-in-time join; the answer carries the metrics on the
     train and test splits, feature importance and the lineage. A path as ``entity_df_source``
     must lie under the server's read roots. A model larger than the server's bounds is refused
     before any work (422); training runs in a worker process and is cancelled past
-    ``server.job_timeout_seconds`` (a 422 ``job_timeout``).
+    ``server.job_timeout_seconds`` (a 422 ``job_timeout``). With ``"async": true`` (or
+    ``Prefer: respond-async``) the answer is a 202 with a background job; its result is the
+    model id.
     """
 
     def prepare() -> dict[str, Any]:
         return {"spec": training_payload(store, body, settings)}
 
+    if wants_async(request, body.run_async):
+        from quiver.jobs.pool import runner_work
+
+        def background() -> Any:
+            payload = prepare()
+            return runner_work(job_pool(request.app), store, "train", payload)
+
+        params = {"name": body.name, "framework": body.framework, "model_type": body.model_type}
+        return await submit_job(request, store, "train", params, background)
     model_id = await run_job(request, store, "train", prepare)
     return await run_in_threadpool(lambda: store.get_model(model_id).to_dict())
 
@@ -163,6 +188,7 @@ def training_payload(store: Any, spec: TrainingSpec, settings: Any) -> dict[str,
     check_model_size(spec, ModelBounds.of(settings))
     data = spec.training_data
     out = spec.to_dict()
+    out.pop("run_async", None)  # the REST request's own field (TrainingRequest)
     out["training_data"]["entity_df_source"] = table_ref(
         store, data.entity_df_source, "entity_df_source"
     )

@@ -27,7 +27,14 @@ from quiver.server._convert import (
     writable_path,
     writable_table,
 )
-from quiver.server._jobs import run_job
+from quiver.server._jobs import (
+    ASYNC_DESCRIPTION,
+    ASYNC_RESPONSES,
+    job_pool,
+    run_job,
+    submit_job,
+    wants_async,
+)
 from quiver.server.access import require, visible
 from quiver.server.deps import SettingsDep, StoreDep
 from quiver.server.schemas import (
@@ -106,6 +113,7 @@ class BatchPredictionRequest(_ModelChoice):
     chunk_rows: int | None = Field(
         default=None, ge=1, le=MAX_CHUNK_ROWS, description="rows per chunk"
     )
+    run_async: bool = Field(default=False, alias="async", description=ASYNC_DESCRIPTION)
 
 
 class PredictionJobOut(MLOut):
@@ -239,21 +247,32 @@ def online(body: OnlinePredictionRequest, store: StoreDep, settings: SettingsDep
     response_model=PredictionJobOut,
     operation_id="predict_batch",
     summary="Batch predictions",
-    responses=JOB_RESPONSES,
+    responses={**JOB_RESPONSES, **ASYNC_RESPONSES},
 )
 async def batch(
     body: BatchPredictionRequest, request: Request, store: StoreDep, settings: SettingsDep
-) -> dict[str, Any]:
+) -> Any:
     """Score every input row with features as of its timestamp and write the predictions.
 
     The job runs in a worker process, within ``server.job_timeout_seconds`` (past it the job is
     cancelled: a 422 ``job_timeout``). The answer is the finished job; failures (and cancelled
-    jobs) are also recorded in the job list.
+    jobs) are also recorded in the job list. With ``"async": true`` (or ``Prefer:
+    respond-async``) the answer is a 202 with a background job, whose id is also the
+    prediction job's id.
     """
 
     def prepare() -> dict[str, Any]:
         return _batch_job(body, store, settings)
 
+    if wants_async(request, body.run_async):
+        from quiver.jobs.pool import runner_work
+
+        def background() -> Any:
+            payload = prepare()
+            return runner_work(job_pool(request.app), store, "predict_batch", payload)
+
+        params = {"model": body.model, "version": body.version, "stage": body.stage}
+        return await submit_job(request, store, "predict_batch", params, background)
     prediction_id = await run_job(request, store, "predict_batch", prepare)
     return await run_in_threadpool(lambda: _job_record(store, prediction_id))
 
