@@ -398,7 +398,7 @@ def materialization_runs(
         console.print(f"No materialization runs in project '{store.project}'.")
         return
     table = Table(title=f"Materialization runs in project '{store.project}'")
-    for col in ("started", "view", "range", "rows", "seconds", "status", "error"):
+    for col in ("started", "view", "range", "rows", "seconds", "status", "error", "job"):
         table.add_column(col)
     style = {"succeeded": "green", "failed": "red", "running": "yellow"}
     for r in runs:
@@ -411,6 +411,7 @@ def materialization_runs(
             f"{r.duration_seconds:.2f}",
             f"[{style.get(r.status, 'white')}]{r.status}[/]",
             r.error or "",
+            r.job_id or "",
         )
     console.print(table)
     for name, mark in sorted(marks.items()):

@@ -108,6 +108,8 @@ customer_behavior = FeatureView(
     description="Usage, billing and support activity, snapshotted weekly.",
     tags={"team": "growth", "pii": "false"},
     owner="growth@example.com",
+    # `quiver scheduler` (or `quiver serve --scheduler`) materializes it every 6 hours.
+    materialization_schedule="0 */6 * * *",
 )
 
 customer_demographics = FeatureView(

@@ -380,7 +380,13 @@ def runner_work(pool: JobPool, store: Any, kind: str, payload: dict[str, Any]) -
         timeout = store.config.server.job_timeout_seconds
         ctx.progress({"phase": "running"})
         result = pool.runner().run(
-            store, kind, payload, timeout=timeout, cancel=ctx.cancel_event, token=ctx.job_id
+            store,
+            kind,
+            payload,
+            timeout=timeout,
+            cancel=ctx.cancel_event,
+            token=ctx.job_id,
+            cancel_reason="a cancel was asked for, or the server stopped",
         )
         key = "model_id" if kind == "train" else "prediction_id"
         return {key: result}

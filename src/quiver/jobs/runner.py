@@ -91,6 +91,7 @@ class JobRunner:
         timeout: float,
         cancel: threading.Event | None = None,
         token: str | None = None,
+        cancel_reason: str = "its client went away",
     ) -> Any:
         """Run a job of ``kind`` in a worker process and return its result.
 
@@ -107,6 +108,7 @@ class JobRunner:
             cancel: Set by the caller to cancel the job (its client went away).
             token: The job's token (default: a new one); a background job passes its id, so
                 that its batch prediction record has the same id.
+            cancel_reason: What the error says when ``cancel`` was set.
 
         Raises:
             QuiverError: the job's own error (the same type as in the worker).
@@ -125,7 +127,7 @@ class JobRunner:
         except OSError as exc:
             self._discard(worker)
             raise RuntimeError(f"cannot hand the job to its worker process: {exc}") from exc
-        return self._wait(worker, store, kind, payload, token, timeout, cancel)
+        return self._wait(worker, store, kind, payload, token, timeout, cancel, cancel_reason)
 
     def _wait(
         self,
@@ -136,6 +138,7 @@ class JobRunner:
         token: str,
         timeout: float,
         cancel: threading.Event | None,
+        cancel_reason: str = "its client went away",
     ) -> Any:
         started: float | None = None
         critical = False
@@ -170,7 +173,7 @@ class JobRunner:
                     raise RuntimeError(f"a {kind} job failed in its worker:\n{message[1]}")
                 continue
             now = time.monotonic()
-            error = self._why_stop(kind, begun, started, now, timeout, cancel)
+            error = self._why_stop(kind, begun, started, now, timeout, cancel, cancel_reason)
             if error is None:
                 continue
             stop_at = stop_at or now + CRITICAL_GRACE
@@ -188,6 +191,7 @@ class JobRunner:
         now: float,
         timeout: float,
         cancel: threading.Event | None,
+        cancel_reason: str = "its client went away",
     ) -> QuiverError | None:
         """The error to end a running job with, or ``None`` to keep waiting."""
         if self._stopping.is_set():
@@ -195,7 +199,7 @@ class JobRunner:
                 f"the {kind} job was cancelled: the server is stopping; send it again later"
             )
         if cancel is not None and cancel.is_set():
-            return JobCancelledError(f"the {kind} job was cancelled: its client went away")
+            return JobCancelledError(f"the {kind} job was cancelled: {cancel_reason}")
         if started is not None and now - started > timeout:
             return JobTimeoutError(
                 f"the {kind} job ran longer than its time limit of {timeout:g} s "

@@ -444,6 +444,12 @@ class FeatureViewSpec(_In):
         default=None,
         description="a SELECT over the view's own source (by name), run in the SQL sandbox",
     )
+    materialization_schedule: str | None = Field(
+        default=None,
+        examples=["0 */6 * * *"],
+        description="cron (five fields): the scheduler materializes the view at those times",
+    )
+    schedule_timezone: str = Field(default="UTC", examples=["Europe/Paris"])
     description: str = ""
     tags: dict[str, str] = Field(default_factory=dict)
     owner: str = ""
