@@ -221,3 +221,21 @@ def test_sigterm_gives_running_jobs_the_grace_period_then_cancels_them(
         record = get_job(store.registry, job["job_id"])
     assert record.status == "cancelled", record
     assert not list((repo / "models").rglob(".staging-*"))
+
+
+def test_a_second_sigterm_exits_at_once_and_the_next_start_reaps_the_job(
+    repo: Path, serve_repo: Any
+) -> None:
+    srv = serve_repo(repo, env={**ENV, "QUIVER_JOBS__GRACE_SECONDS": "600"})
+    with srv.client() as c:
+        job = accepted(c.post("/api/v1/models", json={**slow_training("twice"), "async": True}))
+        assert poll(c, job["job_id"], lambda j: j["status"] == "running")["status"] == "running"
+    srv.process.send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    assert srv.process.poll() is None  # the job has 600 s of grace
+    srv.process.send_signal(signal.SIGTERM)
+    assert srv.process.wait(30) != 0  # liveness bound: far below the grace period
+    again = serve_repo(repo, env=ENV)
+    with again.client() as c:
+        after = c.get(f"/api/v1/jobs/{job['job_id']}").json()
+    assert after["status"] == "failed" and after["error"].startswith("interrupted"), after
