@@ -239,3 +239,35 @@ def test_a_second_sigterm_exits_at_once_and_the_next_start_reaps_the_job(
     with again.client() as c:
         after = c.get(f"/api/v1/jobs/{job['job_id']}").json()
     assert after["status"] == "failed" and after["error"].startswith("interrupted"), after
+
+
+def test_two_servers_with_the_scheduler_on_one_postgres_registry_run_the_fire_once(
+    new_demo_server: Callable[[], Any], serve_repo: Any, postgres_url: str
+) -> None:
+    first = new_demo_server()
+    first.stop()
+    repo = Path(first.repo)
+    env = {**ENV, "QUIVER_REGISTRY__URL": postgres_url}
+    command = [sys.executable, "-c", "from quiver.cli import main; main()"]
+    applied = subprocess.run(
+        [*command, "apply", "--repo", str(repo)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    servers = [serve_repo(repo, "--scheduler", env=env) for _ in range(2)]
+    with servers[0].client() as c:
+        deadline = time.monotonic() + BOUND
+        while time.monotonic() < deadline:
+            jobs = c.get("/api/v1/jobs", params={"view": "customer_behavior"}).json()["items"]
+            if jobs and all(finished(j) for j in jobs):
+                break
+            time.sleep(0.3)
+        time.sleep(3.0)  # several more ticks of both schedulers (0.5 s each)
+        jobs = c.get("/api/v1/jobs", params={"view": "customer_behavior"}).json()["items"]
+    assert len(jobs) == 1 and jobs[0]["status"] == "succeeded", jobs
+    with servers[1].client() as c:
+        (item,) = c.get("/api/v1/schedules").json()["items"]
+    assert item["last_job"]["job_id"] == jobs[0]["job_id"]
