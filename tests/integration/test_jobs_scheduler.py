@@ -5,6 +5,7 @@ Time is a controllable clock given to the scheduler; jobs run in a real :class:`
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -289,3 +290,28 @@ def test_switching_online_stores_then_incremental_fills_the_new_store(tmp_path: 
         assert b.materialize_incremental(T0) == []  # now at the watermark of b
     finally:
         b.close()
+
+
+def test_jobs_cli_lists_shows_and_cancels(store: FeatureStore) -> None:
+    from typer.testing import CliRunner
+
+    from quiver.cli import app
+
+    job = records.create_job(store.registry, "materialize", {"views": ["fresh"]})
+    repo = ["--repo", str(store.repo_path)]
+    runner = CliRunner()
+    result = runner.invoke(app, ["jobs", "cancel", job.job_id, *repo])
+    assert result.exit_code == 0, result.output
+    assert "cancelled" in result.output
+    result = runner.invoke(app, ["jobs", "list", "--status", "cancelled", "--json", *repo])
+    assert [j["job_id"] for j in json.loads(result.output)] == [job.job_id]
+    result = runner.invoke(app, ["jobs", "show", job.job_id, "--json", *repo])
+    assert json.loads(result.output)["error"] == "cancelled before it started"
+    result = runner.invoke(app, ["jobs", "cancel", job.job_id, *repo])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, ConflictError)
+    result = runner.invoke(app, ["jobs", "list", "--status", "done", *repo])
+    assert isinstance(result.exception, InvalidError)
+    result = runner.invoke(app, ["schedules", "list", "--json", *repo])
+    (item,) = json.loads(result.output)
+    assert (item["view"], item["cron"], item["last_fire"]) == ("fresh", "* * * * *", None)

@@ -199,8 +199,10 @@ async def submit_job(
 
     record = await run_in_threadpool(work)
     body = JobOut(**record).model_dump(mode="json")
-    location = f"/api/v1/jobs/{record['job_id']}"
-    return JSONResponse(body, status_code=202, headers={"Location": location})
+    headers = {"Location": f"/api/v1/jobs/{record['job_id']}"}
+    if wants_async(request, False):
+        headers["Preference-Applied"] = "respond-async"
+    return JSONResponse(body, status_code=202, headers=headers)
 
 
 async def run_job(
