@@ -11,7 +11,8 @@ DuckDB on the same Parquet files:
 * *exact windows*: the same join with ``t - w < ts <= t`` (the query one writes without tiles).
 
 **Online** (``get_online_features`` for 1 entity): the 9 aggregates of a view materialized from
-``--online-keys`` customers x ``--events-per-key`` events over 30 days, against a plain view of
+``--online-keys`` customers x ``--events-per-key`` events over 30 days (50, 100 and 500:
+sparse keys are mostly idle, their reads come long after their newest tile), against a plain view of
 9 float64 features (one row per key) read the same way, both from the same SQLite file (and
 Redis with ``--stores sqlite,redis``). p50 and p99 over ``--calls`` alternating calls.
 
@@ -262,7 +263,7 @@ def prepare_online(args: argparse.Namespace, online: dict[str, Any], name: str) 
     repo = DATA / f"online_{name}"
     shutil.rmtree(repo, ignore_errors=True)
     (repo / "data").mkdir(parents=True)
-    keys, per_key = args.online_keys, args.events_per_key
+    keys, per_key = args.online_keys, args.per_key
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     make_events(repo / "data" / "events.parquet", keys * per_key, keys, 30, 4, end - timedelta(30))
     rng = np.random.default_rng(5)
@@ -293,7 +294,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--online-keys", type=int, default=1_000)
-    parser.add_argument("--events-per-key", type=int, default=500)
+    parser.add_argument(
+        "--events-per-key", default="50,100,500", help="online cases (comma-separated)"
+    )
     parser.add_argument("--calls", type=int, default=3_000)
     parser.add_argument("--stores", default="sqlite")
     parser.add_argument("--skip", default="", help="offline or online")
@@ -326,7 +329,9 @@ def main() -> None:
         for name in ("same", "exact"):
             print(f"quiver / {name}: {q / median(sides[name]):.2f}x")
     if "online" not in args.skip:
-        for name in args.stores.split(","):
+        densities = [int(n) for n in args.events_per_key.split(",")]
+        for name, per_key in [(s, n) for s in args.stores.split(",") for n in densities]:
+            args.per_key = per_key
             server = None
             if name == "redis":
                 from _servers import start_redis
@@ -346,7 +351,7 @@ def main() -> None:
                 if server is not None:
                     server.stop()
             agg, plain = res.extra["agg"], res.extra["plain"]
-            print(f"online ({name}): 1 entity, {args.events_per_key} events per key over 30 days")
+            print(f"online ({name}): 1 entity, {per_key} events per key over 30 days")
             print_table(
                 ["read", "p50", "p99"],
                 [

@@ -360,7 +360,6 @@ def test_online_after_pushes_equals_oracle(
     after=st.integers(0, 3_600),
     reads=st.lists(seconds, min_size=1, max_size=3),
     order=st.randoms(use_true_random=False),
-    small_head=st.sampled_from([0, 4096]),
 )
 def test_online_count_sum_mean_equal_oracle(
     store: FeatureStore,
@@ -370,12 +369,10 @@ def test_online_count_sum_mean_equal_oracle(
     after: int,
     reads: list[int],
     order: Any,
-    small_head: int,
 ) -> None:
     """Reads of count, sum and mean alone (from the state's summary when it answers, else from
-    its head), after materializations and after pushes, at and after the newest event. SQLite
-    keeps these small heads with the summary unless ``small_head`` is 0 (a second read)."""
-    monkeypatch.setattr("quiver.online.sqlite._SMALL_HEAD", small_head)
+    its head, which SQLite adds in the same read), after materializations and after pushes, at
+    and after the newest event."""
     write_source(store.repo_path, rows)
     reset_online(store)
     start = T0 - timedelta(days=1)

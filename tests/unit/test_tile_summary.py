@@ -9,7 +9,7 @@ import pytest
 
 from quiver import Aggregation, Entity, FeatureView, Field, FileSource
 from quiver.features.tile_store import NEEDS_HEAD, Combiner
-from quiver.features.tiles import SUMMARY_BUDGET, TileSpec
+from quiver.features.tiles import ANCHOR, HEADER_SIZE, INT64_MAX, SUMMARY_BUDGET, TileSpec
 
 customer = Entity(name="customer", join_keys=["customer_id"])
 source = FileSource(name="events", path="data/events.parquet")
@@ -54,11 +54,19 @@ def test_summary_equals_running_totals(dtype: str) -> None:
             tiles[k] = partial if k not in tiles else spec.merge(tiles[k], partial)
         data = spec.encode(tiles, 1)
         head_end, summary_end = struct.unpack_from("<QQ", data, 16)
+        horizon = ANCHOR.unpack_from(data, HEADER_SIZE)[2]
+        # the runs cover at least as many read tiles as they are, and for ever when all fit
+        assert horizon >= spec.summary_rows
+        newest = max(tiles)
+        changes = {d for t in tiles for w in spec.widths if (d := t - newest + w + 1) > 0}
+        assert (horizon == INT64_MAX) == (len(changes) < spec.summary_rows)
         for subset in subsets:
             combine = Combiner(spec, subset)
             for _ in range(20):
                 if rng.random() < 0.5:  # about the newest tile, where the summary answers
                     now = max(tiles) * hour + rng.randrange(-2 * hour, 6 * hour)
+                elif rng.random() < 0.3:  # long after it, where windows empty one by one
+                    now = max(tiles) * hour + rng.randrange(0, 40 * hour)
                 elif rng.random() < 0.5:
                     now = rng.randrange(995 * hour, 1060 * hour)
                 else:  # on the tile grid
@@ -69,7 +77,7 @@ def test_summary_equals_running_totals(dtype: str) -> None:
                 combine.summary_recipes = recipes
                 got = combine(data[:summary_end], now)
                 if got is NEEDS_HEAD:
-                    late = now // hour - max(tiles) >= spec.summary_rows
+                    late = now // hour - max(tiles) >= horizon
                     early = -(-now // hour) - 1 < max(tiles)
                     assert recipes is None or late or early
                     continue

@@ -8,9 +8,9 @@
   older tile), merged with what the tile holds.
 * Each write prunes the tiles older than the largest window before the key's newest tile.
 * **Reads** at ``now`` combine the tiles of each window (:class:`Combiner`). A read of
-  ``count``/``sum``/``mean`` only fetches the state's summary and reads its window totals when
-  ``now`` is in one of the few tiles after the key's newest (see :mod:`quiver.features.tiles`);
-  otherwise it fetches the head and subtracts running totals. Both give the same values.
+  ``count``/``sum``/``mean`` fetches the state's summary and reads its window totals when the
+  summary answers at ``now`` (see :mod:`quiver.features.tiles`); otherwise it reads the head (in
+  the same statement on SQLite) and subtracts running totals. Both give the same values.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ class TileLayout(ViewLayout):
     @cached_property
     def version(self) -> str:
         """A short hash of the keys, columns, aggregations, tile size and tile format."""
-        text = f"tiles-v4|{ViewLayout.version.func(self)}|{self.aggregation_spec}"  # type: ignore[attr-defined]
+        text = f"tiles-v5|{ViewLayout.version.func(self)}|{self.aggregation_spec}"  # type: ignore[attr-defined]
         return "t" + hashlib.sha256(text.encode()).hexdigest()[:11]
 
 
@@ -167,8 +168,10 @@ class Combiner:
             self.summary_recipes = [(kind, at[a], at[b]) for kind, a, b in self.recipes]
         self.summary_events = spec.widths.index(self.widest) * len(cumulative) + cumulative.index(0)
         """The summary row's index of the widest window's event count (``0``: no event)."""
-        self.summary_rows = spec.summary_rows
+        self.summary_starts = spec.summary_starts
         self.summary_row = spec.summary_row
+        self.starts_at = HEADER_SIZE + ANCHOR.size
+        self.rows_at = self.starts_at + spec.summary_starts.size
 
     def _plan_totals(self) -> None:
         """The running totals the additive items read: ``(part, width)`` once each."""
@@ -192,6 +195,24 @@ class Combiner:
             )
             for p, w in keys
         ]
+        # One unpack reads a tile's latest event time and every running total (the head's
+        # arrays after the tile numbers, ``count`` items apart): ``(item, width)`` per total.
+        self.total_items = [
+            (spec.section_of[("running", p)] - 1, self.widths.index(w)) for p, w in keys
+        ]
+        self._codes = ["q"] + ["d" if spec.parts[p].code == "d" else "q" for p in spec.cumulative]
+        self._column_structs: dict[int, struct.Struct] = {}
+
+    def _column_struct(self, count: int) -> struct.Struct:
+        """The struct reading one tile's items of the head (see :attr:`total_items`) in a
+        state of ``count`` tiles."""
+        found = self._column_structs.get(count)
+        if found is None:
+            gap = f"{8 * count - 8}x" if count > 1 else ""
+            found = struct.Struct("<" + gap.join(self._codes))
+            if len(self._column_structs) < 4096:
+                self._column_structs[count] = found
+        return found
 
     def __call__(self, data: bytes | None, now_us: int) -> tuple[int | None, tuple[Any, ...]]:
         """The latest event time in the widest window (``None``: no event) and the values, or
@@ -201,12 +222,11 @@ class Combiner:
         interval = self.interval_us
         recipes = self.summary_recipes
         if recipes is not None:  # count, sum and mean only: the summary may answer
-            anchor, newest = ANCHOR.unpack_from(data, HEADER_SIZE)
+            anchor, newest, horizon = ANCHOR.unpack_from(data, HEADER_SIZE)
             d = now_us // interval - anchor
-            if -((-now_us) // interval) - 1 >= anchor and d < self.summary_rows:
-                row = self.summary_row.unpack_from(
-                    data, HEADER_SIZE + ANCHOR.size + d * self.summary_row.size
-                )
+            if -((-now_us) // interval) - 1 >= anchor and d < horizon:
+                run = bisect_right(self.summary_starts.unpack_from(data, self.starts_at), d) - 1
+                row = self.summary_row.unpack_from(data, self.rows_at + run * self.summary_row.size)
                 return newest if row[self.summary_events] else None, tuple(
                     [
                         row[a]
@@ -225,18 +245,18 @@ class Combiner:
         j = bisect_right(stored, -((-now_us) // interval) - 1)
         base = now_us // interval
         starts = [bisect_left(stored, base - w, 0, j) for w in self.widths]
-        totals: list[Any] = []
-        add = totals.append
-        last = 8 * (j - 1)
-        for rank, unpack, w in self.total_plan:  # a window's sum: one subtraction
-            i = starts[w]
-            if j <= i:
-                add(0)
-                continue
-            at = tiles_at + n8 * rank
-            hi = unpack(data, at + last)[0]
-            add(hi - unpack(data, at + 8 * (i - 1))[0] if i else hi)
-        latest = I64.unpack_from(data, tiles_at + n8 + last)[0] if j > starts[-1] else None
+        if not j:
+            return None, self.empty
+        column = self._column_struct(count).unpack_from
+        at = tiles_at + n8
+        hi = column(data, at + 8 * (j - 1))
+        lows = [column(data, at + 8 * (i - 1)) if 0 < i < j else None for i in starts]
+        # a window's sum: one subtraction of running totals
+        totals: list[Any] = [
+            0 if j <= starts[w] else hi[k] if lows[w] is None else hi[k] - lows[w][k]  # type: ignore[index]
+            for k, w in self.total_items
+        ]
+        latest = hi[0] if j > starts[-1] else None
         if self.recipes is not None:  # count, sum and mean only: from the running totals
             return latest, tuple(
                 [
@@ -339,7 +359,13 @@ def read_groups(
         keys = columns if read.key_pos is None else [columns[i] for i in read.key_pos]
         combine = read.combiner
         summary = combine.recipes is not None
-        blobs = online.read_tiles(read.layout, keys, summary_only=summary)
+        interval = combine.interval_us
+        blobs = online.read_tiles(
+            read.layout,
+            keys,
+            summary_only=summary,
+            summary_at=(-((-now_us) // interval) - 1, now_us // interval) if summary else None,
+        )
         if len(blobs) == 1:  # one entity: the serving hot path
             found = combine(blobs[0], now_us)
             if found is NEEDS_HEAD:  # the summary does not answer at now_us: read the head

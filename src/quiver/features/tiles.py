@@ -30,20 +30,26 @@ and ``mean`` reads need --, then the other fixed-width parts, then the variable-
 unpacks the running totals it needs in place and casts the other arrays without copying
 (``memoryview.cast``) only for ``min``, ``max``, ``stddev``, ``last`` and ``count_distinct``.
 
-The **summary** is what a ``count``/``sum``/``mean`` read needs when it comes soon after the
-key's newest tile ``A``, computed on write: ``A``, the latest event time of tile ``A``, then one
-row per read tile ``A + d`` (``d < summary_rows``) holding, per window width and additive part,
-the window's total exactly as a read of the running totals at that time computes it (the same
-subtraction of the same two prefix sums, so the same float). A read at ``now`` uses row
-``floor(now / I) - A`` when ``ceil(now / I) - 1 >= A`` (every stored tile is at or before
-``now``) and that row exists; otherwise it reads the head. Its size is fixed per view and kept
-under :data:`SUMMARY_BUDGET` bytes with the header (the rows it holds shrink with more windows
-and parts), so a store can keep it where a read fetches it without the rest (SQLite: before the
+The **summary** is what a ``count``/``sum``/``mean`` read needs when it comes after the key's
+newest tile ``A``, computed on write. As ``now`` moves on from ``A``, a window's totals change
+only where one of the stored tiles leaves it (tile ``t`` leaves a window of ``w`` tiles at read
+tile ``t + w + 1``), so the summary keeps *runs*: ``A``, the latest event time of tile ``A`` and
+the *horizon* ``H``, then the first read tile ``A + d`` of each run (``d``, from ``0``), then one
+row per run holding, per window width and additive part, the window's total exactly as a read
+of the running totals at that time computes it (the same subtraction of the same two prefix
+sums, so the same float). A read at ``now`` uses the row of the run holding ``d = floor(now /
+I) - A`` when ``ceil(now / I) - 1 >= A`` (every stored tile is at or before ``now``) and
+``d < H``; otherwise it reads the head. When every run fits, the last is the one of empty
+windows, which lasts for ever (``H`` is ``INT64_MAX``); so a key idle past its widest window
+never needs the head. The summary's size is fixed per view and kept under
+:data:`SUMMARY_BUDGET` bytes with the header (the runs it holds shrink with more windows and
+parts), so a store can keep it where a read fetches it without the rest (SQLite: before the
 head in the row, within the part of a row that never overflows its page).
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import struct
@@ -51,7 +57,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import accumulate
+from itertools import accumulate, islice
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -66,7 +72,8 @@ HEADER_SIZE = _HEADER.size
 SUMMARY_BUDGET = 448
 """Bytes the header and the summary stay within (SQLite keeps at least the first 489 bytes of a
 row with 4 KiB pages on the row's own page)."""
-ANCHOR = struct.Struct("=qq")  # the summary's newest tile and that tile's latest event time
+ANCHOR = struct.Struct("=qqq")
+"""The summary's newest tile ``A``, that tile's latest event time and the horizon ``H``."""
 NO_SUMMARY = (1 << 63) - 1
 """The anchor of a state without a usable summary (never at or before a read's tile)."""
 I64 = struct.Struct("=q")  # the arrays are in the machine's order, as array.array writes them
@@ -150,10 +157,17 @@ class TileSpec:
         codes = "".join(self.parts[p].code for _ in self.widths for p in self.cumulative)
         self.summary_row = struct.Struct("=" + codes)
         """One summary row: per width, per additive part, the window's total."""
-        room = (SUMMARY_BUDGET - HEADER_SIZE - ANCHOR.size) // self.summary_row.size
-        self.summary_rows = max(1, min(room, self.keep_tiles))
-        """Read tiles ``A .. A + summary_rows - 1`` the summary answers (``A``: the newest)."""
-        self.summary_size = ANCHOR.size + self.summary_rows * self.summary_row.size
+        start = "i" if self.keep_tiles < (1 << 31) - 1 else "q"
+        room = (SUMMARY_BUDGET - HEADER_SIZE - ANCHOR.size) // (
+            self.summary_row.size + struct.calcsize(start)
+        )
+        self.summary_rows = max(1, room)
+        """The runs a summary holds (see the module)."""
+        self.summary_starts = struct.Struct("=" + start * self.summary_rows)
+        """The first read tile ``A + d`` of each run: its ``d``."""
+        self.summary_size = (
+            ANCHOR.size + self.summary_starts.size + self.summary_rows * self.summary_row.size
+        )
 
     def _code(self, column: str, kind: str) -> str:
         dtype = self.dtypes[column]
@@ -275,16 +289,21 @@ class TileSpec:
         return b"".join(pieces)
 
     def _summary(self, order: list[int], rows: list[list[Any]], running: dict[int, Any]) -> bytes:
-        """The summary of a state (see the module): per read tile ``A + d``, each window's
-        totals as :class:`~quiver.features.tile_store.Combiner` computes them from the running
-        totals (``0`` for an empty window)."""
+        """The summary of a state (see the module): per run of read tiles ``A + d`` after the
+        newest tile ``A``, each window's totals as :class:`~quiver.features.tile_store.Combiner`
+        computes them from the running totals (``0`` for an empty window)."""
         n = len(order)
         anchor = order[-1]
         if any(r[0] < 1 for r in rows):  # a read tells an empty window by its event count
             anchor = NO_SUMMARY
-        pieces = [ANCHOR.pack(anchor, rows[-1][1])]
+        # where a stored tile leaves a window: the runs start there (and at 0)
+        room = self.summary_rows
+        changes = self._changes(order, room)
+        starts = [0, *changes[: room - 1]]
+        horizon = INT64_MAX if len(changes) < room else changes[room - 1]
         pack = self.summary_row.pack
-        for d in range(self.summary_rows):
+        packed: list[bytes] = []
+        for d in starts:
             values: list[Any] = []
             for w in self.widths:
                 i = bisect_left(order, order[-1] + d - w)
@@ -292,8 +311,31 @@ class TileSpec:
                     totals = running[p]
                     hi = totals[n - 1]
                     values.append(0 if n <= i else hi - totals[i - 1] if i else hi)
-            pieces.append(pack(*values))
-        return b"".join(pieces)
+            packed.append(pack(*values))
+        unused = room - len(starts)  # only when the last run (empty windows) lasts for ever
+        last_start = starts[-1]
+        starts.extend([last_start] * unused)
+        packed.extend([packed[-1]] * unused)
+        return b"".join(
+            [ANCHOR.pack(anchor, rows[-1][1], horizon), self.summary_starts.pack(*starts), *packed]
+        )
+
+    def _changes(self, order: list[int], room: int) -> list[int]:
+        """The first ``room`` read tiles ``A + d`` (``d > 0``) where a stored tile leaves a
+        window, as ``d``, in order: tile ``t`` leaves a window of ``w`` tiles at
+        ``d = t - A + w + 1``."""
+        newest = order[-1]
+        streams = [
+            map((w + 1 - newest).__add__, islice(order, bisect_right(order, newest - w - 1), None))
+            for w in self.widths
+        ]
+        out: list[int] = []
+        for d in heapq.merge(*streams):
+            if not out or d != out[-1]:
+                out.append(d)
+                if len(out) == room:
+                    break
+        return out
 
     def decode(self, data: bytes) -> tuple[dict[int, list[Any]], int]:
         """The tiles of :meth:`encode`'s bytes (tile -> partial) and the write counter."""

@@ -133,11 +133,16 @@ class OnlineStore(Protocol):
         key_columns: Sequence[Sequence[Any]],
         head_only: bool = False,
         summary_only: bool = False,
+        summary_at: tuple[int, int] | None = None,
     ) -> list[bytes | None]:
         """The tile state (:mod:`quiver.features.tiles`) of each key of a view with
         aggregations, ``None`` where there is none, in key order. With ``head_only`` a store may
         return only the state's head (its first ``bytes 17-24`` bytes, little-endian); with
-        ``summary_only``, only the header and the summary (the first ``bytes 25-32``)."""
+        ``summary_only``, only the header and the summary (the first ``bytes 25-32``).
+        ``summary_at`` (``(ceil(now / I) - 1, floor(now / I))``) tells when the read happens:
+        a store that can tell from it that the summary does not answer (its anchor ``A`` is not
+        at or before the first, or the second is not before ``A`` plus its horizon ``H``) may
+        add the head in the same read, sparing a second one."""
         ...
 
     def update_tiles(

@@ -216,6 +216,7 @@ class RedisOnlineStore:
         key_columns: Sequence[Sequence[Any]],
         head_only: bool = False,
         summary_only: bool = False,
+        summary_at: tuple[int, int] | None = None,
     ) -> list[bytes | None]:
         """The tile state of each key (``None``: none), in key order (one ``MGET``; always the
         whole state, of which the summary and the head are prefixes)."""

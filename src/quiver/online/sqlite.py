@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quiver.errors import BackendError
+from quiver.features.tiles import ANCHOR, HEADER_SIZE, INT64_MAX, NO_SUMMARY
 from quiver.online import Reader, ReadRequest, StoredRow, ViewRead, reader_of_read
 from quiver.online.encoding import ViewLayout, arrow_to_physical, prepare_write, python_converter
 from quiver.types import is_list
@@ -42,10 +43,6 @@ __all__ = ["SqliteOnlineStore", "table_name"]
 _TILE_ENDS = struct.Struct("<QQ")
 """Bytes 17-32 of a tile state: where its head and its summary end (see
 quiver.features.tiles)."""
-_SMALL_HEAD = 4096
-"""A state whose head ends within this many bytes keeps it in ``s`` with the summary (``h`` is
-empty): a summary read then gets the head too, and needs no second read when the summary does
-not answer; fetching those bytes costs less than that second statement."""
 _CHUNK = 500
 """The most entity keys read with one statement."""
 _MAX_JOIN = 32
@@ -99,6 +96,15 @@ class _ViewColumns:
             if values[pos] is not None:
                 values[pos] = conv(values[pos])
         return tuple(values)
+
+
+def _summary_bounds(state: bytes, summary_end: int) -> tuple[int, int]:
+    """The read tiles a tile state's summary answers: from its anchor ``A`` to before ``A + H``
+    (see :mod:`quiver.features.tiles`; none without a summary)."""
+    if summary_end < HEADER_SIZE + ANCHOR.size:
+        return NO_SUMMARY, 0
+    anchor, _, horizon = ANCHOR.unpack_from(state, HEADER_SIZE)
+    return anchor, min(INT64_MAX, anchor + horizon)
 
 
 @dataclass
@@ -347,34 +353,44 @@ class SqliteOnlineStore:
         key_columns: Sequence[Sequence[Any]],
         head_only: bool = False,
         summary_only: bool = False,
+        summary_at: tuple[int, int] | None = None,
     ) -> list[bytes | None]:
         """The tile state of each key (``None``: none), in key order; with ``summary_only`` or
         ``head_only``, the state's header and summary, or those and its head, may come alone
         (the table keeps them in columns of their own, ``s`` and ``h``, before the rest, ``v``,
-        so SQLite reads no more of the row than that; ``s`` stays on the row's own page unless
-        it holds a small head too, see :data:`_SMALL_HEAD`)."""
+        so SQLite reads no more of the row than that; ``s`` stays on the row's own page).
+        With ``summary_at`` too, the same statement adds the head where the summary does not
+        answer then (the table keeps the read tiles a summary answers, ``a`` to before ``z``,
+        in columns ahead of ``s``: SQLite reads ``h`` only where they say it must)."""
         keys = self._tile_keys(layout, key_columns)
         if not keys:
             return []
         cursor = getattr(self._local, "cursor", None) or self._cursor()
         table = layout.ident
-        value = "s" if summary_only else "s, h" if head_only else "s, h, v"
+        params: tuple[int, ...] = ()
+        if summary_only and summary_at is not None:
+            value = "s, CASE WHEN ? >= a AND ? < z THEN x'' ELSE h END"
+            params, summary_only = summary_at, False
+        else:
+            value = "s" if summary_only else "s, h" if head_only else "s, h, v"
         try:
             if len(keys) == 1:
                 name = f"{table}/{value}"
                 sql = self._upserts.get(name)  # statement texts, cached per table
                 if sql is None:
                     sql = self._upserts[name] = f'SELECT {value} FROM "{table}" WHERE k = ?'
-                rows = cursor.execute(sql, keys).fetchall()  # to the end: resets the statement
-                if not rows:
+                row = cursor.execute(sql, (*params, keys[0])).fetchone()
+                if row is None:
                     return [None]
-                return [rows[0][0] if summary_only else b"".join(rows[0])]
+                return [row[0] if summary_only else b"".join(row)]
             found: dict[Any, bytes] = {}
             for i in range(0, len(keys), _CHUNK):
                 part = list(dict.fromkeys(keys[i : i + _CHUNK]))
                 marks = ",".join("?" * len(part))
                 sql = f'SELECT k, {value} FROM "{table}" WHERE k IN ({marks})'
-                found.update((row[0], b"".join(row[1:])) for row in cursor.execute(sql, part))
+                found.update(
+                    (row[0], b"".join(row[1:])) for row in cursor.execute(sql, (*params, *part))
+                )
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return [None] * len(keys)
@@ -403,8 +419,8 @@ class SqliteOnlineStore:
                 suffix = "" if layout.single_int_key else " WITHOUT ROWID"
                 conn.execute(
                     f'CREATE TABLE IF NOT EXISTS "{table}" '
-                    f"(k {kind} PRIMARY KEY NOT NULL, s BLOB NOT NULL, h BLOB NOT NULL, "
-                    f"v BLOB NOT NULL){suffix}"
+                    f"(k {kind} PRIMARY KEY NOT NULL, a INTEGER NOT NULL, z INTEGER NOT NULL, "
+                    f"s BLOB NOT NULL, h BLOB NOT NULL, v BLOB NOT NULL){suffix}"
                 )
                 self._tables.add(table)
             conn.execute("BEGIN IMMEDIATE")
@@ -425,11 +441,14 @@ class SqliteOnlineStore:
                         if new is not None:
                             old[key] = new
                             head, summary = _TILE_ENDS.unpack_from(new, 16)
-                            if head <= _SMALL_HEAD:  # one read gets the summary and the head
-                                summary = head
-                            rows.append((key, new[:summary], new[summary:head], new[head:]))
+                            anchor, until = _summary_bounds(new, summary)
+                            rows.append(
+                                (key, anchor, until, new[:summary], new[summary:head], new[head:])
+                            )
                     conn.executemany(
-                        f'INSERT OR REPLACE INTO "{table}" (k, s, h, v) VALUES (?, ?, ?, ?)', rows
+                        f'INSERT OR REPLACE INTO "{table}" (k, a, z, s, h, v) '
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        rows,
                     )
                     written += len(rows)
                 conn.execute("COMMIT")
