@@ -159,7 +159,7 @@ class Entity(_Definition):
             object.__setattr__(self, "join_keys", [self.name])
         if len(set(self.join_keys)) != len(self.join_keys):
             raise ValueError(f"entity '{self.name}' lists a join key twice: {self.join_keys}")
-        if self.value_type.startswith("list<") or self.value_type in ("float32", "float64"):
+        if self.value_type not in ("int32", "int64", "string", "bool", "timestamp"):
             raise ValueError(
                 f"entity '{self.name}': value_type {self.value_type!r} cannot be a join key; "
                 "use int32, int64, string, bool or timestamp"
@@ -173,7 +173,8 @@ class Field(BaseModel):
     Attributes:
         name: A plain identifier.
         dtype: ``int32``, ``int64``, ``float32``, ``float64``, ``string``, ``bool``,
-            ``timestamp`` or ``list<...>`` of one of these.
+            ``timestamp``, ``list<...>`` of one of these, ``map<string, T>``,
+            ``struct<name: T, ...>`` or ``json`` (see :mod:`quiver.types`).
         transformation: Optional SQL expression computing the value from the source row's own
             columns (``date_diff('year', date_of_birth, event_timestamp)``); checked by the SQL
             sandbox (:mod:`quiver.features.sql`) and cast to ``dtype``. In an on-demand view,

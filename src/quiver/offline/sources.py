@@ -40,7 +40,7 @@ from quiver.offline._iceberg import (
     iceberg_catalog,
     load_iceberg_table,
 )
-from quiver.types import is_list
+from quiver.types import is_list, is_map, is_nested, is_struct, map_value_dtype, struct_fields
 
 if TYPE_CHECKING:
     import duckdb
@@ -83,13 +83,19 @@ _SQL_TYPES = {
     "string": "VARCHAR",
     "bool": "BOOLEAN",
     "timestamp": "TIMESTAMP",
+    "json": "VARCHAR",
 }
 
 
 def sql_type(dtype: str) -> str:
-    """The DuckDB type of a dtype (timestamps are naive UTC ``TIMESTAMP`` inside DuckDB)."""
+    """The DuckDB type of a dtype (timestamps are naive UTC ``TIMESTAMP`` inside DuckDB; a
+    ``json`` value is its JSON text)."""
     if is_list(dtype):
         return sql_type(dtype[5:-1]) + "[]"
+    if is_map(dtype):
+        return f"MAP(VARCHAR, {sql_type(map_value_dtype(dtype))})"
+    if is_struct(dtype):
+        return "STRUCT(" + ", ".join(f"{quote(n)} {sql_type(d)}" for n, d in struct_fields(dtype)) + ")"
     return _SQL_TYPES[dtype]
 
 
@@ -233,7 +239,7 @@ def _csv_types(hints: Mapping[str, str | None], present: Sequence[str]) -> dict[
     for col, dtype in hints.items():
         if col not in present or dtype is None:
             continue
-        if dtype == "timestamp" or is_list(dtype):
+        if dtype == "timestamp" or is_list(dtype) or is_nested(dtype):
             out[col] = "VARCHAR"
         else:
             out[col] = sql_type(dtype)
@@ -327,7 +333,7 @@ def _arrow_dataset(part: _Part, raw_hints: Mapping[str, str | None]) -> Any:
         and listing.files[0].lower().endswith((".csv", ".csv.gz", ".tsv", ".txt"))
     ):
         column_types = {
-            c: (pa.string() if d == "timestamp" or is_list(d) else arrow_type(d))
+            c: (pa.string() if d == "timestamp" or is_list(d) or is_nested(d) else arrow_type(d))
             for c, d in raw_hints.items()
             if d is not None
         }
@@ -502,10 +508,23 @@ def _cast_expr(raw: str, duck_type: str, dtype: str | None, *, what: str) -> str
         return quote(raw)
     if dtype == "timestamp":
         return _ts_expr(raw, duck_type, what=what)
+    if is_nested(dtype):
+        return _nested_expr(raw, duck_type, dtype)
     target = sql_type(dtype)
     if duck_type.upper() == target:
         return quote(raw)
     return f"CAST({quote(raw)} AS {target})"
+
+
+def _nested_expr(raw: str, duck_type: str, dtype: str) -> str:
+    """A map, struct or ``json`` column: ``json`` is JSON text (any other type becomes its JSON
+    text); a map or struct is cast by field name, from JSON text when the column is text (CSV)."""
+    text = duck_type.upper() in ("VARCHAR", "JSON")
+    if dtype == "json":
+        return quote(raw) if text else f"CAST(to_json({quote(raw)}) AS VARCHAR)"
+    if text:
+        return f"CAST(CAST({quote(raw)} AS JSON) AS {sql_type(dtype)})"
+    return f"CAST({quote(raw)} AS {sql_type(dtype)})"
 
 
 # --------------------------------------------------------------------------------------------

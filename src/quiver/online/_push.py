@@ -11,7 +11,7 @@ from quiver.definitions import did_you_mean
 from quiver.errors import InvalidError, NotFoundError
 from quiver.online._plans import _cache, _PushTarget
 from quiver.online.encoding import CREATED_TS, EVENT_TS, ViewLayout
-from quiver.types import arrow_type, is_list
+from quiver.types import arrow_type, is_list, is_nested
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -112,8 +112,12 @@ def push(
     return table.num_rows
 
 
-def _as_arrow(rows: Any, view: str) -> pa.Table:
+def _as_arrow(rows: Any, view: str, nested: Mapping[str, str] | None = None) -> pa.Table:
+    """``rows`` as Arrow; Python values of the ``nested`` columns (name -> map, struct or
+    ``json`` dtype) are read by their dtype, not inferred."""
     import pyarrow as pa
+
+    nested = nested or {}
 
     try:
         if isinstance(rows, pa.Table):
@@ -121,7 +125,7 @@ def _as_arrow(rows: Any, view: str) -> pa.Table:
         if isinstance(rows, pa.RecordBatch):
             return pa.Table.from_batches([rows])
         if isinstance(rows, Mapping):
-            return pa.table({k: _py_array(v, k, view) for k, v in rows.items()})
+            return pa.table({k: _py_array(v, k, view, nested.get(k)) for k, v in rows.items()})
         if isinstance(rows, (list, tuple)):
             names: list[str] = []
             for i, row in enumerate(rows):
@@ -139,7 +143,9 @@ def _as_arrow(rows: Any, view: str) -> pa.Table:
                     raise InvalidError(
                         f"push to feature view '{view}': row {i} lacks {', '.join(missing)}"
                     )
-            return pa.table({k: _py_array([r[k] for r in rows], k, view) for k in names})
+            return pa.table(
+                {k: _py_array([r[k] for r in rows], k, view, nested.get(k)) for k in names}
+            )
         module = type(rows).__module__.split(".")[0]
         if module == "pandas":
             return pa.Table.from_pandas(rows, preserve_index=False)
@@ -153,9 +159,13 @@ def _as_arrow(rows: Any, view: str) -> pa.Table:
     )
 
 
-def _py_array(values: Any, column: str, view: str) -> pa.Array:
+def _py_array(values: Any, column: str, view: str, dtype: str | None = None) -> pa.Array:
     import pyarrow as pa
 
+    if dtype is not None:
+        from quiver.online._nested import nested_array
+
+        return nested_array(list(values), dtype, f"push to feature view '{view}': column '{column}'")
     try:
         return pa.array(list(values), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -190,6 +200,8 @@ def _compatible(src: pa.DataType, dtype: str) -> bool:
 def _coerce(arr: Any, dtype: str, column: str, view: str) -> Any:
     import pyarrow as pa
 
+    if is_nested(dtype):
+        return _coerce_nested(arr, dtype, column, view)
     if not _compatible(arr.type, dtype):
         raise InvalidError(
             f"push to feature view '{view}': column '{column}' is {arr.type}, but it must be "
@@ -208,12 +220,32 @@ def _coerce(arr: Any, dtype: str, column: str, view: str) -> Any:
         ) from None
 
 
+def _coerce_nested(arr: Any, dtype: str, column: str, view: str) -> Any:
+    """A map, struct or ``json`` column from a frame or table: as is when it has the dtype's
+    Arrow type, else through its Python values (checked by :func:`nested_array`)."""
+    import pyarrow as pa
+
+    from quiver.online._nested import nested_array
+
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    target = arrow_type(dtype)
+    what = f"push to feature view '{view}': column '{column}'"
+    if dtype != "json" and arr.type == target:
+        return arr
+    if pa.types.is_null(arr.type):
+        return pa.nulls(len(arr), target)
+    values = arr.to_pylist(maps_as_pydicts="lossy") if pa.types.is_map(arr.type) else None
+    return nested_array(values if values is not None else arr.to_pylist(), dtype, what)
+
+
 def _push_table(target: _PushTarget, rows: Any) -> pa.Table:
     """The rows as an Arrow table of join keys, features, event and created timestamps."""
     import pyarrow as pa
 
     layout, source, view = target.layout, target.source, target.view.name
-    table = _as_arrow(rows, view)
+    nested = {n: d for n, d in zip(layout.feature_names, layout.feature_dtypes) if is_nested(d)}
+    table = _as_arrow(rows, view, nested)
     names = table.schema.names
     if len(set(names)) != len(names):
         raise InvalidError(f"push to feature view '{view}': a column name appears twice")

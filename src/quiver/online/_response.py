@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -155,7 +157,10 @@ class OnlineResponse:
             dtype = self._key_dtypes[key]
             arrays[key] = pa.array(self.entity_columns[key], type=arrow_type(dtype))
         for name in self.feature_names:
-            arrays[name] = pa.array(self.values[name], type=arrow_type(self._dtypes[name]))
+            values = self.values[name]
+            if self._dtypes[name] == "json":  # Arrow holds JSON text, as offline
+                values = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+            arrays[name] = pa.array(values, type=arrow_type(self._dtypes[name]))
         return pa.table(arrays)
 
     def to_pandas(self) -> pandas.DataFrame:

@@ -6,8 +6,11 @@ keys with it, so a view whose schema changed never reads columns written under t
 
 Values travel in their *physical* form between Arrow and the stores: integers, floats and
 strings as such, ``bool`` as ``bool``, timestamps as ``int`` microseconds since the epoch (UTC)
-and lists as JSON text. :func:`python_converter` turns a physical value back into what users
-get (``datetime`` in UTC, ``list``).
+and lists, maps, structs and ``json`` documents as compact JSON text (timestamps inside as
+microseconds). :func:`python_converter` turns a physical value back into what users get
+(``datetime`` in UTC, ``list``, ``dict``, any JSON value). Nested values are checked before they
+are written (:func:`check_nested`): at most :data:`MAX_NESTED_BYTES` of JSON text and
+:data:`MAX_JSON_DEPTH` levels.
 
 Entity keys are encoded to bytes (:class:`KeyEncoder`): integers and timestamps as 8-byte
 big-endian signed integers, booleans as one byte, strings as UTF-8 (length-prefixed when the
@@ -29,7 +32,16 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from quiver.errors import InvalidError
-from quiver.types import arrow_type, is_list
+from quiver.types import (
+    arrow_type,
+    contains_timestamp,
+    is_list,
+    is_map,
+    is_nested,
+    is_struct,
+    map_value_dtype,
+    struct_fields,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -45,8 +57,11 @@ __all__ = [
     "KeyEncoder",
     "RowCodec",
     "ViewLayout",
+    "MAX_JSON_DEPTH",
+    "MAX_NESTED_BYTES",
     "WriteColumns",
     "arrow_to_physical",
+    "check_nested",
     "datetime_to_us",
     "prepare_write",
     "python_converter",
@@ -62,6 +77,10 @@ FORMAT_VERSION = "v2"
 """Part of every schema version: bump it when the byte layout changes."""
 NO_CREATED = -(1 << 63)
 """The created timestamp stored for rows that have none (it loses every tie)."""
+MAX_NESTED_BYTES = 1 << 20
+"""The largest map, struct or ``json`` value written to an online store (JSON text, bytes)."""
+MAX_JSON_DEPTH = 64
+"""The deepest ``json`` document written to an online store (arrays and objects nested)."""
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SIGN = 1 << 63
@@ -265,11 +284,18 @@ def timestamps_us(arr: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray
 
 
 def _list_json(values: list[Any]) -> list[Any]:
-    return [None if v is None else json.dumps(v, separators=(",", ":")) for v in values]
+    dumps = json.dumps
+    return [
+        None if v is None else dumps(v, separators=(",", ":"), ensure_ascii=False) for v in values
+    ]
 
 
 def arrow_to_physical(arr: pa.Array | pa.ChunkedArray, dtype: str) -> list[Any]:
-    """The physical Python values of an Arrow array of ``dtype`` (``None`` for nulls)."""
+    """The physical Python values of an Arrow array of ``dtype`` (``None`` for nulls).
+
+    A map or struct column may also be given as its physical form already (a string column of
+    JSON text, as :func:`prepare_write` leaves it).
+    """
     import pyarrow as pa
 
     if dtype == "timestamp":
@@ -281,11 +307,63 @@ def arrow_to_physical(arr: pa.Array | pa.ChunkedArray, dtype: str) -> list[Any]:
                 pa.list_(pa.int64())
             )
         return _list_json(arr.to_pylist())
+    if is_nested(dtype) and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return arr.to_pylist()
+    if dtype == "json":  # any other Arrow value: its JSON text
+        return [
+            None if v is None else json.dumps(v, separators=(",", ":"), default=str)
+            for v in arr.to_pylist(maps_as_pydicts="lossy")
+        ]
+    if is_nested(dtype):
+        return _list_json(_nested_pylist(arr, dtype))
     return arr.to_pylist()
+
+
+def _nested_pylist(arr: pa.Array | pa.ChunkedArray, dtype: str) -> list[Any]:
+    """A map or struct array as Python dicts, timestamps inside as microseconds."""
+    if contains_timestamp(dtype):
+        arr = arr.cast(_physical_arrow(dtype), safe=False)
+    return arr.to_pylist(maps_as_pydicts="lossy")
+
+
+def _physical_arrow(dtype: str) -> pa.DataType:
+    import pyarrow as pa
+
+    if dtype == "timestamp":
+        return pa.int64()
+    if is_list(dtype):
+        return pa.list_(_physical_arrow(dtype[5:-1]))
+    if is_map(dtype):
+        return pa.map_(pa.string(), _physical_arrow(map_value_dtype(dtype)))
+    if is_struct(dtype):
+        return pa.struct([pa.field(n, _physical_arrow(d)) for n, d in struct_fields(dtype)])
+    return arrow_type(dtype)
 
 
 def _json_timestamps(text: str) -> list[Any]:
     return [None if v is None else us_to_datetime(v) for v in json.loads(text)]
+
+
+def _timestamps_in(dtype: str) -> Callable[[Any], Any]:
+    """A function turning a decoded nested value's microseconds into datetimes, by ``dtype``."""
+    if dtype == "timestamp":
+        return us_to_datetime
+    if dtype == "list<timestamp>":
+        return lambda v: [None if x is None else us_to_datetime(x) for x in v]
+    if not contains_timestamp(dtype):
+        return lambda v: v
+    if is_map(dtype):
+        inner = _timestamps_in(map_value_dtype(dtype))
+        return lambda v: {k: None if x is None else inner(x) for k, x in v.items()}
+    fields = [(n, _timestamps_in(d)) for n, d in struct_fields(dtype) if contains_timestamp(d)]
+
+    def struct_value(v: dict[str, Any]) -> dict[str, Any]:
+        for name, conv in fields:
+            if v.get(name) is not None:
+                v[name] = conv(v[name])
+        return v
+
+    return struct_value
 
 
 def python_converter(dtype: str) -> Callable[[Any], Any] | None:
@@ -299,9 +377,76 @@ def python_converter(dtype: str) -> Callable[[Any], Any] | None:
         return bool
     if dtype == "list<timestamp>":
         return _json_timestamps
-    if is_list(dtype):
+    if is_list(dtype) or dtype == "json":
         return json.loads
+    if is_nested(dtype):
+        if not contains_timestamp(dtype):
+            return json.loads
+        walk = _timestamps_in(dtype)
+        return lambda text: walk(json.loads(text))
     return None
+
+
+def _json_depth(value: Any) -> int:
+    """The nesting depth of a decoded JSON value (a scalar is 0), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            items: Any = item.values()
+        elif isinstance(item, list):
+            items = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            return depth
+        stack.extend((x, depth + 1) for x in items if isinstance(x, (dict, list)))
+    return deepest
+
+
+def check_nested(texts: Sequence[str | None], dtype: str, what: str) -> list[str | None]:
+    """Check physical nested values (JSON text) before a write; ``json`` texts come back compact.
+
+    Args:
+        texts: The JSON texts (``None`` for nulls).
+        dtype: A map, struct or ``json`` dtype.
+        what: Names the feature in errors (``feature 'profile' of view 'drivers'``).
+
+    Raises:
+        InvalidError: a value is larger than :data:`MAX_NESTED_BYTES`, is not JSON, or is
+            nested deeper than :data:`MAX_JSON_DEPTH`.
+    """
+    out: list[str | None] = []
+    is_json = dtype == "json"
+    for text in texts:
+        if text is None:
+            out.append(None)
+            continue
+        if len(text) > MAX_NESTED_BYTES or len(text.encode()) > MAX_NESTED_BYTES:
+            raise InvalidError(
+                f"{what} ({dtype}) has a value of more than {MAX_NESTED_BYTES} bytes as JSON; "
+                "store large documents elsewhere and keep a reference"
+            )
+        if is_json:
+            try:
+                value = json.loads(text)
+            except RecursionError:
+                value, depth = None, MAX_JSON_DEPTH + 1
+            except ValueError as exc:
+                raise InvalidError(
+                    f"{what} (json) has a value that is not JSON ({exc}): {text[:60]!r}"
+                ) from None
+            else:
+                depth = _json_depth(value)
+            if depth > MAX_JSON_DEPTH:
+                raise InvalidError(
+                    f"{what} (json) has a value nested deeper than {MAX_JSON_DEPTH} levels"
+                )
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        out.append(text)
+    return out
 
 
 # -- rows as bytes (Redis) -------------------------------------------------------------------
@@ -460,5 +605,8 @@ def prepare_write(
             nan = pc.is_nan(col)
             if pc.any(nan).as_py():
                 col = pc.if_else(nan, pa.scalar(None, col.type), col)
+        elif is_nested(dtype):
+            what = f"feature '{name}' of feature view '{layout.view}'"
+            col = pa.array(check_nested(arrow_to_physical(col, dtype), dtype, what), pa.string())
         features.append(col)
     return WriteColumns(keys, event_us, created_us, features)

@@ -33,7 +33,7 @@ from quiver.errors import BackendError
 from quiver.features.tiles import ANCHOR, HEADER_SIZE, INT64_MAX, NO_SUMMARY
 from quiver.online import Reader, ReadRequest, StoredRow, ViewRead, reader_of_read
 from quiver.online.encoding import ViewLayout, arrow_to_physical, prepare_write, python_converter
-from quiver.types import is_list
+from quiver.types import is_list, is_nested
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -66,7 +66,7 @@ def table_name(layout: ViewLayout) -> str:
 
 
 def _sql_type(dtype: str) -> str:
-    return "TEXT" if is_list(dtype) else _SQL_TYPES[dtype]
+    return "TEXT" if is_list(dtype) or is_nested(dtype) else _SQL_TYPES[dtype]
 
 
 @dataclass

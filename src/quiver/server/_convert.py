@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from quiver._paths import check_path_text, user_path
 from quiver.errors import InvalidError, PayloadTooLargeError
+from quiver.types import is_nested
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -208,11 +209,17 @@ def push_table(
         used = keys | set(view.feature_names) | time_columns | input_columns(view)
     if len({len(v) for v in columns.values()}) > 1:
         raise InvalidError("every pushed column must have the same number of values")
+    nested = {f.name: f.dtype for f in view.features if is_nested(f.dtype)}
     arrays, names = [], []
     for name, values in columns.items():
         if used is not None and name not in used:
             continue
-        arr = _array(name, values)
+        if name in nested:
+            from quiver.online._nested import nested_array
+
+            arr = nested_array(list(values), nested[name], f"column '{name}'")
+        else:
+            arr = _array(name, values)
         arrays.append(_timestamps(name, arr) if name in time_columns else arr)
         names.append(name)
     return pa.Table.from_arrays(arrays, names=names)

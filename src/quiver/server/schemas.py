@@ -21,13 +21,24 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from fastapi import Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, Strict
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    RootModel,
+    Strict,
+)
 from pydantic_core import PydanticCustomError
 
 from quiver.ml.registry import MAX_VERSION
 
 JsonScalar = str | int | float | bool | None
 """A JSON value that can be a join key, a feature value or a cell of an entity table."""
+
+PushValue = JsonScalar | list[JsonValue] | dict[str, JsonValue]
+"""A pushed feature value: a scalar, a list, or an object (maps, structs, ``json``)."""
 
 MAX_CHUNK_ROWS = 10_000_000
 """The largest ``chunk_rows`` of a batch prediction (a chunk is held in memory)."""
@@ -735,7 +746,7 @@ class PushRequest(_In):
     """Fresh rows of one feature view (join keys, timestamp, features)."""
 
     view: str
-    rows: list[dict[str, JsonScalar]] = Field(min_length=1)
+    rows: list[dict[str, PushValue]] = Field(min_length=1)
     to: Literal["online", "offline", "both"] = "online"
 
 
@@ -788,7 +799,7 @@ class FeastPushRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     push_source_name: str
-    df: dict[str, list[JsonScalar]]
+    df: dict[str, list[PushValue]]
     to: Literal["online", "offline", "online_and_offline", "both"] = "online"
     allow_registry_cache: bool = True
     transform_on_write: bool = True
@@ -800,7 +811,7 @@ class FeastWriteRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     feature_view_name: str
-    df: dict[str, list[JsonScalar]]
+    df: dict[str, list[PushValue]]
     allow_registry_cache: bool = True
     transform_on_write: bool = True
 
