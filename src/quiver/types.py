@@ -306,7 +306,7 @@ def dtype_from_arrow(arrow: pa.DataType) -> str:
     import pyarrow as pa
     import pyarrow.types as t
 
-    if isinstance(arrow, pa.ExtensionType) and arrow.extension_name == "arrow.json":
+    if isinstance(arrow, pa.BaseExtensionType) and arrow.extension_name == "arrow.json":
         return "json"
     if t.is_list(arrow) or t.is_large_list(arrow):
         inner = dtype_from_arrow(arrow.value_type)

@@ -74,8 +74,15 @@ def test_aliases_and_spellings_normalize(spelling: str, canonical: str) -> None:
         "list<>",
         "list<list<int64>>",
         "list<int64",
-        "map<string,int64>",
-        "struct<a:int64>",
+        "map<int64, string>",
+        "struct<>",
+        "struct<a: int64, a: string>",
+        "list<map<string, int64>>",
+        "map<string, json>",
+        "struct<a: json>",
+        "map<string, int64",
+        "struct<a int64>",
+        "struct<a: int64,>",
         "int64; DROP TABLE x",
         "list<foo>",
     ],
@@ -146,7 +153,13 @@ def test_dtype_from_arrow_picks_the_closest_dtype(arrow: pa.DataType, dtype: str
 
 
 @pytest.mark.parametrize(
-    "arrow", [pa.struct([("a", pa.int64())]), pa.map_(pa.string(), pa.int64()), pa.binary()]
+    "arrow",
+    [
+        pa.struct([]),
+        pa.map_(pa.int64(), pa.int64()),
+        pa.list_(pa.struct([("a", pa.int64())])),
+        pa.binary(),
+    ],
 )
 def test_dtype_from_arrow_rejects_types_without_a_dtype(arrow: pa.DataType) -> None:
     with pytest.raises(QuiverError, match="has no Quiver dtype"):

@@ -3,6 +3,8 @@ get-online, materialization-runs."""
 
 from __future__ import annotations
 
+import json
+
 import sys
 import time
 from datetime import datetime
@@ -370,7 +372,13 @@ def _online_cell(result: Any, name: str, i: int) -> str:
     status = result.statuses[name][i]
     if status == "present":
         value = result.values[name][i]
-        return "[dim]null[/]" if value is None else escape(str(value))
+        if value is None:
+            return "[dim]null[/]"
+        if isinstance(value, dict) or (
+            isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)
+        ):  # maps, structs and JSON documents print as JSON
+            return escape(json.dumps(value, ensure_ascii=False, default=str))
+        return escape(str(value))
     return "[yellow]expired[/]" if status == "expired" else "[red]not found[/]"
 
 

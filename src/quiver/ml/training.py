@@ -273,11 +273,13 @@ def _feature_columns(selections: list[Any], full_feature_names: bool) -> list[tu
     names = output_names(selections, full_feature_names)
     refs = [(f"{s.view.name}:{f.name}", f.dtype) for s in selections for f in s.features]
     out = [(name, ref, dtype) for name, (ref, dtype) in zip(names, refs, strict=True)]
+    kinds = {"list": "a list", "map": "a map", "struct": "a struct", "json": "a JSON document"}
     for name, _, dtype in out:
-        if dtype.startswith("list<"):
+        kind = kinds.get(dtype.split("<", 1)[0])
+        if kind is not None:
             raise InvalidError(
-                f"feature '{name}' is a list ({dtype}); models take scalar features, so leave it "
-                "out of the training features"
+                f"feature '{name}' is {kind} ({dtype}); models take scalar features, so leave it "
+                "out of the training features (or add a scalar feature computed from it)"
             )
     return out
 
@@ -297,7 +299,7 @@ def _label_encoding(spec: TrainingSpec, values: pa.ChunkedArray) -> LabelEncodin
                 "(use model_type: classification for categories)"
             )
         return LabelEncoding(column=column, dtype=dtype)
-    if dtype in ("timestamp",) or dtype.startswith("list<"):
+    if dtype not in ("int32", "int64", "float32", "float64", "bool", "string"):
         raise InvalidError(f"label '{column}' is {dtype}; a class label must be a number or string")
     if dtype in ("float32", "float64"):
         floats = pc.drop_null(values)

@@ -65,7 +65,11 @@ AllowBreaking = Annotated[
 ]
 
 _FEAST_LIST = re.compile(r"^\s*(?:array|list)\s*\(\s*(\w+)\s*\)\s*$", re.IGNORECASE)
-_FEAST_NAMES = {"unixtimestamp": "timestamp", "unix_timestamp": "timestamp"}
+_FEAST_NAMES = {
+    "unixtimestamp": "timestamp",
+    "unix_timestamp": "timestamp",
+    "map": "map<string, string>",  # Feast's untyped Map, as its template uses it
+}
 
 
 def platform_dtype(value: str) -> str:
