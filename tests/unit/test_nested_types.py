@@ -171,7 +171,9 @@ def test_values_round_trip_through_arrow_and_the_physical_form(
         assert nested_array(values, dtype, "c").equals(arr)
         # Redis's row codec carries them too.
         codec = RowCodec([dtype])
-        rows = codec.encode_arrow([pa.array(physical, pa.string())], [0] * len(values), [0] * len(values))
+        rows = codec.encode_arrow(
+            [pa.array(physical, pa.string())], [0] * len(values), [0] * len(values)
+        )
         assert [codec.decode(r)[2][0] for r in rows] == decoded
 
 

@@ -95,7 +95,11 @@ def sql_type(dtype: str) -> str:
     if is_map(dtype):
         return f"MAP(VARCHAR, {sql_type(map_value_dtype(dtype))})"
     if is_struct(dtype):
-        return "STRUCT(" + ", ".join(f"{quote(n)} {sql_type(d)}" for n, d in struct_fields(dtype)) + ")"
+        return (
+            "STRUCT("
+            + ", ".join(f"{quote(n)} {sql_type(d)}" for n, d in struct_fields(dtype))
+            + ")"
+        )
     return _SQL_TYPES[dtype]
 
 

@@ -165,7 +165,9 @@ def _py_array(values: Any, column: str, view: str, dtype: str | None = None) -> 
     if dtype is not None:
         from quiver.online._nested import nested_array
 
-        return nested_array(list(values), dtype, f"push to feature view '{view}': column '{column}'")
+        return nested_array(
+            list(values), dtype, f"push to feature view '{view}': column '{column}'"
+        )
     try:
         return pa.array(list(values), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
