@@ -192,12 +192,13 @@ def pit_oracle(rows: list[dict[str, Any]], key: int, t: datetime) -> dict[str, A
     """Brute force: the row of ``key`` with the greatest (event, created) time in (t - ttl, t]."""
     best = None
     for r in rows:
-        if r["driver_id"] == key and t - TTL < r["event_timestamp"] <= t:
-            if best is None or (r["event_timestamp"], r["created"]) > (
-                best["event_timestamp"],
-                best["created"],
-            ):
-                best = r
+        if not (r["driver_id"] == key and t - TTL < r["event_timestamp"] <= t):
+            continue
+        if best is None or (r["event_timestamp"], r["created"]) > (
+            best["event_timestamp"],
+            best["created"],
+        ):
+            best = r
     return best
 
 

@@ -195,7 +195,7 @@ def test_json_values_are_checked_and_made_compact() -> None:
         None,
         '"é"',
     ]
-    with pytest.raises(InvalidError, match="feature 'x' .*not JSON"):
+    with pytest.raises(InvalidError, match=r"feature 'x' .*not JSON"):
         check_nested(["{nope"], "json", "feature 'x'")
     deep = "[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1)
     with pytest.raises(InvalidError, match="deeper than"):

@@ -4,7 +4,6 @@ get-online, materialization-runs."""
 from __future__ import annotations
 
 import json
-
 import sys
 import time
 from datetime import datetime

@@ -246,7 +246,11 @@ def _push_table(target: _PushTarget, rows: Any) -> pa.Table:
     import pyarrow as pa
 
     layout, source, view = target.layout, target.source, target.view.name
-    nested = {n: d for n, d in zip(layout.feature_names, layout.feature_dtypes) if is_nested(d)}
+    nested = {
+        n: d
+        for n, d in zip(layout.feature_names, layout.feature_dtypes, strict=True)
+        if is_nested(d)
+    }
     table = _as_arrow(rows, view, nested)
     names = table.schema.names
     if len(set(names)) != len(names):
