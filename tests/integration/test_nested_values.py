@@ -15,12 +15,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from quiver import Entity, FeatureStore, FeatureView, Field, FileSource
+from quiver import (
+    Entity,
+    FeatureStore,
+    FeatureView,
+    Field,
+    FileSource,
+    RequestSource,
+    on_demand_feature_view,
+)
 from quiver.errors import InvalidError
 from quiver.online.encoding import MAX_JSON_DEPTH, MAX_NESTED_BYTES
 from quiver.types import arrow_type
@@ -75,6 +84,26 @@ driver_nested = FeatureView(
     schema=[Field(name="deep", dtype=DEEP), Field(name="counts", dtype=COUNTS)],
     source=nested_source,
 )
+input_request = RequestSource(
+    name="vals_to_add",
+    schema=[Field(name="val_to_add", dtype="int64"), Field(name="val_to_add_2", dtype="int64")],
+)
+
+
+@on_demand_feature_view(
+    sources=[driver_hourly_stats, input_request],
+    schema=[
+        Field(name="conv_rate_plus_val1", dtype="float64"),
+        Field(name="conv_rate_plus_val2", dtype="float64"),
+    ],
+)
+def transformed_conv_rate(inputs):  # type: ignore[no-untyped-def]  # Feast's template function
+    df = pd.DataFrame()
+    df["conv_rate_plus_val1"] = inputs["conv_rate"] + inputs["val_to_add"]
+    df["conv_rate_plus_val2"] = inputs["conv_rate"] + inputs["val_to_add_2"]
+    return df
+
+
 labels_source = FileSource(
     name="labels", path="data/labels.parquet", timestamp_field="event_timestamp"
 )
@@ -485,3 +514,35 @@ def test_training_refuses_nested_features_naming_them(tmp_path: Path) -> None:
                 }
             )
     store.close()
+
+
+def test_feast_template_on_demand_view_reads_a_view_with_nested_features(
+    store: FeatureStore,
+) -> None:
+    """Feast's template ``transformed_conv_rate`` takes every feature of the view as input,
+    its Map, Json and Struct columns included."""
+    store.apply([transformed_conv_rate])
+    store.materialize(NOW - timedelta(days=3), NOW + timedelta(seconds=1))
+    keys = list(range(1, 11))
+    refs = ["transformed_conv_rate:conv_rate_plus_val1", "driver_hourly_stats:driver_config"]
+    res = store.get_online_features(
+        refs, [{"driver_id": k, "val_to_add": 1, "val_to_add_2": 2} for k in keys]
+    ).to_dict()
+    entity = pa.table(
+        {
+            "driver_id": keys,
+            "event_timestamp": pa.array([NOW] * len(keys), TS),
+            "val_to_add": [1] * len(keys),
+            "val_to_add_2": [2] * len(keys),
+        }
+    )
+    offline = store.get_historical_features(entity, refs).to_arrow().to_pylist()
+    for i, key in enumerate(keys):
+        best = pit_oracle(ROWS, key, NOW)
+        if best is None:
+            assert res["conv_rate_plus_val1"][i] is None
+            continue
+        expected = normal("conv_rate", best["conv_rate"]) + 1
+        assert res["conv_rate_plus_val1"][i] == pytest.approx(expected)
+        assert offline[i]["conv_rate_plus_val1"] == pytest.approx(expected)
+        assert res["driver_config"][i] == normal("driver_config", best["driver_config"])

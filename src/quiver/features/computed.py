@@ -88,8 +88,8 @@ class ComputedRefs:
         import pyarrow as pa
 
         from quiver.features.on_demand import run_on_demand
+        from quiver.online._nested import served_array
         from quiver.online.serving import PRESENT, OnlineGroup, OnlineResponse
-        from quiver.types import arrow_type
 
         where: dict[str, tuple[int, int]] = {}
         for g, group in enumerate(response.groups):
@@ -101,7 +101,7 @@ class ComputedRefs:
             g, p = where[f"{view}__{field.name}"]
             rows = response.groups[g].rows
             values = [None if row is None else row[p] for row in rows]
-            return pa.array(values, type=arrow_type(field.dtype))
+            return served_array(values, field.dtype)
 
         groups: list[Any] = []
         for out in self.outputs:

@@ -27,7 +27,17 @@ from quiver.types import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["nested_array"]
+__all__ = ["nested_array", "served_array"]
+
+
+def served_array(values: Sequence[Any], dtype: str) -> pa.Array:
+    """Served Python values (a response's) as an Arrow array of ``dtype``; a ``json`` value
+    becomes its JSON text again, as offline."""
+    import pyarrow as pa
+
+    if dtype == "json":
+        values = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+    return pa.array(values, type=arrow_type(dtype))
 
 
 def nested_array(values: Sequence[Any], dtype: str, what: str) -> pa.Array:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -148,18 +147,17 @@ class OnlineResponse:
         return {**self.entity_columns, **self.values}
 
     def to_arrow(self) -> pa.Table:
-        """Join keys, then features, as a typed Arrow table."""
+        """Join keys, then features, as a typed Arrow table (``json`` values as JSON text)."""
         import pyarrow as pa
+
+        from quiver.online._nested import served_array
 
         arrays = {}
         for key in self.join_keys:
             dtype = self._key_dtypes[key]
             arrays[key] = pa.array(self.entity_columns[key], type=arrow_type(dtype))
         for name in self.feature_names:
-            values = self.values[name]
-            if self._dtypes[name] == "json":  # Arrow holds JSON text, as offline
-                values = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
-            arrays[name] = pa.array(values, type=arrow_type(self._dtypes[name]))
+            arrays[name] = served_array(self.values[name], self._dtypes[name])
         return pa.table(arrays)
 
     def to_pandas(self) -> pandas.DataFrame:
