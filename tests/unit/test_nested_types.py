@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -249,3 +251,37 @@ def test_pushed_json_values_any_json_a_string_is_json_text() -> None:
         nested = [nested]
     with pytest.raises(InvalidError, match="deeper than"):
         nested_array([nested], "json", "c")
+
+
+def test_yaml_json_and_python_definitions_of_nested_dtypes_are_equal(tmp_path: Path) -> None:
+    from quiver.loader import load_definitions
+
+    spec = {
+        "entities": [{"name": "driver", "join_keys": ["driver_id"]}],
+        "data_sources": [
+            {"name": "s", "type": "file", "path": "data/d.parquet", "timestamp_field": "ts"}
+        ],
+        "feature_views": [
+            {
+                "name": "drivers",
+                "entities": ["driver"],
+                "source": "s",
+                "features": [
+                    {"name": "meta", "dtype": "MAP[str, string]"},
+                    {"name": "config", "dtype": "Json"},
+                    {"name": "profile", "dtype": "struct<name:string,age:string>"},
+                ],
+            }
+        ],
+    }
+    (tmp_path / "repo.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "repo.json").write_text(json.dumps(spec))
+    from_yaml = load_definitions(tmp_path / "repo.yaml")
+    from_json = load_definitions(tmp_path / "repo.json")
+    assert from_yaml == from_json
+    (view,) = from_yaml.feature_views.values()
+    assert [f.dtype for f in view.features] == [
+        "map<string, string>",
+        "json",
+        "struct<name: string, age: string>",
+    ]
