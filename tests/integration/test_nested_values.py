@@ -546,3 +546,25 @@ def test_feast_template_on_demand_view_reads_a_view_with_nested_features(
         assert res["conv_rate_plus_val1"][i] == pytest.approx(expected)
         assert offline[i]["conv_rate_plus_val1"] == pytest.approx(expected)
         assert res["driver_config"][i] == normal("driver_config", best["driver_config"])
+
+
+def test_a_pandas_push_reads_dicts_by_the_dtype_not_by_inference(store: FeatureStore) -> None:
+    frame = pd.DataFrame(
+        {
+            "driver_id": [700, 701],
+            "conv_rate": [0.5, 0.25],
+            "acc_rate": [0.5, 0.25],
+            "avg_daily_trips": [1, 2],
+            # Arrow would infer one struct<a, b> here, giving each map the other's key as null
+            "driver_metadata": [{"a": "1"}, {"b": "2"}],
+            "driver_config": [{"x": [1]}, None],
+            "driver_profile": [{"name": "n"}, None],
+        }
+    )
+    assert store.push("driver_hourly_stats", frame) == 2
+    res = store.get_online_features(
+        ["driver_hourly_stats:*"], [{"driver_id": 700}, {"driver_id": 701}]
+    ).to_dict()
+    assert res["driver_metadata"] == [{"a": "1"}, {"b": "2"}]
+    assert res["driver_config"] == [{"x": [1]}, None]
+    assert res["driver_profile"] == [{"name": "n", "age": None}, None]

@@ -285,3 +285,10 @@ def test_yaml_json_and_python_definitions_of_nested_dtypes_are_equal(tmp_path: P
         "json",
         "struct<name: string, age: string>",
     ]
+
+
+def test_feast_type_names_on_the_platform_routes() -> None:
+    from quiver.server.compat.platform import platform_dtype
+
+    assert platform_dtype("Map") == "map<string, string>"
+    assert platform_dtype("Json") == "json"

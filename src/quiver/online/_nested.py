@@ -10,6 +10,7 @@ bounded by :func:`quiver.online.encoding.check_nested` when the rows are written
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -56,7 +57,7 @@ def nested_array(values: Sequence[Any], dtype: str, what: str) -> pa.Array:
     if dtype == "json":
         out: list[str | None] = []
         for i, value in enumerate(values):
-            if value is None:
+            if value is None or (isinstance(value, float) and math.isnan(value)):
                 out.append(None)
             elif isinstance(value, (str, bytes)):
                 out.append(value.decode() if isinstance(value, bytes) else value)
@@ -70,6 +71,8 @@ def nested_array(values: Sequence[Any], dtype: str, what: str) -> pa.Array:
         return pa.array(check_nested(out, "json", what), pa.string())
     converted = []
     for i, value in enumerate(values):
+        if isinstance(value, float) and math.isnan(value):  # pandas' missing value
+            value = None
         if isinstance(value, str):
             try:
                 value = json.loads(value)

@@ -148,7 +148,11 @@ def _as_arrow(rows: Any, view: str, nested: Mapping[str, str] | None = None) -> 
             )
         module = type(rows).__module__.split(".")[0]
         if module == "pandas":
-            return pa.Table.from_pandas(rows, preserve_index=False)
+            own = [c for c in rows.columns if c in nested]  # dicts read by dtype, not inferred
+            table = pa.Table.from_pandas(rows.drop(columns=own), preserve_index=False)
+            for c in own:
+                table = table.append_column(c, _py_array(rows[c].tolist(), c, view, nested[c]))
+            return table
         if module == "polars":
             return rows.to_arrow()
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
