@@ -23,6 +23,7 @@ same events). A key whose tiles hold an event at or after the watermark counts a
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -123,6 +124,13 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
     return value
+
+
+def _offline_values(column: Any, dtype: str | None) -> list[Any]:
+    """Offline values as serving gives them: maps as dicts, ``json`` text parsed."""
+    if dtype == "json":
+        return [None if v is None else json.loads(v) for v in column.to_pylist()]
+    return list(column.to_pylist(maps_as_pydicts="lossy"))
 
 
 def _normalize(value: Any) -> Any:
@@ -233,7 +241,8 @@ def validate_consistency(
         entity, [f"{view}:*"], full_feature_names=True
     ).to_arrow()
     names = tuple(fv.feature_names)  # the aggregated features, for a view with aggregations
-    offline_cols = [offline.column(f"{view}__{n}").to_pylist() for n in names]
+    dtypes = {f.name: f.dtype for f in fv.features}
+    offline_cols = [_offline_values(offline.column(f"{view}__{n}"), dtypes.get(n)) for n in names]
     key_columns = [
         (
             timestamps_us(entity.column(k)) if key_types[k] == "timestamp" else entity.column(k)

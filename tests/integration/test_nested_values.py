@@ -568,3 +568,13 @@ def test_a_pandas_push_reads_dicts_by_the_dtype_not_by_inference(store: FeatureS
     assert res["driver_metadata"] == [{"a": "1"}, {"b": "2"}]
     assert res["driver_config"] == [{"x": [1]}, None]
     assert res["driver_profile"] == [{"name": "n", "age": None}, None]
+
+
+def test_the_consistency_check_compares_nested_values(store: FeatureStore) -> None:
+    from quiver.consistency import validate_consistency
+
+    store.materialize(NOW - timedelta(days=3), NOW + timedelta(seconds=1))
+    for view in ("driver_hourly_stats", "driver_nested"):
+        report = validate_consistency(store, view, sample=None)
+        assert report.values_compared > 0
+        assert report.mismatch_count == 0, report.mismatches[:3]
