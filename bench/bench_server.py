@@ -24,6 +24,12 @@ the order rotating each round. The totals of every target cover the same spells;
 each round's figures are divided by the reference's of the same round, and the median of those
 paired ratios is printed with their range.
 
+With ``--monitoring``, the same run compares three ``quiver serve`` of the same repo instead:
+``plain`` (metrics and usage counts off), ``monitoring`` (both on, the defaults) and
+``cache_hit`` (both on and the serving cache on: after the warm-up every key is cached), on both
+online routes (targets: monitoring at least 0.95x the throughput of plain; a cache hit at least
+1.5x the throughput of an uncached read, i.e. of ``monitoring``).
+
 With ``--auth``, the same run compares authentication instead: two ``quiver serve`` of the same
 repo, one with ``auth: none`` and one with ``auth: api_key`` (a ``reader`` key sent as
 ``Authorization: Bearer``), on both online routes; each api_key target's ratios are to the
@@ -31,7 +37,7 @@ repo, one with ``auth: none`` and one with ``auth: api_key`` (a ``reader`` key s
 throughput at least 0.9x).
 
 Run: ``python bench/bench_server.py [--duration 10] [--rounds 10] [--connections 2]
-[--client wrk|asyncio] [--auth]``.
+[--client wrk|asyncio] [--auth | --monitoring]``.
 """
 
 from __future__ import annotations
@@ -419,6 +425,12 @@ def main() -> None:
         help="compare quiver with auth: api_key to quiver with auth: none (instead of the "
         "reference)",
     )
+    parser.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="compare monitoring (metrics and usage counts) on with off, and a serving cache "
+        "hit with an uncached read (instead of the reference)",
+    )
     parser.add_argument("--reference-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -435,10 +447,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = build_repo(Path(tmp) / "repo", args.customers)
         env = {**os.environ, "QUIVER_REPO": str(repo)}
-        servers = ("none", "api_key") if args.auth else ("reference", "quiver")
+        servers: tuple[str, ...] = ("none", "api_key") if args.auth else ("reference", "quiver")
+        if args.monitoring:
+            servers = tuple(MONITORING_ENV)
         ports = {name: _free_port() for name in servers}
         headers: dict[str, str] | None = None
-        if args.auth:
+        if args.monitoring:
+            procs = {
+                name: _serve_quiver(repo, ports[name], {**env, **MONITORING_ENV[name]})
+                for name in servers
+            }
+        elif args.auth:
             headers = {"Authorization": f"Bearer {_reader_key(repo)}"}
             procs = {
                 mode: _serve_quiver(repo, ports[mode], {**env, "QUIVER_AUTH__MODE": mode})
@@ -470,7 +489,18 @@ def main() -> None:
             ]
             routes = ("/get-online-features", "/api/v1/serving/online")
             baselines: dict[str, str] = {}
-            if args.auth:
+            if args.monitoring:
+                targets = [
+                    (f"{name} {path}", ports[name], path, feast_bodies)
+                    for path in routes
+                    for name in servers
+                ]
+                baselines = {
+                    f"{name} {path}": f"{base} {path}"
+                    for path in routes
+                    for name, base in (("monitoring", "plain"), ("cache_hit", "monitoring"))
+                }
+            elif args.auth:
                 targets = [
                     (f"{mode} {path}", ports[mode], path, feast_bodies)
                     for path in routes
@@ -516,6 +546,18 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(timeout=15)
     report(results, args, baselines)
+
+
+MONITORING_ENV = {
+    "plain": {
+        "QUIVER_MONITORING__METRICS_ENABLED": "false",
+        "QUIVER_MONITORING__USAGE_ENABLED": "false",
+    },
+    "monitoring": {},
+    "cache_hit": {"QUIVER_SERVING_CACHE__ENABLED": "true"},
+}
+"""``--monitoring``: ``plain`` (metrics and usage off), ``monitoring`` (both on, the default),
+``cache_hit`` (both on and the serving cache: after the warm-up every key is cached)."""
 
 
 def _serve_quiver(repo: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -615,7 +657,12 @@ def report(
         if cpu:
             line += f"  CPU/req vs base {statistics.median(cpu):.2f} [{cpu[0]:.2f}-{cpu[-1]:.2f}]"
         print(line)
-    if args.auth:
+    if args.monitoring:
+        print(
+            "targets: monitoring (metrics + usage) vs plain on the same route: rps >= 0.95x; "
+            "cache_hit vs monitoring (an uncached read, same settings otherwise): rps >= 1.5x"
+        )
+    elif args.auth:
         print(
             "targets: api_key vs none on the same route: server CPU/req <= 1.1x, rps >= 0.9x "
             "(server CPU/req: CPU time of the server process, user + system, per request)"

@@ -40,6 +40,7 @@ __all__ = [
     "S3Config",
     "SchedulerConfig",
     "ServerConfig",
+    "ServingCacheConfig",
     "SqliteOnlineStoreConfig",
     "find_repo",
     "load_config",
@@ -185,8 +186,29 @@ class AuthConfig(_Strict):
     mode: Literal["none", "api_key"] = "none"
 
 
+class ServingCacheConfig(_Strict):
+    """The serving cache of online reads (see ``docs/architecture.md``, Monitoring).
+
+    ``memory``: a cache per process, invalidated across the processes of one machine (every
+    ``quiver serve`` worker, ``quiver materialize``, pushes) through a small shared file of
+    version counters in the data directory. ``redis``: entries and version counters in Redis,
+    shared by every replica that names the same Redis.
+    """
+
+    enabled: bool = False
+    ttl_seconds: float = Field(default=300.0, gt=0, description="how long an entry is served")
+    max_entries: int = Field(default=100_000, ge=1, description="entries kept per process")
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = Field(
+        default=None,
+        description="the Redis of the redis backend (default: the online store's, if Redis)",
+    )
+    key_prefix: str = "quiver-cache"
+
+
 class MonitoringConfig(_Strict):
-    """Feature statistics, freshness and drift (:mod:`quiver.monitoring`).
+    """Feature statistics, freshness, drift, Prometheus metrics and usage counts
+    (:mod:`quiver.monitoring`).
 
     Attributes:
         statistics: Compute per-feature statistics on each materialization (over the rows it
@@ -197,6 +219,10 @@ class MonitoringConfig(_Strict):
         sample_size: Values kept per feature for drift tests.
         drift_psi_threshold: A feature drifts when its population stability index exceeds it.
         drift_p_value: ... or when the two-sample test's p-value is below it.
+        metrics_enabled: ``quiver serve`` answers ``/metrics`` and observes its requests.
+        usage_enabled: ``quiver serve`` counts reads per feature, view, service and model.
+        usage_flush_seconds: How often a server adds its counts to the registry.
+        metric_prefix: ``feast``: the metrics also carry the ``feast_`` names.
     """
 
     statistics: bool = True
@@ -204,6 +230,15 @@ class MonitoringConfig(_Strict):
     sample_size: int = Field(default=1_000, ge=10, le=100_000)
     drift_psi_threshold: float = Field(default=0.2, gt=0)
     drift_p_value: float = Field(default=0.01, gt=0, lt=1)
+    metrics_enabled: bool = Field(default=True, description="serve /metrics")
+    usage_enabled: bool = Field(default=True, description="count reads per feature, view...")
+    usage_flush_seconds: float = Field(
+        default=10.0, gt=0, description="how often a server adds its counts to the registry"
+    )
+    metric_prefix: Literal["quiver", "feast"] = Field(
+        default="quiver",
+        description="'feast': the metrics also carry the feast_ names Feast's dashboards query",
+    )
 
 
 class RepoConfig(BaseSettings):
@@ -235,6 +270,7 @@ class RepoConfig(BaseSettings):
     s3: S3Config = Field(default_factory=S3Config)
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    serving_cache: ServingCacheConfig = Field(default_factory=ServingCacheConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)

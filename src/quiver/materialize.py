@@ -255,6 +255,7 @@ def _run_view(
     except BaseException as exc:
         if reader is not None:
             _close(reader)
+        _invalidate(store, view)
         try:
             failed = finish_run(
                 registry,
@@ -273,6 +274,7 @@ def _run_view(
             f"materializing feature view '{view}' failed after {rows} rows: "
             f"{_error_text(exc)}; run it again (materialization is idempotent)"
         ) from exc
+    _invalidate(store, view)
     done = finish_run(
         registry, run, rows_written=rows, duration_seconds=time.perf_counter() - began
     )
@@ -285,6 +287,14 @@ def _store_key(store: FeatureStore) -> str:
     from quiver.registry.runs import online_store_key
 
     return online_store_key(store.config)
+
+
+def _invalidate(store: FeatureStore, view: str) -> None:
+    """Drop the serving cache's entries of ``view`` (after its online rows changed)."""
+    from quiver.monitoring.cache import invalidate
+
+    with contextlib.suppress(QuiverError):  # a cache that cannot be told expires by its TTL
+        invalidate(store, [view])
 
 
 def _close(reader: Any) -> None:

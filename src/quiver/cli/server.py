@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Annotated, Any
 
 import typer
@@ -70,17 +71,27 @@ def serve(
         "access_log": access_log,
         "proxy_headers": False,
     }
+    from quiver.monitoring.metrics import MULTIPROC_ENV
+
     if workers == 1:
         from quiver.server.app import create_app, freeze_start_up
 
+        os.environ.pop(MULTIPROC_ENV, None)  # one process: its own metrics, no files
         app = create_app(store, close_store=True, scheduler=scheduler)
         freeze_start_up()
         uvicorn.run(app, **options)
-    else:
-        store.close()
-        os.environ["QUIVER_REPO"] = str(store.repo_path)
-        os.environ["QUIVER_SERVE_SCHEDULER"] = "1" if scheduler else "0"
-        uvicorn.run("quiver.server.app:app_from_env", factory=True, workers=workers, **options)
+        return
+    store.close()
+    os.environ["QUIVER_REPO"] = str(store.repo_path)
+    os.environ["QUIVER_SERVE_SCHEDULER"] = "1" if scheduler else "0"
+    # The workers' metrics add up in a directory of this server's own (prometheus-client's
+    # multiprocess mode), removed when it stops.
+    with tempfile.TemporaryDirectory(prefix="quiver-metrics-") as metrics_dir:
+        os.environ[MULTIPROC_ENV] = metrics_dir
+        try:
+            uvicorn.run("quiver.server.app:app_from_env", factory=True, workers=workers, **options)
+        finally:
+            os.environ.pop(MULTIPROC_ENV, None)
 
 
 def _check_exposure(host: str, mode: str, insecure: bool) -> None:

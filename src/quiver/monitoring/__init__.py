@@ -10,4 +10,10 @@ Kept light: importing this package imports nothing; each module loads on first u
 - ``drift.py``: a model version's training statistics against the features materialized since.
 - ``validate.py``, ``catalog.py``, ``lineage.py``: ``quiver validate``, ``quiver docs`` and the
   lineage lookups.
+- ``metrics.py``: the Prometheus metrics of ``quiver serve`` (``/metrics``), observed and read
+  from the registry when scraped.
+- ``usage.py``: reads per feature, view, service and model, counted in memory by a server and
+  flushed to the registry (migration 0008).
+- ``cache.py``: the serving cache of online reads (memory or Redis), invalidated by push and
+  materialization.
 """

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from quiver.definitions import did_you_mean
 from quiver.errors import InvalidError, NotFoundError
+from quiver.monitoring.cache import invalidate
 from quiver.online._plans import _cache, _PushTarget
 from quiver.online.encoding import CREATED_TS, EVENT_TS, ViewLayout
 from quiver.types import arrow_type, is_list, is_nested
@@ -108,7 +109,10 @@ def push(
         created = target.source.created_timestamp_field is not None
         push_tiles(store.online_store, layout, target.view, table, created=created)
     elif to in ("online", "both"):
-        store.online_store.write(target.layout, table)
+        try:
+            store.online_store.write(target.layout, table)
+        finally:  # after the write (even a partial one): cached reads of the view are stale
+            invalidate(store, [view])
     return table.num_rows
 
 

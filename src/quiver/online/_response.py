@@ -47,6 +47,8 @@ class OnlineResponse:
         groups: The features of each view with the statuses and event times they share and
             their values row by row, in request order (what formats a response convert once
             per view; ``values`` is built from them when first read).
+        cache_hit: Whether the stored rows came from the serving cache
+            (:mod:`quiver.monitoring.cache`).
     """
 
     __slots__ = (
@@ -56,6 +58,7 @@ class OnlineResponse:
         "_statuses",
         "_timestamps",
         "_values",
+        "cache_hit",
         "entity_columns",
         "feature_names",
         "groups",
@@ -78,6 +81,7 @@ class OnlineResponse:
         self._dtypes = dtypes
         self._key_dtypes = key_dtypes
         self._values: dict[str, list[Any]] | None = None
+        self.cache_hit = False
         self._statuses: dict[str, list[str]] | None = None
         self._event_us: dict[str, list[int | None]] | None = None
         self._timestamps: dict[str, list[datetime | None]] | None = None

@@ -19,13 +19,23 @@ rows to response groups) and ``_push``; this module keeps the entry points and t
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from quiver.monitoring.cache import _ATTR as _RESULT_CACHE
+from quiver.monitoring.cache import ServingCache, serving_cache
+from quiver.monitoring.usage import ATTR as _USAGE
 from quiver.online._assemble import _response
 from quiver.online._keys import _key_columns
-from quiver.online._plans import REVISION_CHECK_SECONDS, _new_tuple, _plan, check_registry
+from quiver.online._plans import (
+    REVISION_CHECK_SECONDS,
+    _new_tuple,
+    _Plan,
+    _plan,
+    check_registry,
+)
 from quiver.online._plans import _Cache as _Cache  # re-exported: tests reach it here
 from quiver.online._plans import _cache as _cache
 from quiver.online._push import push
@@ -79,19 +89,86 @@ def get_online_features(
     """
     plan = _plan(store, features, feature_service, full_feature_names)
     columns = _key_columns(plan, entity_rows)
+    usage = store.__dict__.get(_USAGE)
+    if usage is not None:  # served with usage counts on (quiver.monitoring.usage)
+        usage.record_online(
+            store, plan, features, feature_service, len(columns[0]) if columns else 0
+        )
     online = store.online_store
     found = plan.online_reader
     reader = found[1] if found is not None and found[0] is online else plan.reader(online)
-    now_us = _now_us()
-    response = _response(plan, columns, reader(columns) if plan.views else [], now_us)
+    cache = store.__dict__.get(_RESULT_CACHE, False)
+    if cache is False:
+        cache = serving_cache(store)
+    now_us: int
+    if cache is None or not plan.views or plan.aggregated:
+        now_us = _now_us()
+        response = _response(plan, columns, reader(columns) if plan.views else [], now_us)
+        hit = False
+    else:
+        response, now_us = _through_cache(cache, plan, columns, reader)
+        hit = response.cache_hit
     if plan.aggregated:
         from quiver.features.tile_store import read_groups
 
         for at, group in read_groups(online, plan.aggregated, columns, now_us):
             response.groups.insert(at, _new_tuple(OnlineGroup, group))
     if plan.on_demand is not None:
-        return plan.on_demand.online(response, entity_rows)
+        response = plan.on_demand.online(response, entity_rows)
+        response.cache_hit = hit
     return response
+
+
+def _through_cache(
+    cache: ServingCache, plan: _Plan, columns: list[list[Any]], reader: Any
+) -> tuple[OnlineResponse, int]:
+    """The response from the serving cache (:mod:`quiver.monitoring.cache`), or from the store
+    (then cached), and the serving clock it was built at.
+
+    An entry is ``[stored rows, (response, valid until)]``: the stored rows are what the cache
+    keeps; the response built from them is reused until the first of its present values would
+    expire (its statuses are the same until then), then built again with the clock.
+    """
+    key = tuple(map(tuple, columns))
+    slot, token = cache.lookup(plan, key)
+    now_us = _now_us()
+    if slot is None:
+        slot = [reader(columns), None]
+        cache.put(plan, key, token, slot)
+        response = _response(plan, columns, slot[0], now_us)
+        slot[1] = (response, _valid_until(plan, slot[0], now_us))
+        return response, now_us
+    built = slot[1]
+    if built is None or now_us >= built[1]:
+        fresh = _response(plan, columns, slot[0], now_us)
+        built = slot[1] = (fresh, _valid_until(plan, slot[0], now_us))
+    first = built[0]
+    response = OnlineResponse(  # a response of its own (the caller may keep it), same groups
+        first.feature_names,
+        first.join_keys,
+        first.entity_columns,
+        first.groups,
+        first._dtypes,
+        first._key_dtypes,
+    )
+    response.cache_hit = True
+    return response, now_us
+
+
+def _valid_until(plan: _Plan, results: list[list[Any]], now_us: int) -> int | float:
+    """Until when (serving clock) the statuses computed at ``now_us`` stay the same: the first
+    expiry of a value present now (a value without a TTL, missing or expired stays so)."""
+    until: int | float = math.inf
+    for view, rows in zip(plan.views, results):  # noqa: B905 (a result per view)
+        ttl = view.ttl_us
+        if ttl is None:
+            continue
+        for row in rows:
+            if row is not None:
+                end = row[0] + ttl
+                if now_us < end < until:
+                    until = end
+    return until
 
 
 def _now_us() -> int:

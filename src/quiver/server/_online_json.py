@@ -129,7 +129,11 @@ def online_content(
         "feature_names": result.feature_names,
         "join_keys": keys,
         "results": results,
-        "metadata": {"latency_ms": latency_ms, "feature_service": feature_service},
+        "metadata": {
+            "latency_ms": latency_ms,
+            "feature_service": feature_service,
+            "cache_hit": result.cache_hit,
+        },
     }
 
 
@@ -254,7 +258,11 @@ def _online_one(result: OnlineResponse, feature_service: str | None, latency_ms:
             values.update(zip(names, row))  # noqa: B905 (a row holds one value per name)
     ent = result.entity_columns
     entity = {key: ent[key][0] for key in result.join_keys}
-    metadata = {"latency_ms": latency_ms, "feature_service": feature_service}
+    metadata = {
+        "latency_ms": latency_ms,
+        "feature_service": feature_service,
+        "cache_hit": result.cache_hit,
+    }
     return b"".join(
         (
             _native_head(result),

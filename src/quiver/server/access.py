@@ -145,6 +145,9 @@ ROUTES: dict[str, RoutePolicy] = {
     "put_permission": RoutePolicy("admin", "project", "@project", audit=True),
     "delete_permission": RoutePolicy("admin", "project", "@project", audit=True),
     "list_audit": RoutePolicy("admin", "project", "@project"),
+    "metrics": RoutePolicy("describe", "project", "@project"),
+    "monitoring_metrics": RoutePolicy("describe", "project", "@project"),
+    "monitoring_usage": RoutePolicy("describe", "project", "@project"),
 }
 """Every route's action and resource, by operation id (a test holds it complete)."""
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Depends, FastAPI
 
 from quiver.config import ServerConfig
+from quiver.monitoring.usage import ATTR as USAGE_ATTR
 from quiver.server._docs import install_offline_docs
 from quiver.server._jobs import install_stop_on_signals, start_background
 from quiver.server.access import AuditMiddleware, Gate, authorize, declare_security
@@ -22,6 +23,7 @@ from quiver.server.fastpath import QuiverAPI
 from quiver.server.schemas import declare_error_responses, single_query_values
 
 if TYPE_CHECKING:
+    from quiver.monitoring.usage import UsageRecorder
     from quiver.store import FeatureStore
 
 __all__ = ["app_from_env", "create_app", "freeze_start_up"]
@@ -60,6 +62,7 @@ _TAGS = [
     {"name": "feast", "description": "Feast feature server compatible routes."},
     {"name": "feast-platform", "description": "The `/feast` platform API."},
     {"name": "security", "description": "Permission policies and the audit log (admins)."},
+    {"name": "monitoring", "description": "Prometheus metrics and usage counts."},
 ]
 
 
@@ -140,13 +143,20 @@ def create_app(
         restore_signals = install_stop_on_signals(_app)  # SIGTERM cancels running jobs
         watcher = asyncio.create_task(_watch_registry(store, gate))
         stop_background = await start_background(_app, scheduler)  # jobs, schedules
+        recorder = _start_usage(store)
+        flusher = None if recorder is None else asyncio.create_task(_flush_usage(store, recorder))
         try:
             yield
         finally:
             await stop_background()
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, flusher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if recorder is not None:
+                store.__dict__.pop(USAGE_ATTR, None)
+                await asyncio.to_thread(recorder.close)  # the last counts flushed
             gate.close()
             restore_signals()
             runner = getattr(_app.state, "jobs", None)
@@ -171,12 +181,71 @@ def create_app(
     app.state.gate = gate
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(AuditMiddleware, gate=gate)  # outermost: it sees the guard's answers
-    for router in _routers():
+    app.add_middleware(AuditMiddleware, gate=gate)  # outside the guard: sees its answers
+    monitoring = store.config.monitoring
+    routers = _routers()
+    if monitoring.metrics_enabled:
+        _install_metrics(app, store)
+        from quiver.server.routers import metrics
+
+        routers.append(metrics.router)
+    from quiver.server.routers import usage
+
+    routers.append(usage.router)
+    for router in routers:
         app.include_router(router)
     declare_security(app, gate)
     declare_error_responses(app)
     return app
+
+
+def _install_metrics(app: QuiverAPI, store: FeatureStore) -> None:
+    """Observe requests (the middleware; the fast path itself) and serving cache lookups."""
+    from quiver.errors import MissingExtraError
+
+    try:
+        from quiver.monitoring.metrics import server_metrics
+
+        metrics = server_metrics()
+    except MissingExtraError as exc:  # prometheus-client is missing: serve without metrics
+        logger.warning("metrics are off: %s", exc)
+        return
+    from quiver.monitoring.cache import serving_cache
+    from quiver.server._metrics import MetricsMiddleware
+
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: times every answer
+    app._metrics = metrics
+    try:
+        cache = serving_cache(store)
+    except Exception as exc:
+        logger.warning("cannot open the serving cache yet: %s", exc)
+        cache = None
+    if cache is not None:
+        cache.observe = metrics.observe_cache
+
+
+def _start_usage(store: FeatureStore) -> UsageRecorder | None:
+    """The store's usage recorder, while the app runs (``monitoring.usage_enabled``)."""
+    if not store.config.monitoring.usage_enabled:
+        return None
+    from quiver.monitoring.usage import UsageRecorder
+
+    recorder = UsageRecorder(store.config.registry_url, store.project)
+    store.__dict__[USAGE_ATTR] = recorder
+    return recorder
+
+
+async def _flush_usage(store: FeatureStore, recorder: UsageRecorder) -> None:
+    """Add the usage counts to the registry every ``monitoring.usage_flush_seconds``."""
+    from starlette.concurrency import run_in_threadpool
+
+    every = store.config.monitoring.usage_flush_seconds
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await run_in_threadpool(recorder.flush)
+        except Exception as exc:  # the registry is down: the counts wait for the next flush
+            logger.warning("usage counts not flushed yet: %s", exc)
 
 
 def _warm_up(store: FeatureStore) -> None:

@@ -48,6 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from quiver.monitoring import metrics as _metrics
 from quiver.server._convert import check_columns
 from quiver.server._online_json import feast_online_json, online_json
 from quiver.server.deps import get_principal
@@ -56,8 +57,9 @@ from quiver.server.routers.serving import INLINE_ONLINE_STORES, call_online
 from quiver.server.schemas import FeastOnlineRequest, OnlineRequest
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from quiver.monitoring.metrics import ServerMetrics
     from quiver.online.serving import OnlineResponse
     from quiver.security.service import Security
     from quiver.store import FeatureStore
@@ -82,15 +84,40 @@ class QuiverAPI(FastAPI):
     _fast_inline: bool
     _fast_security: Security | None
     _guard: GuardMiddleware
+    _fast_observed = False
+    """Whether the fast path observes its requests itself (the default stack)."""
+    _metrics: ServerMetrics | None = None
+    """The server's metrics (set by ``create_app`` when they are on)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in FAST_ROUTES:
             fast = self._fast if self._fast is not _UNSET else self._setup_fast_path()
             if fast is not None and not self.dependency_overrides and not scope.get("root_path"):
                 scope["app"] = self
-                await fast(scope, receive, send)
+                if self._metrics is None or self._fast_observed:
+                    await fast(scope, receive, send)
+                else:
+                    await self._observed(fast, scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+    async def _observed(self, fast: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """The fast path, counted and timed as the metrics middleware does the other routes."""
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await fast(scope, receive, send_status)
+        finally:
+            self._metrics.observe_request(  # type: ignore[union-attr]
+                "POST", scope["path"], status, time.perf_counter() - start
+            )
 
     def _setup_fast_path(self) -> ASGIApp | None:
         """The fast path wrapped in the app's middleware, or ``None`` where it steps aside."""
@@ -117,12 +144,13 @@ class QuiverAPI(FastAPI):
             # The default stack: the guard's checks run inline (same answers, no wrapper calls).
             guard = middleware[0]
             self._guard = GuardMiddleware(self._serve, *guard.args, **guard.kwargs)  # type: ignore[arg-type]
-            app = self._serve_guarded
+            app = self._serve_guarded if self._metrics is None else self._serve_guarded_observed
         else:
             app = self._serve
             for cls, args, kwargs in reversed(middleware):
                 app = cls(app, *args, **kwargs)
         self._fast = app
+        self._fast_observed = app == self._serve_guarded_observed
         return app
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -133,23 +161,37 @@ class QuiverAPI(FastAPI):
 
     async def _serve_guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The fast path with :class:`GuardMiddleware`'s checks inline (the default app)."""
+        await self._guarded(scope, receive, send)
+
+    async def _serve_guarded_observed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """:meth:`_serve_guarded`, counted and timed for the metrics."""
+        start = time.perf_counter()
+        status = await self._guarded(scope, receive, send)
+        if status is not None:
+            self._metrics.observe_request(  # type: ignore[union-attr]
+                "POST", scope["path"], status, time.perf_counter() - start
+            )
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> int | None:
+        """Answer with the guard's checks inline; the status sent (``None``: the client went
+        away before the request was read)."""
         guard = self._guard
         limit = guard.max_body_bytes
         message = await receive()
         if message["type"] != "http.request":
-            return  # the client went away
+            return None  # the client went away
         body = message.get("body", b"")
         if message.get("more_body", False):  # a body in parts: its declared size, then each part
             if guard.declared_too_large(scope):
                 await guard.too_large(scope, receive, send)
-                return
+                return 413
             body = await _read_rest(receive, body, limit)
             if body is None:  # the client went away
-                return
+                return None
         # One part (the common case): the HTTP parser held it to its Content-Length.
         if body is _TOO_LARGE or len(body) > limit:
             await guard.too_large(scope, receive, send)
-            return
+            return 413
         try:
             answer = await self._answer(scope, receive, body)
         except Exception as exc:  # nothing was sent yet
@@ -163,8 +205,9 @@ class QuiverAPI(FastAPI):
                 }
             )
             await send({"type": "http.response.body", "body": answer})
-        else:
-            await answer(scope, receive, send)  # type: ignore[operator]
+            return 200
+        await answer(scope, receive, send)  # type: ignore[operator]
+        return answer.status_code  # type: ignore[union-attr]
 
     async def _answer(self, scope: Scope, receive: Receive, body: bytes) -> bytes | Response:
         """The JSON body of a successful answer, or the app's error response."""
@@ -351,13 +394,16 @@ async def _lookup(
     if not 0 < n <= app._fast_limit:
         n = check_columns(entities, app._fast_limit)
     if app._fast_inline:
+        began = time.perf_counter()
         result = app._fast_store.get_online_features(
             req.features,
             entities,
             feature_service=req.feature_service,
             full_feature_names=req.full_feature_names,
         )
-    else:
+        if _metrics.RETRIEVAL is not None:
+            _metrics.RETRIEVAL(time.perf_counter() - began)
+    else:  # timed by call_online
         result = await call_online(
             app._fast_store,
             features=req.features,

@@ -648,6 +648,9 @@ class OnlineMetadata(_Out):
 
     latency_ms: float
     feature_service: str | None = None
+    cache_hit: bool = Field(
+        default=False, description="whether the values came from the serving cache"
+    )
 
 
 class OnlineResponseOut(_Out):

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from quiver.errors import InvalidError
 from quiver.ml.registry import MAX_VERSION
+from quiver.monitoring.usage import record_model
 from quiver.server._convert import (
     check_columns,
     iceberg_ref,
@@ -206,7 +207,7 @@ def run_online(
         rows = [{k: v[i] for k, v in entities.items()} for i in range(n)]
     elif isinstance(features, list):
         check_columns({"features": features}, limit, "features")
-    return store.predict_online(
+    answer = store.predict_online(
         model,
         version=version,
         stage=stage,
@@ -214,6 +215,8 @@ def run_online(
         features=features,
         use_defaults=use_defaults,
     )
+    record_model(store, model, len(answer.get("predictions") or ()))
+    return answer
 
 
 @router.post(

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from quiver.errors import InvalidError, PayloadTooLargeError
+from quiver.monitoring.metrics import observe_retrieval
 from quiver.server._convert import (
     check_columns,
     inline_table,
@@ -47,10 +48,15 @@ Network stores (Redis) are read in the threadpool so one slow call does not stal
 
 
 async def call_online(store: Any, **kwargs: Any) -> Any:
-    """``store.get_online_features(**kwargs)``, inline or in the threadpool (see above)."""
+    """``store.get_online_features(**kwargs)``, inline or in the threadpool (see above), timed
+    for the metrics when they are on."""
+    began = time.perf_counter()
     if store.config.online_store.type in INLINE_ONLINE_STORES:
-        return store.get_online_features(**kwargs)
-    return await run_in_threadpool(lambda: store.get_online_features(**kwargs))
+        result = store.get_online_features(**kwargs)
+    else:
+        result = await run_in_threadpool(lambda: store.get_online_features(**kwargs))
+    observe_retrieval(time.perf_counter() - began)
+    return result
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:

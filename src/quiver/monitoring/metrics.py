@@ -1,0 +1,362 @@
+"""Prometheus metrics of ``quiver serve`` (``GET /metrics``, ``GET /monitoring/metrics``).
+
+Two kinds of metric:
+
+- **Observed by the server** as it answers: requests (count and latency per route template,
+  method and status), feature retrieval duration, serving cache hits and misses. Observing costs
+  a counter increment and a histogram observation per request (the children of each label set
+  are looked up once and kept).
+- **Read from the registry at scrape time** by :class:`RegistryCollector`: the last successful
+  materialization time, rows and duration of each view's last run, run counts by status,
+  freshness (age of each view's materialized watermark), prediction job counts by status. They
+  are right whoever wrote them (the CLI, another server, a scheduler), and cost nothing between
+  scrapes.
+
+With ``quiver serve --workers N`` the observed metrics use prometheus-client's multiprocess mode:
+``quiver serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a temporary directory of its own before
+the workers start (removed when it stops), each worker writes its values there, and a scrape
+answered by any worker adds them all up. The registry metrics are read once per scrape.
+
+With ``monitoring.metric_prefix: feast`` every ``quiver_*`` family is also exposed under its
+``feast_*`` name (``feast_materialization_last_success_timestamp``,
+``feast_feature_retrieval_duration_seconds``, ...), the names Feast's dashboards query.
+
+prometheus-client is in the ``server`` extra: imported here only when a server builds its metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from quiver.store import FeatureStore
+
+__all__ = [
+    "MULTIPROC_ENV",
+    "RegistryCollector",
+    "ServerMetrics",
+    "observe_retrieval",
+    "server_metrics",
+]
+
+logger = logging.getLogger("quiver.server")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Where prometheus-client's multiprocess mode keeps the workers' values."""
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+RETRIEVAL: Callable[[float], None] | None = None
+"""The feature retrieval hook: set while a server's metrics are on (``None``: not observed)."""
+
+
+def observe_retrieval(seconds: float) -> None:
+    """Record one online lookup's duration, if a server's metrics are on."""
+    hook = RETRIEVAL
+    if hook is not None:
+        hook(seconds)
+
+
+class ServerMetrics:
+    """The metrics a server observes (one set per process; every app of the process adds to it).
+
+    Args:
+        multiprocess: Whether the values go to ``PROMETHEUS_MULTIPROC_DIR`` (``--workers N``).
+    """
+
+    def __init__(self, multiprocess: bool) -> None:
+        from quiver.errors import require
+
+        prom = require("prometheus_client", "server", "metrics")
+        self.multiprocess = multiprocess
+        self.registry = prom.CollectorRegistry(auto_describe=True)
+        target = None if multiprocess else self.registry
+        self.latency = prom.Histogram(
+            "quiver_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method, route template and status.",
+            ["method", "route", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=target,
+        )
+        self.retrieval = prom.Histogram(
+            "quiver_feature_retrieval_duration_seconds",
+            "Time of one online feature lookup (the store read and the answer's values).",
+            buckets=_LATENCY_BUCKETS,
+            registry=target,
+        )
+        self.cache_hits = prom.Counter(
+            "quiver_serving_cache_hits_total",
+            "Online lookups answered from the serving cache.",
+            registry=target,
+        )
+        self.cache_misses = prom.Counter(
+            "quiver_serving_cache_misses_total",
+            "Online lookups the serving cache sent to the online store.",
+            registry=target,
+        )
+        self._children: dict[tuple[str, str, int], Any] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency (``quiver_http_requests_total`` is the
+        histogram's count, copied when scraped: one observation per request)."""
+        key = (method, route, status)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = self.latency.labels(method, route, str(status))
+        found.observe(seconds)
+
+    def observe_cache(self, hit: bool) -> None:
+        """Count one serving cache lookup."""
+        (self.cache_hits if hit else self.cache_misses).inc()
+
+
+_METRICS: ServerMetrics | None = None
+
+
+def server_metrics() -> ServerMetrics:
+    """This process's :class:`ServerMetrics` (made at the first call)."""
+    global _METRICS, RETRIEVAL
+    if _METRICS is None:
+        _METRICS = ServerMetrics(multiprocess=bool(os.environ.get(MULTIPROC_ENV)))
+        RETRIEVAL = _METRICS.retrieval.observe
+    return _METRICS
+
+
+class RegistryCollector:
+    """Metrics read from the registry when Prometheus scrapes (see the module).
+
+    Args:
+        store: The served store (its registry is read).
+    """
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+
+    def describe(self) -> list[Any]:
+        return []  # not described up front: the registry is read only when scraped
+
+    def collect(self) -> Iterator[Any]:
+        import sqlalchemy as sa
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        registry = self.store.registry
+        project = registry.project
+        last_success = GaugeMetricFamily(
+            "quiver_materialization_last_success_timestamp",
+            "Unix time the last successful materialization of each view finished.",
+            labels=["view"],
+        )
+        rows = GaugeMetricFamily(
+            "quiver_materialization_rows",
+            "Rows written by each view's last materialization run.",
+            labels=["view", "status"],
+        )
+        duration = GaugeMetricFamily(
+            "quiver_materialization_duration_seconds",
+            "Duration of each view's last materialization run.",
+            labels=["view", "status"],
+        )
+        counts = CounterMetricFamily(
+            "quiver_materialization_runs",
+            "Materialization runs by view and status (as the registry records them).",
+            labels=["view", "status"],
+        )
+        freshness = GaugeMetricFamily(
+            "quiver_feature_freshness_seconds",
+            "Age of each view's online data: now minus the end of its last materialized range.",
+            labels=["view"],
+        )
+        jobs = GaugeMetricFamily(
+            "quiver_jobs",
+            "Background jobs (materialize, train, predict_batch) by kind and status.",
+            labels=["kind", "status"],
+        )
+        try:
+            from quiver.registry.runs import online_store_key
+
+            where = online_store_key(self.store.config)
+            with registry.engine.connect() as conn:
+                self._read(
+                    conn, project, where, last_success, rows, duration, counts, freshness, jobs
+                )
+        except sa.exc.SQLAlchemyError as exc:  # the page still answers, without these values
+            logger.warning("metrics: the registry cannot be read: %s", exc)
+        yield from (last_success, rows, duration, counts, freshness, jobs)
+
+    @staticmethod
+    def _read(
+        conn: Any,
+        project: str,
+        where: str,
+        last_success: Any,
+        rows: Any,
+        duration: Any,
+        counts: Any,
+        freshness: Any,
+        jobs: Any,
+    ) -> None:
+        import sqlalchemy as sa
+
+        from quiver.registry.tables import materialization_runs as runs
+        from quiver.registry.tables import materialization_watermarks as marks
+
+        now = time.time()
+        # The runs into the served online store (runs recorded before stores were told apart: '')
+        mine = runs.c.online_store.in_([where, ""])
+        query = (
+            sa.select(runs.c.view, sa.func.max(runs.c.finished_at))
+            .where(runs.c.project == project, mine, runs.c.status == "succeeded")
+            .group_by(runs.c.view)
+        )
+        for view, finished in conn.execute(query):
+            if finished is not None:
+                last_success.add_metric([view], _unix(finished))
+        by_status = (
+            sa.select(runs.c.view, runs.c.status, sa.func.count())
+            .where(runs.c.project == project, mine)
+            .group_by(runs.c.view, runs.c.status)
+        )
+        for view, status, n in conn.execute(by_status):
+            counts.add_metric([view, status], float(n))
+        latest = (
+            sa.select(runs.c.view, sa.func.max(runs.c.started_at).label("started_at"))
+            .where(runs.c.project == project, mine)
+            .group_by(runs.c.view)
+            .subquery()
+        )
+        last = (
+            sa.select(runs.c.view, runs.c.status, runs.c.rows_written, runs.c.duration_seconds)
+            .join(
+                latest,
+                (runs.c.view == latest.c.view) & (runs.c.started_at == latest.c.started_at),
+            )
+            .where(runs.c.project == project, mine)
+        )
+        for view, status, n, seconds in conn.execute(last):
+            rows.add_metric([view, status], float(n or 0))
+            duration.add_metric([view, status], float(seconds or 0.0))
+        for view, watermark in conn.execute(
+            sa.select(marks.c.view, marks.c.watermark).where(
+                marks.c.project == project, marks.c.online_store == where
+            )
+        ):
+            freshness.add_metric([view], max(0.0, now - _unix(watermark)))
+        for kind, status, n in _jobs(conn, project):
+            jobs.add_metric([kind, status], float(n))
+
+
+def _jobs(conn: Any, project: str) -> list[tuple[str, str, int]]:
+    """Background job counts by kind and status (:mod:`quiver.jobs.records`)."""
+    import sqlalchemy as sa
+
+    from quiver.jobs.records import jobs as table
+
+    query = (
+        sa.select(table.c.kind, table.c.status, sa.func.count())
+        .where(table.c.project == project)
+        .group_by(table.c.kind, table.c.status)
+    )
+    return [(str(k), str(s), int(n)) for k, s, n in conn.execute(query)]
+
+
+def _unix(value: Any) -> float:
+    from datetime import UTC
+
+    if value.tzinfo is None:  # SQLite gives naive UTC datetimes back
+        value = value.replace(tzinfo=UTC)
+    return float(value.timestamp())
+
+
+def exposition(store: FeatureStore, prefix: str) -> tuple[bytes, str]:
+    """The metrics page: the observed metrics (every worker's) and the registry's.
+
+    Args:
+        store: The served store.
+        prefix: ``quiver``, or ``feast`` to expose every family under both names.
+
+    Returns:
+        The body and its content type.
+    """
+    metrics = server_metrics()  # checks that prometheus-client is installed
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    if metrics.multiprocess:
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(_Forward(metrics.registry))
+    registry.register(RegistryCollector(store))
+    page: Any = _Derived(registry)
+    if prefix == "feast":
+        page = _Aliased(page)
+    return generate_latest(page), CONTENT_TYPE_LATEST
+
+
+class _Forward:
+    """A collector that yields another registry's families."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        yield from self.registry.collect()
+
+
+class _Derived:
+    """A registry with ``quiver_http_requests_total``: the request histogram's counts."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        for family in self.registry.collect():
+            yield family
+            if family.name != "quiver_http_request_duration_seconds":
+                continue
+            counts = CounterMetricFamily(
+                "quiver_http_requests",
+                "HTTP requests answered, by method, route template and status.",
+                labels=["method", "route", "status"],
+            )
+            for s in family.samples:
+                if s.name.endswith("_count"):
+                    labels = s.labels
+                    counts.add_metric(
+                        [labels["method"], labels["route"], labels["status"]], s.value
+                    )
+            yield counts
+
+
+class _Aliased:
+    """A registry whose ``quiver_*`` families are each followed by a ``feast_*`` copy."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client import Metric
+
+        for family in self.registry.collect():
+            yield family
+            if not family.name.startswith("quiver_"):
+                continue
+            alias = "feast_" + family.name[len("quiver_") :]
+            copy = Metric(alias, family.documentation, family.type, family.unit)
+            for s in family.samples:
+                copy.add_sample(
+                    alias + s.name[len(family.name) :], s.labels, s.value, s.timestamp, s.exemplar
+                )
+            yield copy
