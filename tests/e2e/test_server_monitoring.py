@@ -211,3 +211,28 @@ def test_redis_cache_across_two_servers(tmp_path: Path, redis_url: str) -> None:
     finally:
         a.stop()
         b.stop()
+
+
+def test_one_worker_counts_in_memory_and_metrics_can_be_off(monitored_repo: Path) -> None:
+    one = start_server(monitored_repo)
+    off = start_server(
+        monitored_repo,
+        env={"QUIVER_MONITORING__METRICS_ENABLED": "false", "PROMETHEUS_MULTIPROC_DIR": "/nope"},
+    )
+    try:
+        with one.client() as c:
+            for _ in range(5):
+                assert c.get("/no/such/route").status_code == 404
+                body = {"features": FEATURES, "entities": {"customer_id": [2]}}
+                assert c.post("/get-online-features", json=body).status_code == 200
+            samples = _samples(c.get("/metrics").text)
+        assert _total(samples, "quiver_http_requests_total", route="<unmatched>") == 5
+        assert _total(samples, "quiver_http_requests_total", route="/get-online-features") == 5
+        assert _total(samples, "feast_http_requests_total", route="/get-online-features") == 5
+        with off.client() as c:
+            assert c.get("/metrics").status_code == 404
+            body = {"features": FEATURES, "entities": {"customer_id": [2]}}
+            assert c.post("/get-online-features", json=body).status_code == 200
+    finally:
+        one.stop()
+        off.stop()
