@@ -466,8 +466,6 @@ class FeatureView(_Definition):
             raise ValueError(f"feature view '{self.name}' needs at least one entity")
         if len(set(self.entities)) != len(self.entities):
             raise ValueError(f"feature view '{self.name}' lists an entity twice")
-        if not self.features and not self.aggregations:
-            raise ValueError(f"feature view '{self.name}' has no features")
         seen: set[str] = set()
         for field in self.features:
             if field.name in seen:

@@ -100,7 +100,8 @@ def _targets(store: FeatureStore, views: Sequence[str] | None) -> list[ViewSelec
 
     registry = store.registry
     if views is None:
-        chosen = [v for v in registry.list("feature_view") if v.online]
+        # A view with no features yet (a feature set created before its features) has nothing.
+        chosen = [v for v in registry.list("feature_view") if v.online and v.output_fields]
     else:
         if isinstance(views, str):
             views = [views]
@@ -118,6 +119,11 @@ def _targets(store: FeatureStore, views: Sequence[str] | None) -> list[ViewSelec
                 raise InvalidError(
                     f"feature view '{name}' has online=False, so it is not materialized; set "
                     "online=True and apply first"
+                )
+            if not view.output_fields:
+                raise InvalidError(
+                    f"feature view '{name}' has no features yet, so there is nothing to "
+                    "materialize; add a feature first"
                 )
             chosen.append(view)
     out = []

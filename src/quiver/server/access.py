@@ -108,6 +108,14 @@ ROUTES: dict[str, RoutePolicy] = {
         "on_demand_feature_view", "on_demand_feature_view", "on_demand_feature_views"
     ),
     "list_features": RoutePolicy("describe", "feature_view"),
+    "create_feature": RoutePolicy("apply", "feature_view", audit=True),
+    "get_feature": RoutePolicy("describe", "feature_view", "feature_id"),
+    "delete_feature": RoutePolicy("apply", "feature_view", "feature_id", audit=True),
+    "list_feature_sets": RoutePolicy("describe", "feature_view"),
+    "create_feature_set": RoutePolicy("apply", "feature_view", audit=True),
+    "get_feature_set": RoutePolicy("describe", "feature_view", "set_id"),
+    "delete_feature_set": RoutePolicy("delete", "feature_view", "set_id", audit=True),
+    "materialize_feature_set": RoutePolicy("write", "feature_view", "set_id", audit=True),
     "platform_list_feature_views": RoutePolicy("describe", "feature_view"),
     "platform_register_feature_view": RoutePolicy("apply", "feature_view", audit=True),
     "platform_create_feature_service": RoutePolicy("apply", "feature_service", audit=True),
@@ -324,7 +332,7 @@ async def authorize(request: Request, principal: PrincipalDep) -> None:
         name = gate.store.project
     elif policy.name is not None:
         name = str(scope.get("path_params", {}).get(policy.name, ""))
-        if policy.kind == "model":
+        if policy.kind == "model" or policy.name == "feature_id":  # model:version, set:feature
             name = name.split(":", 1)[0]
     state = scope["state"]
     if name is not None:

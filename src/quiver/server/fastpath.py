@@ -315,6 +315,7 @@ class _Lookup(NamedTuple):
     features: list[str] | None
     feature_service: str | None
     full_feature_names: bool
+    feature_sets: list[str] | None  # the specification's shape (OnlineRequest only)
 
 
 _new_tuple = tuple.__new__
@@ -348,6 +349,9 @@ def _plain(data: dict[str, Any], fields: frozenset[str] | None) -> bool:
     service = data.get("feature_service")
     if service is not None and type(service) is not str:
         return False
+    sets = data.get("feature_sets")
+    if sets is not None and (type(sets) is not list or not set(map(type, sets)) <= _STR_ONLY):
+        return False
     return type(data.get("full_feature_names", False)) is bool
 
 
@@ -361,28 +365,30 @@ def _lookup_request(model: type[OnlineRequest | FeastOnlineRequest], body: bytes
         data = from_json(body)
     except ValueError:
         data = None
-    if type(data) is dict and _plain(data, _ONLINE_FIELDS if model is OnlineRequest else None):
+    native = model is OnlineRequest
+    if type(data) is dict and _plain(data, _ONLINE_FIELDS if native else None):
         fields = (
             data["entities"],
             data.get("features"),
             data.get("feature_service"),
             data.get("full_feature_names", False),
+            data.get("feature_sets") if native else None,
         )
     else:
         req = _parse(model, body)
-        fields = (req.entities, req.features, req.feature_service, req.full_feature_names)
+        fields = (
+            req.entities,
+            req.features,
+            req.feature_service,
+            req.full_feature_names,
+            getattr(req, "feature_sets", None),
+        )
     return _new_tuple(_Lookup, fields)  # skips the NamedTuple's Python-level constructor
 
 
-async def _lookup(
-    app: QuiverAPI,
-    model: type[OnlineRequest | FeastOnlineRequest],
-    body: bytes,
-    request: Request,
-) -> tuple[OnlineResponse, int, _Lookup]:
+async def _lookup(app: QuiverAPI, req: _Lookup, request: Request) -> tuple[OnlineResponse, int]:
     """Check the request as the FastAPI routes do, and make the same call to the store
-    (:func:`~quiver.server.routers.serving.call_online`): its result, rows and the request."""
-    req = _lookup_request(model, body)
+    (:func:`~quiver.server.routers.serving.call_online`): its result and rows."""
     if app._fast_security is not None:
         principal = request.scope["state"]["principal"]
         app._fast_security.check_features(
@@ -411,17 +417,34 @@ async def _lookup(
             feature_service=req.feature_service,
             full_feature_names=req.full_feature_names,
         )
-    return result, n, req
+    return result, n
 
 
 async def _online_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
     start = time.perf_counter_ns()
-    result, n, req = await _lookup(app, OnlineRequest, body, request)
+    req = _lookup_request(OnlineRequest, body)
+    if req.feature_sets is not None:
+        return await _spec_online(app, req, request, start)
+    result, n = await _lookup(app, req, request)
     return online_json(result, n, req.feature_service, start)
 
 
+async def _spec_online(app: QuiverAPI, req: _Lookup, request: Request, start: int) -> bytes:
+    """The specification's shape (``feature_sets``), as the FastAPI route answers it."""
+    from quiver.server._spec_serving import spec_online
+
+    security = app._fast_security
+
+    def check(refs: list[str]) -> None:
+        if security is not None:
+            principal = request.scope["state"]["principal"]
+            security.check_features(principal, "read_online", refs, None)
+
+    return await spec_online(app._fast_store, app._fast_limit, req, check, call_online, start)
+
+
 async def _feast_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
-    result, n, _ = await _lookup(app, FeastOnlineRequest, body, request)
+    result, n = await _lookup(app, _lookup_request(FeastOnlineRequest, body), request)
     return feast_online_json(result, n)
 
 

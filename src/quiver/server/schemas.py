@@ -626,12 +626,20 @@ class FeatureListOut(_Out):
 
 
 class OnlineRequest(_In):
-    """Online feature values for entity keys (columnar, as in Feast)."""
+    """Online feature values for entity keys (columnar, as in Feast).
+
+    With ``feature_sets`` (the specification's shape): ``features`` are bare names resolved
+    within those sets (all their features when omitted), ``entities`` may be keyed by entity
+    name, and the answer is :class:`~quiver.server.schemas_spec.SpecOnlineOut`.
+    """
 
     features: list[str] | None = Field(default=None, examples=[["customer_behavior:tenure_months"]])
     feature_service: str | None = None
     entities: dict[str, list[JsonScalar]] = Field(examples=[{"customer_id": [1, 2]}])
     full_feature_names: bool = False
+    feature_sets: list[str] | None = Field(
+        default=None, max_length=100, description="feature set ids (the specification's shape)"
+    )
 
 
 class OnlineRow(_Out):
@@ -679,7 +687,16 @@ class HistoricalRequest(_In):
 
     features: list[str] | None = None
     feature_service: str | None = None
+    feature_sets: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        description="feature set ids: the specification's shape (bare feature names resolved "
+        "within these sets, the entity table as entity_df, the answer keyed by entity id)",
+    )
     entity_rows: InlineTable | None = None
+    entity_df: InlineTable | None = Field(
+        default=None, description="the specification's name of entity_rows (with feature_sets)"
+    )
     entity_source: str | None = None
     entity_path: str | None = None
     timestamp_column: str = "event_timestamp"

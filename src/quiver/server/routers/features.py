@@ -1,19 +1,38 @@
-"""``/api/v1/features``: feature discovery across views."""
+"""``/api/v1/features``: feature discovery across views, and the specification's features
+(added to and removed from a feature set: :mod:`quiver.server.feature_sets`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from quiver.server._runs import as_datetime, last_runs, pick, watermarks
 from quiver.server.deps import StoreDep
-from quiver.server.schemas import ERROR_RESPONSES, FeatureInfo, FeatureListOut, Freshness
+from quiver.server.feature_sets import add_feature, feature_out, remove_feature, split_feature_id
+from quiver.server.schemas import (
+    ERROR_RESPONSES,
+    FeatureInfo,
+    FeatureListOut,
+    Freshness,
+    StrictJSONRoute,
+)
+from quiver.server.schemas_spec import FeatureIn, FeatureOut
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1/features", tags=["features"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/features",
+    tags=["features"],
+    responses=ERROR_RESPONSES,
+    route_class=StrictJSONRoute,
+)
+
+FeatureId = Annotated[
+    str,
+    Path(max_length=127, description="the feature's id: feature_set_id:feature", examples=["s:f"]),
+]
 
 
 def _tag_filter(tags: list[str]) -> list[tuple[str, str | None]]:
@@ -91,3 +110,57 @@ def list_features(
                 )
             )
     return FeatureListOut(items=items, count=len(items))
+
+
+@router.post(
+    "",
+    response_model=FeatureOut,
+    status_code=201,
+    operation_id="create_feature",
+    summary="Add a feature to a feature set",
+)
+def create_feature(body: FeatureIn, store: StoreDep) -> FeatureOut:
+    """Add a feature to its feature set: a new version of the set's feature view.
+
+    ``data_type`` takes ``int``, ``float``, ``string``, ``bool`` (int64, float64, string, bool)
+    and Quiver's own dtypes. ``transformation`` makes a SQL transformation; with
+    ``window_size`` a windowed aggregation (``SUM(amount)``, ``COUNT(*)``, ``AVG(x)``, ...);
+    with ``source_features`` a composite feature over plain features of the set.
+    """
+    view = add_feature(store, body)
+    store.apply(store.plan([view]))
+    record = store.registry.get_record("feature_view", view.name)
+    out = feature_out(record.obj, body.name)
+    out.feature_set_version = record.version
+    return out
+
+
+@router.get(
+    "/{feature_id}",
+    response_model=FeatureOut,
+    operation_id="get_feature",
+    summary="Get a feature of a feature set",
+)
+def get_feature(feature_id: FeatureId, store: StoreDep) -> FeatureOut:
+    """One feature, by its id ``feature_set_id:feature``."""
+    view, name = split_feature_id(store, feature_id)
+    out = feature_out(view, name)
+    out.feature_set_version = store.registry.get_record("feature_view", view.name).version
+    return out
+
+
+@router.delete(
+    "/{feature_id}",
+    response_model=FeatureOut,
+    operation_id="delete_feature",
+    summary="Remove a feature from its feature set",
+)
+def delete_feature(feature_id: FeatureId, store: StoreDep) -> FeatureOut:
+    """Remove the feature (a new version of the set's view; a 409 names a feature service
+    that uses it); answers the feature as it was, with the set's new version."""
+    view, name = split_feature_id(store, feature_id)
+    before = feature_out(view, name)
+    changed, _ = remove_feature(store, feature_id)
+    store.apply(store.plan([changed]))
+    before.feature_set_version = store.registry.get_record("feature_view", view.name).version
+    return before

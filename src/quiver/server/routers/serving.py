@@ -30,6 +30,7 @@ from quiver.server.schemas import (
     OnlineResponseOut,
     StrictJSONRoute,
 )
+from quiver.server.schemas_spec import SpecHistoricalOut, SpecOnlineOut
 
 __all__ = ["call_online", "json_response", "router"]
 
@@ -72,7 +73,7 @@ def json_response(content: Any, status_code: int = 200) -> Response:
 
 @router.post(
     "/online",
-    response_model=OnlineResponseOut,
+    response_model=OnlineResponseOut | SpecOnlineOut,
     operation_id="get_online_features",
     summary="Online feature values per entity key",
     responses={413: ERROR_RESPONSES[422] | {"description": "too many entity keys"}},
@@ -82,10 +83,24 @@ async def online(body: OnlineRequest, request: Request) -> Response:
 
     Statuses: ``present``, ``not_found`` (no value for the key), ``expired`` (older than the
     view's TTL).
+
+    With ``feature_sets`` (the specification's shape) the answer is ``SpecOnlineOut``: values
+    keyed by entity id (``null`` where not present) with ``metadata.latency_ms`` and
+    ``metadata.cache_hit``.
     """
     start = time.perf_counter_ns()
     state = request.app.state  # not dependencies: this is the hot path
     store, settings = state.store, state.settings
+    if body.feature_sets is not None:  # the specification's shape
+        from quiver.server._spec_serving import spec_online
+
+        def check(refs: list[str]) -> None:
+            check_online(request, refs, None)
+
+        content = await spec_online(
+            store, settings.max_inline_rows, body, check, call_online, start
+        )
+        return Response(content, media_type="application/json")
     check_online(request, body.features, body.feature_service)
     n = check_columns(body.entities, settings.max_inline_rows)
     result = await call_online(
@@ -102,7 +117,7 @@ async def online(body: OnlineRequest, request: Request) -> Response:
 
 @router.post(
     "/historical",
-    response_model=HistoricalResponse,
+    response_model=HistoricalResponse | SpecHistoricalOut,
     operation_id="get_historical_features",
     summary="Point-in-time correct features for an entity table",
     responses={
@@ -117,8 +132,18 @@ def historical(body: HistoricalRequest, store: StoreDep, settings: SettingsDep) 
     registered data source (``entity_source``) or a file (``entity_path``, under the server's
     read roots). The output is inline JSON (bounded the same way: a larger entity table is
     refused before the join) or a Parquet file in the write root whose path is returned.
+
+    With ``feature_sets`` (the specification's shape): bare feature names resolved within the
+    sets, the inline table as ``entity_df``, and the answer ``SpecHistoricalOut`` (each entity
+    id's rows in request order).
     """
     start = time.perf_counter()
+    if body.feature_sets is not None:  # the specification's shape
+        from quiver.server._spec_serving import spec_historical
+
+        return json_response(spec_historical(store, body, settings.max_inline_rows, start))
+    if body.entity_df is not None:
+        raise InvalidError("entity_df goes with feature_sets; otherwise give entity_rows")
     given = [
         n for n in ("entity_rows", "entity_source", "entity_path") if getattr(body, n) is not None
     ]
