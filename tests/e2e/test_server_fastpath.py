@@ -127,6 +127,51 @@ def test_errors_of_the_core_are_the_same(
     assert set(fast.json()["error"]) == {"type", "message", "details"}
 
 
+SPEC_REQUESTS: list[tuple[Any, int]] = [
+    (
+        {
+            "feature_sets": ["customer_behavior"],
+            "entities": {"customer": [1, 999_999]},
+            "features": ["orders", "tenure_months"],
+        },
+        200,
+    ),
+    (
+        {
+            "feature_sets": ["customer_behavior", "customer_demographics"],
+            "entities": {"customer_id": [3]},
+        },
+        200,
+    ),
+    ({"feature_sets": ["nope"], "entities": {"customer": [1]}}, 404),
+    ({"feature_sets": ["customer_behavior"], "entities": {"user": [1]}}, 422),
+    (
+        {"feature_sets": ["customer_behavior"], "features": ["x"], "entities": {"customer": [1]}},
+        422,
+    ),
+    (
+        {"feature_sets": ["customer_behavior"], "feature_service": "churn_prediction_v1"}
+        | {"entities": {"customer": [1]}},
+        422,
+    ),
+    ({"feature_sets": [1], "entities": {"customer": [1]}}, 422),
+    ({"feature_sets": ["customer_behavior"], "entities": {"customer": list(range(51))}}, 413),
+]
+
+
+@pytest.mark.parametrize(("body", "status"), SPEC_REQUESTS)
+def test_the_specification_shape_is_the_same_on_both_paths(
+    app: QuiverAPI, client: TestClient, body: Any, status: int
+) -> None:
+    path = "/api/v1/serving/online"
+    fast = client.post(path, json=body)
+    slow = through_fastapi(app, client, path, body)
+    assert fast.status_code == slow.status_code == status, (fast.text, slow.text)
+    assert _without_latency(fast.content) == _without_latency(slow.content)
+    if status == 200:
+        assert set(fast.json()) == {"features", "metadata"}
+
+
 INVALID: list[bytes] = [
     b'{"features": [',
     b"[1, 2]",
@@ -306,6 +351,7 @@ _bodies = st.fixed_dictionaries(
         "features": st.none() | st.lists(st.text(max_size=6), max_size=3) | _json_values,
         "feature_service": st.none() | st.text(max_size=4) | _json_values,
         "full_feature_names": st.booleans() | _json_values,
+        "feature_sets": st.none() | st.lists(st.text(max_size=6), max_size=3) | _json_values,
         "extra": _json_values,
     },
 )
@@ -327,6 +373,7 @@ def test_plain_json_is_read_as_the_model_reads_it(body: dict[str, Any], model: A
         expected.features,
         expected.feature_service,
         expected.full_feature_names,
+        getattr(expected, "feature_sets", None),  # the specification's shape (native only)
     )
     assert _same(tuple(got), want), (got, want)
 

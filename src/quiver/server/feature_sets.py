@@ -24,6 +24,7 @@ routers are thin layers over these functions.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any
 
 from pydantic import ValidationError
@@ -449,7 +450,13 @@ def resolve_feature_sets(
                     details={"feature": fname, "feature_sets": [owner[fname], view.name]},
                 )
             owner.setdefault(fname, view.name)
+    if features is not None and len(features) > MAX_SET_FEATURES * len(feature_sets):
+        raise InvalidError(
+            f"'features' names {len(features)} features, more than the sets can hold "
+            f"({MAX_SET_FEATURES} each)"
+        )
     wanted = features if features is not None else list(owner)
+    held = [(v.name, set(v.feature_names)) for v in views]
     if not wanted:
         raise InvalidError(
             f"feature sets {', '.join(feature_sets)} have no features yet; add some with "
@@ -470,7 +477,7 @@ def resolve_feature_sets(
             refs.append(fname)
             names.append(bare)
             continue
-        found = [v.name for v in views if fname in v.feature_names]
+        found = [vname for vname, fnames in held if fname in fnames]
         if len(found) > 1:
             raise InvalidError(
                 f"feature '{fname}' is in feature sets '{found[0]}' and '{found[1]}'; name it "
@@ -485,7 +492,7 @@ def resolve_feature_sets(
         refs.append(f"{found[0]}:{fname}")
         names.append(fname)
     if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
+        dup = next(n for n, count in Counter(names).items() if count > 1)
         raise InvalidError(f"feature '{dup}' is named twice; the answer keys features by name")
     return ResolvedSets(views, refs, names)
 
