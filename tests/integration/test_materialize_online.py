@@ -202,6 +202,16 @@ def test_offline_only_views_are_skipped_or_refused(store: FeatureStore) -> None:
         store.materialize(FAR, NOW, ["offline_only"])
 
 
+def test_views_with_no_features_yet_are_skipped_or_refused(store: FeatureStore) -> None:
+    # A feature set (POST /api/v1/feature-sets) is a view created before its features.
+    empty = FeatureView(name="empty_set", entities=[customer], features=[], source=activity_src)
+    store.apply(store.plan([empty]))
+    assert [r.view for r in store.materialize_incremental(NOW)] == ["activity"]
+    assert [r.view for r in store.materialize(FAR, NOW)] == ["activity"]
+    with pytest.raises(InvalidError, match="'empty_set' has no features yet"):
+        store.materialize(FAR, NOW, ["empty_set"])
+
+
 def test_bad_input_writes_nothing(store: FeatureStore) -> None:
     with pytest.raises(NotFoundError, match=r"feature view 'activty' does not exist.*'activity'"):
         store.materialize(FAR, NOW, ["activity", "activty"])
