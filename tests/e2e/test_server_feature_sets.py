@@ -186,6 +186,13 @@ def test_the_specification_feature_set_body_as_written(
     assert {"user_features", "customer_behavior"} <= listed
     view = api.get("/api/v1/feature-views/user_features").json()
     assert view["version"] == got["version"]
+    # The schedule is the view's own, which the scheduler runs.
+    assert view["spec"]["materialization_schedule"] == "0 */6 * * *"
+    assert created["schedule_timezone"] == "UTC"
+    schedules = api.get("/api/v1/schedules").json()["items"]
+    assert {"view": "user_features", "cron": "0 */6 * * *", "timezone": "UTC"}.items() <= next(
+        s for s in schedules if s["view"] == "user_features"
+    ).items()
 
 
 def test_the_specification_feature_body_refuses_what_it_cannot_store_by_name(
@@ -381,6 +388,16 @@ def test_feature_set_errors_leave_the_registry_as_it_was(
         ({**FEATURE_SET, "name": "noent", "source": "user_features", "entities": []}, 422),
         ({**FEATURE_SET, "name": "badent", "source": "user_features", "entities": ["nope"]}, 404),
         ({**FEATURE_SET, "name": "strict", "source": "user_features", "online_enabled": 1}, 422),
+        (
+            {**FEATURE_SET, "name": "badcron", "source": "user_features"}
+            | {"materialization_schedule": "every day"},
+            422,
+        ),
+        (
+            {**FEATURE_SET, "name": "badzone", "source": "user_features"}
+            | {"schedule_timezone": "Mars/Olympus"},
+            422,
+        ),
     ]
     for body, status in cases:
         assert_error(api.post("/api/v1/feature-sets", json=body), status)

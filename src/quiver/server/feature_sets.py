@@ -6,9 +6,9 @@ Decisions (``docs/architecture.md``, REST API):
   version in the view's history. Its **id is the view's name** (stable: a view cannot be
   renamed, only deleted and created again). Every feature view is a feature set.
 - What a view has no field for is kept in tags under ``quiver.`` (hidden from the set's
-  ``tags``): ``source_type``, ``offline_enabled`` (``false`` only), the
-  ``materialization_schedule`` and its ``schedule_timezone`` (until the view has fields for
-  them), and a composite feature's ``source_features``.
+  ``tags``): ``source_type``, ``offline_enabled`` (``false`` only) and a composite feature's
+  ``source_features``. ``materialization_schedule``/``schedule_timezone`` are the view's own
+  fields (the scheduler runs them), ``online_enabled`` its ``online``.
 - A **feature** is one field of the view; its id is its reference ``set:feature``. A feature
   with ``transformation`` is a SQL transformation; with ``window_size`` a windowed aggregation
   (``transformation`` names the function: ``SUM(amount)``, ``COUNT(*)``, ``AVG(x)``); with
@@ -51,8 +51,6 @@ __all__ = [
 TAG_PREFIX = "quiver."
 _SOURCE_TYPE = "quiver.source_type"
 _OFFLINE = "quiver.offline_enabled"
-_SCHEDULE = "quiver.materialization_schedule"
-_TIMEZONE = "quiver.schedule_timezone"
 _SOURCE_FEATURES = "quiver.source_features"
 
 NOT_YET = ("validation_rules", "default_value", "allowed_values")
@@ -113,10 +111,6 @@ def create_feature_set(store: Any, body: FeatureSetIn) -> FeatureView:
     tags[_SOURCE_TYPE] = body.source_type
     if not body.offline_enabled:
         tags[_OFFLINE] = "false"
-    if body.materialization_schedule is not None:
-        tags[_SCHEDULE] = body.materialization_schedule
-    if body.schedule_timezone is not None:
-        tags[_TIMEZONE] = body.schedule_timezone
     return FeatureView(
         name=name,
         entities=body.entities,
@@ -124,6 +118,8 @@ def create_feature_set(store: Any, body: FeatureSetIn) -> FeatureView:
         source=source,
         ttl=body.ttl_seconds,
         online=body.online_enabled,
+        materialization_schedule=body.materialization_schedule,
+        schedule_timezone=body.schedule_timezone or "UTC",
         description=body.description,
         owner=body.owner,
         tags=tags,
@@ -145,8 +141,8 @@ def feature_set_out(record: Any) -> FeatureSetOut:
         source_type=tags.get(_SOURCE_TYPE, "batch"),
         offline_enabled=tags.get(_OFFLINE) != "false",
         online_enabled=view.online,
-        materialization_schedule=tags.get(_SCHEDULE),
-        schedule_timezone=tags.get(_TIMEZONE),
+        materialization_schedule=view.materialization_schedule,
+        schedule_timezone=view.schedule_timezone,
         ttl_seconds=ttl,
         tags={k: v for k, v in tags.items() if not k.startswith(TAG_PREFIX)},
         features=[feature_out(view, f.name) for f in view.output_fields],
@@ -558,8 +554,3 @@ def _text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-def schedule_tags(view: FeatureView) -> tuple[str | None, str | None]:
-    """The set's materialization schedule and its time zone."""
-    return view.tags.get(_SCHEDULE), view.tags.get(_TIMEZONE)

@@ -69,7 +69,9 @@ class FeatureSetIn(_In):
     materialization_schedule: ShortText | None = Field(
         default=None, examples=["0 */6 * * *"], description="a cron expression"
     )
-    schedule_timezone: ShortText | None = Field(default=None, examples=["UTC"])
+    schedule_timezone: ShortText | None = Field(
+        default=None, examples=["UTC"], description="an IANA time zone; default UTC"
+    )
     source: Ident | FileSourceSpec | IcebergSourceSpec | None = None
     ttl_seconds: float | None = Field(default=None, ge=0)
     tags: dict[ShortText, ShortText] = Field(default_factory=dict, max_length=64)
@@ -104,8 +106,10 @@ class FeatureSetOut(_Out):
     source_type: str
     offline_enabled: bool
     online_enabled: bool
-    materialization_schedule: str | None = None
-    schedule_timezone: str | None = None
+    materialization_schedule: str | None = Field(
+        default=None, description="the view's cron schedule, run by the scheduler"
+    )
+    schedule_timezone: str = "UTC"
     ttl_seconds: float | None = None
     tags: dict[str, str]
     features: list[FeatureOut]
