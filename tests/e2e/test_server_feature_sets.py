@@ -488,3 +488,16 @@ def test_permissions_apply_to_the_new_routes(auth_server: Any) -> None:
         assert_error(reader.post("/api/v1/feature-sets/authz_set/materialize", json=body), 403)
     with auth_server.client() as anonymous:
         assert_error(anonymous.get("/api/v1/feature-sets"), 401)
+
+
+def test_cache_hit_comes_from_the_serving_cache(
+    spec_server: Any, user_features: dict[str, Any], serve_repo: Callable[..., Any]
+) -> None:
+    cached = serve_repo(spec_server.repo, env={"QUIVER_SERVING_CACHE__ENABLED": "true"})
+    body = {"feature_sets": ["user_features"], "entities": {"user": [2]}}
+    with cached.client() as api:
+        first = api.post("/api/v1/serving/online", json=body).json()
+        second = api.post("/api/v1/serving/online", json=body).json()
+    assert first["metadata"]["cache_hit"] is False
+    assert second["metadata"]["cache_hit"] is True
+    assert second["features"] == first["features"]

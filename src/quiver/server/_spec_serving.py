@@ -77,7 +77,7 @@ async def spec_online(
         "features": features,
         "metadata": {
             "latency_ms": round((time.perf_counter_ns() - start_ns) / 1e6, 3),
-            "cache_hit": bool(getattr(result, "cache_hit", False)),
+            "cache_hit": result.cache_hit,
             "feature_sets": list(req.feature_sets),
         },
     }
