@@ -315,3 +315,30 @@ def test_jobs_cli_lists_shows_and_cancels(store: FeatureStore) -> None:
     result = runner.invoke(app, ["schedules", "list", "--json", *repo])
     (item,) = json.loads(result.output)
     assert (item["view"], item["cron"], item["last_fire"]) == ("fresh", "* * * * *", None)
+
+
+def test_quiver_scheduler_runs_due_schedules_and_stops_on_sigterm(store: FeatureStore) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-c", "from quiver.cli import main; main()"]
+    process = subprocess.Popen(
+        [*command, "scheduler", "--poll", "0.2", "--repo", str(store.repo_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60  # liveness bound
+        done: list[records.JobRecord] = []
+        while time.monotonic() < deadline and not done:
+            done = records.list_jobs(store.registry, status=["succeeded"], schedule="fresh")
+            time.sleep(0.2)
+        assert len(done) == 1, process.stdout and process.stdout.read1()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0].decode()
+    assert process.returncode == 0, output
+    assert "1 scheduled view" in output
+    assert records.lease_state(store.registry)["fresh"]["holder"] is None
