@@ -172,7 +172,8 @@ def test_cancel_of_a_running_training(client: httpx.Client, repo: Path) -> None:
     assert running["status"] == "running"
     time.sleep(1.0)  # inside the worker now
     response = client.post(f"/api/v1/jobs/{job['job_id']}/cancel")
-    assert response.status_code == 202, response.text
+    assert response.status_code == 200, response.text
+    assert response.json()["cancel_requested"] or response.json()["status"] == "cancelled"
     done = poll(client, job["job_id"], finished)
     assert done["status"] == "cancelled", done
     assert not list((repo / "models").rglob(".staging-*"))

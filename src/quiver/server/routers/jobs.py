@@ -78,14 +78,14 @@ def get_job(job_id: JobId, store: StoreDep) -> dict[str, Any]:
 @router.post(
     "/{job_id}/cancel",
     response_model=JobOut,
-    status_code=202,
     operation_id="cancel_job",
     summary="Cancel a background job",
 )
 async def cancel_job(job_id: JobId, request: Request, store: StoreDep) -> dict[str, Any]:
     """Stop a job: a queued one at once, a running one at its next safe point (a
     materialization between two views, so no view is left half-written; a training or batch
-    prediction outside its final step). 409 if the job already ended."""
+    prediction outside its final step). The answer is the job after the request (``cancelled``,
+    or still ``running`` with ``cancel_requested``); 409 if the job already ended."""
     from quiver.jobs.records import request_cancel
 
     def cancel() -> dict[str, Any]:
