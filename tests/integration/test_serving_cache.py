@@ -222,3 +222,20 @@ def test_redis_backend_shared_by_two_stores(tmp_path: Path, clock: Clock, redis_
     assert not hit and got["values"]["orders"] == [8]
     a.close()
     b.close()
+
+
+def test_reads_go_to_the_store_while_the_redis_cache_is_down(tmp_path: Path, clock: Clock) -> None:
+    root = _repo(
+        tmp_path / "repo",
+        {"enabled": True, "backend": "redis", "redis_url": "redis://127.0.0.1:1/0"},
+    )
+    writer = FeatureStore(root)
+    writer.__dict__["_quiver_result_cache"] = None  # writes without telling the (down) cache
+    writer.apply([customer, src, other.source, view, other])
+    _push(writer, 1, 5, clock.now)
+    reader = _open(root, clock)
+    for _ in range(2):
+        got, hit = _read(reader, [1])
+        assert not hit and got["values"]["orders"] == [5]
+    writer.close()
+    reader.close()

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
+import math
 import mmap
 import os
 import pickle
@@ -47,6 +49,7 @@ VERSION_FILE = ".serving_cache_versions"
 _SLOTS = 4096
 _SLOT = struct.Struct("<Q")
 _ATTR = "_quiver_result_cache"
+logger = logging.getLogger("quiver.serving")
 _lock = threading.Lock()
 
 
@@ -196,6 +199,7 @@ class RedisCache(ServingCache):
         self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
         self._prefix = f"{settings.key_prefix}:{project}"
         self._ttl_ms = max(1, int(settings.ttl_seconds * 1000))
+        self._warned = -math.inf
 
     def _version_key(self, view: str) -> str:
         return f"{self._prefix}:v:{view}"
@@ -220,8 +224,10 @@ class RedisCache(ServingCache):
         entry_key, version_keys = self._keys(plan, key)
         try:
             raw, *versions = self.client.mget([entry_key, *version_keys])
-        except Exception as exc:
-            raise BackendError(f"the serving cache's Redis failed: {exc}") from exc
+        except Exception as exc:  # the cache is down: read the store (and keep nothing)
+            self._warn(exc)
+            self._count(False)
+            return None, None
         current = tuple(int(v or 0) for v in versions)
         if raw is not None:
             cached_versions, cached_key, results = pickle.loads(raw)
@@ -231,13 +237,21 @@ class RedisCache(ServingCache):
         self._count(False)
         return None, (entry_key, current)
 
+    def _warn(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._warned >= 60:  # at most a line a minute while Redis is down
+            self._warned = now
+            logger.warning("the serving cache's Redis failed (reading the store): %s", exc)
+
     def put(self, plan: Any, key: tuple[Any, ...], token: Any, results: Any) -> None:
+        if token is None:  # the lookup failed: the cache is down
+            return
         entry_key, versions = token
         data = pickle.dumps((versions, key, results), protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self.client.set(entry_key, data, px=self._ttl_ms)
-        except Exception as exc:
-            raise BackendError(f"the serving cache's Redis failed: {exc}") from exc
+        except Exception as exc:  # not kept; the next read reads the store again
+            self._warn(exc)
 
     def invalidate(self, views: Sequence[str]) -> None:
         if not views:
