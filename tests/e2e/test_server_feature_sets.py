@@ -408,6 +408,7 @@ def test_feature_set_errors_leave_the_registry_as_it_was(
         ({"name": "total_purchases", "feature_set_id": "user_features", "data_type": "int"}, 409),
         ({"name": "a b", "feature_set_id": "user_features", "data_type": "int"}, 422),
         ({"name": "a", "feature_set_id": "user_features", "data_type": "decimal"}, 422),
+        ({"name": "not_a_column", "feature_set_id": "user_features", "data_type": "int"}, 422),
         (
             {"name": "a", "feature_set_id": "user_features", "data_type": "int"}
             | {"transformation": "read_csv('/etc/passwd')"},

@@ -229,6 +229,8 @@ def add_feature(store: Any, body: FeatureIn) -> FeatureView:
     if body.source_features is not None:
         transformation = _composite(view, name, body.source_features, transformation)
         tags[_SOURCE_FEATURES] = ",".join(body.source_features)
+    if transformation is None and view.source_query is None:
+        _check_column(store, view, name)
     field = Field(
         name=name,
         dtype=dtype,
@@ -355,6 +357,22 @@ def _rebuilt(
 
                 spec["aggregation_interval"] = format_duration(view.aggregation_interval)
     return FeatureView.from_spec(spec)
+
+
+def _check_column(store: Any, view: FeatureView, name: str) -> None:
+    """Refuse a plain feature that is not a column of the set's source (when it is readable:
+    a source with no files yet is checked when first read)."""
+    from quiver.features.transformations import _source_types
+
+    source = store.registry.find("data_source", view.source_name)
+    columns = _source_types(store.config, source) if source is not None else {}
+    if columns and name not in columns:
+        raise InvalidError(
+            f"feature '{name}': source '{view.source_name}' of feature set '{view.name}' has no "
+            f"column '{name}' (it has {', '.join(sorted(columns))}); a plain feature is a source "
+            "column: give a transformation to compute it",
+            details={"feature": name, "source": view.source_name},
+        )
 
 
 def _column_dtype(store: Any, view: FeatureView, column: str, fallback: str) -> str:
