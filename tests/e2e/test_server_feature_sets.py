@@ -214,6 +214,12 @@ def test_materialize_and_online_serving_in_the_specification_shape(
     assert runs["feature_set_id"] == "user_features" and runs["count"] == 1
     assert runs["items"][0]["status"] == "succeeded"
     assert runs["items"][0]["rows_written"] == USERS
+    # Again, for the set's current version (a test above may have added a feature since).
+    _post(
+        api,
+        "/api/v1/feature-sets/user_features/materialize",
+        {"start_date": "2025-01-01T00:00:00Z", "end_date": "2026-01-01T00:00:00Z"},
+    )
     body = {
         "feature_sets": ["user_features"],
         "entities": {"user": [3, 7, 999]},
