@@ -296,6 +296,94 @@ def start_redis(timeout: float = STARTUP_TIMEOUT) -> RedisServer:
     raise RuntimeError(f"could not find a free port for redis-server in {_PORT_ATTEMPTS} tries")
 
 
+# --- moto (the AWS stand-in: S3, DynamoDB) ------------------------------------------------------
+
+
+class MotoServer:
+    """moto's AWS server (``python -m moto.server``) in its own process, on a loopback port.
+
+    In a thread of the test process (``ThreadedMotoServer``) the server would need the GIL to
+    answer, while DuckDB may hold it when it pulls Arrow batches from a pyarrow dataset that is
+    waiting for that very answer; a separate process avoids the stall.
+    """
+
+    REGION = "us-east-1"
+    CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+
+    def __init__(self, port: int, process: subprocess.Popen[bytes]) -> None:
+        self.port = port
+        self.process = process
+        self._stopped = False
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{_HOST}:{self.port}"
+
+    def client(self, service: str) -> Any:
+        """A boto3 client of ``service`` talking to this server."""
+        import boto3
+
+        return boto3.client(
+            service, endpoint_url=self.endpoint, region_name=self.REGION, **self.CREDENTIALS
+        )
+
+    def stop(self) -> None:
+        """Stop the server. Safe to call more than once."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=STARTUP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(timeout=STARTUP_TIMEOUT)
+        finally:
+            _unregister(self)
+
+    def __repr__(self) -> str:
+        return f"MotoServer(endpoint={self.endpoint!r}, pid={self.process.pid})"
+
+
+def start_moto(timeout: float = STARTUP_TIMEOUT) -> MotoServer:
+    """Start moto's server on a free loopback port and wait until it accepts connections."""
+    import sys
+
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        raise RuntimeError("moto's server is not installed; pip install 'moto[server]'") from None
+    for _ in range(_PORT_ATTEMPTS):
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", _HOST, "-p", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        server = MotoServer(port, process)
+        _register(server)
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                server.stop()
+                break  # the port was taken: try another one
+            try:
+                with socket.create_connection((_HOST, port), timeout=1):
+                    return server
+            except OSError:
+                if time.monotonic() > deadline:
+                    server.stop()
+                    raise RuntimeError(
+                        f"moto's server did not accept connections on port {port} within "
+                        f"{timeout:.0f}s; pip install 'moto[server]'"
+                    ) from None
+                time.sleep(0.1)
+    raise RuntimeError(f"could not find a free port for moto's server in {_PORT_ATTEMPTS} tries")
+
+
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 

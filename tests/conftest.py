@@ -16,7 +16,14 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
-from _servers import PostgresServer, RedisServer, start_postgres, start_redis  # noqa: E402
+from _servers import (  # noqa: E402
+    MotoServer,
+    PostgresServer,
+    RedisServer,
+    start_moto,
+    start_postgres,
+    start_redis,
+)
 
 # --- Backend servers (real redis-server / PostgreSQL, see tests/_servers.py) ------------------
 # Session-scoped and lazy: a server starts only when a test first asks for it, and is stopped at
@@ -38,6 +45,30 @@ def redis_url(redis_server: RedisServer) -> str:
     """``redis://127.0.0.1:PORT/0`` of the session server, flushed before the test."""
     redis_server.flushall()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """moto's AWS server (S3, DynamoDB) on a free loopback port, in its own process."""
+    server = start_moto()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def dynamodb_settings(moto_server: MotoServer) -> dict[str, object]:
+    """``online_store`` settings of a DynamoDB store on the moto server, with a table prefix
+    of its own (tables of other tests stay out of sight)."""
+    return {
+        "type": "dynamodb",
+        "endpoint_url": moto_server.endpoint,
+        "region": MotoServer.REGION,
+        "access_key_id": "test",
+        "secret_access_key": "test",
+        "table_prefix": f"t{uuid.uuid4().hex[:8]}.",
+    }
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ from quiver.errors import ConfigError
 __all__ = [
     "CONFIG_FILE",
     "AuthConfig",
+    "DynamoDBOnlineStoreConfig",
     "IcebergCatalogConfig",
     "JobsConfig",
     "MonitoringConfig",
@@ -85,8 +86,40 @@ class RedisOnlineStoreConfig(_Strict):
     )
 
 
+class DynamoDBOnlineStoreConfig(_Strict):
+    """Amazon DynamoDB as the online store: one table per feature view.
+
+    Unset values fall back to the usual AWS settings: the region to ``AWS_REGION`` /
+    ``AWS_DEFAULT_REGION``, the endpoint to ``AWS_ENDPOINT_URL_DYNAMODB`` / ``AWS_ENDPOINT_URL``,
+    and the credentials to boto3's chain (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
+    ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``, an instance or task role).
+    """
+
+    type: Literal["dynamodb"] = "dynamodb"
+    region: str | None = None
+    table_prefix: str = Field(
+        default="quiver.",
+        pattern=r"^[A-Za-z0-9_.-]{0,100}$",
+        description="the start of every table name: <table_prefix><project>.<view>",
+    )
+    endpoint_url: str | None = Field(
+        default=None, description="e.g. http://localhost:8000 for DynamoDB Local"
+    )
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    expire_with_ttl: bool = Field(
+        default=True,
+        description="give rows of views with a TTL an expiry (DynamoDB's TimeToLive reclaims them)",
+    )
+    max_workers: int = Field(
+        default=8, ge=1, le=64, description="requests in flight at once for large reads and writes"
+    )
+
+
 OnlineStoreConfig = Annotated[
-    SqliteOnlineStoreConfig | RedisOnlineStoreConfig, Field(discriminator="type")
+    SqliteOnlineStoreConfig | RedisOnlineStoreConfig | DynamoDBOnlineStoreConfig,
+    Field(discriminator="type"),
 ]
 
 
@@ -412,7 +445,7 @@ def build_config(data: dict[str, Any], source: str = "settings") -> RepoConfig:
         raise ConfigError(f"{source}: " + "; ".join(problems) + hint) from None
 
 
-_ONLINE_STORE_TAGS = ("sqlite", "redis")
+_ONLINE_STORE_TAGS = ("sqlite", "redis", "dynamodb")
 
 
 def _problem(err: Mapping[str, Any]) -> str:

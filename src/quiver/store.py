@@ -210,9 +210,45 @@ class FeatureStore:
         """
         plan = objects if isinstance(objects, Plan) else self.plan(objects, prune=prune)
         with self._audited("apply", *(f"{c.kind}:{c.name}" for c in plan.pending)):
-            return apply_plan(
+            applied = apply_plan(
                 self.registry, plan, allow_breaking=allow_breaking, author=author or current_user()
             )
+        self._prepare_online(applied)
+        return applied
+
+    def _prepare_online(self, plan: Plan) -> None:
+        """Let the online store prepare the online views an apply created or changed (the
+        DynamoDB store creates their tables).
+
+        Raises:
+            BackendError: the store failed; the definitions stay applied.
+        """
+        from quiver.errors import BackendError
+        from quiver.online.encoding import ViewLayout
+
+        names = [
+            c.name
+            for c in plan.changes
+            if c.kind == "feature_view"
+            and c.action in ("create", "update")
+            and (c.new_spec or {}).get("online", True)
+        ]
+        layouts = []
+        for name in names:
+            view = self.registry.find("feature_view", name)
+            if view is not None and view.online:
+                entities = [self.registry.get("entity", e) for e in view.entities]
+                layouts.append(ViewLayout.from_view(self.project, view, entities))
+        if not layouts:
+            return
+        try:
+            self.online_store.prepare_views(layouts)
+        except BackendError as exc:
+            raise BackendError(
+                f"the definitions were applied, but the online store could not prepare "
+                f"feature view(s) {', '.join(names)}: {exc.message} (it tries again on the "
+                "first write)"
+            ) from exc
 
     def delete(self, kind: str, name: str, *, author: str | None = None) -> Plan:
         """Delete one object; refused while another object references it."""

@@ -1,4 +1,5 @@
-"""The online stores themselves (real SQLite file, real redis-server): one behaviour suite."""
+"""The online stores themselves (real SQLite file, real redis-server, DynamoDB on moto's server):
+one behaviour suite."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from quiver.errors import BackendError, InvalidError
 from quiver.online import ReadRequest, ViewRead
+from quiver.online.dynamodb import DynamoDBOnlineStore
 from quiver.online.encoding import NO_CREATED, ViewLayout, datetime_to_us
 from quiver.online.redis import RedisOnlineStore
 from quiver.online.sqlite import SqliteOnlineStore
@@ -82,10 +84,18 @@ def read(store: Any, lay: ViewLayout, keys: list[tuple], features: list[str] | N
     return [None if r is None else tuple(r[: 2 + len(names)]) for r in result]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+def dynamodb_store(settings: dict[str, Any], **overrides: Any) -> DynamoDBOnlineStore:
+    """A DynamoDB store from ``online_store`` settings (the ``dynamodb_settings`` fixture)."""
+    options = {k: v for k, v in settings.items() if k != "type"}
+    return DynamoDBOnlineStore(**{**options, **overrides})
+
+
+@pytest.fixture(params=["sqlite", "redis", "dynamodb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     if request.param == "sqlite":
         s: Any = SqliteOnlineStore(tmp_path / "online.db")
+    elif request.param == "dynamodb":
+        s = dynamodb_store(request.getfixturevalue("dynamodb_settings"))
     else:
         url = request.getfixturevalue("redis_url")
         s = RedisOnlineStore(url, key_prefix=f"t{uuid.uuid4().hex[:6]}")

@@ -7,7 +7,6 @@ the code under test (pyarrow's S3 filesystem) runs unchanged.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from _servers import MotoServer
 from quiver import Entity, FeatureStore, FeatureView, Field, FileSource, NotFoundError
 from quiver.config import load_config
 
@@ -26,45 +26,10 @@ BUCKET = "quiver-test"
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """Moto's S3 server on a free loopback port, in its own process.
-
-    In a thread of the test process (``ThreadedMotoServer``) the server would need the GIL to
-    answer, while DuckDB may hold it when it pulls Arrow batches from a pyarrow dataset that is
-    waiting for that very answer; a separate process avoids the stall.
-    """
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(
-                    "moto's S3 server did not start; pip install 'moto[server]'"
-                ) from None
-            time.sleep(0.1)
-    try:
-        _client(endpoint).create_bucket(Bucket=BUCKET)
-        yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def s3_endpoint(moto_server: MotoServer) -> str:
+    """The session's moto server (tests/_servers.py), with the test bucket."""
+    moto_server.client("s3").create_bucket(Bucket=BUCKET)
+    return moto_server.endpoint
 
 
 def _client(endpoint: str) -> Any:

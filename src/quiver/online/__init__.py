@@ -4,7 +4,9 @@ A store implements the small :class:`OnlineStore` protocol and is picked by the 
 ``online_store`` in ``quiver.yaml`` from :data:`ONLINE_STORES`:
 
 - ``sqlite`` (:mod:`quiver.online.sqlite`): one embedded file, one table per feature view;
-- ``redis`` (:mod:`quiver.online.redis`): one key per (project, view, entity key).
+- ``redis`` (:mod:`quiver.online.redis`): one key per (project, view, entity key);
+- ``dynamodb`` (:mod:`quiver.online.dynamodb`): one DynamoDB table per feature view, one item
+  per entity key.
 
 Every write follows the *newer-wins* rule inside the store: a row replaces the stored row of the
 same key only if its event timestamp is greater, or equal with a created timestamp at least as
@@ -123,6 +125,11 @@ class OnlineStore(Protocol):
         per resolved request); stores with nothing to prepare return :func:`reader_of_read`."""
         ...
 
+    def prepare_views(self, layouts: Sequence[ViewLayout]) -> None:
+        """Create what these views need before their first write (``quiver apply`` calls it
+        for the online views it creates or changes); stores that need nothing do nothing."""
+        ...
+
     def delete_view(self, layout: ViewLayout) -> None:
         """Remove every row of one view (all schema versions)."""
         ...
@@ -188,9 +195,26 @@ def _redis(config: RepoConfig) -> OnlineStore:
     )
 
 
+def _dynamodb(config: RepoConfig) -> OnlineStore:
+    from quiver.online.dynamodb import DynamoDBOnlineStore
+
+    cfg = config.online_store
+    return DynamoDBOnlineStore(
+        region=cfg.region,  # type: ignore[union-attr]
+        table_prefix=cfg.table_prefix,  # type: ignore[union-attr]
+        endpoint_url=cfg.endpoint_url,  # type: ignore[union-attr]
+        access_key_id=cfg.access_key_id,  # type: ignore[union-attr]
+        secret_access_key=cfg.secret_access_key,  # type: ignore[union-attr]
+        session_token=cfg.session_token,  # type: ignore[union-attr]
+        expire_with_ttl=cfg.expire_with_ttl,  # type: ignore[union-attr]
+        max_workers=cfg.max_workers,  # type: ignore[union-attr]
+    )
+
+
 ONLINE_STORES: dict[str, Callable[[RepoConfig], OnlineStore]] = {
     "sqlite": _sqlite,
     "redis": _redis,
+    "dynamodb": _dynamodb,
 }
 """Online store factories by the ``online_store.type`` name."""
 

@@ -193,6 +193,9 @@ class RedisOnlineStore:
             raise self._fail(f"writing feature view '{layout.view}'", exc) from exc
         return n
 
+    def prepare_views(self, layouts: Sequence[ViewLayout]) -> None:
+        """Nothing to prepare: a view's first write makes what it needs."""
+
     def delete_view(self, layout: ViewLayout) -> None:
         """Delete the keys of every schema version of one view (``SCAN`` + ``UNLINK``)."""
         pattern = f"{self.key_prefix}:{layout.project}:{layout.view}:*"

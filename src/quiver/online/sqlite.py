@@ -276,6 +276,9 @@ class SqliteOnlineStore:
         self._tables.add(name)
         return name
 
+    def prepare_views(self, layouts: Sequence[ViewLayout]) -> None:
+        """Nothing to prepare: a view's first write makes what it needs."""
+
     def delete_view(self, layout: ViewLayout) -> None:
         """Drop the tables of every schema version of one view."""
         conn = self._conn()
