@@ -183,13 +183,15 @@ def _write(root: Path) -> None:
     )
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "dynamodb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeatureStore]:
     root = tmp_path / "repo"
     _write(root)
     online: dict[str, Any] = {"type": "sqlite", "path": "data/online.db"}
     if request.param == "redis":
         online = {"type": "redis", "url": request.getfixturevalue("redis_url")}
+    elif request.param == "dynamodb":
+        online = request.getfixturevalue("dynamodb_settings")
     config = {"project": "shop", "registry": {"url": "sqlite:///data/registry.db"}}
     (root / "quiver.yaml").write_text(yaml.safe_dump({**config, "online_store": online}))
     s = FeatureStore(root)

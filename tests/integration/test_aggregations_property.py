@@ -200,10 +200,13 @@ def make_store(root: Path, online: dict[str, Any]) -> FeatureStore:
     return store
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "dynamodb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeatureStore]:
     if request.param == "sqlite":
         online: dict[str, Any] = {"type": "sqlite", "path": "data/online.db"}
+    elif request.param == "dynamodb":
+        settings = request.getfixturevalue("dynamodb_settings")
+        online = {**settings, "expire_with_ttl": False}  # the events are in 2024
     else:
         url = request.getfixturevalue("redis_url")
         online = {

@@ -1,4 +1,5 @@
-"""get_online_features and push through the FeatureStore, on SQLite and on a real redis-server."""
+"""get_online_features and push through the FeatureStore, on SQLite, on a real redis-server and
+on DynamoDB (moto's server)."""
 
 from __future__ import annotations
 
@@ -131,10 +132,12 @@ def make_store(root: Path, online: dict[str, Any]) -> FeatureStore:
     return store
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "dynamodb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeatureStore]:
     if request.param == "sqlite":
         online: dict[str, Any] = {"type": "sqlite", "path": "data/online.db"}
+    elif request.param == "dynamodb":
+        online = request.getfixturevalue("dynamodb_settings")
     else:
         url = request.getfixturevalue("redis_url")
         online = {"type": "redis", "url": url, "key_prefix": f"t{uuid.uuid4().hex[:6]}"}
@@ -149,13 +152,23 @@ def materialized(store: FeatureStore) -> FeatureStore:
     return store
 
 
-@pytest.fixture(scope="module", params=["sqlite", "redis"])
+@pytest.fixture(scope="module", params=["sqlite", "redis", "dynamodb"])
 def reader(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FeatureStore]:
     """A materialized store shared by the tests that only read (a fresh Redis key prefix)."""
     if request.param == "sqlite":
         online: dict[str, Any] = {"type": "sqlite", "path": "data/online.db"}
+    elif request.param == "dynamodb":
+        moto = request.getfixturevalue("moto_server")
+        online = {
+            "type": "dynamodb",
+            "endpoint_url": moto.endpoint,
+            "region": moto.REGION,
+            "access_key_id": "test",
+            "secret_access_key": "test",
+            "table_prefix": f"r{uuid.uuid4().hex[:6]}.",
+        }
     else:
         server = request.getfixturevalue("redis_server")
         online = {"type": "redis", "url": server.url, "key_prefix": f"r{uuid.uuid4().hex[:6]}"}

@@ -644,3 +644,133 @@ def test_redis_unreachable_is_a_backend_error() -> None:
         read(store, lay, [(1,)])
     with pytest.raises(BackendError):
         store.ping()
+
+
+def test_dynamodb_items_expire_after_twice_the_ttl(dynamodb_settings: dict[str, Any]) -> None:
+    """As Redis keys do: readable (the caller says ``expired``) until event time + 2 TTL, then
+    missing; rows already past that are not written; DynamoDB's TimeToLive reclaims them."""
+    store = dynamodb_store(dynamodb_settings)
+    lay = layout(ttl=timedelta(hours=1))
+    now = datetime.now(UTC)
+    store.write(
+        lay,
+        rows(
+            lay,
+            [
+                {"customer_id": 1, "x": 1, "event_timestamp": now},
+                {"customer_id": 2, "x": 2, "event_timestamp": now - timedelta(hours=1, minutes=30)},
+                {"customer_id": 3, "x": 3, "event_timestamp": now - timedelta(hours=3)},
+            ],
+        ),
+    )
+    assert [r[2] if r else None for r in read(store, lay, [(1,), (2,), (3,)])] == [1, 2, None]
+    client = store.client
+    table = store.table_name(lay)
+    ttl = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == "xp" and ttl["TimeToLiveStatus"] == "ENABLED"
+    items = {
+        bytes(i["k"]["B"]): int(i["xp"]["N"]) for i in client.scan(TableName=table)["Items"]
+    }
+    prefix = store.key_prefix_for(lay)
+    assert set(items) == {prefix + lay.key_encoder.encode((i,)) for i in (1, 2)}
+    expected = (now + timedelta(hours=2)).timestamp()
+    assert expected <= items[prefix + lay.key_encoder.encode((1,))] <= expected + 1
+    # An item still stored past its expiry (DynamoDB deletes late) reads as missing.
+    import time as _time
+
+    later = datetime.now(UTC) - timedelta(hours=2, seconds=-3)
+    store.write(lay, rows(lay, [{"customer_id": 4, "x": 4, "event_timestamp": later}]))
+    assert read(store, lay, [(4,)])[0] is not None
+    # ``xp`` holds whole seconds, rounded up
+    _time.sleep(max(0.0, (later + timedelta(hours=2) - datetime.now(UTC)).total_seconds()) + 1.1)
+    assert read(store, lay, [(4,)]) == [None]
+    no_expiry = dynamodb_store(dynamodb_settings, expire_with_ttl=False)
+    old = now - timedelta(hours=3)
+    no_expiry.write(lay, rows(lay, [{"customer_id": 3, "x": 3, "event_timestamp": old}]))
+    assert read(no_expiry, lay, [(3,)])[0][2] == 3
+    assert no_expiry.retention_us(lay) is None and store.retention_us(lay) == 2 * lay.ttl_us
+    store.close()
+    no_expiry.close()
+
+
+def test_dynamodb_concurrent_writers_keep_the_newest_row(
+    dynamodb_settings: dict[str, Any],
+) -> None:
+    """Writers racing on the same keys (each with its own client and threads): every key ends
+    with the row of the greatest event time, whatever order the puts arrive in."""
+    lay = layout()
+    stores = [dynamodb_store(dynamodb_settings, max_workers=4) for _ in range(3)]
+    stores[0].prepare_views([lay])
+    errors: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        try:
+            for step in range(w, 12, 3):
+                when = BASE + timedelta(seconds=(step * 7) % 12)  # event times out of order
+                batch = [
+                    {"customer_id": k, "x": step, "event_timestamp": when} for k in range(10)
+                ]
+                stores[w].write(lay, rows(lay, batch))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    newest = max(range(12), key=lambda step: (step * 7) % 12)
+    got = read(stores[0], lay, [(k,) for k in range(10)])
+    assert {r[2] for r in got if r} == {newest} and all(got)
+    for s in stores:
+        s.close()
+
+
+def test_dynamodb_tables_are_made_on_prepare_and_dropped_with_the_view(
+    dynamodb_settings: dict[str, Any],
+) -> None:
+    store = dynamodb_store(dynamodb_settings)
+    lay = layout()
+    table = store.table_name(lay)
+    assert table == f"{dynamodb_settings['table_prefix']}p.{lay.view}"
+    assert read(store, lay, [(1,)]) == [None]  # no table yet: nothing stored
+    store.prepare_views([lay])
+    store.prepare_views([lay])  # again: nothing to do
+    assert store.client.describe_table(TableName=table)["Table"]["TableStatus"] == "ACTIVE"
+    store.write(lay, rows(lay, [{"customer_id": 1, "x": 1, "event_timestamp": BASE}]))
+    store.delete_view(lay)
+    names = store.client.list_tables()["TableNames"]
+    assert table not in names
+    assert read(store, lay, [(1,)]) == [None]
+    store.delete_view(lay)  # a view without a table: nothing to drop
+    store.write(lay, rows(lay, [{"customer_id": 1, "x": 2, "event_timestamp": BASE}]))
+    assert read(store, lay, [(1,)])[0][2] == 2  # the first write made the table again
+    store.close()
+
+
+def test_dynamodb_failures_are_backend_and_config_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from _servers import free_port
+
+    from quiver.errors import ConfigError
+
+    store = DynamoDBOnlineStore(
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        region="us-east-1",
+        access_key_id="x",
+        secret_access_key="x",
+    )
+    store.client.meta.config.retries = {"max_attempts": 1}
+    lay = layout()
+    with pytest.raises(BackendError, match=r"DynamoDB online store \(region us-east-1, endpoint"):
+        read(store, lay, [(1,)])
+    with pytest.raises(BackendError):
+        store.ping()
+    store.close()
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    with pytest.raises(ConfigError, match="needs a region"):
+        DynamoDBOnlineStore()

@@ -30,7 +30,9 @@ parallel, with ``UnprocessedKeys`` retried with backoff; reads are eventually co
 **TTL.** As with Redis, with ``expire_with_ttl`` (the default) a row of a view with a TTL stays
 readable (with the status ``expired``) until its event time plus twice the TTL and reads as
 ``not_found`` after that; rows already past that point are not written. The item carries that
-instant in ``xp`` and the table has TimeToLive on ``xp``, so DynamoDB deletes it some time later.
+instant in ``xp`` (whole seconds, rounded up), fixed when it is written as a Redis key's expiry
+is; reads treat an item past its ``xp`` as missing, and the table's TimeToLive on ``xp`` has
+DynamoDB delete it later (within days).
 """
 
 from __future__ import annotations
@@ -433,13 +435,12 @@ class DynamoDBOnlineStore:
             encoded.append((table, keys))
         if not any(keys for _, keys in encoded):
             return [[] for _ in requests]
-        found = self._get({t: list(keys) for t, keys in wanted.items()}, "k, v")
-        now_us = time.time_ns() // 1000
+        found = self._get({t: list(keys) for t, keys in wanted.items()}, "k, v, xp")
+        now_s = time.time()
         out: list[list[StoredRow | None]] = []
         for req, (table, keys) in zip(requests, encoded, strict=True):
             decode = req.layout.row_codec.decode
             features = req.features
-            keep_us = self.retention_us(req.layout)
             decoded: dict[bytes, StoredRow | None] = {}
             rows: list[StoredRow | None] = []
             for key in keys:
@@ -448,10 +449,9 @@ class DynamoDBOnlineStore:
                     continue
                 item = found.get((table, key))
                 row: StoredRow | None = None
-                if item is not None:
+                if item is not None and ("xp" not in item or int(item["xp"]["N"]) > now_s):
                     event, created, values = decode(bytes(item["v"]["B"]))
-                    if keep_us is None or event + keep_us > now_us:
-                        row = (event, created, *[values[i] for i in features])
+                    row = (event, created, *[values[i] for i in features])
                 decoded[key] = row
                 rows.append(row)
             out.append(rows)
