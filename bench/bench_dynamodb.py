@@ -26,6 +26,7 @@ Run: ``python bench/bench_dynamodb.py [--quick] [--entities 5000] [--calls 200]`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import shutil
 import sys
@@ -33,6 +34,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,26 @@ def prebuilt_items(table: Any) -> list[dict[str, Any]]:
     ]
 
 
+def conditional_puts(boto: Any, name: str, part: list[dict[str, Any]]) -> None:
+    """The reference write: one conditional ``PutItem`` per item."""
+    for item in part:
+        with contextlib.suppress(boto.exceptions.ConditionalCheckFailedException):
+            boto.put_item(
+                TableName=name,
+                Item=item,
+                ConditionExpression=CONDITION,
+                ExpressionAttributeNames={"#k": "k", "#ts": "ts", "#cts": "cts"},
+                ExpressionAttributeValues={":ts": item["ts"], ":cts": item["cts"]},
+            )
+
+
+def batch_write(boto: Any, name: str, part: list[dict[str, Any]]) -> None:
+    """The unconditional reference write: one ``BatchWriteItem`` of up to 25 items."""
+    request = {name: [{"PutRequest": {"Item": item}} for item in part]}
+    while request:
+        request = boto.batch_write_item(RequestItems=request)["UnprocessedItems"]
+
+
 # -- cases (each in a child process) ----------------------------------------------------------
 
 
@@ -154,32 +176,14 @@ def case_write(args: dict[str, Any]) -> list[float]:
         if kind == "quiver":
             store.write(layout(), table)
         elif kind == "put":
-
-            def put(part: list[dict[str, Any]]) -> None:
-                for item in part:
-                    try:
-                        boto.put_item(
-                            TableName=name,
-                            Item=item,
-                            ConditionExpression=CONDITION,
-                            ExpressionAttributeNames={"#k": "k", "#ts": "ts", "#cts": "cts"},
-                            ExpressionAttributeValues={":ts": item["ts"], ":cts": item["cts"]},
-                        )
-                    except boto.exceptions.ConditionalCheckFailedException:
-                        pass
-
             step = -(-len(items) // WORKERS)
+            parts = [items[i : i + step] for i in range(0, len(items), step)]
             with ThreadPoolExecutor(WORKERS) as pool:
-                list(pool.map(put, [items[i : i + step] for i in range(0, len(items), step)]))
+                list(pool.map(partial(conditional_puts, boto, name), parts))
         else:
-
-            def batch(part: list[dict[str, Any]]) -> None:
-                request = {name: [{"PutRequest": {"Item": item}} for item in part]}
-                while request:
-                    request = boto.batch_write_item(RequestItems=request)["UnprocessedItems"]
-
+            parts = [items[i : i + 25] for i in range(0, len(items), 25)]
             with ThreadPoolExecutor(WORKERS) as pool:
-                list(pool.map(batch, [items[i : i + 25] for i in range(0, len(items), 25)]))
+                list(pool.map(partial(batch_write, boto, name), parts))
         times.append(time.perf_counter() - start)
         store.close()
     return times
@@ -188,9 +192,7 @@ def case_write(args: dict[str, Any]) -> list[float]:
 def case_read(args: dict[str, Any]) -> list[float]:
     kind, endpoint, size = args["kind"], args["endpoint"], args["size"]
     rng = random.Random(11)
-    key_sets = [
-        rng.sample(range(1, args["entities"] + 1), size) for _ in range(args["calls"] + 20)
-    ]
+    key_sets = [rng.sample(range(1, args["entities"] + 1), size) for _ in range(args["calls"] + 20)]
     if kind == "sdk":
         from quiver import FeatureStore
 

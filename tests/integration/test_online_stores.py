@@ -668,9 +668,7 @@ def test_dynamodb_items_expire_after_twice_the_ttl(dynamodb_settings: dict[str, 
     table = store.table_name(lay)
     ttl = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
     assert ttl["AttributeName"] == "xp" and ttl["TimeToLiveStatus"] == "ENABLED"
-    items = {
-        bytes(i["k"]["B"]): int(i["xp"]["N"]) for i in client.scan(TableName=table)["Items"]
-    }
+    items = {bytes(i["k"]["B"]): int(i["xp"]["N"]) for i in client.scan(TableName=table)["Items"]}
     prefix = store.key_prefix_for(lay)
     assert set(items) == {prefix + lay.key_encoder.encode((i,)) for i in (1, 2)}
     expected = (now + timedelta(hours=2)).timestamp()
@@ -707,9 +705,7 @@ def test_dynamodb_concurrent_writers_keep_the_newest_row(
         try:
             for step in range(w, 12, 3):
                 when = BASE + timedelta(seconds=(step * 7) % 12)  # event times out of order
-                batch = [
-                    {"customer_id": k, "x": step, "event_timestamp": when} for k in range(10)
-                ]
+                batch = [{"customer_id": k, "x": step, "event_timestamp": when} for k in range(10)]
                 stores[w].write(lay, rows(lay, batch))
         except BaseException as exc:
             errors.append(exc)
@@ -753,7 +749,6 @@ def test_dynamodb_failures_are_backend_and_config_errors(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from _servers import free_port
-
     from quiver.errors import ConfigError
 
     store = DynamoDBOnlineStore(
