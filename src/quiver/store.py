@@ -224,8 +224,11 @@ class FeatureStore:
             BackendError: the store failed; the definitions stay applied.
         """
         from quiver.errors import BackendError
+        from quiver.online import PREPARING_STORES
         from quiver.online.encoding import ViewLayout
 
+        if self.config.online_store.type not in PREPARING_STORES:
+            return  # SQLite and Redis need nothing (and apply works without their extras)
         names = [
             c.name
             for c in plan.changes

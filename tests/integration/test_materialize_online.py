@@ -583,3 +583,23 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 1 and "join key 'customer_id' must be int64" in result.stderr
+
+
+def test_apply_makes_the_dynamodb_tables_and_says_when_it_cannot(
+    dynamodb_settings: dict[str, Any], tmp_path: Path
+) -> None:
+    """``apply`` creates a table per online view (not for offline-only views); when DynamoDB
+    cannot be reached, the definitions are still applied and the error says so."""
+    store = make_store(tmp_path / "repo", dynamodb_settings, activity_rows(5))
+    names = store.online_store.client.list_tables()["TableNames"]
+    prefix = dynamodb_settings["table_prefix"]
+    assert sorted(n for n in names if n.startswith(prefix)) == [f"{prefix}acme.activity"]
+    store.close()
+
+    from _servers import free_port
+
+    dead = {**dynamodb_settings, "endpoint_url": f"http://127.0.0.1:{free_port()}"}
+    with pytest.raises(BackendError, match="definitions were applied, but the online store"):
+        make_store(tmp_path / "dead", dead, activity_rows(5))
+    with FeatureStore(tmp_path / "dead") as again:
+        assert again.get_feature_view("activity").online

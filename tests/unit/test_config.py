@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -316,3 +317,44 @@ def test_find_repo_without_a_quiver_yaml_is_none(tmp_path: Path) -> None:
     (tmp_path / "quiver.yaml").mkdir()  # a directory of that name is not a config file
     assert find_repo(tmp_path / "quiver.yaml") is None
     assert find_repo(tmp_path) is None
+
+
+def test_a_dynamodb_online_store_from_the_file_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quiver.config import DynamoDBOnlineStoreConfig
+
+    repo = _repo(
+        tmp_path,
+        "online_store: {type: dynamodb, region: eu-west-1, table_prefix: prod.,"
+        " endpoint_url: 'http://localhost:8000'}\n",
+    )
+    store = load_config(repo).online_store
+    assert isinstance(store, DynamoDBOnlineStoreConfig)
+    assert (store.region, store.table_prefix, store.endpoint_url) == (
+        "eu-west-1",
+        "prod.",
+        "http://localhost:8000",
+    )
+    assert store.access_key_id is None and store.expire_with_ttl and store.max_workers == 8
+    # Switched from the environment: the file's sqlite settings are dropped.
+    (tmp_path / "other").mkdir()
+    sqlite = _repo(tmp_path / "other", "online_store: {type: sqlite, path: data/online.db}\n")
+    monkeypatch.setenv("QUIVER_ONLINE_STORE__TYPE", "dynamodb")
+    monkeypatch.setenv("QUIVER_ONLINE_STORE__REGION", "us-west-2")
+    switched = load_config(sqlite).online_store
+    assert isinstance(switched, DynamoDBOnlineStoreConfig) and switched.region == "us-west-2"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("online_store: {type: dynamodb, table_prefx: q}\n", "did you mean 'table_prefix'"),
+        ("online_store: {type: dynamodb, table_prefix: 'a b'}\n", "online_store.table_prefix"),
+        ("online_store: {type: dynamodb, max_workers: 0}\n", "online_store.max_workers"),
+        ("online_store: {type: dynamodb, url: x}\n", "unknown key 'online_store.url'"),
+    ],
+)
+def test_bad_dynamodb_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(_repo(tmp_path, text))

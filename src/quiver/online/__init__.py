@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ONLINE_STORES",
+    "PREPARING_STORES",
     "OnlineStore",
     "ReadRequest",
     "Reader",
@@ -217,6 +218,9 @@ ONLINE_STORES: dict[str, Callable[[RepoConfig], OnlineStore]] = {
     "dynamodb": _dynamodb,
 }
 """Online store factories by the ``online_store.type`` name."""
+
+PREPARING_STORES = frozenset({"dynamodb"})
+"""Store types whose ``prepare_views`` does something: ``apply`` opens only these."""
 
 
 def create_online_store(config: RepoConfig) -> OnlineStore:
