@@ -6,7 +6,7 @@ point is Quiver's overhead over plain boto3 doing the same requests to the same 
 
 Data: ``--entities`` rows (default 5,000), 10 features (4 int64, 4 float64, 2 string), one view.
 
-Writes (each case in a fresh child process, into a fresh table, ``--repeat`` times):
+Writes (one child process, the three in turn, each into a fresh table, ``--repeat`` times):
 
 - Quiver: ``DynamoDBOnlineStore.write(layout, arrow_table)``: validation, encoding, the newest
   row per key, one conditional ``PutItem`` per row on 8 threads;
@@ -14,7 +14,8 @@ Writes (each case in a fresh child process, into a fresh table, ``--repeat`` tim
 - reference, unconditional: the same items with ``BatchWriteItem`` (25 a request) on 8
   threads: faster, but it could put an older row over a newer one (why Quiver does not use it).
 
-Reads (``--calls`` calls of 1 and of 100 random keys, after a warm-up):
+Reads (one child process per size; ``--calls`` calls of 1 and of 100 random keys after 20
+warm-up calls, the three reads in turn on the same keys):
 
 - Quiver: ``FeatureStore.get_online_features`` (validation, ``BatchGetItem``, decoding, statuses,
   the response) and the store's own ``read`` (``BatchGetItem`` + decoding);
@@ -158,83 +159,82 @@ def batch_write(boto: Any, name: str, part: list[dict[str, Any]]) -> None:
 # -- cases (each in a child process) ----------------------------------------------------------
 
 
-def case_write(args: dict[str, Any]) -> list[float]:
+def case_write(args: dict[str, Any]) -> dict[str, Any]:
+    """Quiver's write and the two reference writes, in turn, each into a fresh table."""
     from quiver.online.dynamodb import DynamoDBOnlineStore
 
     table = build_data(args["entities"])
-    kind, endpoint = args["kind"], args["endpoint"]
-    items = prebuilt_items(table) if kind != "quiver" else []
+    endpoint = args["endpoint"]
+    items = prebuilt_items(table)
     boto = client(endpoint)
-    times = []
+    out: dict[str, Any] = {"quiver": [], "put": [], "batch": []}
     for _ in range(args["repeat"]):
-        prefix = f"w{uuid.uuid4().hex[:8]}."
-        opts = {k: v for k, v in settings(endpoint, prefix).items() if k != "type"}
-        store = DynamoDBOnlineStore(**opts)
-        store.prepare_views([layout()])  # the table, outside the timing
-        name = store.table_name(layout())
-        start = time.perf_counter()
-        if kind == "quiver":
-            store.write(layout(), table)
-        elif kind == "put":
-            step = -(-len(items) // WORKERS)
-            parts = [items[i : i + step] for i in range(0, len(items), step)]
-            with ThreadPoolExecutor(WORKERS) as pool:
-                list(pool.map(partial(conditional_puts, boto, name), parts))
-        else:
-            parts = [items[i : i + 25] for i in range(0, len(items), 25)]
-            with ThreadPoolExecutor(WORKERS) as pool:
-                list(pool.map(partial(batch_write, boto, name), parts))
-        times.append(time.perf_counter() - start)
-        store.close()
-    return times
+        for kind in out:
+            prefix = f"w{uuid.uuid4().hex[:8]}."
+            opts = {k: v for k, v in settings(endpoint, prefix).items() if k != "type"}
+            store = DynamoDBOnlineStore(**opts)
+            store.prepare_views([layout()])  # the table, outside the timing
+            name = store.table_name(layout())
+            start = time.perf_counter()
+            if kind == "quiver":
+                store.write(layout(), table)
+            elif kind == "put":
+                step = -(-len(items) // WORKERS)
+                parts = [items[i : i + step] for i in range(0, len(items), step)]
+                with ThreadPoolExecutor(WORKERS) as pool:
+                    list(pool.map(partial(conditional_puts, boto, name), parts))
+            else:
+                parts = [items[i : i + 25] for i in range(0, len(items), 25)]
+                with ThreadPoolExecutor(WORKERS) as pool:
+                    list(pool.map(partial(batch_write, boto, name), parts))
+            out[kind].append(time.perf_counter() - start)
+            store.close()
+    out["times"] = out["quiver"]
+    return out
 
 
-def case_read(args: dict[str, Any]) -> list[float]:
-    kind, endpoint, size = args["kind"], args["endpoint"], args["size"]
+def case_read(args: dict[str, Any]) -> dict[str, Any]:
+    """Quiver's two reads and the plain ``BatchGetItem``, called in turn on the same keys."""
+    from quiver import FeatureStore
+    from quiver.online import ReadRequest
+
+    endpoint, size = args["endpoint"], args["size"]
     rng = random.Random(11)
     key_sets = [rng.sample(range(1, args["entities"] + 1), size) for _ in range(args["calls"] + 20)]
-    if kind == "sdk":
-        from quiver import FeatureStore
+    store = FeatureStore(args["repo"])
+    refs = [f"wide:{f}" for f in FEATURES]
+    online = store.online_store
+    lay = layout()
+    every = tuple(range(len(FEATURES)))
+    boto = client(endpoint)
+    prefix = lay.version.encode() + b"#"
+    name = f"{args['prefix']}bench.wide"
 
-        store = FeatureStore(args["repo"])
-        refs = [f"wide:{f}" for f in FEATURES]
+    def sdk(keys: list[int]) -> Any:
+        return store.get_online_features(refs, [{"customer_id": k} for k in keys])
 
-        def call(keys: list[int]) -> Any:
-            return store.get_online_features(refs, [{"customer_id": k} for k in keys])
+    def read(keys: list[int]) -> Any:
+        return online.read([ReadRequest(lay, every, [keys])])
 
-    elif kind == "store":
-        from quiver import FeatureStore
-        from quiver.online import ReadRequest
+    def reference(keys: list[int]) -> Any:
+        request = {name: {"Keys": [{"k": {"B": prefix + k.to_bytes(8, "big")}} for k in keys]}}
+        found = []
+        while request:
+            reply = boto.batch_get_item(RequestItems=request)
+            found += reply["Responses"].get(name, [])
+            request = reply["UnprocessedKeys"]
+        return found
 
-        online = FeatureStore(args["repo"]).online_store
-        lay = layout()
-        every = tuple(range(len(FEATURES)))
-
-        def call(keys: list[int]) -> Any:
-            return online.read([ReadRequest(lay, every, [keys])])
-
-    else:
-        boto = client(endpoint)
-        prefix = layout().version.encode() + b"#"
-        name = f"{args['prefix']}bench.wide"
-
-        def call(keys: list[int]) -> Any:
-            request = {name: {"Keys": [{"k": {"B": prefix + k.to_bytes(8, "big")}} for k in keys]}}
-            found = []
-            while request:
-                reply = boto.batch_get_item(RequestItems=request)
-                found += reply["Responses"].get(name, [])
-                request = reply["UnprocessedKeys"]
-            return found
-
-    for keys in key_sets[:20]:
-        call(keys)
-    times = []
-    for keys in key_sets[20:]:
-        start = time.perf_counter()
-        call(keys)
-        times.append(time.perf_counter() - start)
-    return times
+    calls = {"sdk": sdk, "store": read, "boto3": reference}
+    out: dict[str, Any] = {kind: [] for kind in calls}
+    for i, keys in enumerate(key_sets):
+        for kind, call in calls.items():
+            start = time.perf_counter()
+            call(keys)
+            if i >= 20:  # after the warm-up
+                out[kind].append(time.perf_counter() - start)
+    out["times"] = out["sdk"]
+    return out
 
 
 def build_repo(root: Path, online: dict[str, Any], table: Any) -> None:
@@ -286,52 +286,36 @@ def main() -> None:
         print(f"moto on {endpoint}; {opts.entities:,} entities, 10 features, {WORKERS} threads\n")
         rows = []
         base = {"endpoint": endpoint, "entities": opts.entities, "repeat": opts.repeat}
-        results = {
-            kind: run_child(__file__, "case_write", {**base, "kind": kind})
-            for kind in ("quiver", "put", "batch")
-        }
-        ours = median(results["quiver"].times)
+        written = run_child(__file__, "case_write", base)
+        ours = median(written.extra["quiver"])
         for kind, label in (
             ("quiver", "write: Quiver (conditional PutItem)"),
             ("put", "write: boto3 conditional PutItem"),
             ("batch", "write: boto3 BatchWriteItem (unconditional)"),
         ):
-            t = median(results[kind].times)
-            rows.append(
-                [
-                    label,
-                    fmt_seconds(t),
-                    f"{opts.entities / t:,.0f}",
-                    "" if kind == "quiver" else f"{ours / t:.2f}x",
-                    fmt_bytes(results[kind].peak_rss),
-                ]
-            )
+            t = median(written.extra[kind])
+            ratio = "" if kind == "quiver" else f"{ours / t:.2f}x"
+            rows.append([label, fmt_seconds(t), f"{opts.entities / t:,.0f}", ratio])
         prefix = f"r{uuid.uuid4().hex[:8]}."
         repo = DATA / "repo"
         build_repo(repo, settings(endpoint, prefix), build_data(opts.entities))
+        peaks = [f"writes: {fmt_bytes(written.peak_rss)}"]
         for size in (1, 100):
             args = {**base, "calls": opts.calls, "size": size, "repo": str(repo), "prefix": prefix}
-            read = {
-                kind: run_child(__file__, "case_read", {**args, "kind": kind})
-                for kind in ("sdk", "store", "boto3")
-            }
-            ref = median(read["boto3"].times)
+            read = run_child(__file__, "case_read", args)
+            peaks.append(f"reads of {size}: {fmt_bytes(read.peak_rss)}")
+            ref = median(read.extra["boto3"])
             for kind, label in (
                 ("sdk", "get_online_features"),
                 ("store", "DynamoDBOnlineStore.read"),
                 ("boto3", "boto3 BatchGetItem"),
             ):
-                t = median(read[kind].times)
-                rows.append(
-                    [
-                        f"read {size} key(s): {label}",
-                        fmt_seconds(t),
-                        f"{size / t:,.0f}",
-                        "" if kind == "boto3" else f"{t / ref:.2f}x",
-                        fmt_bytes(read[kind].peak_rss),
-                    ]
-                )
-        print_table(["case", "median", "rows/s", "Quiver / reference", "peak RSS"], rows)
+                t = median(read.extra[kind])
+                ratio = "" if kind == "boto3" else f"{t / ref:.2f}x"
+                case = f"read {size} key(s): {label}"
+                rows.append([case, fmt_seconds(t), f"{size / t:,.0f}", ratio])
+        print_table(["case", "median", "rows/s", "Quiver / reference"], rows)
+        print("\npeak RSS of the child processes: " + ", ".join(peaks))
         print(
             "\nwrite ratios: Quiver's time over each reference's; read ratios: each Quiver call's "
             "time over the plain BatchGetItem's."
