@@ -469,9 +469,11 @@ class DynamoDBOnlineStore:
         key_columns: Sequence[Sequence[Any]],
         head_only: bool = False,
         summary_only: bool = False,
+        summary_at: tuple[int, int] | None = None,
     ) -> list[bytes | None]:
         """The tile state of each key (``None``: none, or expired), in key order; always the
-        whole state, of which the summary and the head are prefixes."""
+        whole state, of which the summary and the head are prefixes (so ``summary_at`` changes
+        nothing)."""
         keys = self._tile_keys(layout, key_columns)
         if not keys:
             return []
