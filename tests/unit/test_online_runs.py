@@ -99,3 +99,22 @@ def test_runs_of_dead_processes_are_marked_failed(registry: Registry) -> None:
     assert runs[run.run_id].status == "failed"
     assert "interrupted" in (runs[run.run_id].error or "")
     assert runs[alive.run_id].status == "running"
+
+
+def test_watermarks_name_a_dynamodb_store_by_endpoint_or_region_and_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quiver.config import build_config
+    from quiver.registry.runs import online_store_key
+
+    def key(**online: str) -> str:
+        config = build_config(
+            {"repo_path": tmp_path, "online_store": {"type": "dynamodb", **online}}
+        )
+        return online_store_key(config)
+
+    assert key(region="eu-west-1", table_prefix="prod.") == "dynamodb:eu-west-1/prod."
+    assert key(endpoint_url="http://127.0.0.1:8000") == "dynamodb:http://127.0.0.1:8000/quiver."
+    monkeypatch.setenv("AWS_REGION", "us-west-2")
+    assert key() == "dynamodb:us-west-2/quiver."
+    assert key(access_key_id="AKIA", secret_access_key="s") == "dynamodb:us-west-2/quiver."

@@ -162,11 +162,21 @@ def _process_gone(pid: int) -> bool:
 def online_store_key(config: Any) -> str:
     """Which online store a config writes to, as watermarks record it (no credentials).
 
-    ``sqlite:<absolute path>`` or ``redis:<host:port/db>/<key prefix>``.
+    ``sqlite:<absolute path>``, ``redis:<host:port/db>/<key prefix>`` or
+    ``dynamodb:<endpoint or region>/<table prefix>``.
     """
     online = config.online_store
     if online.type == "sqlite":
         return f"sqlite:{config.resolve(online.path)}"
+    if online.type == "dynamodb":
+        where = (
+            online.endpoint_url
+            or online.region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or ""
+        )
+        return f"dynamodb:{where}/{online.table_prefix}"[:255]
     from urllib.parse import urlsplit
 
     url = urlsplit(online.url)
