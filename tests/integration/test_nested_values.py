@@ -250,10 +250,13 @@ def write_repo(root: Path, online: dict[str, Any], rows: list[dict[str, Any]]) -
     return store
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "dynamodb"])
 def online(request: pytest.FixtureRequest) -> dict[str, Any]:
     if request.param == "sqlite":
         return {"type": "sqlite", "path": "data/online.db"}
+    if request.param == "dynamodb":
+        settings: dict[str, Any] = request.getfixturevalue("dynamodb_settings")
+        return settings
     url = request.getfixturevalue("redis_url")
     return {"type": "redis", "url": url, "key_prefix": f"t{uuid.uuid4().hex[:6]}"}
 
