@@ -43,7 +43,8 @@ def test_demo_on_dynamodb_by_configuration(
     env = cli_env(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
 
     quiver("apply", cwd=repo, env=env)
-    tables = moto_server.client("dynamodb").list_tables()["TableNames"]
+    pages = moto_server.client("dynamodb").get_paginator("list_tables").paginate()
+    tables = [name for page in pages for name in page["TableNames"]]
     project = config["project"]
     ours = sorted(t for t in tables if t.startswith(f"demo.{project}."))
     views = json.loads(quiver("feature-views", "list", "--json", cwd=repo, env=env).stdout)

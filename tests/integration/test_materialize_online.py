@@ -591,7 +591,8 @@ def test_apply_makes_the_dynamodb_tables_and_says_when_it_cannot(
     """``apply`` creates a table per online view (not for offline-only views); when DynamoDB
     cannot be reached, the definitions are still applied and the error says so."""
     store = make_store(tmp_path / "repo", dynamodb_settings, activity_rows(5))
-    names = store.online_store.client.list_tables()["TableNames"]
+    pages = store.online_store.client.get_paginator("list_tables").paginate()
+    names = [name for page in pages for name in page["TableNames"]]
     prefix = dynamodb_settings["table_prefix"]
     assert sorted(n for n in names if n.startswith(prefix)) == [f"{prefix}acme.activity"]
     store.close()
