@@ -251,7 +251,7 @@ class MonitoringConfig(_Strict):
             (count, null rate, min and max stay exact).
         sample_size: Values kept per feature for drift tests.
         drift_psi_threshold: A feature drifts when its population stability index exceeds it.
-        drift_p_value: ... or when the two-sample test's p-value is below it.
+        drift_p_value: The two-sample test's p-value below it is reported as significant.
         metrics_enabled: ``quiver serve`` answers ``/metrics`` and observes its requests.
         usage_enabled: ``quiver serve`` counts reads per feature, view, service and model.
         usage_flush_seconds: How often a server adds its counts to the registry.

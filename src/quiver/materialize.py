@@ -13,11 +13,16 @@ view's watermark in the online store it wrote to up to ``end``.
 store; a view never materialized starts at ``end - ttl`` (older rows would be expired), or at
 the beginning when it has no TTL. A run that fails half-way leaves part of its range in the
 store and the watermark where it was, so the next incremental run covers the range again.
+
+With ``monitoring.statistics`` on (the default), every batch also passes through a
+:class:`~quiver.monitoring.statistics.StatisticsCollector`, and a successful run stores the
+per-feature statistics of the rows it wrote (:mod:`quiver.monitoring.statistics`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -28,6 +33,7 @@ from quiver.errors import BackendError, InvalidError, NotFoundError, QuiverError
 from quiver.registry.runs import MaterializationRun, finish_run, get_watermark, start_run
 
 if TYPE_CHECKING:
+    from quiver.monitoring.statistics import StatisticsCollector
     from quiver.online.encoding import ViewLayout
     from quiver.selection import ViewSelection
     from quiver.store import FeatureStore
@@ -40,6 +46,8 @@ __all__ = [
     "materialize_incremental",
     "parse_time",
 ]
+
+logger = logging.getLogger("quiver.materialize")
 
 BATCH_ROWS = 10_000
 """Rows written to the online store per batch (one transaction / one pipeline)."""
@@ -241,6 +249,7 @@ def _run_view(
     began = time.perf_counter()
     rows = 0
     reader = None
+    collector = _collector(store, sel)
     try:
         _notify(progress, "view_started", view, start, end)
         online = store.online_store
@@ -254,6 +263,8 @@ def _run_view(
         else:
             reader = store.offline_engine.pull_latest(sel, start, end)
         for batch in reader or ():
+            if collector is not None:
+                collector.add(batch)
             for offset in range(0, batch.num_rows, BATCH_ROWS):
                 chunk = batch.slice(offset, BATCH_ROWS)
                 rows += online.write(layout, chunk)
@@ -281,9 +292,12 @@ def _run_view(
             f"{_error_text(exc)}; run it again (materialization is idempotent)"
         ) from exc
     _invalidate(store, view)
+    features = _statistics(collector, view)
     done = finish_run(
         registry, run, rows_written=rows, duration_seconds=time.perf_counter() - began
     )
+    if collector is not None and features is not None:
+        _save_statistics(registry, done, collector, features)
     _notify(progress, "view_finished", done)
     return done
 
@@ -301,6 +315,50 @@ def _invalidate(store: FeatureStore, view: str) -> None:
 
     with contextlib.suppress(QuiverError):  # a cache that cannot be told expires by its TTL
         invalidate(store, [view])
+
+
+def _collector(store: FeatureStore, sel: ViewSelection) -> StatisticsCollector | None:
+    """A statistics collector for the run, unless ``monitoring.statistics`` is off (or the view
+    holds tiles of windowed aggregations, which are not feature values)."""
+    settings = store.config.monitoring
+    if not settings.statistics or sel.view.aggregations:
+        return None
+    from quiver.monitoring.statistics import StatisticsCollector
+
+    return StatisticsCollector(
+        {f.name: f.dtype for f in sel.features},
+        max_rows=settings.statistics_max_rows,
+        sample_size=settings.sample_size,
+    )
+
+
+def _statistics(collector: StatisticsCollector | None, view: str) -> dict[str, Any] | None:
+    """The run's statistics; a failure is logged and the run stays a success (its rows are in
+    the online store)."""
+    if collector is None:
+        return None
+    try:
+        return collector.finish()
+    except Exception:
+        logger.exception("feature statistics of '%s' failed; the run itself succeeded", view)
+        return None
+
+
+def _save_statistics(
+    registry: Any, run: MaterializationRun, collector: StatisticsCollector, features: Any
+) -> None:
+    from quiver.monitoring.statistics import save_view_statistics
+
+    try:
+        save_view_statistics(
+            registry,
+            run,
+            rows=collector.rows,
+            newest_event_timestamp=collector.newest,
+            features=features,
+        )
+    except QuiverError:
+        logger.exception("storing the feature statistics of '%s' failed", run.view)
 
 
 def _close(reader: Any) -> None:

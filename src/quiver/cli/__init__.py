@@ -44,7 +44,16 @@ def _root(
 
 
 _registry.register(app)
-for _module in ("offline", "online", "server", "ml", "security", "jobs", "monitoring_usage"):
+for _module in (
+    "offline",
+    "online",
+    "server",
+    "ml",
+    "security",
+    "jobs",
+    "monitoring_usage",
+    "monitor",
+):
     try:
         __import__(f"quiver.cli.{_module}")
         sys.modules[f"quiver.cli.{_module}"].register(app)

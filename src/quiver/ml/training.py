@@ -10,7 +10,8 @@ The steps, in order (``progress`` hears about each):
    timestamp all go to the test side, so every test row is strictly later than every training
    row) or ``random`` (stratified for classifiers when every class has two rows or more);
 6. fit the encoding on the training rows, train, evaluate on both splits;
-7. save the artifacts and register the version with its lineage, in one transaction.
+7. save the artifacts and register the version with its lineage, in one transaction;
+8. store the statistics of the training split with the version (for drift checks).
 """
 
 from __future__ import annotations
@@ -236,8 +237,41 @@ def train(store: FeatureStore, spec: Any, *, progress: Progress | None = None) -
         for path in published:
             shutil.rmtree(path, ignore_errors=True)
         raise
+    _record_statistics(store, version, train_rows, features)
     say(f"registered {version.model_id}")
     return version
+
+
+def _record_statistics(
+    store: FeatureStore,
+    version: ModelVersion,
+    train_rows: pa.Table,
+    features: list[tuple[str, str, str]],
+) -> None:
+    """Store the statistics of the training split with the version, by feature reference, for
+    the drift checks (:mod:`quiver.monitoring.drift`). A failure is logged: the version stands
+    (its drift check then says it has no training statistics)."""
+    import logging
+
+    from quiver.monitoring.statistics import compute_statistics, save_training_statistics
+
+    try:
+        stats = compute_statistics(
+            train_rows,
+            {name: dtype for name, _, dtype in features},
+            sample_size=store.config.monitoring.sample_size,
+        )
+        save_training_statistics(
+            store.registry,
+            version.name,
+            version.version,
+            rows=train_rows.num_rows,
+            features={ref: stats[name] for name, ref, _ in features},
+        )
+    except Exception:
+        logging.getLogger("quiver.ml").exception(
+            "storing the training statistics of %s failed", version.model_id
+        )
 
 
 # -- features -----------------------------------------------------------------------------

@@ -156,6 +156,11 @@ ROUTES: dict[str, RoutePolicy] = {
     "metrics": RoutePolicy("describe", "project", "@project"),
     "monitoring_metrics": RoutePolicy("describe", "project", "@project"),
     "monitoring_usage": RoutePolicy("describe", "project", "@project"),
+    "get_feature_statistics": RoutePolicy("describe", "feature_view"),
+    "get_data_freshness": RoutePolicy("describe", "feature_view"),
+    "validate_project": RoutePolicy("describe", "project", "@project"),
+    "get_feature_lineage": RoutePolicy("describe", "feature_view", "view"),
+    "get_model_drift": RoutePolicy("describe", "model", "name"),
 }
 """Every route's action and resource, by operation id (a test holds it complete)."""
 

@@ -63,7 +63,10 @@ _TAGS = [
     {"name": "feast", "description": "Feast feature server compatible routes."},
     {"name": "feast-platform", "description": "The `/feast` platform API."},
     {"name": "security", "description": "Permission policies and the audit log (admins)."},
-    {"name": "monitoring", "description": "Prometheus metrics and usage counts."},
+    {
+        "name": "monitoring",
+        "description": "Prometheus metrics, usage counts, feature statistics and freshness.",
+    },
 ]
 
 
@@ -86,7 +89,9 @@ def _routers() -> list[APIRouter]:
         schedules,
         security,
         serving,
+        statistics,
         status,
+        validate,
     )
 
     # Routes are matched in order: the online serving routes (the hot path) come first.
@@ -111,6 +116,8 @@ def _routers() -> list[APIRouter]:
         platform,
         platform_ml,
         security,
+        statistics,
+        validate,
     )
     return [m.router for m in modules]
 

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
+from pydantic import Field
 
 from quiver.server._runs import as_datetime, last_runs, pick, watermarks
 from quiver.server.deps import StoreDep
@@ -16,11 +17,12 @@ from quiver.server.schemas import (
     FeatureInfo,
     FeatureListOut,
     Freshness,
+    MLOut,
     StrictJSONRoute,
 )
 from quiver.server.schemas_spec import FeatureIn, FeatureOut
 
-__all__ = ["router"]
+__all__ = ["LineageOut", "router"]
 
 router = APIRouter(
     prefix="/api/v1/features",
@@ -164,3 +166,48 @@ def delete_feature(feature_id: FeatureId, store: StoreDep) -> FeatureOut:
     store.apply(store.plan([changed]))
     before.feature_set_version = store.registry.get_record("feature_view", view.name).version
     return before
+
+
+_NamePath = Annotated[str, Path(max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+
+
+class ServiceUseOut(MLOut):
+    """A feature service that uses the feature."""
+
+    name: str
+    owner: str = ""
+    features: list[str]
+
+
+class ModelUseOut(MLOut):
+    """A model version trained on the feature."""
+
+    model_id: str = Field(examples=["churn_model:3"])
+    model_name: str
+    version: int
+    stage: str
+    features: list[str]
+
+
+class LineageOut(MLOut):
+    """Who uses a feature: feature services and model versions."""
+
+    feature_view: str
+    feature: str | None = None
+    dtype: str | None = None
+    feature_services: list[ServiceUseOut]
+    model_versions: list[ModelUseOut]
+
+
+@router.get(
+    "/{view}/{feature}/lineage",
+    response_model=LineageOut,
+    operation_id="get_feature_lineage",
+    summary="Who uses a feature",
+)
+def get_feature_lineage(view: _NamePath, feature: _NamePath, store: StoreDep) -> dict[str, Any]:
+    """The feature services that list the feature (or its view with ``view:*``) and the model
+    versions trained on it."""
+    from quiver.monitoring.service import lineage
+
+    return lineage(store, view, feature)

@@ -9,9 +9,9 @@ new version. A training spec is the same JSON as a spec file
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
@@ -29,6 +29,7 @@ from quiver.server.deps import SettingsDep, StoreDep
 from quiver.server.schemas import (
     ERROR_RESPONSES,
     JOB_RESPONSES,
+    IsoDateTime,
     MLIn,
     MLOut,
     StrictJSONRoute,
@@ -122,9 +123,20 @@ class StageRequest(MLIn):
     operation_id="list_models",
     summary="List models",
 )
-def list_models(store: StoreDep) -> dict[str, Any]:
-    """Every model with a short entry per version (metrics, stage)."""
+def list_models(
+    store: StoreDep,
+    feature_view: Annotated[
+        str | None,
+        Query(max_length=63, description="only models with a version trained on this view"),
+    ] = None,
+) -> dict[str, Any]:
+    """Every model with a short entry per version (metrics, stage); ``feature_view`` keeps the
+    models with a version trained on a feature of that view."""
     records = store.list_models()
+    if feature_view is not None:
+        from quiver.monitoring.lineage import model_versions_using
+
+        records = [r for r in records if model_versions_using(r.versions, feature_view)]
     return {"models": [r.to_dict() for r in records], "count": len(records)}
 
 
@@ -249,3 +261,60 @@ def set_stage(
 ) -> dict[str, Any]:
     """Promote (or demote) a version; one version per model is in production at a time."""
     return store.promote(name, version, body.stage).to_dict()
+
+
+class FeatureDriftOut(MLOut):
+    """The drift of one feature."""
+
+    feature: str
+    dtype: str
+    status: Literal["ok", "drift", "no_data", "not_tested"]
+    psi: float | None = Field(default=None, description="population stability index")
+    test: Literal["ks", "chi2"] | None = None
+    statistic: float | None = None
+    p_value: float | None = None
+    significant: bool = False
+    drifted: bool = Field(default=False, description="the PSI is over the threshold")
+    training_count: int = 0
+    current_count: int = 0
+    training_mean: float | None = None
+    current_mean: float | None = None
+
+
+class DriftOut(MLOut):
+    """A model version's training features against the features materialized since."""
+
+    model_id: str
+    model_name: str
+    version: int
+    since: datetime
+    psi_threshold: float
+    p_value_threshold: float
+    runs_compared: int
+    drifted: list[str]
+    most_drifted: str | None = None
+    features: list[FeatureDriftOut]
+
+
+@router.get(
+    "/{name}/drift",
+    response_model=DriftOut,
+    operation_id="get_model_drift",
+    summary="Feature drift of a model",
+)
+def get_drift(
+    name: str,
+    store: StoreDep,
+    since: Annotated[
+        IsoDateTime | None,
+        Query(description="compare runs since this time (default: when the version was trained)"),
+    ] = None,
+) -> dict[str, Any]:
+    """Per feature of the version (``name``: production, else latest; or ``name:version``): PSI
+    and a two-sample test (KS or chi-square) of the training values against the values
+    materialized since; flags the features whose PSI is over ``monitoring.drift_psi_threshold``
+    and names the one that moved most."""
+    from quiver.monitoring.service import drift
+    from quiver.server._convert import as_utc
+
+    return drift(store, name, since=as_utc(since) if since is not None else None).to_dict()
