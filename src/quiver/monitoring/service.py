@@ -1,0 +1,152 @@
+"""The monitoring operations the CLI and the REST API call (thin layers over this module).
+
+Each function takes the :class:`~quiver.store.FeatureStore` and passes on only what the worker
+module uses (the registry, the offline engine, the online store, the monitoring settings).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from quiver.definitions import did_you_mean
+from quiver.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from quiver.ml.registry import ModelVersion
+    from quiver.monitoring.drift import DriftReport
+    from quiver.monitoring.freshness import ViewFreshness
+    from quiver.monitoring.validate import ValidationReport
+    from quiver.store import FeatureStore
+
+__all__ = [
+    "catalog",
+    "data_freshness",
+    "drift",
+    "lineage",
+    "model_versions",
+    "models_using_view",
+    "statistics",
+    "validate",
+]
+
+
+def _view_names(store: FeatureStore, view: str | None) -> list[str]:
+    names = store.registry.names("feature_view")
+    if view is None:
+        return names
+    if view not in names:
+        raise NotFoundError(
+            f"feature view '{view}' does not exist in project '{store.project}'"
+            + did_you_mean(view, names)
+        )
+    return [view]
+
+
+def statistics(
+    store: FeatureStore, view: str | None = None, *, days: float | None = None, limit: int = 100
+) -> dict[str, Any]:
+    """The stored statistics of each view (or one), newest run first, over the last ``days``.
+
+    Returns:
+        ``{"project", "days", "views": {view: {"latest": {...} | None, "runs": [...]}}}``, at
+        most ``limit`` runs per view, drift samples left out.
+    """
+    from quiver.monitoring.statistics import list_view_statistics
+
+    names = _view_names(store, view)
+    since = datetime.now(UTC) - timedelta(days=days) if days is not None else None
+    runs = list_view_statistics(
+        store.registry, views=names, since=since, limit=limit * max(len(names), 1)
+    )
+    out: dict[str, Any] = {name: {"latest": None, "runs": []} for name in names}
+    for run in runs:
+        entry = out[run.view]
+        if len(entry["runs"]) < limit:
+            entry["runs"].append(run.to_dict())
+    for entry in out.values():
+        entry["latest"] = entry["runs"][0] if entry["runs"] else None
+    return {"project": store.project, "days": days, "views": out}
+
+
+def _probe(store: FeatureStore, *, check_types: bool) -> Any:
+    from quiver.offline.probe import probe_view
+    from quiver.selection import ViewSelection, query_sources
+
+    registry = store.registry
+
+    def probe(view: Any) -> Any:
+        if not isinstance(view, ViewSelection):
+            source = registry.get("data_source", view.source_name)
+            entities = tuple(registry.get("entity", e) for e in view.entities)
+            features = () if view.aggregations else tuple(view.features)
+            view = ViewSelection(view, features, source, entities, query_sources(registry, view))
+        return probe_view(store.offline_engine, view, check_types=check_types)
+
+    return probe
+
+
+def data_freshness(store: FeatureStore, *, probe_source: bool = True) -> list[ViewFreshness]:
+    """The freshness of every feature view; ``probe_source`` reads each source's newest event
+    timestamp for the lag (a failure goes in the view's ``error``)."""
+    from quiver.monitoring.freshness import view_freshness
+
+    probe = _probe(store, check_types=False) if probe_source else None
+    return view_freshness(store.registry, store.registry.list("feature_view"), probe=probe)
+
+
+def model_versions(store: FeatureStore) -> list[ModelVersion]:
+    """Every version of every model."""
+    from quiver.ml.registry import ModelRegistry
+
+    return [v for m in ModelRegistry(store.registry).list_models() for v in m.versions]
+
+
+def drift(store: FeatureStore, model: str, *, since: datetime | None = None) -> DriftReport:
+    """The drift of a model version (``name``: production, else latest; or ``name:version``)."""
+    from quiver.ml.registry import ModelRegistry
+    from quiver.monitoring.drift import model_drift
+
+    version = ModelRegistry(store.registry).get_version(model)
+    return model_drift(store.registry, version, store.config.monitoring, since=since)
+
+
+def validate(store: FeatureStore) -> ValidationReport:
+    """``quiver validate`` (see :mod:`quiver.monitoring.validate`)."""
+    from quiver.monitoring.validate import validate as run
+
+    registry = store.registry
+    return run(
+        registry,
+        lambda: store.online_store,
+        _probe(store, check_types=True),
+        registry_url=registry._safe_url,
+    )
+
+
+def lineage(store: FeatureStore, view: str, feature: str | None = None) -> dict[str, Any]:
+    """Which services and model versions use a view or one of its features."""
+    from quiver.monitoring.lineage import feature_lineage
+
+    return feature_lineage(store.registry, model_versions(store), view, feature)
+
+
+def models_using_view(store: FeatureStore, view: str) -> set[str]:
+    """The names of the models with a version trained on a feature of ``view``."""
+    from quiver.monitoring.lineage import model_versions_using
+
+    return {m["model_name"] for m in model_versions_using(model_versions(store), view)}
+
+
+def catalog(store: FeatureStore) -> str:
+    """The Markdown catalogue of ``quiver docs``."""
+    from quiver.monitoring.catalog import render_catalog
+    from quiver.monitoring.statistics import latest_view_statistics
+
+    fresh = {f.view: f for f in data_freshness(store, probe_source=False)}
+    return render_catalog(
+        store.registry,
+        model_versions(store),
+        freshness=fresh,
+        statistics=latest_view_statistics(store.registry),
+    )
