@@ -73,10 +73,9 @@ def _probe(store: FeatureStore, *, check_types: bool) -> Any:
     from quiver.offline.probe import probe_view
     from quiver.selection import ViewSelection, query_sources
 
-    registry = store.registry
-
     def probe(view: Any) -> Any:
         if not isinstance(view, ViewSelection):
+            registry = store.registry
             source = registry.get("data_source", view.source_name)
             entities = tuple(registry.get("entity", e) for e in view.entities)
             features = () if view.aggregations else tuple(view.features)
@@ -115,12 +114,14 @@ def validate(store: FeatureStore) -> ValidationReport:
     """``quiver validate`` (see :mod:`quiver.monitoring.validate`)."""
     from quiver.monitoring.validate import validate as run
 
-    registry = store.registry
+    from sqlalchemy.engine import make_url
+
+    url = make_url(store.config.registry_url).render_as_string(hide_password=True)
     return run(
-        registry,
+        lambda: store.registry,
         lambda: store.online_store,
         _probe(store, check_types=True),
-        registry_url=registry._safe_url,
+        registry_url=url,
     )
 
 

@@ -74,7 +74,7 @@ def _message(exc: BaseException) -> str:
 
 
 def validate(
-    registry: Registry,
+    open_registry: Callable[[], Registry],
     online_store: Callable[[], Any],
     probe: Callable[[Any], Any],
     *,
@@ -83,7 +83,7 @@ def validate(
     """Run the checks (see the module docstring).
 
     Args:
-        registry: The registry.
+        open_registry: Returns the registry (opening it may fail; that is a failure too).
         online_store: Returns the online store (opening it may fail; that is a failure too).
         probe: Reads a :class:`~quiver.selection.ViewSelection`'s rows from its source and
             raises :class:`QuiverError` when it cannot (e.g.
@@ -93,6 +93,7 @@ def validate(
     failures: list[ValidationFailure] = []
     checks = 1
     try:
+        registry = open_registry()
         registry.count("entity")
     except Exception as exc:
         failures.append(
