@@ -74,7 +74,10 @@ def main() -> None:
 
     usage_errors, aborts, exits = _click_exceptions()
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, Click returns the code of a ``typer.Exit`` instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except QuiverError as exc:
         message = escape(exc.message)
         err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)

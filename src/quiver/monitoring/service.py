@@ -112,9 +112,9 @@ def drift(store: FeatureStore, model: str, *, since: datetime | None = None) -> 
 
 def validate(store: FeatureStore) -> ValidationReport:
     """``quiver validate`` (see :mod:`quiver.monitoring.validate`)."""
-    from quiver.monitoring.validate import validate as run
-
     from sqlalchemy.engine import make_url
+
+    from quiver.monitoring.validate import validate as run
 
     url = make_url(store.config.registry_url).render_as_string(hide_password=True)
     return run(
