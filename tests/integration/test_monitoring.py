@@ -54,9 +54,7 @@ def rows(keys: int, per_key: int = 3, seed: int = 0) -> pa.Table:
             "ts": pa.array(ts, type=TS),
             "clicks": clicks,
             "score": score,
-            "label": pa.array(
-                [f"l{v}" for v in rng.integers(0, 7, n)], mask=rng.random(n) < 0.2
-            ),
+            "label": pa.array([f"l{v}" for v in rng.integers(0, 7, n)], mask=rng.random(n) < 0.2),
             "active": rng.random(n) < 0.4,
         }
     )

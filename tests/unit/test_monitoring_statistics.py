@@ -121,9 +121,7 @@ def test_sampled_run_keeps_exact_counts_min_max_and_a_spread_sample() -> None:
 
 
 def test_empty_and_list_columns() -> None:
-    table = pa.table(
-        {"v": pa.array([], pa.float64()), "l": pa.array([], pa.list_(pa.int64()))}
-    )
+    table = pa.table({"v": pa.array([], pa.float64()), "l": pa.array([], pa.list_(pa.int64()))})
     stats = compute_statistics(table, {"v": "float64", "l": "list<int64>"})
     assert stats["v"]["count"] == 0 and stats["v"]["null_rate"] == 0.0
     assert stats["v"]["mean"] is None and stats["l"] == {
