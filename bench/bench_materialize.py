@@ -14,7 +14,13 @@ Measured in the same run (medians over ``--reps`` runs, each into an empty store
 - ``write path only``: the 100,000 latest rows already in memory (an Arrow table): Quiver's
   ``online_store.write`` in 10,000-row batches vs. the plain ``executemany`` / pipelined ``SET``.
 
-Target: within 1.5x of each reference. Peak memory: a child process materializes a
+Target: within 1.5x of each reference.
+
+Feature statistics (``monitoring.statistics``, on by default) cost: the same materialization into
+SQLite with statistics on and off, alternated round by round (medians); target: on at most 1.10x
+off. ``--statistics-only`` runs this case alone.
+
+Peak memory: a child process materializes a
 ``--memory-rows`` source (default 10,000,000 rows, 1,000,000 entities) into SQLite; its peak
 RSS (``VmHWM``) is compared with the source's size (in memory, uncompressed). ``default``
 is no ``offline_engine`` settings: materialization then runs in DuckDB with a 256MB budget and
@@ -26,7 +32,7 @@ source in random key order).
 
 Run: ``python bench/bench_materialize.py [--quick] [--reps 3] [--stores sqlite,redis]
 [--memory-rows N] [--memory-limits default,1GB] [--memory-order cyclic,random]
-[--skip-memory]`` (``--stores ''`` runs the memory case alone).
+[--skip-memory] [--statistics-only]`` (``--stores ''`` runs the memory case alone).
 """
 
 from __future__ import annotations
@@ -292,6 +298,35 @@ def run_cases(kind: str, root: Path, source: Path, reps: int, server: Any) -> li
     ]
 
 
+def statistics_case(source: Path, reps: int) -> tuple[float, float]:
+    """Median seconds of materializing into SQLite with statistics on, and off (alternated)."""
+    from quiver import FeatureStore
+
+    online = {"type": "sqlite", "path": "data/online.db"}
+    roots = {
+        on: make_repo(
+            DATA / f"repo_statistics_{'on' if on else 'off'}",
+            source,
+            online,
+            monitoring={"statistics": on},
+        )
+        for on in (True, False)
+    }
+    took: dict[bool, list[float]] = {True: [], False: []}
+    for rep in range(reps + 1):  # the first round warms up and is not counted
+        order = (True, False) if rep % 2 else (False, True)
+        for on in order:
+            reset_online(roots[on], "sqlite", None)
+            with FeatureStore(roots[on]) as store:
+                started = time.perf_counter()
+                store.materialize(START, END)
+                seconds = time.perf_counter() - started
+            if rep:
+                took[on].append(seconds)
+            print(f"  [statistics {'on' if on else 'off'}] round {rep}: {seconds:.2f}s", flush=True)
+    return statistics.median(took[True]), statistics.median(took[False])
+
+
 def _memory_source(rows: int, entities: int, order: str) -> Path:
     name = f"source_{rows}.parquet" if order == "cyclic" else f"source_{rows}_{order}.parquet"
     return make_source(DATA / name, rows, entities, order=order)
@@ -387,6 +422,9 @@ def main() -> None:
         default="cyclic",
         help="row order(s) of the memory case's source: cyclic, random (comma-separated)",
     )
+    parser.add_argument(
+        "--statistics-only", action="store_true", help="only statistics on against off"
+    )
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--memory-limit", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -400,6 +438,14 @@ def main() -> None:
     memory_rows = args.memory_rows or (2_000_000 if args.quick else 10_000_000)
     print(f"data: {rows:,} source rows, {entities:,} entities, 10 features; {reps} round(s)")
     source = make_source(DATA / f"source_{rows}.parquet", rows, entities)
+    on, off = statistics_case(source, reps)
+    verdict = "ok" if on / off <= 1.10 else "ABOVE TARGET"
+    print(
+        f"statistics on {on:.2f}s, off {off:.2f}s: {on / off:.3f}x (target <= 1.10x) {verdict}",
+        flush=True,
+    )
+    if args.statistics_only:
+        return
     results: list[tuple] = []
     server = None
     try:

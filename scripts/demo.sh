@@ -53,6 +53,13 @@ print(pq.read_table('data/churn_predictions.parquet').slice(0, 5).to_pandas().to
 step "quiver predict online   (features read from the online store)"
 quiver predict online churn_model -e customer_id=1 -e customer_id=2
 
+step "monitoring   (statistics, drift against training, validate, catalogue, lineage)"
+quiver stats customer_behavior --days 7
+quiver monitor drift churn_model
+quiver validate
+quiver docs --output-file FEATURES.md
+quiver lineage customer_behavior:orders
+
 step "computed features: the same values offline and online   (customers 1, 10, 18 now)"
 # One process, the calls behind quiver training-set and predict batch (point-in-time, at now)
 # and quiver get-online and predict online (the online store, read at the wall clock). The data

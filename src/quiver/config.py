@@ -246,9 +246,9 @@ class MonitoringConfig(_Strict):
     Attributes:
         statistics: Compute per-feature statistics on each materialization (over the rows it
             pulled; the source is not read again).
-        statistics_max_rows: The most rows kept for the quantiles, distinct counts, top values,
-            mean and stddev of one run; beyond it a systematic sample of the rows is kept
-            (count, null rate, min and max stay exact).
+        statistics_max_rows: The most rows of one run kept for the quantiles, distinct count,
+            top values and drift sample; beyond it a systematic sample of the rows is kept
+            (count, null rate, min, max, mean and stddev stay exact).
         sample_size: Values kept per feature for drift tests.
         drift_psi_threshold: A feature drifts when its population stability index exceeds it.
         drift_p_value: The two-sample test's p-value below it is reported as significant.
@@ -259,7 +259,7 @@ class MonitoringConfig(_Strict):
     """
 
     statistics: bool = True
-    statistics_max_rows: int = Field(default=1_000_000, ge=1_000)
+    statistics_max_rows: int = Field(default=250_000, ge=1_000)
     sample_size: int = Field(default=1_000, ge=10, le=100_000)
     drift_psi_threshold: float = Field(default=0.2, gt=0)
     drift_p_value: float = Field(default=0.01, gt=0, lt=1)

@@ -98,6 +98,21 @@ def test_collector_equals_pandas(rows: list[tuple], chunk: int) -> None:
     for name in ("x", "n", "s"):
         assert len(stats[name]["sample"]) == stats[name]["count"]  # fewer than sample_size
 
+    # thinned to a sample: the counts, min, max, mean and stddev stay those of every row
+    thin = StatisticsCollector(DTYPES, max_rows=2)
+    for batch in table.to_batches(max_chunksize=chunk):
+        thin.add(batch)
+    sampled = thin.finish()
+    for name in DTYPES:
+        col, s = df[name], sampled[name]
+        assert (s["count"], s["nulls"], s["rows"]) == (col.notna().sum(), col.isna().sum(), len(df))
+        if name == "s" or col.dropna().empty:
+            continue
+        valid = col.dropna().astype(float)
+        assert s["min"] == stats[name]["min"] and s["max"] == stats[name]["max"]
+        assert _close(s["mean"], float(valid.mean()))
+        assert _close(s["stddev"], float(valid.std(ddof=1)))
+
 
 def test_sampled_run_keeps_exact_counts_min_max_and_a_spread_sample() -> None:
     rng = np.random.default_rng(1)
@@ -115,8 +130,13 @@ def test_sampled_run_keeps_exact_counts_min_max_and_a_spread_sample() -> None:
     assert x["sampled"] is True
     assert x["rows"] == k and x["nulls"] == int(df.x.isna().sum())
     assert x["min"] == df.x.min() and x["max"] == df.x.max()
-    assert abs(x["mean"] - df.x.mean()) < 0.1  # every 8th row: a systematic sample
-    assert abs(x["quantiles"]["p50"] - df.x.median()) < 0.1
+    assert math.isclose(x["mean"], df.x.mean(), rel_tol=1e-9)  # exact, batch by batch
+    assert math.isclose(x["stddev"], df.x.std(), rel_tol=1e-9)
+    n = stats["n"]
+    assert math.isclose(n["mean"], df.n.mean()) and math.isclose(n["stddev"], df.n.std())
+    b = stats["b"]
+    assert math.isclose(b["mean"], df.b.mean()) and b["sampled"] is True
+    assert abs(x["quantiles"]["p50"] - df.x.median()) < 0.1  # every 8th row: a sample
     assert len(x["sample"]) <= 500
 
 

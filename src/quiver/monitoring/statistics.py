@@ -16,8 +16,9 @@ source is read once; the collector keeps references to the batches' feature colu
 and one DuckDB query over them computes the statistics when the run ends. The statistics are of
 the rows the run wrote: the latest row per entity key in the run's range. Beyond
 ``monitoring.statistics_max_rows`` rows the collector keeps a systematic sample (every k-th row,
-k doubling as needed): ``rows``, ``count``, ``nulls``, ``min`` and ``max`` stay exact, the rest
-is computed over the sample and the feature says ``"sampled": true``.
+k doubling as needed): ``rows``, ``count``, ``nulls``, ``min``, ``max``, ``mean`` and ``stddev``
+stay exact (kept batch by batch), the quantiles, distinct count, top values and drift sample are
+computed over the kept rows, and the feature says ``"sampled": true``.
 
 **Storage** (tables of migration 0007, :mod:`quiver.monitoring.tables`): one
 ``feature_statistics`` row per successful run of a view (:func:`save_view_statistics`,
@@ -199,9 +200,29 @@ def _compute(
 
 @dataclass
 class _Exact:
+    """What the collector keeps exact over every row: nulls, min, max and the moments (count,
+    mean, sum of squared deviations; merged batch by batch as Chan et al. do)."""
+
     nulls: int = 0
     lo: Any = None
     hi: Any = None
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def add_moments(self, values: Any) -> None:
+        import pyarrow.compute as pc
+
+        n_b = len(values) - values.null_count
+        if n_b == 0:
+            return
+        mean_b = float(pc.mean(values).as_py())
+        m2_b = float(pc.variance(values, ddof=0).as_py()) * n_b
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * n_b / n
+        self.m2 += m2_b + delta * delta * self.n * n_b / n
+        self.n = n
 
 
 class StatisticsCollector:
@@ -219,7 +240,7 @@ class StatisticsCollector:
         dtypes: Mapping[str, str],
         *,
         timestamp_column: str = "event_timestamp",
-        max_rows: int = 1_000_000,
+        max_rows: int = 250_000,
         sample_size: int = 1_000,
     ) -> None:
         self.dtypes = dict(dtypes)
@@ -260,6 +281,11 @@ class StatisticsCollector:
                     exact.lo = lo if exact.lo is None else min(exact.lo, lo)
                 if hi is not None and not (isinstance(hi, float) and math.isnan(hi)):
                     exact.hi = hi if exact.hi is None else max(exact.hi, hi)
+                if dtype in _NUMERIC or dtype == "bool":
+                    values = col.cast(pa.float64())
+                    if dtype.startswith("float"):
+                        values = pc.filter(values, pc.invert(pc.is_nan(values)))
+                    exact.add_moments(values)
         table = pa.Table.from_batches([batch.select(list(self.dtypes))])
         first = (-self.rows) % self._stride
         if self._stride > 1:
@@ -309,6 +335,11 @@ class StatisticsCollector:
                 s["null_rate"] = exact.nulls / self.rows
                 if "min" in s:
                     s["min"], s["max"] = _json_value(exact.lo), _json_value(exact.hi)
+                if "mean" in s:
+                    s["mean"] = _json_value(exact.mean) if exact.n else None
+                    s["stddev"] = (
+                        _json_value(math.sqrt(exact.m2 / (exact.n - 1))) if exact.n > 1 else None
+                    )
         return stats
 
 
