@@ -5,20 +5,22 @@
 ``mean`` and ``stddev`` (sample standard deviation, ``ddof=1``) and for numbers the
 ``quantiles`` p1, p5, p25, p50, p75, p95 and p99 (linear interpolation, as pandas and
 ``numpy.quantile`` do); ``distinct`` (DuckDB's HyperLogLog ``approx_count_distinct``: within a
-few percent); ``top_values`` (the 10 most frequent, with counts) for strings and booleans; and
-``sample``, up to ``monitoring.sample_size`` non-null values drawn at random (seeded), which the
-drift tests (:mod:`quiver.monitoring.drift`) compare. Timestamps get ``min``/``max`` in ISO 8601;
-lists only the counts.
+few percent); for strings and booleans ``top_values``, the 10 most frequent with their exact
+counts (the 10 are DuckDB's ``approx_top_k``: exact unless a column holds very many distinct
+values of similar frequency); and ``sample``, up to ``monitoring.sample_size`` non-null values
+of rows drawn at random (seeded), which the drift tests (:mod:`quiver.monitoring.drift`)
+compare. Timestamps get ``min``/``max`` in ISO 8601; lists only the counts.
 
 **Where.** Materialization (:mod:`quiver.materialize`) hands every record batch it pulled from
 the offline engine to a :class:`StatisticsCollector` on its way to the online store, so the
 source is read once; the collector keeps references to the batches' feature columns (no copy)
-and one DuckDB query over them computes the statistics when the run ends. The statistics are of
-the rows the run wrote: the latest row per entity key in the run's range. Beyond
-``monitoring.statistics_max_rows`` rows the collector keeps a systematic sample (every k-th row,
-k doubling as needed): ``rows``, ``count``, ``nulls``, ``min``, ``max``, ``mean`` and ``stddev``
-stay exact (kept batch by batch), the quantiles, distinct count, top values and drift sample are
-computed over the kept rows, and the feature says ``"sampled": true``.
+and computes the statistics when the run ends (pyarrow, plus one DuckDB query for the
+approximate ones). The statistics are of the rows the run wrote: the latest row per entity key
+in the run's range. Beyond ``monitoring.statistics_max_rows`` rows the collector keeps a
+systematic sample (every k-th row, k doubling as needed): ``rows``, ``count``, ``nulls``,
+``min``, ``max``, ``mean`` and ``stddev`` stay exact (every row is accounted for before it is
+dropped), the quantiles, distinct count, top values and drift sample are computed over the kept
+rows, and the feature says ``"sampled": true``.
 
 **Storage** (tables of migration 0007, :mod:`quiver.monitoring.tables`): one
 ``feature_statistics`` row per successful run of a view (:func:`save_view_statistics`,
@@ -30,8 +32,11 @@ functions only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import threading
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -78,7 +83,7 @@ TOP_VALUES = 10
 """How many of the most frequent values are kept for strings and booleans."""
 
 _NUMERIC = ("int32", "int64", "float32", "float64")
-_SEED = 0.42  # DuckDB's setseed takes a number in [-1, 1]
+_SEED = 42
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -114,88 +119,130 @@ def compute_statistics(
 ) -> dict[str, dict[str, Any]]:
     """Statistics of the columns ``dtypes`` names (column -> dtype) of ``table``, by column.
 
-    One DuckDB query computes the aggregates of every column, one more per string or boolean
-    column the top values, and one draws the sample (seeded, so the same rows give the same
-    sample). See the module docstring for the fields.
+    pyarrow computes the exact ones (counts, min, max, mean, stddev, quantiles); one DuckDB query
+    the approximate distinct counts and the candidates for the top values (``approx_top_k``,
+    exact while a column holds fewer distinct values than its sketch keeps), whose counts
+    pyarrow then counts exactly. The drift sample is drawn with a fixed seed, so the same rows
+    give the same sample. See the module docstring for the fields.
     """
-    import duckdb
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("__qv_rows", table)
-        return _compute(con, table.num_rows, dtypes, sample_size)
-    finally:
-        con.close()
-
-
-def _clean(name: str, dtype: str) -> str:
-    col = _q(name)
-    if dtype.startswith("float"):
-        return f"CASE WHEN isnan({col}) THEN NULL ELSE {col} END"
-    return col
-
-
-def _compute(
-    con: Any, rows: int, dtypes: Mapping[str, str], sample_size: int
-) -> dict[str, dict[str, Any]]:
-    names = list(dtypes)
-    cleaned = ", ".join(f"{_clean(n, dtypes[n])} AS {_q(n)}" for n in names)
-    base = f"(SELECT {cleaned} FROM __qv_rows)" if names else "(SELECT 1 FROM __qv_rows)"
-    aggs: list[str] = []
-    slots: list[tuple[str, str]] = []  # (column, stat) per aggregate
-    qs = ", ".join(str(q) for _, q in QUANTILES)
-    for name in names:
-        dtype, col = dtypes[name], _q(name)
-        aggs.append(f"count({col})")
-        slots.append((name, "count"))
+    rows = table.num_rows
+    cols: dict[str, Any] = {}
+    for name, dtype in dtypes.items():
+        col = table.column(name)
+        if dtype.startswith("float") and col.null_count < len(col):  # NaN counts as null
+            nan = pc.is_nan(col)
+            if pc.any(nan).as_py():
+                col = pc.if_else(nan, pa.scalar(None, col.type), col)
+        cols[name] = col
+    approx = _approximate(pa.table(cols) if cols else table, dtypes)
+    out: dict[str, dict[str, Any]] = {}
+    for name, dtype in dtypes.items():
+        col = cols[name]
+        count = len(col) - col.null_count
+        stats: dict[str, Any] = {
+            "dtype": dtype,
+            "rows": rows,
+            "count": count,
+            "nulls": rows - count,
+            "null_rate": (rows - count) / rows if rows else 0.0,
+        }
+        out[name] = stats
         if dtype.startswith("list<"):
             continue
-        aggs += [f"min({col})", f"max({col})", f"approx_count_distinct({col})"]
-        slots += [(name, "min"), (name, "max"), (name, "distinct")]
+        lo = hi = None
+        if count:
+            lo, hi = (v.as_py() for v in pc.min_max(col).values())
+        stats["min"], stats["max"] = _json_value(lo), _json_value(hi)
+        stats["distinct"] = approx.get((name, "distinct"))
         if dtype in _NUMERIC or dtype == "bool":
-            x = f"{col}::DOUBLE" if dtype == "bool" else col
-            aggs += [f"avg({x})", f"stddev_samp({x})"]
-            slots += [(name, "mean"), (name, "stddev")]
-        if dtype in _NUMERIC:
-            aggs.append(f"quantile_cont({col}, [{qs}])")
-            slots.append((name, "quantiles"))
-    out: dict[str, dict[str, Any]] = {}
-    for name in names:
-        out[name] = {"dtype": dtypes[name], "rows": rows}
-    if aggs:
-        values = con.execute(f"SELECT {', '.join(aggs)} FROM {base}").fetchone()
-        for (name, stat), value in zip(slots, values, strict=True):
-            if stat == "quantiles":
-                value = {
-                    k: _json_value(v) for (k, _), v in zip(QUANTILES, value or (), strict=False)
+            x = col.cast(pa.float64())
+            stats["mean"] = _json_value(pc.mean(x).as_py()) if count else None
+            stats["stddev"] = _json_value(pc.stddev(x, ddof=1).as_py()) if count > 1 else None
+            if dtype in _NUMERIC:
+                qs = pc.quantile(x, q=[q for _, q in QUANTILES]).to_pylist() if count else []
+                stats["quantiles"] = {
+                    k: _json_value(v) for (k, _), v in zip(QUANTILES, qs or [None] * 7, strict=True)
                 }
-            else:
-                value = _json_value(value)
-            out[name][stat] = value
-    for name in names:
-        stats = out[name]
-        count = int(stats.get("count") or 0)
-        stats["count"] = count
-        stats["nulls"] = rows - count
-        stats["null_rate"] = (rows - count) / rows if rows else 0.0
-        if dtypes[name] in ("string", "bool"):
-            top = con.execute(
-                f"SELECT {_q(name)} AS v, count(*) AS n FROM {base} WHERE {_q(name)} IS NOT NULL "
-                f"GROUP BY v ORDER BY n DESC, v LIMIT {TOP_VALUES}"
-            ).fetchall()
-            stats["top_values"] = [{"value": _json_value(v), "count": int(n)} for v, n in top]
-    sampled = [n for n in names if dtypes[n] in _NUMERIC or dtypes[n] in ("string", "bool")]
+        if dtype in ("string", "bool"):
+            stats["top_values"] = _top_values(col, approx.get((name, "top")) or [])
+    sampled = [n for n, d in dtypes.items() if d in _NUMERIC or d in ("string", "bool")]
     if sampled and rows:
-        con.execute(f"SELECT setseed({_SEED})")
-        cols = ", ".join(_q(n) for n in sampled)
-        picked = con.execute(
-            f"SELECT {cols} FROM {base} USING SAMPLE reservoir({int(sample_size)} ROWS) "
-            "REPEATABLE (42)"
-        ).fetchall()
-        for i, name in enumerate(sampled):
-            out[name]["sample"] = [_json_value(r[i]) for r in picked if r[i] is not None]
+        rng = np.random.default_rng(_SEED)
+        size = min(rows, sample_size)
+        picked = np.sort(rng.choice(rows, size=size, replace=False))
+        part = pa.table({n: cols[n] for n in sampled}).take(pa.array(picked))
+        for name in sampled:
+            values = part.column(name).drop_null().to_pylist()
+            if dtypes[name].startswith("float"):  # NaN is null already; infinities are not JSON
+                values = [v for v in values if math.isfinite(v)]
+            out[name]["sample"] = values
     return out
+
+
+def _approximate(table: pa.Table, dtypes: Mapping[str, str]) -> dict[tuple[str, str], Any]:
+    """DuckDB's ``approx_count_distinct`` of every column, ``approx_top_k`` of the string and
+    boolean ones, in one query."""
+    import duckdb
+
+    aggs: list[str] = []
+    slots: list[tuple[str, str]] = []
+    for name, dtype in dtypes.items():
+        if dtype.startswith("list<"):
+            continue
+        aggs.append(f"approx_count_distinct({_q(name)})")
+        slots.append((name, "distinct"))
+        if dtype in ("string", "bool"):
+            aggs.append(f"approx_top_k({_q(name)}, {TOP_VALUES})")
+            slots.append((name, "top"))
+    if not aggs or table.num_rows == 0:
+        return {slot: 0 if slot[1] == "distinct" else [] for slot in slots}
+    cur = _duckdb().cursor()
+    name = f"__qv_stats_{uuid.uuid4().hex[:12]}"
+    try:
+        cur.register(name, table)
+        values = cur.execute(f"SELECT {', '.join(aggs)} FROM {name}").fetchone()
+    except duckdb.Error as exc:
+        raise BackendError(f"feature statistics failed in DuckDB: {exc}") from exc
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            cur.unregister(name)
+        cur.close()
+    return dict(zip(slots, values or (), strict=True))
+
+
+_DUCKDB: Any = None
+_DUCKDB_LOCK = threading.Lock()
+
+
+def _duckdb() -> Any:
+    """One in-memory DuckDB database for the statistics of the process (opening one costs
+    some 50 ms; each use takes its own cursor)."""
+    global _DUCKDB
+    with _DUCKDB_LOCK:
+        if _DUCKDB is None:
+            import duckdb
+
+            _DUCKDB = duckdb.connect(":memory:")
+            _DUCKDB.execute("SET TimeZone = 'UTC'")
+        return _DUCKDB
+
+
+def _top_values(col: Any, candidates: list[Any]) -> list[dict[str, Any]]:
+    """The exact counts of the candidate values, most frequent first (ties by value)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    candidates = [v for v in candidates if v is not None]
+    if not candidates:
+        return []
+    hits = pc.filter(col, pc.is_in(col, value_set=pa.array(candidates, col.type)))
+    counts = pc.value_counts(hits).to_pylist()
+    pairs = sorted(((c["values"], int(c["counts"])) for c in counts), key=lambda p: (-p[1], p[0]))
+    return [{"value": _json_value(v), "count": n} for v, n in pairs[:TOP_VALUES]]
 
 
 @dataclass
@@ -228,6 +275,11 @@ class _Exact:
 class StatisticsCollector:
     """Collects the record batches of one materialization run and computes their statistics.
 
+    While the run fits in ``max_rows``, a batch costs only a reference to its feature columns
+    and the maximum of its timestamps; the statistics are computed once, in :meth:`finish`.
+    Past it, every row is accounted for (nulls, min, max, moments) before rows are dropped from
+    the sample.
+
     Args:
         dtypes: The features to describe (column -> dtype).
         timestamp_column: The event timestamp column (its maximum is the newest value).
@@ -250,7 +302,8 @@ class StatisticsCollector:
         self.rows = 0
         self.newest: datetime | None = None
         self._stride = 1
-        self._kept: list[tuple[int, pa.Table]] = []  # (global index of the first row, rows)
+        # (global index of the first row, rows, whether _exact already counts them)
+        self._kept: list[tuple[int, pa.Table, bool]] = []
         self._kept_rows = 0
         self._exact = {n: _Exact() for n in self.dtypes}
 
@@ -263,52 +316,61 @@ class StatisticsCollector:
         n = batch.num_rows
         if n == 0:
             return
-        ts = batch.column(self.timestamp_column)
-        newest = _utc(pc.max(ts).as_py())
+        newest = _utc(pc.max(batch.column(self.timestamp_column)).as_py())
         if newest is not None:
             self.newest = newest if self.newest is None else max(self.newest, newest)
+        table = pa.Table.from_batches([batch.select(list(self.dtypes))])
+        first = (-self.rows) % self._stride
+        accounted = self._stride > 1
+        if accounted:  # rows are dropped from now on: count every one first
+            self._account(table)
+            table = table.take(pa.array(np.arange(first, n, self._stride)))
+        if table.num_rows:
+            self._kept.append((self.rows + first, table, accounted))
+            self._kept_rows += table.num_rows
+        self.rows += n
+        while self._kept_rows > self.max_rows:
+            self._thin()
+
+    def _account(self, table: pa.Table) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = table.num_rows
         for name, dtype in self.dtypes.items():
-            col = batch.column(name)
+            col = table.column(name)
             exact = self._exact[name]
             nulls = col.null_count
             if dtype.startswith("float"):
                 nulls += int(pc.sum(pc.is_nan(col)).as_py() or 0)
             exact.nulls += nulls
-            if not dtype.startswith("list<") and nulls < n:
-                lo, hi = pc.min_max(col).values()
-                lo, hi = lo.as_py(), hi.as_py()
-                if lo is not None and not (isinstance(lo, float) and math.isnan(lo)):
-                    exact.lo = lo if exact.lo is None else min(exact.lo, lo)
-                if hi is not None and not (isinstance(hi, float) and math.isnan(hi)):
-                    exact.hi = hi if exact.hi is None else max(exact.hi, hi)
-                if dtype in _NUMERIC or dtype == "bool":
-                    values = col.cast(pa.float64())
-                    if dtype.startswith("float"):
-                        values = pc.filter(values, pc.invert(pc.is_nan(values)))
-                    exact.add_moments(values)
-        table = pa.Table.from_batches([batch.select(list(self.dtypes))])
-        first = (-self.rows) % self._stride
-        if self._stride > 1:
-            table = table.take(pa.array(np.arange(first, n, self._stride)))
-        if table.num_rows:
-            self._kept.append((self.rows + first, table))
-            self._kept_rows += table.num_rows
-        self.rows += n
-        while self._kept_rows > self.max_rows:
-            self._thin()
+            if dtype.startswith("list<") or nulls >= n:
+                continue
+            lo, hi = (v.as_py() for v in pc.min_max(col).values())
+            if lo is not None and not (isinstance(lo, float) and math.isnan(lo)):
+                exact.lo = lo if exact.lo is None else min(exact.lo, lo)
+            if hi is not None and not (isinstance(hi, float) and math.isnan(hi)):
+                exact.hi = hi if exact.hi is None else max(exact.hi, hi)
+            if dtype in _NUMERIC or dtype == "bool":
+                values = col.cast(pa.float64())
+                if dtype.startswith("float"):
+                    values = pc.filter(values, pc.invert(pc.is_nan(values)))
+                exact.add_moments(values)
 
     def _thin(self) -> None:
         import numpy as np
         import pyarrow as pa
 
         stride = self._stride
-        kept: list[tuple[int, pa.Table]] = []
+        kept: list[tuple[int, pa.Table, bool]] = []
         total = 0
-        for g0, table in self._kept:
+        for g0, table, accounted in self._kept:
+            if not accounted:
+                self._account(table)
             start = (g0 // stride) % 2
             if start < table.num_rows:
                 rows = table.take(pa.array(np.arange(start, table.num_rows, 2)))
-                kept.append((g0 + start * stride, rows))
+                kept.append((g0 + start * stride, rows, True))
                 total += rows.num_rows
         self._kept, self._kept_rows, self._stride = kept, total, stride * 2
 
@@ -316,16 +378,15 @@ class StatisticsCollector:
         """The statistics of every batch added, by feature."""
         import pyarrow as pa
 
-        schema = pa.schema([])
         if self._kept:
-            table = pa.concat_tables([t for _, t in self._kept])
+            table = pa.concat_tables([t for _, t, _ in self._kept])
         else:
             from quiver.types import arrow_type
 
             schema = pa.schema([pa.field(n, arrow_type(d)) for n, d in self.dtypes.items()])
             table = schema.empty_table()
         stats = compute_statistics(table, self.dtypes, sample_size=self.sample_size)
-        if self._stride > 1:  # the counts, min and max of every row, not the sample's
+        if self._stride > 1:  # the exact figures of every row, not the sample's
             for name, s in stats.items():
                 exact = self._exact[name]
                 s["sampled"] = True
