@@ -96,6 +96,7 @@ def view_freshness(
     *,
     now: datetime | None = None,
     probe: Callable[[FeatureView], SourceProbe] | None = None,
+    online_store: str | None = None,
 ) -> list[ViewFreshness]:
     """The freshness of ``views``, in their order.
 
@@ -106,11 +107,13 @@ def view_freshness(
         probe: Reads a view's newest source timestamp (e.g. :func:`quiver.offline.probe.probe_view`
             bound to an engine); without it the lag is not computed. A probe that fails puts its
             message in ``error`` and leaves the lag unknown.
+        online_store: The watermarks of this online store
+            (:func:`~quiver.registry.runs.online_store_key`; default: the latest in any).
     """
     from quiver.monitoring.statistics import newest_event_per_view
 
     now = _utc(now) or datetime.now(UTC)
-    marks = list_watermarks(registry)
+    marks = list_watermarks(registry, online_store)
     success = last_success_per_view(registry)
     newest = newest_event_per_view(registry)
     out = []

@@ -89,9 +89,15 @@ def data_freshness(store: FeatureStore, *, probe_source: bool = True) -> list[Vi
     """The freshness of every feature view; ``probe_source`` reads each source's newest event
     timestamp for the lag (a failure goes in the view's ``error``)."""
     from quiver.monitoring.freshness import view_freshness
+    from quiver.registry.runs import online_store_key
 
     probe = _probe(store, check_types=False) if probe_source else None
-    return view_freshness(store.registry, store.registry.list("feature_view"), probe=probe)
+    return view_freshness(
+        store.registry,
+        store.registry.list("feature_view"),
+        probe=probe,
+        online_store=online_store_key(store.config),
+    )
 
 
 def model_versions(store: FeatureStore) -> list[ModelVersion]:
