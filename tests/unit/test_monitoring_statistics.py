@@ -140,6 +140,30 @@ def test_sampled_run_keeps_exact_counts_min_max_and_a_spread_sample() -> None:
     assert len(x["sample"]) <= 500
 
 
+def test_nested_columns_get_the_counts_only() -> None:
+    table = pa.table(
+        {
+            "l": pa.array([[1, 2], None, []], pa.list_(pa.int64())),
+            "m": pa.array([[("a", 1)], None, [("b", 2)]], pa.map_(pa.string(), pa.int64())),
+            "st": pa.array([{"x": 1}, {"x": 2}, None], pa.struct([("x", pa.int64())])),
+            "j": pa.array(['{"a": 1}', None, "[]"], pa.string()),
+        }
+    )
+    dtypes = {"l": "list<int64>", "m": "map<string, int64>", "st": "struct<x: int64>", "j": "json"}
+    stats = compute_statistics(table, dtypes)
+    for name, dtype in dtypes.items():
+        assert stats[name] == {
+            "dtype": dtype,
+            "rows": 3,
+            "count": 2,
+            "nulls": 1,
+            "null_rate": 1 / 3,
+        }
+    collector = StatisticsCollector(dtypes, max_rows=1)
+    collector.add(table.append_column("event_timestamp", pa.array([T0] * 3)).to_batches()[0])
+    assert collector.finish()["st"]["nulls"] == 1
+
+
 def test_empty_and_list_columns() -> None:
     table = pa.table({"v": pa.array([], pa.float64()), "l": pa.array([], pa.list_(pa.int64()))})
     stats = compute_statistics(table, {"v": "float64", "l": "list<int64>"})

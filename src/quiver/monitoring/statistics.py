@@ -9,7 +9,8 @@ few percent); for strings and booleans ``top_values``, the 10 most frequent with
 counts (the 10 are DuckDB's ``approx_top_k``: exact unless a column holds very many distinct
 values of similar frequency); and ``sample``, up to ``monitoring.sample_size`` non-null values
 of rows drawn at random (seeded), which the drift tests (:mod:`quiver.monitoring.drift`)
-compare. Timestamps get ``min``/``max`` in ISO 8601; lists only the counts.
+compare. Timestamps get ``min``/``max`` in ISO 8601; lists, maps, structs and ``json`` only the
+counts.
 
 **Where.** Materialization (:mod:`quiver.materialize`) hands every record batch it pulled from
 the offline engine to a :class:`StatisticsCollector` on its way to the online store, so the
@@ -47,6 +48,7 @@ import sqlalchemy as sa
 
 from quiver.errors import BackendError
 from quiver.monitoring.tables import feature_statistics, training_statistics
+from quiver.types import SCALAR_DTYPES
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -151,7 +153,7 @@ def compute_statistics(
             "null_rate": (rows - count) / rows if rows else 0.0,
         }
         out[name] = stats
-        if dtype.startswith("list<"):
+        if dtype not in SCALAR_DTYPES:  # lists, maps, structs, json: the counts only
             continue
         lo = hi = None
         if count:
@@ -191,7 +193,7 @@ def _approximate(table: pa.Table, dtypes: Mapping[str, str]) -> dict[tuple[str, 
     aggs: list[str] = []
     slots: list[tuple[str, str]] = []
     for name, dtype in dtypes.items():
-        if dtype.startswith("list<"):
+        if dtype not in SCALAR_DTYPES:  # lists, maps, structs, json: the counts only
             continue
         aggs.append(f"approx_count_distinct({_q(name)})")
         slots.append((name, "distinct"))
@@ -344,7 +346,7 @@ class StatisticsCollector:
             if dtype.startswith("float"):
                 nulls += int(pc.sum(pc.is_nan(col)).as_py() or 0)
             exact.nulls += nulls
-            if dtype.startswith("list<") or nulls >= n:
+            if dtype not in SCALAR_DTYPES or nulls >= n:
                 continue
             lo, hi = (v.as_py() for v in pc.min_max(col).values())
             if lo is not None and not (isinstance(lo, float) and math.isnan(lo)):
