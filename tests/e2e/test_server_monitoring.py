@@ -126,6 +126,20 @@ def test_metrics_totals_with_two_workers(two_workers: Server) -> None:
         }
         assert "customer_behavior" in stamps and stamps["customer_behavior"] > 1.7e9
         assert _total(after, f"{name}_feature_freshness_seconds", view="customer_behavior") > 0
+    # freshness: the age of the newest materialized value (quiver.monitoring.freshness)
+    from quiver.monitoring.freshness import view_freshness
+    from quiver.registry.runs import online_store_key
+    from quiver.store import FeatureStore
+
+    with FeatureStore(repo_path=two_workers.repo) as store:
+        (fresh,) = view_freshness(
+            store.registry,
+            [store.get_feature_view("customer_behavior")],
+            online_store=online_store_key(store.config),
+        )
+    assert fresh.age_seconds is not None
+    served = _total(after, "quiver_feature_freshness_seconds", view="customer_behavior")
+    assert abs(served - fresh.age_seconds) < 600
     assert _total(after, "feast_feature_retrieval_duration_seconds_count") == _total(
         after, "quiver_feature_retrieval_duration_seconds_count"
     )

@@ -4,11 +4,12 @@ Two kinds of metric:
 
 - **Observed by the server** as it answers: requests (count and latency per route template,
   method and status), feature retrieval duration, serving cache hits and misses. Observing costs
-  a counter increment and a histogram observation per request (the children of each label set
-  are looked up once and kept).
+  one histogram observation per request (the request count is the histogram's count, copied
+  when scraped; the child of each label set is looked up once and kept).
 - **Read from the registry at scrape time** by :class:`RegistryCollector`: the last successful
   materialization time, rows and duration of each view's last run, run counts by status,
-  freshness (age of each view's materialized watermark), prediction job counts by status. They
+  freshness (age of each view's newest materialized value, :mod:`quiver.monitoring.freshness`;
+  else of its watermark), background job counts by kind and status. They
   are right whoever wrote them (the CLI, another server, a scheduler), and cost nothing between
   scrapes.
 
@@ -145,6 +146,8 @@ class RegistryCollector:
         import sqlalchemy as sa
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        from quiver.errors import QuiverError
+
         registry = self.store.registry
         project = registry.project
         last_success = GaugeMetricFamily(
@@ -169,7 +172,8 @@ class RegistryCollector:
         )
         freshness = GaugeMetricFamily(
             "quiver_feature_freshness_seconds",
-            "Age of each view's online data: now minus the end of its last materialized range.",
+            "Age of each view's newest materialized value (from the runs' statistics; without "
+            "them: now minus the end of its last materialized range).",
             labels=["view"],
         )
         jobs = GaugeMetricFamily(
@@ -182,10 +186,13 @@ class RegistryCollector:
 
             where = online_store_key(self.store.config)
             with registry.engine.connect() as conn:
-                self._read(
+                ages = self._read(
                     conn, project, where, last_success, rows, duration, counts, freshness, jobs
                 )
-        except sa.exc.SQLAlchemyError as exc:  # the page still answers, without these values
+            ages.update(_newest_value_ages(registry, where))
+            for view, age in sorted(ages.items()):
+                freshness.add_metric([view], age)
+        except (sa.exc.SQLAlchemyError, QuiverError) as exc:  # the page answers without them
             logger.warning("metrics: the registry cannot be read: %s", exc)
         yield from (last_success, rows, duration, counts, freshness, jobs)
 
@@ -200,7 +207,8 @@ class RegistryCollector:
         counts: Any,
         freshness: Any,
         jobs: Any,
-    ) -> None:
+    ) -> dict[str, float]:
+        """Fill the families from the registry; the watermark age of each view."""
         import sqlalchemy as sa
 
         from quiver.registry.tables import materialization_runs as runs
@@ -241,14 +249,30 @@ class RegistryCollector:
         for view, status, n, seconds in conn.execute(last):
             rows.add_metric([view, status], float(n or 0))
             duration.add_metric([view, status], float(seconds or 0.0))
-        for view, watermark in conn.execute(
-            sa.select(marks.c.view, marks.c.watermark).where(
-                marks.c.project == project, marks.c.online_store == where
+        ages = {
+            view: max(0.0, now - _unix(watermark))
+            for view, watermark in conn.execute(
+                sa.select(marks.c.view, marks.c.watermark).where(
+                    marks.c.project == project, marks.c.online_store == where
+                )
             )
-        ):
-            freshness.add_metric([view], max(0.0, now - _unix(watermark)))
+        }
+        return ages
         for kind, status, n in _jobs(conn, project):
             jobs.add_metric([kind, status], float(n))
+
+
+def _newest_value_ages(registry: Any, where: str) -> dict[str, float]:
+    """Each view's age of its newest materialized value (:mod:`quiver.monitoring.freshness`,
+    from the statistics its runs stored; views without them keep their watermark's age)."""
+    from quiver.monitoring.freshness import view_freshness
+
+    views = [v for v in registry.list("feature_view") if getattr(v, "online", True)]
+    return {
+        f.view: f.age_seconds
+        for f in view_freshness(registry, views, online_store=where)
+        if f.age_seconds is not None
+    }
 
 
 def _jobs(conn: Any, project: str) -> list[tuple[str, str, int]]:
