@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from _http import assert_error
+from _http import assert_any_error, assert_error, assert_feast_error
 
 
 def test_malformed_json_is_400(client: httpx.Client) -> None:
@@ -16,9 +16,10 @@ def test_malformed_json_is_400(client: httpx.Client) -> None:
         response = client.post(
             url, content=b'{"features": [', headers={"content-type": "application/json"}
         )
-        error = assert_error(response, 400, "bad_request")
-        assert error["details"][0]["type"] == "json_invalid"
+        error = assert_any_error(response, 400, "bad_request")
         assert "not valid JSON" in error["message"]
+        if "details" in error:
+            assert error["details"][0]["type"] == "json_invalid"
 
 
 def test_wrong_types_carry_pydantic_details(client: httpx.Client) -> None:
@@ -55,7 +56,7 @@ def test_odd_feature_references(client: httpx.Client, ref: str) -> None:
         "/get-online-features", json={"features": [ref], "entities": {"customer_id": [1]}}
     )
     assert response.status_code in (404, 422), response.text
-    assert_error(response, response.status_code)
+    assert_feast_error(response, response.status_code)
 
 
 def test_odd_names_in_paths(client: httpx.Client) -> None:
@@ -207,7 +208,10 @@ def test_jobs_of_a_model_version_out_of_range(client: httpx.Client) -> None:
 )
 def test_lone_surrogates_are_invalid_json(client: httpx.Client, url: str, body: str) -> None:
     response = client.post(url, content=body.encode(), headers={"content-type": "application/json"})
-    error = assert_error(response, 400, "bad_request")
+    error = assert_any_error(response, 400, "bad_request")
+    if "details" not in error:  # Feast's routes: the message only
+        assert "surrogate" in error["message"]
+        return
     assert error["details"][0]["type"] == "json_invalid"
     assert "surrogate" in error["details"][0]["ctx"]["error"]
 
@@ -229,8 +233,9 @@ def test_times_beyond_year_1_or_9999_in_utc_are_422(client: httpx.Client, when: 
     assert_error(
         client.post("/api/v1/materializations", json={"incremental": True, "end": when}), 422
     )
-    assert_error(client.post("/materialize", json={"start_ts": when, "end_ts": inside}), 422)
-    assert_error(client.post("/materialize-incremental", json={"end_ts": when}), 422)
+    feast_start = client.post("/materialize", json={"start_ts": when, "end_ts": inside})
+    assert_feast_error(feast_start, 422)
+    assert_feast_error(client.post("/materialize-incremental", json={"end_ts": when}), 422)
     rows = {"columns": ["customer_id", "event_timestamp"], "data": [[1, when]]}
     historical = client.post(
         "/api/v1/serving/historical",

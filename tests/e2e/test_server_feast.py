@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,10 +14,15 @@ from _http import BEHAVIOR_ROW
 DEMOGRAPHICS = ["customer_demographics:age", "customer_demographics:region"]
 
 
-def assert_error(response: httpx.Response, status: int) -> Any:
+def assert_error(response: httpx.Response, status: int, cls: str | None = None) -> Any:
+    """Feast's error: a JSON string holding ``module``, ``class`` and ``message``, which Feast's
+    client turns into the typed exception ``feast.errors.<class>``."""
     assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"type", "message", "details"}
+    error = json.loads(response.json())
+    assert set(error) == {"module", "class", "message"}
+    assert error["module"] == "feast.errors"
+    if cls is not None:
+        assert error["class"] == cls
     return error
 
 
@@ -143,7 +149,7 @@ def test_push_like_feast_then_read(client: httpx.Client) -> None:
         },
     )
     assert response.status_code == 200, response.text
-    assert response.json() is None
+    assert response.content == b""  # Feast's /push answers an empty body
     assert response.headers["x-quiver-rows"] == "1"
     body = client.post(
         "/get-online-features",
@@ -180,7 +186,11 @@ def test_push_by_data_source_name(client: httpx.Client) -> None:
 
 
 def test_push_errors(client: httpx.Client) -> None:
-    assert_error(client.post("/push", json={"push_source_name": "nope", "df": {"a": [1]}}), 404)
+    assert_error(
+        client.post("/push", json={"push_source_name": "nope", "df": {"a": [1]}}),
+        422,
+        "PushSourceNotFoundException",
+    )
     assert_error(
         client.post(
             "/push",

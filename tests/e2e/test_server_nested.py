@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from _cli import quiver_command
+from _http import assert_any_error
 from quiver import Entity, FeatureStore, FeatureView, Field, FileSource
 from quiver.types import arrow_type
 
@@ -193,9 +194,7 @@ def _feast_push_takes_json_text_and_objects(client: httpx.Client) -> None:
 
 def _error(response: httpx.Response) -> dict[str, Any]:
     assert 400 <= response.status_code < 500, response.text
-    error = response.json()["error"]
-    assert set(error) == {"type", "message", "details"}
-    return error
+    return dict(assert_any_error(response, response.status_code))
 
 
 HOSTILE = [

@@ -48,9 +48,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from quiver.errors import QuiverError
 from quiver.monitoring import metrics as _metrics
 from quiver.server._convert import check_columns
 from quiver.server._online_json import feast_online_json, online_json
+from quiver.server.compat._feast_wire import (
+    feast_error_for,
+    normalize_entities,
+    wants_versions,
+    with_versions,
+)
 from quiver.server.deps import get_principal
 from quiver.server.errors import GuardMiddleware
 from quiver.server.routers.serving import INLINE_ONLINE_STORES, call_online
@@ -67,7 +74,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FAST_OPERATIONS", "FAST_ROUTES", "QuiverAPI"]
 
-Route = Callable[["QuiverAPI", bytes, Request], Awaitable[bytes]]
+Route = Callable[["QuiverAPI", bytes, Request], Awaitable["bytes | Response"]]
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _CONTENT_TYPE = (b"content-type", b"application/json")
@@ -443,9 +450,30 @@ async def _spec_online(app: QuiverAPI, req: _Lookup, request: Request, start: in
     return await spec_online(app._fast_store, app._fast_limit, req, check, call_online, start)
 
 
-async def _feast_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
-    result, n = await _lookup(app, _lookup_request(FeastOnlineRequest, body), request)
-    return feast_online_json(result, n)
+async def _feast_route(app: QuiverAPI, body: bytes, request: Request) -> bytes | Response:
+    """Feast's lookup; the wire details (entity coercion, version metadata, Feast's error
+    format) are :mod:`quiver.server.compat._feast_wire`'s, as on the FastAPI route."""
+    try:
+        req = _lookup_request(FeastOnlineRequest, body)
+        try:
+            result, n = await _lookup(app, req, request)
+        except QuiverError as exc:
+            fixed = (
+                None
+                if exc.status_code in (401, 403)
+                else normalize_entities(app._fast_store, req.entities)
+            )
+            if fixed is None:
+                raise
+            result, n = await _lookup(app, req._replace(entities=fixed), request)
+        if b"include_feature_view_version_metadata" in body and wants_versions(body):
+            return with_versions(app._fast_store, result, n, req.features, req.feature_service)
+        return feast_online_json(result, n)
+    except (QuiverError, RequestValidationError) as exc:
+        response = await feast_error_for(request, exc)
+        if response is None:
+            raise
+        return response
 
 
 FAST_ROUTES: dict[str, Route] = {

@@ -790,12 +790,21 @@ class FeastOnlineRequest(BaseModel):
     feature_service: str | None = None
     features: list[str] | None = None
     full_feature_names: bool = False
+    include_feature_view_version_metadata: bool = False
+
+
+class FeastViewVersion(_Out):
+    """A feature view the lookup read, and its registry version."""
+
+    name: str
+    version: int
 
 
 class FeastMetadata(_Out):
-    """Feast's response metadata."""
+    """Feast's response metadata (``feature_view_metadata`` only when asked for)."""
 
     feature_names: list[str]
+    feature_view_metadata: list[FeastViewVersion] | None = None
 
 
 class FeastFeatureVector(_Out):

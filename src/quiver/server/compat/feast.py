@@ -4,8 +4,14 @@
 key columns first, then the features; ``results`` holds one vector per name, each with
 ``values``, ``statuses`` (``PRESENT``, ``NOT_FOUND``, ``OUTSIDE_MAX_AGE``) and
 ``event_timestamps`` over the requested entities. ``POST /push`` takes
-``{"push_source_name", "df", "to"}``; Quiver has no push sources, so the name is a feature view,
-or a data source whose views all receive the rows. Like Feast, the write routes answer ``null``.
+``{"push_source_name", "df", "to"}``: the name is a feature view, or a data source whose views
+all receive the rows (a Feast push source becomes such a data source). Like Feast,
+``/push`` answers an empty body and the other write routes ``null``.
+
+Errors on these routes answer in Feast's format (Feast's client raises its typed exceptions from
+them, see :mod:`quiver.server.compat._feast_wire`); entity values are coerced to the join key's
+type where nothing is lost, and an entity's name stands for its single join key. The coercion is
+tried only when a request fails as given, so the hot path is unchanged.
 """
 
 from __future__ import annotations
@@ -16,10 +22,16 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from quiver.definitions import did_you_mean
-from quiver.errors import NotFoundError
+from quiver.errors import InvalidError, QuiverError
 from quiver.server._convert import as_utc, check_columns, push_table
 from quiver.server._online_json import feast_online_json
 from quiver.server.access import check_online
+from quiver.server.compat._feast_wire import (
+    FeastRoute,
+    PushSourceNotFound,
+    normalize_entities,
+    with_versions,
+)
 from quiver.server.deps import SettingsDep, StoreDep
 from quiver.server.routers.serving import call_online
 from quiver.server.schemas import (
@@ -31,12 +43,11 @@ from quiver.server.schemas import (
     FeastOnlineResponse,
     FeastPushRequest,
     FeastWriteRequest,
-    StrictJSONRoute,
 )
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["feast"], responses=ERROR_RESPONSES, route_class=StrictJSONRoute)
+router = APIRouter(tags=["feast"], responses=ERROR_RESPONSES, route_class=FeastRoute)
 
 _MODES = {"online": "online", "offline": "offline", "online_and_offline": "both", "both": "both"}
 
@@ -53,14 +64,26 @@ async def get_online_features(body: FeastOnlineRequest, request: Request) -> Res
     store, settings = state.store, state.settings
     check_online(request, body.features, body.feature_service)
     n = check_columns(body.entities, settings.max_inline_rows)
-    result = await call_online(
-        store,
-        features=body.features,
-        entity_rows=body.entities,
-        feature_service=body.feature_service,
-        full_feature_names=body.full_feature_names,
-    )
-    return Response(feast_online_json(result, n), media_type="application/json")
+    entities = body.entities
+    while True:
+        try:
+            result = await call_online(
+                store,
+                features=body.features,
+                entity_rows=entities,
+                feature_service=body.feature_service,
+                full_feature_names=body.full_feature_names,
+            )
+            break
+        except QuiverError:
+            fixed = None if entities is not body.entities else normalize_entities(store, entities)
+            if fixed is None:
+                raise
+            entities = fixed
+    if not body.include_feature_view_version_metadata:
+        return Response(feast_online_json(result, n), media_type="application/json")
+    body_bytes = with_versions(store, result, n, body.features, body.feature_service)
+    return Response(body_bytes, media_type="application/json")
 
 
 def _views_for(store: Any, name: str) -> list[str]:
@@ -69,7 +92,7 @@ def _views_for(store: Any, name: str) -> list[str]:
     views = [v.name for v in store.list_feature_views() if v.source_name == name]
     if not views:
         options = store.registry.names("feature_view") + store.registry.names("data_source")
-        raise NotFoundError(
+        raise PushSourceNotFound(
             f"push source '{name}' is neither a feature view nor the data source of one"
             + did_you_mean(name, options)
         )
@@ -89,7 +112,7 @@ def _null(headers: dict[str, str] | None = None) -> Response:
 def push(body: FeastPushRequest, store: StoreDep, settings: SettingsDep) -> Response:
     """Feast-compatible push: ``df`` is columnar; ``to`` is online, offline or online_and_offline.
 
-    The response body is ``null`` as in Feast; the header ``X-Quiver-Rows`` says how many rows
+    The response body is empty as in Feast; the header ``X-Quiver-Rows`` says how many rows
     were written.
     """
     check_columns(body.df, settings.max_inline_rows, what="df")
@@ -97,7 +120,7 @@ def push(body: FeastPushRequest, store: StoreDep, settings: SettingsDep) -> Resp
     for view in _views_for(store, body.push_source_name):
         table = push_table(store, view, body.df, view_columns_only=True)
         total += int(store.push(view, table, to=_MODES[body.to]))  # type: ignore[arg-type]
-    return _null({"X-Quiver-Rows": str(total)})
+    return Response(b"", headers={"X-Quiver-Rows": str(total)})
 
 
 @router.post(
@@ -118,8 +141,6 @@ def write_to_online_store(
 
 
 def _parse_ts(value: str, what: str) -> datetime:
-    from quiver.errors import InvalidError
-
     try:
         return as_utc(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
     except ValueError as exc:
@@ -137,8 +158,6 @@ def materialize(body: FeastMaterializeRequest, store: StoreDep) -> Response:
     start = _parse_ts(body.start_ts, "start_ts")
     end = _parse_ts(body.end_ts, "end_ts")
     if start >= end:
-        from quiver.errors import InvalidError
-
         raise InvalidError(f"start_ts ({body.start_ts}) must be before end_ts ({body.end_ts})")
     store.materialize(start, end, body.feature_views)
     return _null()
