@@ -298,6 +298,7 @@ def _run_view(
     )
     if collector is not None and features is not None:
         _save_statistics(registry, done, collector, features)
+        _refresh_drift(store, view)
     _notify(progress, "view_finished", done)
     return done
 
@@ -359,6 +360,17 @@ def _save_statistics(
         )
     except QuiverError:
         logger.exception("storing the feature statistics of '%s' failed", run.view)
+
+
+def _refresh_drift(store: FeatureStore, view: str) -> None:
+    """Check again the drift of the models trained on ``view`` (the scores the metrics serve);
+    a failure is logged, the run stays a success."""
+    from quiver.monitoring.service import refresh_drift
+
+    try:
+        refresh_drift(store, view)
+    except Exception:
+        logger.exception("checking the drift of the models using '%s' failed", view)
 
 
 def _close(reader: Any) -> None:

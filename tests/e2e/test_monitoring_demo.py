@@ -214,3 +214,24 @@ def test_rest_drift_lineage_validate_and_model_filter(
     assert [m["name"] for m in models["models"]] == ["churn_model"]
     none = api.get("/api/v1/models", params={"feature_view": "nope"}).json()
     assert none == {"models": [], "count": 0}
+
+
+def test_drift_scores_in_the_metrics(demo: dict[str, Any]) -> None:
+    """Each materialization checked the model again; the metrics serve the stored scores."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from quiver.monitoring.metrics import exposition
+
+    with FeatureStore(repo_path=demo["repo"]) as store:
+        body, _ = exposition(store, "quiver")
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    psi = {s.labels["feature"]: s.value for s in families["quiver_feature_drift_psi"].samples}
+    flagged = {s.labels["feature"]: s.value for s in families["quiver_feature_drifted"].samples}
+    assert {s.labels["model"] for s in families["quiver_feature_drift_psi"].samples} == {
+        "churn_model"
+    }
+    charges = "customer_behavior:monthly_charges"
+    assert psi[charges] == max(psi.values())  # the shifted feature moved most
+    assert flagged[charges] == 1.0
+    assert flagged["customer_demographics:age"] == 0.0
+    assert "quiver_jobs" in families

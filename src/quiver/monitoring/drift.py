@@ -17,6 +17,10 @@ trained), pooled:
 
 The report names the feature whose PSI is largest (``most_drifted``). A feature without values on
 one side is ``no_data``; timestamps and lists are ``not_tested``.
+
+Each check's scores are stored (:func:`save_drift_scores`, the latest per model version), so the
+Prometheus metrics serve them without computing anything when scraped; a successful
+materialization checks again the models that use the view (:func:`refresh_drift`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,15 @@ if TYPE_CHECKING:
     from quiver.ml.registry import ModelVersion
     from quiver.registry import Registry
 
-__all__ = ["DriftReport", "FeatureDrift", "model_drift", "psi"]
+__all__ = [
+    "DriftReport",
+    "FeatureDrift",
+    "latest_drift_scores",
+    "model_drift",
+    "psi",
+    "refresh_drift",
+    "save_drift_scores",
+]
 
 _FLOOR = 1e-4
 _BINS = 10
@@ -244,3 +256,77 @@ def model_drift(
         runs_compared=len(runs),
         features=features,
     )
+
+
+def save_drift_scores(registry: Registry, report: DriftReport) -> None:
+    """Store a check's scores as the latest of its model version (one transaction).
+
+    Raises:
+        BackendError: the registry write failed.
+    """
+    import sqlalchemy as sa
+
+    from quiver.errors import BackendError
+    from quiver.monitoring.tables import drift_scores as table
+
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "project": registry.project,
+            "model_name": report.model_name,
+            "version": report.version,
+            "feature": f.feature,
+            "computed_at": now,
+            "status": f.status,
+            "psi": _finite(f.psi),
+            "p_value": _finite(f.p_value),
+            "drifted": f.drifted,
+        }
+        for f in report.features
+    ]
+    mine = (
+        (table.c.project == registry.project)
+        & (table.c.model_name == report.model_name)
+        & (table.c.version == report.version)
+    )
+    try:
+        with registry.engine.connect() as conn:
+            conn.execution_options(quiver_write=True)
+            with conn.begin():
+                conn.execute(table.delete().where(mine))
+                if rows:
+                    conn.execute(table.insert(), rows)
+    except sa.exc.SQLAlchemyError as exc:
+        raise BackendError(f"registry write (drift scores) failed: {exc}") from exc
+
+
+def latest_drift_scores(conn: Any, project: str) -> list[tuple[str, int, str, float | None, bool]]:
+    """``(model, version, feature, psi, drifted)`` of each model version's latest check."""
+    import sqlalchemy as sa
+
+    from quiver.monitoring.tables import drift_scores as table
+
+    query = sa.select(
+        table.c.model_name, table.c.version, table.c.feature, table.c.psi, table.c.drifted
+    ).where(table.c.project == project)
+    return [(m, int(v), f, psi, bool(d)) for m, v, f, psi, d in conn.execute(query)]
+
+
+def refresh_drift(registry: Registry, versions: Sequence[ModelVersion], monitoring: Any) -> int:
+    """Check again, and store, the drift of the given model versions (after a materialization
+    of a view they use); a version without training statistics is skipped. Returns how many
+    were checked.
+
+    Raises:
+        MissingExtraError: scipy is not installed (the ``ml`` extra).
+        BackendError: the registry failed.
+    """
+    checked = 0
+    for version in versions:
+        try:
+            report = model_drift(registry, version, monitoring)
+        except InvalidError:
+            continue  # trained before statistics existed
+        save_drift_scores(registry, report)
+        checked += 1
+    return checked

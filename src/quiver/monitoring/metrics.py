@@ -181,20 +181,41 @@ class RegistryCollector:
             "Background jobs (materialize, train, predict_batch) by kind and status.",
             labels=["kind", "status"],
         )
+        psi = GaugeMetricFamily(
+            "quiver_feature_drift_psi",
+            "Population stability index of each feature of a model version, from its latest "
+            "drift check (after each materialization of a view it uses, or quiver monitor drift).",
+            labels=["model", "version", "feature"],
+        )
+        flagged = GaugeMetricFamily(
+            "quiver_feature_drifted",
+            "1 when the feature's PSI is over monitoring.drift_psi_threshold, else 0.",
+            labels=["model", "version", "feature"],
+        )
         try:
             from quiver.registry.runs import online_store_key
 
             where = online_store_key(self.store.config)
             with registry.engine.connect() as conn:
                 ages = self._read(
-                    conn, project, where, last_success, rows, duration, counts, freshness, jobs
+                    conn,
+                    project,
+                    where,
+                    last_success,
+                    rows,
+                    duration,
+                    counts,
+                    freshness,
+                    jobs,
+                    psi,
+                    flagged,
                 )
             ages.update(_newest_value_ages(registry, where))
             for view, age in sorted(ages.items()):
                 freshness.add_metric([view], age)
         except (sa.exc.SQLAlchemyError, QuiverError) as exc:  # the page answers without them
             logger.warning("metrics: the registry cannot be read: %s", exc)
-        yield from (last_success, rows, duration, counts, freshness, jobs)
+        yield from (last_success, rows, duration, counts, freshness, jobs, psi, flagged)
 
     @staticmethod
     def _read(
@@ -207,6 +228,8 @@ class RegistryCollector:
         counts: Any,
         freshness: Any,
         jobs: Any,
+        psi: Any,
+        flagged: Any,
     ) -> dict[str, float]:
         """Fill the families from the registry; the watermark age of each view."""
         import sqlalchemy as sa
@@ -257,9 +280,16 @@ class RegistryCollector:
                 )
             )
         }
-        return ages
         for kind, status, n in _jobs(conn, project):
             jobs.add_metric([kind, status], float(n))
+        from quiver.monitoring.drift import latest_drift_scores
+
+        for model, version, feature, score, drifted in latest_drift_scores(conn, project):
+            labels = [model, str(version), feature]
+            if score is not None:
+                psi.add_metric(labels, score)
+            flagged.add_metric(labels, 1.0 if drifted else 0.0)
+        return ages
 
 
 def _newest_value_ages(registry: Any, where: str) -> dict[str, float]:

@@ -6,11 +6,12 @@ module uses (the registry, the offline engine, the online store, the monitoring 
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from quiver.definitions import did_you_mean
-from quiver.errors import NotFoundError
+from quiver.errors import NotFoundError, QuiverError
 
 if TYPE_CHECKING:
     from quiver.ml.registry import ModelVersion
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from quiver.monitoring.validate import ValidationReport
     from quiver.store import FeatureStore
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "catalog",
     "data_freshness",
@@ -26,6 +29,7 @@ __all__ = [
     "lineage",
     "model_versions",
     "models_using_view",
+    "refresh_drift",
     "statistics",
     "validate",
 ]
@@ -113,7 +117,38 @@ def drift(store: FeatureStore, model: str, *, since: datetime | None = None) -> 
     from quiver.monitoring.drift import model_drift
 
     version = ModelRegistry(store.registry).get_version(model)
-    return model_drift(store.registry, version, store.config.monitoring, since=since)
+    report = model_drift(store.registry, version, store.config.monitoring, since=since)
+    if since is None:  # the check the metrics serve: since the version was trained
+        from quiver.monitoring.drift import save_drift_scores
+
+        try:
+            save_drift_scores(store.registry, report)
+        except QuiverError:
+            logger.exception("storing the drift scores of %s failed", version.model_id)
+    return report
+
+
+def refresh_drift(store: FeatureStore, view: str) -> int:
+    """Check again, and store, the drift of each model's serving version (production, else
+    latest) trained on ``view`` (after a materialization of it); nothing without models or
+    without scipy. Returns how many versions were checked."""
+    import importlib.util
+
+    from quiver.ml.registry import ModelRegistry
+
+    if importlib.util.find_spec("scipy") is None:
+        return 0
+    from quiver.monitoring.drift import refresh_drift as refresh
+    from quiver.monitoring.lineage import model_versions_using
+
+    serving = []
+    for model in ModelRegistry(store.registry).list_models():
+        version = model.production or model.latest
+        if version is not None and model_versions_using([version], view):
+            serving.append(version)
+    if not serving:
+        return 0
+    return refresh(store.registry, serving, store.config.monitoring)
 
 
 def validate(store: FeatureStore) -> ValidationReport:

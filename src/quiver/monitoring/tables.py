@@ -4,6 +4,8 @@
   how many rows, the newest event timestamp it wrote and the per-feature statistics (JSON).
 - ``training_statistics``: one row per model version: the per-feature statistics of its
   training split (JSON, keyed by feature reference ``view:feature``).
+- ``drift_scores`` (migration 0009): the latest drift check of each model version, one row per
+  feature (its PSI, test p-value and status), read by the Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sqlalchemy as sa
 
 from quiver.registry.tables import metadata
 
-__all__ = ["feature_statistics", "training_statistics"]
+__all__ = ["drift_scores", "feature_statistics", "training_statistics"]
 
 feature_statistics = sa.Table(
     "feature_statistics",
@@ -38,4 +40,18 @@ training_statistics = sa.Table(
     sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("rows", sa.BigInteger, nullable=False),
     sa.Column("statistics", sa.Text, nullable=False),
+)
+
+drift_scores = sa.Table(
+    "drift_scores",
+    metadata,
+    sa.Column("project", sa.String(63), primary_key=True),
+    sa.Column("model_name", sa.String(63), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("feature", sa.String(255), primary_key=True),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("psi", sa.Float, nullable=True),
+    sa.Column("p_value", sa.Float, nullable=True),
+    sa.Column("drifted", sa.Boolean, nullable=False),
 )
