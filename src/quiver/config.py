@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 CONFIG_FILE = "quiver.yaml"
+FEAST_CONFIG_FILE = "feature_store.yaml"  # a Feast repo's settings (quiver.compat.feast_config)
 
 
 class _Strict(BaseModel):
@@ -381,11 +382,12 @@ def find_repo(start: str | Path = ".") -> Path | None:
         start: Where to start looking (default: the current directory).
 
     Returns:
-        The repository root, or None when neither ``start`` nor any parent holds the file.
+        The repository root, or None when neither ``start`` nor any parent holds the file
+        (or Feast's ``feature_store.yaml``, read as settings when there is no ``quiver.yaml``).
     """
     here = Path(start).resolve()
     for directory in (here, *here.parents):
-        if (directory / CONFIG_FILE).is_file():
+        if (directory / CONFIG_FILE).is_file() or (directory / FEAST_CONFIG_FILE).is_file():
             return directory
     return None
 
@@ -418,6 +420,11 @@ def load_config(repo_path: str | Path = ".", **overrides: Any) -> RepoConfig:
         if not isinstance(loaded, dict):
             raise ConfigError(f"{file}: expected a mapping of settings at the top level")
         data = loaded
+    elif (root / FEAST_CONFIG_FILE).is_file():  # a Feast repo, unchanged
+        from quiver.compat.feast_config import settings_from_feast
+
+        file = root / FEAST_CONFIG_FILE
+        data = settings_from_feast(file)
     data.update(overrides)
     data["repo_path"] = root
     return build_config(data, source=str(file) if file.exists() else "settings")

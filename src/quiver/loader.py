@@ -2,13 +2,17 @@
 
 YAML and JSON files hold a mapping with any of the keys ``entities``, ``data_sources``,
 ``feature_views`` and ``feature_services``, each a list of specs in the REST API's JSON shape.
-A Python module is imported and every module-level definition object is collected.
+A Python module is imported and every module-level definition object is collected; one that
+imports ``feast`` gets Feast's definition API from :mod:`quiver.compat.feast` (Feast repos load
+unchanged, and Feast is never imported).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import re
 import sys
 import traceback
 import uuid
@@ -31,7 +35,8 @@ SECTION_KINDS = {
     "feature_services": "feature_service",
 }
 _SKIP_DIRS = {"data", "models", "__pycache__", "node_modules", ".git", ".venv", "venv"}
-_CONFIG_NAMES = {"quiver.yaml", "quiver.yml"}
+_CONFIG_NAMES = {"quiver.yaml", "quiver.yml", "feature_store.yaml"}
+_IMPORTS_FEAST = re.compile(r"^\s*(?:from\s+feast(?:\.|\s)|import\s+feast\b)", re.MULTILINE)
 
 
 def load_definitions(
@@ -151,7 +156,8 @@ def _load_python(path: Path) -> list[Any]:
     if added:
         sys.path.insert(0, parent)
     try:
-        spec.loader.exec_module(module)
+        with _feast_if_imported(path):
+            spec.loader.exec_module(module)
     except QuiverError as exc:
         message = f"'{path}'{_line_in(exc, path)}: {exc.message}"
         try:
@@ -178,6 +184,19 @@ def _load_python(path: Path) -> list[Any]:
                 seen.add(id(item))
                 objects.append(item)
     return objects
+
+
+def _feast_if_imported(path: Path) -> Any:
+    """Feast's API (:mod:`quiver.compat.feast`) as ``feast`` while a file that imports it loads."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return contextlib.nullcontext()
+    if not _IMPORTS_FEAST.search(text):
+        return contextlib.nullcontext()
+    from quiver.compat.feast import feast_modules
+
+    return feast_modules()
 
 
 def _line_in(exc: BaseException, path: Path) -> str:

@@ -1,0 +1,1 @@
+"""Compatibility layers for repositories written for other feature stores (Feast)."""
