@@ -13,6 +13,12 @@ Measured in the same run (medians over ``--reps`` runs, each into an empty store
   pipelined Redis ``SET`` of struct-packed rows.
 - ``write path only``: the 100,000 latest rows already in memory (an Arrow table): Quiver's
   ``online_store.write`` in 10,000-row batches vs. the plain ``executemany`` / pipelined ``SET``.
+- ``validation on`` against ``validation off``: the same materialization of a second view over
+  the same source whose every feature declares rules (``min_value``/``max_value`` on the numbers,
+  ``not_null`` and a ``regex`` on the strings, one view-level SQL check), with the ``reject``
+  policy (``--validation-policy``; ``reject`` holds the checked rows, in memory up to 64 MB, then
+  in a temporary Arrow file, until the last one passed). Every row passes. Target: at most 10%
+  slower.
 
 Target: within 1.5x of each reference.
 
@@ -114,7 +120,9 @@ def make_source(path: Path, rows: int, entities: int, seed: int = 3, order: str 
     return path
 
 
-def make_repo(root: Path, source: Path, online: dict[str, Any], **extra: Any) -> Path:
+def make_repo(
+    root: Path, source: Path, online: dict[str, Any], policy: str = "reject", **extra: Any
+) -> Path:
     import yaml
 
     from quiver import Entity, FeatureStore, FeatureView, Field, FileSource
@@ -144,8 +152,30 @@ def make_repo(root: Path, source: Path, online: dict[str, Any], **extra: Any) ->
         source=src,
     )
     with FeatureStore(root) as store:
-        store.apply([customer, src, view])
+        store.apply([customer, src, view, checked_view(src, policy)])
     return root
+
+
+RULES = {
+    "int64": {"min_value": 0, "max_value": 10**9},
+    "float64": {"min_value": 0, "max_value": 1},
+    "string": {"not_null": True, "regex": "s[0-9]+"},
+}
+
+
+def checked_view(src: Any, policy: str) -> Any:
+    """``stats`` with rules on every feature (all rows pass them)."""
+    from quiver import FeatureView, Field
+
+    return FeatureView(
+        name="stats_checked",
+        entities=["customer"],
+        features=[
+            Field(name=f, dtype=DTYPES[f], validation_rules=RULES[DTYPES[f]]) for f in FEATURES
+        ],
+        source=src,
+        validation={"policy": policy, "checks": ["f_int_0 >= 0 OR f_float_0 < 2"]},
+    )
 
 
 def reset_online(root: Path, kind: str, redis_client: Any) -> None:
@@ -226,7 +256,9 @@ def redis_plain_write(client: Any, batches: Any) -> int:
 # -- measurement ----------------------------------------------------------------------------------
 
 
-def run_cases(kind: str, root: Path, source: Path, reps: int, server: Any) -> list[tuple]:
+def run_cases(
+    kind: str, root: Path, source: Path, reps: int, server: Any, validation: list[tuple]
+) -> list[tuple]:
     import pyarrow as pa
 
     from quiver import FeatureStore
@@ -237,7 +269,7 @@ def run_cases(kind: str, root: Path, source: Path, reps: int, server: Any) -> li
         import redis
 
         client = redis.Redis.from_url(server.url)
-    ours, ref_e2e, ours_write, ref_write = [], [], [], []
+    ours, ref_e2e, ours_write, ref_write, checked = [], [], [], [], []
     latest = pa.Table.from_batches(list(latest_batches(source)))
     latest_named = latest.rename_columns(
         ["customer_id", "event_timestamp", "created_timestamp", *FEATURES]
@@ -249,11 +281,20 @@ def run_cases(kind: str, root: Path, source: Path, reps: int, server: Any) -> li
         reset_online(root, kind, client)
         with FeatureStore(root) as store:
             started = time.perf_counter()
-            (run,) = store.materialize(START, END)
+            (run,) = store.materialize(START, END, ["stats"])
             took = time.perf_counter() - started
             assert run.rows_written == latest.num_rows, run
         if rep:
             ours.append(took)
+
+        reset_online(root, kind, client)
+        with FeatureStore(root) as store:
+            started = time.perf_counter()
+            (run,) = store.materialize(START, END, ["stats_checked"])
+            took_checked = time.perf_counter() - started
+            assert run.rows_written == latest.num_rows and run.rows_invalid == 0, run
+        if rep:
+            checked.append(took_checked)
 
         reset_online(root, kind, client)
         started = time.perf_counter()
@@ -290,8 +331,12 @@ def run_cases(kind: str, root: Path, source: Path, reps: int, server: Any) -> li
             redis_plain_write(client, batches)
         if rep:
             ref_write.append(time.perf_counter() - started)
-        print(f"  [{kind}] round {rep}: quiver {took:.2f}s", flush=True)
+        print(
+            f"  [{kind}] round {rep}: quiver {took:.2f}s, with validation {took_checked:.2f}s",
+            flush=True,
+        )
     med = statistics.median
+    validation.append((kind, med(checked), med(ours)))
     return [
         (kind, "end to end", med(ours), med(ref_e2e)),
         (kind, "write path only", med(ours_write), med(ref_write)),
@@ -319,7 +364,7 @@ def statistics_case(source: Path, reps: int) -> tuple[float, float]:
             reset_online(roots[on], "sqlite", None)
             with FeatureStore(roots[on]) as store:
                 started = time.perf_counter()
-                store.materialize(START, END)
+                store.materialize(START, END, ["stats"])
                 seconds = time.perf_counter() - started
             if rep:
                 took[on].append(seconds)
@@ -348,7 +393,7 @@ def memory_child(rows: int, entities: int, memory_limit: str | None, order: str)
     store.online_store.ping()
     baseline = _current_rss()
     started = time.perf_counter()
-    (run,) = store.materialize(START, END)
+    (run,) = store.materialize(START, END, ["stats"])
     took = time.perf_counter() - started
     peak = _status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(
@@ -425,6 +470,12 @@ def main() -> None:
     parser.add_argument(
         "--statistics-only", action="store_true", help="only statistics on against off"
     )
+    parser.add_argument(
+        "--validation-policy",
+        default="reject",
+        choices=["reject", "drop", "warn"],
+        help="the policy of the validated view (reject: the checked rows wait in a temp file)",
+    )
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--memory-limit", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -447,6 +498,7 @@ def main() -> None:
     if args.statistics_only:
         return
     results: list[tuple] = []
+    validation: list[tuple] = []
     server = None
     try:
         for kind in [s.strip() for s in args.stores.split(",") if s.strip()]:
@@ -457,8 +509,8 @@ def main() -> None:
 
                 server = start_redis()
                 online = {"type": "redis", "url": server.url, "key_prefix": "bench"}
-            root = make_repo(DATA / f"repo_{kind}", source, online)
-            results += run_cases(kind, root, source, reps, server)
+            root = make_repo(DATA / f"repo_{kind}", source, online, args.validation_policy)
+            results += run_cases(kind, root, source, reps, server, validation)
             if server is not None:
                 server.stop()
                 server = None
@@ -475,6 +527,14 @@ def main() -> None:
             f"{kind:7s} {case:17s} {ours:7.2f}s   {ref:7.2f}s     {ratio:4.2f}x {verdict}   "
             f"({entities / ours:,.0f} rows/s)"
         )
+
+    print()
+    print(f"validation ({args.validation_policy} policy, every row passes; same run):")
+    print("store   validation on   validation off   ratio (target <= 1.10x)")
+    for kind, on, off in validation:
+        ratio = on / off
+        verdict = "ok" if ratio <= 1.10 else "ABOVE TARGET"
+        print(f"{kind:7s} {on:11.2f}s   {off:12.2f}s     {ratio:4.2f}x {verdict}")
 
     if args.skip_memory:
         return

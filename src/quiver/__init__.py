@@ -18,6 +18,8 @@ from quiver.definitions import (
     IcebergSource,
     OnDemandFeatureView,
     RequestSource,
+    ValidationRules,
+    ViewValidation,
 )
 from quiver.errors import (
     BackendError,
@@ -25,6 +27,7 @@ from quiver.errors import (
     ConcurrentChangeError,
     ConfigError,
     ConflictError,
+    DataValidationError,
     DefinitionError,
     InvalidError,
     MissingExtraError,
@@ -48,6 +51,7 @@ __all__ = [
     "ConcurrentChangeError",
     "ConfigError",
     "ConflictError",
+    "DataValidationError",
     "DefinitionError",
     "Entity",
     "FeatureService",
@@ -65,6 +69,8 @@ __all__ = [
     "ReferencedError",
     "RepoConfig",
     "RequestSource",
+    "ValidationRules",
+    "ViewValidation",
     "__version__",
     "load_config",
     "on_demand_feature_view",

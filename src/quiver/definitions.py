@@ -20,6 +20,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     Tag,
     ValidationError,
     field_validator,
@@ -36,6 +40,12 @@ from quiver.features.aggregations import (
     format_duration,
     parse_duration,
 )
+from quiver.quality import (
+    ValidationRules,
+    ViewValidation,
+    check_field_rules,
+    check_view_rules,
+)
 from quiver.types import DType
 
 __all__ = [
@@ -50,6 +60,8 @@ __all__ = [
     "IcebergSource",
     "OnDemandFeatureView",
     "RequestSource",
+    "ValidationRules",
+    "ViewValidation",
     "parse_feature_ref",
     "validate_name",
 ]
@@ -179,6 +191,13 @@ class Field(BaseModel):
             columns (``date_diff('year', date_of_birth, event_timestamp)``); checked by the SQL
             sandbox (:mod:`quiver.features.sql`) and cast to ``dtype``. In an on-demand view,
             an expression over its input features and request fields.
+        validation_rules: Optional :class:`~quiver.quality.ValidationRules` (``min_value``,
+            ``max_value``, ``not_null``, ``regex``), enforced at materialization and push under
+            the view's validation policy.
+        allowed_values: Optional list of the only values allowed (a null passes unless
+            ``not_null``).
+        default_value: Optional value served instead of a missing one where a request opts
+            into defaults (online reads, predictions); it must fit the dtype and the rules.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -188,6 +207,9 @@ class Field(BaseModel):
     description: str = ""
     tags: Tags = PydanticField(default_factory=dict)
     transformation: str | None = None
+    validation_rules: ValidationRules | None = None
+    allowed_values: list[StrictBool | StrictInt | StrictFloat | StrictStr] | None = None
+    default_value: Any | None = None
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -209,13 +231,23 @@ class Field(BaseModel):
                 parse_expression(self.transformation, f"transformation of feature '{self.name}'")
             except InvalidError as exc:
                 raise ValueError(exc.message) from None
+        if self.validation_rules is not None and self.validation_rules.empty:
+            object.__setattr__(self, "validation_rules", None)
+        check_field_rules(self)
         return self
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> Any:
         data = handler(self)
-        if isinstance(data, dict) and data.get("transformation") is None:
-            data.pop("transformation", None)  # specs of plain fields stay as they were
+        if isinstance(data, dict):  # specs of plain fields stay as they were
+            for key in ("transformation", "validation_rules", "allowed_values", "default_value"):
+                if data.get(key) is None:
+                    data.pop(key, None)
+            rules = data.get("validation_rules")
+            if isinstance(rules, dict):
+                data["validation_rules"] = {
+                    k: v for k, v in rules.items() if v is not None and v is not False
+                }
         return data
 
 
@@ -390,6 +422,7 @@ class FeatureView(_Definition):
     aggregation_interval: timedelta | None = None
     materialization_schedule: str | None = None
     schedule_timezone: str = "UTC"
+    validation: ViewValidation = PydanticField(default_factory=ViewValidation)
 
     if TYPE_CHECKING:
         # The signature users write (``schema=`` and ``ttl_seconds=`` are validation aliases,
@@ -413,6 +446,7 @@ class FeatureView(_Definition):
             aggregation_interval: timedelta | str | None = None,
             materialization_schedule: str | None = None,
             schedule_timezone: str = "UTC",
+            validation: ViewValidation | dict[str, Any] | None = None,
         ) -> None: ...
 
     @field_validator("entities", mode="before")
@@ -484,6 +518,7 @@ class FeatureView(_Definition):
             object.__setattr__(self, "ttl", None)
         if not isinstance(self.source, str) and self.source.name == "":
             raise ValueError("source name must not be empty")
+        check_view_rules(self)
         if self.source_query is not None:
             from quiver.features.sql import parse_query
 
@@ -566,6 +601,8 @@ class FeatureView(_Definition):
             spec.pop("materialization_schedule", None)
         if self.schedule_timezone == "UTC":
             spec.pop("schedule_timezone", None)
+        if self.validation.is_default:  # specs of views without checks stay as they were
+            spec.pop("validation", None)
         return spec
 
     def __getitem__(self, names: list[str] | tuple[str, ...] | str) -> list[str]:

@@ -12,6 +12,7 @@ purpose; callers catch the branch they can act on:
     ├── InvalidError               bad input: definitions, config, requests        (HTTP 422)
     │   ├── ConfigError            quiver.yaml / QUIVER_* settings
     │   ├── DefinitionError        a definitions file that cannot be loaded
+    │   ├── DataValidationError    rows fail a view's validation rules (policy reject)
     │   └── JobTimeoutError        a job ran past its time limit and was cancelled
     ├── UnauthorizedError          no API key, or a bad, revoked or expired one    (HTTP 401)
     ├── ForbiddenError             the caller may not do this (a role, a           (HTTP 403)
@@ -35,6 +36,7 @@ __all__ = [
     "ConcurrentChangeError",
     "ConfigError",
     "ConflictError",
+    "DataValidationError",
     "DefinitionError",
     "ForbiddenError",
     "InvalidError",
@@ -118,6 +120,16 @@ class DefinitionError(InvalidError):
     """A definitions file (Python, YAML or JSON) cannot be loaded."""
 
     error_type = "definition"
+
+
+class DataValidationError(InvalidError):
+    """Rows fail a feature view's validation rules and its policy is ``reject``.
+
+    ``details`` holds the view, the counts per rule (``feature:rule``) and a sample of the
+    failing rows' join keys per rule.
+    """
+
+    error_type = "validation_failed"
 
 
 class JobTimeoutError(InvalidError):

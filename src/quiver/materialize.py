@@ -24,22 +24,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from quiver.definitions import did_you_mean
 from quiver.errors import BackendError, InvalidError, NotFoundError, QuiverError
+from quiver.quality import ValidationCounts
 from quiver.registry.runs import MaterializationRun, finish_run, get_watermark, start_run
 
 if TYPE_CHECKING:
     from quiver.monitoring.statistics import StatisticsCollector
     from quiver.online.encoding import ViewLayout
+    from quiver.quality import ValidationPlan
     from quiver.selection import ViewSelection
     from quiver.store import FeatureStore
 
 __all__ = [
     "BATCH_ROWS",
+    "HOLD_BYTES",
     "MaterializationRun",
     "MaterializeProgress",
     "materialize",
@@ -51,6 +55,9 @@ logger = logging.getLogger("quiver.materialize")
 
 BATCH_ROWS = 10_000
 """Rows written to the online store per batch (one transaction / one pipeline)."""
+
+HOLD_BYTES = 64 * 2**20
+"""Checked rows a ``reject`` run holds in memory before they go to a temporary file."""
 
 
 class MaterializeProgress(Protocol):
@@ -241,6 +248,8 @@ def _run_view(
     end: datetime,
     progress: MaterializeProgress | None,
 ) -> MaterializationRun:
+    from quiver.quality import validation_plan
+
     view = sel.view.name
     registry = store.registry
     from quiver.jobs.context import current_job_id
@@ -250,6 +259,8 @@ def _run_view(
     rows = 0
     reader = None
     collector = _collector(store, sel)
+    plan = None if sel.view.aggregations else validation_plan(sel.view)
+    counts = None if plan is None else ValidationCounts(policy=plan.policy)
     try:
         _notify(progress, "view_started", view, start, end)
         online = store.online_store
@@ -262,7 +273,10 @@ def _run_view(
             )
         else:
             reader = store.offline_engine.pull_latest(sel, start, end)
-        for batch in reader or ():
+        batches: Any = reader or ()
+        if plan is not None and counts is not None:
+            batches = _validated(plan, counts, batches, list(sel.join_keys), spill)
+        for batch in batches:
             if collector is not None:
                 collector.add(batch)
             for offset in range(0, batch.num_rows, BATCH_ROWS):
@@ -280,6 +294,7 @@ def _run_view(
                 rows_written=rows,
                 duration_seconds=time.perf_counter() - began,
                 error=_error_text(exc),
+                validation=counts,
             )
         except QuiverError:
             failed = None  # the registry is down too; the original error matters more
@@ -294,7 +309,11 @@ def _run_view(
     _invalidate(store, view)
     features = _statistics(collector, view)
     done = finish_run(
-        registry, run, rows_written=rows, duration_seconds=time.perf_counter() - began
+        registry,
+        run,
+        rows_written=rows,
+        duration_seconds=time.perf_counter() - began,
+        validation=counts,
     )
     if collector is not None and features is not None:
         _save_statistics(registry, done, collector, features)
@@ -371,6 +390,72 @@ def _refresh_drift(store: FeatureStore, view: str) -> None:
         refresh_drift(store, view)
     except Exception:
         logger.exception("checking the drift of the models using '%s' failed", view)
+
+
+def _validated(
+    plan: ValidationPlan,
+    counts: ValidationCounts,
+    batches: Any,
+    keys: list[str],
+    spill: Any,
+) -> Iterator[Any]:
+    """The batches to write after the view's validation, with ``counts`` filled in.
+
+    Under ``drop`` and ``warn`` batches stream through. Under ``reject`` nothing may be written
+    unless every row passes, so the checked batches are held, in memory up to
+    :data:`HOLD_BYTES` and beyond that in a temporary Arrow IPC file (memory stays bounded),
+    and written only after the last one passed; a failing row makes the run fail with
+    :class:`~quiver.errors.DataValidationError` after every row was counted.
+    """
+    import pyarrow as pa
+
+    what = "materialization"
+    if plan.policy != "reject":
+        for batch in batches:
+            kept, found = plan.check(pa.Table.from_batches([batch]), keys, what=what)
+            counts.add(found)
+            yield from kept.to_batches()
+        return
+    held: list[Any] = []
+    size = 0
+    writer = None
+    with contextlib.ExitStack() as stack:
+        for batch in batches:
+            _, found = plan.check(pa.Table.from_batches([batch]), keys, what=what)
+            counts.add(found)
+            if counts.rows_invalid:
+                held.clear()
+                continue  # the run fails: count the rest, keep nothing
+            if writer is None:
+                held.append(batch)
+                size += batch.nbytes
+                if size <= HOLD_BYTES:
+                    continue
+                path = stack.enter_context(spill())
+                writer = stack.enter_context(pa.ipc.new_file(path, batch.schema))
+                for kept in held:
+                    writer.write_batch(kept)
+                held.clear()
+            else:
+                writer.write_batch(batch)
+        if counts.rows_invalid:
+            raise counts.error(plan.view, what)
+        yield from held
+        if writer is not None:
+            writer.close()
+            source = stack.enter_context(pa.memory_map(str(path)))
+            stored = pa.ipc.open_file(source)
+            for i in range(stored.num_record_batches):
+                yield stored.get_batch(i)
+
+
+@contextlib.contextmanager
+def spill() -> Iterator[Path]:
+    """A temporary file for the batches of a ``reject`` run, removed afterwards."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="quiver-validate-") as tmp:
+        yield Path(tmp) / "rows.arrow"
 
 
 def _close(reader: Any) -> None:

@@ -510,11 +510,13 @@ class FeatureStore:
         *,
         feature_service: str | None = None,
         full_feature_names: bool = False,
+        use_defaults: bool = False,
     ) -> Any:
         """The latest feature values for each entity row, with a status per value.
 
         ``entity_rows``: a list of dicts of join keys, a dict of lists, or a DataFrame / Arrow
-        table. Returns an ``OnlineResponse`` (see ``quiver.online.serving``).
+        table. ``use_defaults``: serve each feature's ``default_value`` where its value is
+        missing or expired. Returns an ``OnlineResponse`` (see ``quiver.online.serving``).
         """
         return _serving().get_online_features(
             self,
@@ -522,6 +524,7 @@ class FeatureStore:
             entity_rows=entity_rows,
             feature_service=feature_service,
             full_feature_names=full_feature_names,
+            use_defaults=use_defaults,
         )
 
     def push(

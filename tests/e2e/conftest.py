@@ -170,6 +170,23 @@ def new_demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
             srv.stop()
 
 
+@pytest.fixture(scope="session")
+def session_serve_repo() -> Iterator[Callable[..., Server]]:
+    """Like ``serve_repo``, but the servers run until the session ends (for module fixtures)."""
+    started: list[Server] = []
+
+    def start(repo: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
+        srv = start_server(repo, *extra, env=env)
+        started.append(srv)
+        return srv
+
+    try:
+        yield start
+    finally:
+        for srv in started:
+            srv.stop()
+
+
 @pytest.fixture
 def serve_repo() -> Iterator[Callable[..., Server]]:
     """Start ``quiver serve`` with extra options over a given repo; stopped after the test."""

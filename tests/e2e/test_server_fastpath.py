@@ -363,6 +363,7 @@ _bodies = st.fixed_dictionaries(
         "feature_service": st.none() | st.text(max_size=4) | _json_values,
         "full_feature_names": st.booleans() | _json_values,
         "feature_sets": st.none() | st.lists(st.text(max_size=6), max_size=3) | _json_values,
+        "use_defaults": st.booleans() | _json_values,
         "extra": _json_values,
     },
 )
@@ -385,6 +386,7 @@ def test_plain_json_is_read_as_the_model_reads_it(body: dict[str, Any], model: A
         expected.feature_service,
         expected.full_feature_names,
         getattr(expected, "feature_sets", None),  # the specification's shape (native only)
+        getattr(expected, "use_defaults", False),  # Feast's request has no such option
     )
     assert _same(tuple(got), want), (got, want)
 

@@ -155,7 +155,13 @@ def test_push_online_then_read_back(client: httpx.Client) -> None:
     }
     pushed = client.post("/api/v1/push", json={"view": "customer_behavior", "rows": [row]})
     assert pushed.status_code == 200, pushed.text
-    assert pushed.json() == {"view": "customer_behavior", "rows": 1, "to": "online"}
+    answer = pushed.json()
+    assert {k: answer[k] for k in ("view", "rows", "to")} == {
+        "view": "customer_behavior",
+        "rows": 1,
+        "to": "online",
+    }
+    assert answer["validation"]["rows_invalid"] == 0  # the demo's view declares min_value: 0
     body = client.post(
         "/api/v1/serving/online",
         json={"features": BEHAVIOR, "entities": {"customer_id": [key]}},

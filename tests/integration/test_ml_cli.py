@@ -116,3 +116,27 @@ def test_errors_are_one_line(repo: Path) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: unknown hyperparameter 'max_dept'"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_predict_batch_missing_features_options(repo: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if "churn_cli" not in run(repo, "models", "list"):
+        run(repo, "train", str(repo / "spec.yaml"))
+    labels = pq.read_table(repo / "data" / "churn_labels.parquet")
+    when = labels["event_timestamp"][0].as_py().isoformat()
+    rows = pa.table({"customer_id": [1, 999_999], "event_timestamp": [when, when]})
+    pacsv.write_csv(rows, repo / "missing.csv")
+    out_file = repo / "out" / "missing.parquet"
+    args = ["predict", "batch", "churn_cli", "-i", str(repo / "missing.csv"), "-o", str(out_file)]
+    flagged = run(repo, *args)
+    assert "1 rows had missing features (flagged in features_missing)" in flagged
+    assert pq.read_table(out_file)["features_missing"].to_pylist() == [False, True]
+    refused = CliRunner().invoke(app, [*args, "--missing", "refuse", "--repo", str(repo)])
+    assert refused.exit_code == 1  # main() prints it as one line (test_errors_are_one_line)
+    assert "customer_id=999999" in str(refused.exception)
+    job = json.loads(run(repo, *args, "--missing", "defaults", "--json"))
+    assert (job["status"], job["rows_missing_features"]) == ("completed", 1)
+    bad = CliRunner().invoke(app, [*args, "--missing", "never", "--repo", str(repo)])
+    assert bad.exit_code == 2

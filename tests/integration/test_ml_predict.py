@@ -94,6 +94,7 @@ def test_batch_output_rows_and_columns(store: FeatureStore, models: dict[str, An
         "prediction_class",
         "model_id",
         "model_version",
+        "features_missing",
     ]
     assert table.schema.field("event_timestamp").type == pa.timestamp("us", tz="UTC")
     assert table["customer_id"].to_pylist() == labels["customer_id"].to_pylist()  # input order
@@ -123,6 +124,7 @@ def test_regression_output_has_no_class_column(store: FeatureStore, models: dict
         "ltv",
         "model_id",
         "model_version",
+        "features_missing",
     ]
     assert table.num_rows == 3
 
@@ -268,6 +270,45 @@ def test_online_by_name_and_stage(store: FeatureStore, models: dict[str, Any]) -
     assert by_stage["model_id"] == "churn_rf:1"
     with pytest.raises(NotFoundError, match=r"no version in stage 'production'"):
         store.predict_online("churn_rf", stage="production", entity_rows=[{"customer_id": 5}])
+
+
+def test_batch_missing_features_flagged_refused_defaulted(
+    store: FeatureStore, models: dict[str, Any]
+) -> None:
+    from quiver.ml.service import get_prediction_job, list_prediction_jobs
+
+    rows = _now_rows([1, 999_999, 2])
+    out = store.repo_path / "out" / "missing.parquet"
+    flagged = store.predict_batch("churn_lgb:1", rows, out)
+    table = pq.read_table(out)
+    assert table["features_missing"].to_pylist() == [False, True, False]
+    assert (flagged.rows, flagged.rows_missing_features) == (3, 1)
+    assert get_prediction_job(store, flagged.prediction_id).rows_missing_features == 1
+
+    refused_out = store.repo_path / "out" / "refused.parquet"
+    with pytest.raises(MissingFeaturesError, match=r"customer_id=999999") as info:
+        store.predict_batch("churn_lgb:1", rows, refused_out, missing="refuse")
+    assert info.value.details["rows"] == 1
+    assert "customer_behavior" in info.value.details["views"]
+    assert not refused_out.exists()
+    failed = list_prediction_jobs(store)[0]
+    assert (failed.status, failed.rows_missing_features) == ("failed", 1)
+
+    defaulted_out = store.repo_path / "out" / "defaulted.parquet"
+    defaulted = store.predict_batch("churn_lgb:1", rows, defaulted_out, missing="defaults")
+    scored = pq.read_table(defaulted_out)
+    assert scored["features_missing"].to_pylist() == [False, True, False]
+    assert defaulted.rows_missing_features == 1
+    # the rows with features are scored as before; the missing one as online with defaults
+    assert scored["prediction"][0].as_py() == pytest.approx(table["prediction"][0].as_py())
+    online = store.predict_online(
+        "churn_lgb:1", entity_rows=[{"customer_id": 999_999}], use_defaults=True
+    )
+    assert scored["prediction"][1].as_py() == pytest.approx(
+        online["predictions"][0]["prediction"], rel=1e-9
+    )
+    with pytest.raises(InvalidError, match=r"missing='sometimes' must be one of"):
+        store.predict_batch("churn_lgb:1", rows, defaulted_out, missing="sometimes")
 
 
 def test_online_missing_features(store: FeatureStore, models: dict[str, Any]) -> None:

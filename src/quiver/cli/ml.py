@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 from pathlib import Path
@@ -23,6 +24,16 @@ VersionOption = Annotated[
     int | None,
     typer.Option("--version", "-v", help="A model version (default: production, else latest)."),
 ]
+
+
+class MissingPolicy(enum.StrEnum):
+    """What a batch prediction does with rows whose features are missing."""
+
+    flag = "flag"
+    refuse = "refuse"
+    defaults = "defaults"
+
+
 StageOption = Annotated[
     str | None,
     typer.Option("--stage", "-s", help="Use the version in this stage (staging, production...)."),
@@ -287,6 +298,16 @@ def predict_batch(
     chunk_rows: Annotated[
         int | None, typer.Option("--chunk-rows", min=1, help="Rows per chunk (bounds memory).")
     ] = None,
+    missing: Annotated[
+        MissingPolicy,
+        typer.Option(
+            "--missing",
+            help=(
+                "Rows whose features are missing: flag (score them, features_missing=true), "
+                "refuse (fail the job) or defaults (use the features' defaults)."
+            ),
+        ),
+    ] = MissingPolicy.flag,
     repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -300,6 +321,7 @@ def predict_batch(
         "prediction_column": prediction_column,
         "entity_columns": [c for v in entity_columns or [] for c in v.split(",") if c] or None,
         "chunk_rows": chunk_rows,
+        "missing": missing.value,
     }
     if json_:
         job = store.predict_batch(model, input, output, **options)
@@ -317,6 +339,13 @@ def predict_batch(
         f"in {job.duration_seconds:.1f}s (job {job.prediction_id})",
         highlight=False,
     )
+    if job.rows_missing_features:
+        console.print(
+            f"{job.rows_missing_features:,} rows had missing features "
+            f"({'defaults used' if missing.value == 'defaults' else 'flagged'} in "
+            "features_missing)",
+            highlight=False,
+        )
 
 
 def predict_online(

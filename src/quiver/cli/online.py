@@ -128,6 +128,13 @@ def _summary(runs: list[Any], skipped: list[tuple[str, datetime]], json_: bool) 
         f"[green]Materialized[/] {len(runs)} view{'s' if len(runs) != 1 else ''}, "
         f"{rows:,} rows in {seconds:.1f}s, up to {', '.join(sorted(ends))}"
     )
+    for r in runs:
+        if getattr(r, "rows_invalid", 0):
+            console.print(
+                f"{r.view}: {r.rows_invalid:,} rows failed validation "
+                f"({r.rows_dropped:,} dropped); failures: {r.validation['failures']}",
+                highlight=False,
+            )
 
 
 def materialize(
@@ -281,6 +288,13 @@ def get_online(
     full_names: Annotated[
         bool, typer.Option("--full-names", help="Name columns view__feature.")
     ] = False,
+    use_defaults: Annotated[
+        bool,
+        typer.Option(
+            "--use-defaults",
+            help="Show each feature's default_value where its value is missing or expired.",
+        ),
+    ] = False,
     repo: RepoOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -314,7 +328,11 @@ def get_online(
             row[key] = _parse_key(value.strip(), key_types[key], key)
         rows.append(row)
     result = store.get_online_features(
-        features=refs, entity_rows=rows, feature_service=service, full_feature_names=full_names
+        features=refs,
+        entity_rows=rows,
+        feature_service=service,
+        full_feature_names=full_names,
+        use_defaults=use_defaults,
     )
     if json_:
         print_json({**result.to_dict(), "statuses": result.statuses})

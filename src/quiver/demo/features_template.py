@@ -10,6 +10,9 @@ row, `customer_order_activity` aggregates the order events over 7- and 30-day wi
 tiles), and `customer_derived_features` is an on-demand view computed when read, from the other
 two.
 They are computed the same way in training sets, batch predictions and online serving.
+
+Data quality: `customer_behavior`'s counts and charges declare `min_value: 0` with the `reject`
+policy, so a push or a materialization holding a negative one is refused and writes nothing.
 """
 
 from datetime import timedelta
@@ -22,6 +25,8 @@ from quiver import (
     Field,
     FileSource,
     OnDemandFeatureView,
+    ValidationRules,
+    ViewValidation,
 )
 
 # --- entity ---------------------------------------------------------------------------------
@@ -75,24 +80,54 @@ churn_labels = FileSource(
 
 # --- feature views --------------------------------------------------------------------------
 
+# Counts and charges are never negative (checked at materialization and at push).
+NON_NEGATIVE = ValidationRules(min_value=0)
+
 customer_behavior = FeatureView(
     name="customer_behavior",
     entities=[customer],
     schema=[
-        Field(name="tenure_months", dtype="int64", description="Months since sign-up."),
-        Field(name="monthly_charges", dtype="float64", description="Current monthly bill."),
-        Field(name="total_charges", dtype="float64", description="Total billed since sign-up."),
+        Field(
+            name="tenure_months",
+            dtype="int64",
+            description="Months since sign-up.",
+            validation_rules=NON_NEGATIVE,
+        ),
+        Field(
+            name="monthly_charges",
+            dtype="float64",
+            description="Current monthly bill.",
+            validation_rules=NON_NEGATIVE,
+        ),
+        Field(
+            name="total_charges",
+            dtype="float64",
+            description="Total billed since sign-up.",
+            validation_rules=NON_NEGATIVE,
+        ),
         Field(
             name="support_tickets",
             dtype="int64",
             description="Support tickets opened in the last 30 days.",
+            validation_rules=NON_NEGATIVE,
         ),
-        Field(name="orders", dtype="int64", description="Orders placed in the last 30 days."),
-        Field(name="avg_order_value", dtype="float64", description="Average order value."),
+        Field(
+            name="orders",
+            dtype="int64",
+            description="Orders placed in the last 30 days.",
+            validation_rules=NON_NEGATIVE,
+        ),
+        Field(
+            name="avg_order_value",
+            dtype="float64",
+            description="Average order value.",
+            validation_rules=NON_NEGATIVE,
+        ),
         Field(
             name="days_since_last_order",
             dtype="int64",
             description="Days since the last order (or since sign-up).",
+            validation_rules=NON_NEGATIVE,
         ),
         # A SQL transformation: computed from the source row, offline and at materialization.
         Field(
@@ -105,6 +140,8 @@ customer_behavior = FeatureView(
     source=customer_behavior_source,
     ttl=timedelta(days=30),
     online=True,
+    # Rows breaking a rule are refused, at materialization and at push; nothing is written.
+    validation=ViewValidation(policy="reject"),
     description="Usage, billing and support activity, snapshotted weekly.",
     tags={"team": "growth", "pii": "false"},
     owner="growth@example.com",

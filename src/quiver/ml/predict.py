@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
+    "MISSING_COLUMN",
+    "MISSING_POLICIES",
     "MissingFeaturesError",
     "load_model",
     "predict_batch",
@@ -43,9 +45,15 @@ __all__ = [
 DEFAULT_CHUNK_ROWS = 250_000
 """Rows scored per chunk in batch prediction."""
 
+MISSING_POLICIES = ("flag", "refuse", "defaults")
+"""What a batch prediction does with rows whose features are missing (see :func:`predict_batch`)."""
+
+MISSING_COLUMN = "features_missing"
+"""The output column flagging rows scored with missing features."""
+
 
 class MissingFeaturesError(InvalidError):
-    """Features needed for an online prediction are missing or expired."""
+    """Features needed for a prediction are missing or expired."""
 
     error_type = "missing_features"
 
@@ -117,8 +125,15 @@ def predict_batch(
     progress: Callable[[int], None] | None = None,
     author: str | None = None,
     overwrite: bool = True,
+    missing: str = "flag",
 ) -> PredictionJob:
     """Score every row of ``input`` and write the predictions to ``output``.
+
+    A row's features from a view are *missing* when the view had no row for its key in the
+    TTL window (the point-in-time join gives nulls for every feature of the view; a stored row
+    holding only nulls looks the same). Windowed aggregations (count 0 in an empty window) and
+    on-demand features are never missing. Such rows are counted in the job record
+    (``rows_missing_features``) and handled by ``missing``, as online predictions are.
 
     Args:
         store: The feature store.
@@ -135,6 +150,10 @@ def predict_batch(
         author: Recorded with the job.
         overwrite: Replace an existing output file (otherwise it is a
             :class:`~quiver.errors.ConflictError`, raised before any work).
+        missing: ``flag`` (default: score them and set the ``features_missing`` column),
+            ``refuse`` (the job fails with :class:`MissingFeaturesError`, nothing is written)
+            or ``defaults`` (fill the missing values with each feature's ``default_value``, or
+            the model's training-time default, and flag the row).
 
     Returns:
         The completed job record.
@@ -142,6 +161,7 @@ def predict_batch(
     Raises:
         InvalidError: missing columns, a clash of column names, or views the model does not use.
         ConflictError: the output file exists and ``overwrite`` is false.
+        MissingFeaturesError: rows with missing features and ``missing="refuse"``.
     """
 
     from quiver.definitions import validate_name
@@ -151,6 +171,8 @@ def predict_batch(
 
     if chunk_rows < 1:
         raise InvalidError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    if missing not in MISSING_POLICIES:
+        raise InvalidError(f"missing={missing!r} must be one of {', '.join(MISSING_POLICIES)}")
     validate_name(prediction_column, "prediction column")
     _check_feature_views(version, feature_views)
     loaded = load_model(store, version)
@@ -158,7 +180,7 @@ def predict_batch(
     keep = list(dict.fromkeys(entity_columns if entity_columns else join_keys))
     keep = [c for c in keep if c != timestamp_column]  # the timestamp is always written
     class_column = f"{prediction_column}_class"
-    reserved = {prediction_column, "model_id", "model_version", timestamp_column}
+    reserved = {prediction_column, "model_id", "model_version", timestamp_column, MISSING_COLUMN}
     if loaded.model_type == "classification":
         reserved.add(class_column)
     clash = [c for c in keep if c in reserved]
@@ -187,15 +209,16 @@ def predict_batch(
     )
     started = time.perf_counter()
     rows = 0
+    gaps = _MissingPolicy(store, loaded, version, missing, join_keys)
     schema: pa.Schema | None = None
     publishing = ExitStack()
     try:
         needed = list(dict.fromkeys([*join_keys, *keep, timestamp_column]))
         for chunk in chunks:
-            missing = [c for c in needed if c not in chunk.column_names]
-            if missing:
+            lacking = [c for c in needed if c not in chunk.column_names]
+            if lacking:
                 raise InvalidError(
-                    f"input '{io.describe_input(input)}' lacks column(s) {', '.join(missing)}; "
+                    f"input '{io.describe_input(input)}' lacks column(s) {', '.join(lacking)}; "
                     f"it needs the join keys ({', '.join(join_keys)}), the timestamp column "
                     f"'{timestamp_column}' and the entity columns; it has "
                     f"{', '.join(chunk.column_names)}"
@@ -216,6 +239,7 @@ def predict_batch(
                 timestamp_column=timestamp_column,
                 prediction_column=prediction_column,
                 schema=schema,
+                gaps=gaps,
             )
             target.write(out)
             rows += out.num_rows
@@ -236,11 +260,16 @@ def predict_batch(
             rows=rows,
             duration_seconds=time.perf_counter() - started,
             error=message,
+            rows_missing_features=gaps.rows,
         )
         raise
     with publishing:
         return registry.finish_job(
-            job_id, status="completed", rows=rows, duration_seconds=time.perf_counter() - started
+            job_id,
+            status="completed",
+            rows=rows,
+            duration_seconds=time.perf_counter() - started,
+            rows_missing_features=gaps.rows,
         )
 
 
@@ -276,6 +305,7 @@ def _output_schema(
         fields.append(pa.field(f"{prediction_column}_class", arrow_type(label.dtype)))
     fields.append(pa.field("model_id", pa.string()))
     fields.append(pa.field("model_version", pa.int64()))
+    fields.append(pa.field(MISSING_COLUMN, pa.bool_()))
     return pa.schema(fields)
 
 
@@ -289,6 +319,7 @@ def _score_chunk(
     timestamp_column: str,
     prediction_column: str,
     schema: pa.Schema,
+    gaps: _MissingPolicy,
 ) -> pa.Table:
     import pyarrow as pa
 
@@ -298,7 +329,7 @@ def _score_chunk(
         full_feature_names=bool(version.lineage.get("full_feature_names", False)),
         timestamp_column=timestamp_column,
     )
-    frame = job.to_arrow()
+    frame, flags = gaps.apply(job.to_arrow())
     matrix = loaded.encoding.encode(frame)
     pred, codes, _ = _outputs(loaded, matrix)
     n = frame.num_rows
@@ -315,12 +346,110 @@ def _score_chunk(
             arrays.append(pa.array([version.model_id] * n, type=pa.string()))
         elif name == "model_version":
             arrays.append(pa.array([version.version] * n, type=pa.int64()))
+        elif name == MISSING_COLUMN:
+            arrays.append(flags)
         elif name == timestamp_column:
             arrays.append(frame[name].cast(field.type))
         else:
             col = frame[name]
             arrays.append(col if col.type == field.type else _cast(col, field, name))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+class _MissingPolicy:
+    """Finds the rows of a batch whose features are missing and applies the job's policy.
+
+    Attributes:
+        rows: Rows with missing features seen so far (for the job record).
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        loaded: LoadedModel,
+        version: ModelVersion,
+        policy: str,
+        join_keys: list[str],
+    ) -> None:
+        self.policy = policy
+        self.version = version
+        self.join_keys = join_keys
+        self.rows = 0
+        windowed = _aggregated_names(store, loaded)
+        groups: dict[str, list[str]] = {}
+        for f in loaded.encoding.features:
+            view = f.ref.split(":", 1)[0]
+            if f.name not in windowed and store.registry.find("feature_view", view) is not None:
+                groups.setdefault(view, []).append(f.name)
+        self.groups = groups
+        self.defaults = {**loaded.encoding.defaults, **declared_defaults(store, loaded)}
+
+    def apply(self, frame: pa.Table) -> tuple[pa.Table, pa.Array]:
+        """The frame to score (with defaults filled in under ``defaults``) and the flags."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = frame.num_rows
+        flags = pa.array([False] * n, pa.bool_())
+        masks: dict[str, Any] = {}
+        for view, names in self.groups.items():
+            mask: Any = None
+            for name in names:
+                null = pc.is_null(frame.column(name), nan_is_null=False)
+                mask = null if mask is None else pc.and_(mask, null)
+            if mask is not None and pc.any(mask).as_py():
+                masks[view] = mask
+                flags = pc.or_(flags, mask)
+        if not masks:
+            return frame, flags
+        count = int(pc.sum(flags).as_py() or 0)
+        self.rows += count
+        if self.policy == "refuse":
+            raise self._error(frame, flags, masks, count)
+        if self.policy == "defaults":
+            for view, mask in masks.items():
+                for name in self.groups[view]:
+                    default = self.defaults.get(name)
+                    if default is None:
+                        continue
+                    at = frame.schema.get_field_index(name)
+                    col = frame.column(name)
+                    filled = pc.if_else(mask, pa.scalar(default).cast(col.type), col)
+                    frame = frame.set_column(at, name, filled)
+        return frame, flags
+
+    def _error(
+        self, frame: pa.Table, flags: Any, masks: dict[str, Any], count: int
+    ) -> MissingFeaturesError:
+        keys = [k for k in self.join_keys if k in frame.column_names]
+        sample = frame.select(keys).filter(flags).slice(0, 5).to_pylist()
+        where = "; ".join(", ".join(f"{k}={v}" for k, v in row.items()) for row in sample)
+        return MissingFeaturesError(
+            f"model '{self.version.model_id}' cannot predict {count} row(s) of this chunk: "
+            f"features of {', '.join(masks)} are missing (no row in the TTL window), e.g. "
+            f"{where}. Materialize or backfill the data, or set missing to 'flag' (score and "
+            "flag them) or 'defaults'",
+            details={"rows": count, "views": list(masks), "sample": sample},
+        )
+
+
+def declared_defaults(store: FeatureStore, loaded: LoadedModel) -> dict[str, Any]:
+    """The model's features (by its column names) whose fields declare a ``default_value``."""
+    out: dict[str, Any] = {}
+    views: dict[str, Any] = {}
+    for f in loaded.encoding.features:
+        view, feature = f.ref.split(":", 1)
+        if view not in views:
+            views[view] = store.registry.find("feature_view", view) or store.registry.find(
+                "on_demand_feature_view", view
+            )
+        found = views[view]
+        if found is None:
+            continue
+        for field in found.features:
+            if field.name == feature and field.default_value is not None:
+                out[f.name] = field.default_value
+    return out
 
 
 def _cast(col: Any, field: Any, name: str) -> Any:
@@ -364,8 +493,9 @@ def predict_online(
         entity_rows: Join key values per row, e.g. ``[{"customer_id": 42}]``.
         features: Feature values: one mapping, or one per row. Keys are the model's feature
             names (``view:feature`` and ``view__feature`` are accepted too).
-        use_defaults: Fill missing or expired values with the training-time defaults instead of
-            refusing the request.
+        use_defaults: Fill missing or expired values with each feature's ``default_value`` (or,
+            where it declares none, the model's training-time default) instead of refusing
+            the request.
 
     Returns:
         ``{"model_id", "model_name", "model_version", "model_type", "predictions": [...]}`` with,
@@ -418,7 +548,7 @@ def predict_online(
             details={"missing": problems},
         )
     if problems:
-        defaults = encoding.defaults
+        defaults = {**encoding.defaults, **declared_defaults(store, loaded)}
         for p in problems:
             for name in p["features"]:
                 rows[p["row"]][name] = defaults.get(name)

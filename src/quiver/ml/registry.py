@@ -222,6 +222,7 @@ class PredictionJob:
     error: str | None
     created_at: datetime
     created_by: str | None
+    rows_missing_features: int = 0
 
     @property
     def model_id(self) -> str:
@@ -244,6 +245,7 @@ class PredictionJob:
             "error": self.error,
             "created_at": _iso(self.created_at),
             "created_by": self.created_by,
+            "rows_missing_features": self.rows_missing_features,
         }
 
 
@@ -283,6 +285,7 @@ def _job_from_row(row: Any) -> PredictionJob:
         error=row.error,
         created_at=_utc(row.created_at),  # type: ignore[arg-type]
         created_by=row.created_by,
+        rows_missing_features=int(row.rows_missing_features or 0),
     )
 
 
@@ -601,8 +604,12 @@ class ModelRegistry:
         rows: int,
         duration_seconds: float,
         error: str | None = None,
+        rows_missing_features: int = 0,
     ) -> PredictionJob:
-        """Record the outcome of a job (``completed``, ``failed`` or ``cancelled``)."""
+        """Record the outcome of a job (``completed``, ``failed`` or ``cancelled``).
+
+        ``rows_missing_features``: rows of a batch prediction whose features were missing.
+        """
         with self._write() as conn:
             conn.execute(
                 prediction_jobs.update()
@@ -612,6 +619,7 @@ class ModelRegistry:
                     rows=rows,
                     duration_seconds=duration_seconds,
                     error=error,
+                    rows_missing_features=rows_missing_features,
                 )
             )
         return self.get_job(job_id)

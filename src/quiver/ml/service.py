@@ -98,6 +98,7 @@ def predict_batch(
     chunk_rows: int | None = None,
     progress: Callable[[int], None] | None = None,
     overwrite: bool = True,
+    missing: str = "flag",
 ) -> PredictionJob:
     """Score a table of entity rows point-in-time correctly and write the predictions.
 
@@ -120,6 +121,7 @@ def predict_batch(
         progress=progress,
         author=current_user(),
         overwrite=overwrite,
+        missing=missing,
     )
 
 

@@ -68,4 +68,6 @@ prediction_jobs = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("created_by", sa.String(255), nullable=True),
+    # data quality (migration 0006): rows scored, flagged or refused with missing features
+    sa.Column("rows_missing_features", sa.BigInteger, nullable=False, server_default="0"),
 )

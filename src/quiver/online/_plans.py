@@ -18,6 +18,7 @@ from quiver.online.encoding import ViewLayout
 
 if TYPE_CHECKING:
     from quiver.definitions import FeatureView, FileSource, IcebergSource
+    from quiver.quality import ValidationPlan
     from quiver.registry import Registry
     from quiver.store import FeatureStore
 
@@ -86,6 +87,7 @@ class _PushTarget:
     view: FeatureView
     layout: ViewLayout
     source: FileSource | IcebergSource
+    validation: ValidationPlan | None = None
 
 
 class _Cache:

@@ -17,6 +17,7 @@ from quiver.types import arrow_type, is_list, is_nested
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from quiver.quality import ValidationCounts
     from quiver.store import FeatureStore
 
 
@@ -37,10 +38,29 @@ def _push_target(store: FeatureStore, view: str) -> _PushTarget:
         )
     entities = [registry.get("entity", e) for e in fv.entities]
     source = registry.get("data_source", fv.source_name)
-    target = _PushTarget(fv, ViewLayout.from_view(store.project, fv, entities), source)
+    from quiver.quality import validation_plan
+
+    layout = ViewLayout.from_view(store.project, fv, entities)
+    target = _PushTarget(fv, layout, source, validation_plan(fv))
     if cache.generation == generation:
         cache.targets[view] = target
     return target
+
+
+class PushResult(int):
+    """The number of rows written (an ``int``), with what the view's validation found.
+
+    Attributes:
+        validation: The counts (:class:`~quiver.quality.ValidationCounts`), or ``None`` when
+            the view declares no validation rules.
+    """
+
+    validation: ValidationCounts | None
+
+    def __new__(cls, rows: int, validation: ValidationCounts | None = None) -> PushResult:
+        obj = super().__new__(cls, rows)
+        obj.validation = validation
+        return obj
 
 
 def push(
@@ -49,7 +69,7 @@ def push(
     rows: Any,
     *,
     to: Literal["online", "offline", "both"] = "online",
-) -> int:
+) -> PushResult:
     """Validate fresh rows of ``view`` and write them to the online and/or offline store.
 
     Args:
@@ -63,12 +83,15 @@ def push(
         to: ``online`` (default), ``offline`` (append to the view's source) or ``both``.
 
     Returns:
-        The number of rows pushed.
+        The number of rows pushed (a :class:`PushResult`, which also carries the validation
+        counts when the view declares rules).
 
     Raises:
         NotFoundError: the view does not exist.
         InvalidError: ``to`` is not one of the three, the view is not online, or the rows do
             not match the view's schema (nothing is written then).
+        DataValidationError: a row fails the view's validation rules under the ``reject``
+            policy (nothing is written then).
     """
     if to not in ("online", "offline", "both"):
         raise InvalidError(f"push: to={to!r} must be 'online', 'offline' or 'both'")
@@ -80,7 +103,7 @@ def push(
             "and materialize"
         )
     if isinstance(rows, (list, tuple)) and not rows:
-        return 0
+        return PushResult(0)
     if to != "offline" and not target.view.online:
         raise InvalidError(
             f"feature view '{view}' has online=False, so it has no online data; set "
@@ -93,8 +116,11 @@ def push(
         table, source_rows = push_tables(target, rows, store.config)
     else:
         table = _push_table(target, rows)
+    counts = None
+    if target.validation is not None:
+        table, source_rows, counts = _validate(target, table, source_rows)
     if table.num_rows == 0:
-        return 0
+        return PushResult(0, counts)
     if to in ("offline", "both"):
         from quiver.offline.sources import append_to_source
 
@@ -113,7 +139,25 @@ def push(
             store.online_store.write(target.layout, table)
         finally:  # after the write (even a partial one): cached reads of the view are stale
             invalidate(store, [view])
-    return table.num_rows
+    return PushResult(table.num_rows, counts)
+
+
+def _validate(
+    target: _PushTarget, table: pa.Table, source_rows: pa.Table | None
+) -> tuple[pa.Table, pa.Table | None, ValidationCounts]:
+    """Apply the view's validation to pushed rows (and the matching offline rows)."""
+    import pyarrow as pa
+
+    plan = target.validation
+    assert plan is not None
+    if plan.policy == "drop" and source_rows is not None:
+        index = "__qv_row"
+        numbered = table.append_column(index, pa.array(range(table.num_rows), pa.int64()))
+        kept, counts = plan.evaluate(numbered, list(target.layout.join_keys), what="push")
+        source_rows = source_rows.take(kept.column(index))
+        return kept.drop_columns([index]), source_rows, counts
+    kept, counts = plan.evaluate(table, list(target.layout.join_keys), what="push")
+    return kept, source_rows, counts
 
 
 def _as_arrow(rows: Any, view: str, nested: Mapping[str, str] | None = None) -> pa.Table:

@@ -66,6 +66,7 @@ def get_online_features(
     entity_rows: Any = None,
     feature_service: str | None = None,
     full_feature_names: bool = False,
+    use_defaults: bool = False,
 ) -> OnlineResponse:
     """The latest stored values of features for each entity row, with a status per value.
 
@@ -75,6 +76,8 @@ def get_online_features(
         entity_rows: One dict of join keys per row (or a dict of lists, or a DataFrame).
         feature_service: A feature service name (instead of ``features``).
         full_feature_names: Name outputs ``view__feature``.
+        use_defaults: Serve a feature's ``default_value`` (when it declares one) instead of
+            ``None`` where its value is missing or expired; the status still says which.
 
     Returns:
         An :class:`OnlineResponse`, rows in request order. A value is ``present``,
@@ -113,6 +116,8 @@ def get_online_features(
 
         for at, group in read_groups(online, plan.aggregated, columns, now_us):
             response.groups.insert(at, _new_tuple(OnlineGroup, group))
+    if use_defaults:
+        response = _with_defaults(store, plan, response)
     if plan.on_demand is not None:
         response = plan.on_demand.online(response, entity_rows)
         response.cache_hit = hit
@@ -169,6 +174,37 @@ def _valid_until(plan: _Plan, results: list[list[Any]], now_us: int) -> int | fl
                 if now_us < end < until:
                     until = end
     return until
+
+
+def _with_defaults(store: FeatureStore, plan: Any, response: OnlineResponse) -> OnlineResponse:
+    """The response with each feature's ``default_value`` where its value is not ``present``
+    (a new response: the groups of a cached one are shared)."""
+    defaults: dict[str, Any] = {}
+    for view in plan.views:
+        fields = {f.name: f for f in store.registry.get("feature_view", view.layout.view).features}
+        for pos, out in zip(view.features, view.outputs, strict=True):
+            field = fields.get(view.layout.feature_names[pos])
+            if field is not None and field.default_value is not None:
+                defaults[out] = field.default_value
+    if not defaults:
+        return response
+    groups = list(response.groups)
+    for i, group in enumerate(groups):
+        if not any(n in defaults for n in group.names) or all(r is not None for r in group.rows):
+            continue
+        blank = tuple(defaults.get(n) for n in group.names)
+        rows: list[tuple[Any, ...] | None] = [blank if row is None else row for row in group.rows]
+        groups[i] = group._replace(rows=rows)
+    filled = OnlineResponse(
+        response.feature_names,
+        response.join_keys,
+        response.entity_columns,
+        groups,
+        response._dtypes,
+        response._key_dtypes,
+    )
+    filled.cache_hit = response.cache_hit
+    return filled
 
 
 def _now_us() -> int:

@@ -15,6 +15,7 @@ job pool or scheduler at start, :func:`reap_dead_runs`).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
@@ -33,6 +34,7 @@ from quiver.registry.tables import materialization_watermarks as marks_table
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
+    from quiver.quality import ValidationCounts
     from quiver.registry import Registry
 
 __all__ = [
@@ -74,6 +76,10 @@ class MaterializationRun:
         schema_version: The view's online schema version the run wrote.
         online_store: The online store written (:func:`online_store_key`).
         job_id: The background job the run belongs to, if any.
+        rows_invalid: Rows failing the view's validation rules.
+        rows_dropped: Rows left out by the ``drop`` policy.
+        validation: The validation's counts (:meth:`ValidationCounts.to_dict`), ``None`` when
+            the view has no rules.
     """
 
     run_id: str
@@ -89,6 +95,9 @@ class MaterializationRun:
     schema_version: str = ""
     online_store: str = ""
     job_id: str | None = None
+    rows_invalid: int = 0
+    rows_dropped: int = 0
+    validation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-compatible dict (timestamps in ISO 8601)."""
@@ -106,6 +115,9 @@ class MaterializationRun:
             "schema_version": self.schema_version,
             "online_store": self.online_store,
             "job_id": self.job_id,
+            "rows_invalid": self.rows_invalid,
+            "rows_dropped": self.rows_dropped,
+            "validation": self.validation,
         }
 
 
@@ -124,6 +136,9 @@ def _from_row(row: Any) -> MaterializationRun:
         schema_version=row.schema_version,
         online_store=row.online_store,
         job_id=row.job_id,
+        rows_invalid=int(row.rows_invalid or 0),
+        rows_dropped=int(row.rows_dropped or 0),
+        validation=json.loads(row.validation) if row.validation else None,
     )
 
 
@@ -274,13 +289,17 @@ def finish_run(
     rows_written: int,
     duration_seconds: float,
     error: str | None = None,
+    validation: ValidationCounts | None = None,
 ) -> MaterializationRun:
     """Record the end of a run; a success moves the view's watermark up to ``run.end``.
+
+    ``validation``: what the view's validation rules found (stored with the run).
 
     The watermark never moves back: it becomes the later of its current value (if it belongs
     to the same schema version) and ``run.end``.
     """
     now = datetime.now(UTC)
+    counts = validation.to_dict() if validation is not None else None
     done = replace(
         run,
         rows_written=rows_written,
@@ -288,6 +307,9 @@ def finish_run(
         status="failed" if error is not None else "succeeded",
         error=error,
         finished_at=now,
+        rows_invalid=validation.rows_invalid if validation is not None else 0,
+        rows_dropped=validation.rows_dropped if validation is not None else 0,
+        validation=counts,
     )
     with _write(registry) as conn:
         conn.execute(
@@ -299,6 +321,9 @@ def finish_run(
                 duration_seconds=duration_seconds,
                 error=error,
                 finished_at=now,
+                rows_invalid=done.rows_invalid,
+                rows_dropped=done.rows_dropped,
+                validation=json.dumps(counts, default=str) if counts is not None else None,
             )
         )
         if error is None:

@@ -64,6 +64,10 @@ materialization_runs = sa.Table(
     sa.Column("pid", sa.Integer, nullable=True),
     sa.Column("online_store", sa.String(255), nullable=False, server_default=""),
     sa.Column("job_id", sa.String(32), nullable=True),
+    # data quality (migration 0006): what the view's validation rules found
+    sa.Column("rows_invalid", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("rows_dropped", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("validation", sa.Text, nullable=True),
     sa.Index("ix_materialization_runs_view", "project", "view", "started_at"),
 )
 

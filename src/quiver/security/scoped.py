@@ -203,6 +203,7 @@ class ScopedStore:
         *,
         feature_service: str | None = None,
         full_feature_names: bool = False,
+        use_defaults: bool = False,
     ) -> Any:
         """:meth:`FeatureStore.get_online_features`, after ``read_online`` checks."""
         self._checked(self._security.check_features, "read_online", features, feature_service)
@@ -211,6 +212,7 @@ class ScopedStore:
             entity_rows,
             feature_service=feature_service,
             full_feature_names=full_feature_names,
+            use_defaults=use_defaults,
         )
 
     def materialize(

@@ -65,6 +65,7 @@ async def spec_online(
         entity_rows=columns,
         feature_service=None,
         full_feature_names=False,
+        use_defaults=bool(getattr(req, "use_defaults", False)),
     )
     values = result.values
     keyed = [columns[k] for k in order]

@@ -323,6 +323,7 @@ class _Lookup(NamedTuple):
     feature_service: str | None
     full_feature_names: bool
     feature_sets: list[str] | None  # the specification's shape (OnlineRequest only)
+    use_defaults: bool
 
 
 _new_tuple = tuple.__new__
@@ -359,7 +360,10 @@ def _plain(data: dict[str, Any], fields: frozenset[str] | None) -> bool:
     sets = data.get("feature_sets")
     if sets is not None and (type(sets) is not list or not set(map(type, sets)) <= _STR_ONLY):
         return False
-    return type(data.get("full_feature_names", False)) is bool
+    return (
+        type(data.get("full_feature_names", False)) is bool
+        and type(data.get("use_defaults", False)) is bool
+    )
 
 
 def _lookup_request(model: type[OnlineRequest | FeastOnlineRequest], body: bytes) -> _Lookup:
@@ -380,6 +384,7 @@ def _lookup_request(model: type[OnlineRequest | FeastOnlineRequest], body: bytes
             data.get("feature_service"),
             data.get("full_feature_names", False),
             data.get("feature_sets") if native else None,
+            data.get("use_defaults", False) if native else False,
         )
     else:
         req = _parse(model, body)
@@ -389,6 +394,7 @@ def _lookup_request(model: type[OnlineRequest | FeastOnlineRequest], body: bytes
             req.feature_service,
             req.full_feature_names,
             getattr(req, "feature_sets", None),
+            getattr(req, "use_defaults", False),
         )
     return _new_tuple(_Lookup, fields)  # skips the NamedTuple's Python-level constructor
 
@@ -413,6 +419,7 @@ async def _lookup(app: QuiverAPI, req: _Lookup, request: Request) -> tuple[Onlin
             entities,
             feature_service=req.feature_service,
             full_feature_names=req.full_feature_names,
+            use_defaults=req.use_defaults,
         )
         if _metrics.RETRIEVAL is not None:
             _metrics.RETRIEVAL(time.perf_counter() - began)
@@ -423,6 +430,7 @@ async def _lookup(app: QuiverAPI, req: _Lookup, request: Request) -> tuple[Onlin
             entity_rows=entities,
             feature_service=req.feature_service,
             full_feature_names=req.full_feature_names,
+            use_defaults=req.use_defaults,
         )
     return result, n
 

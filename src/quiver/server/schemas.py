@@ -254,7 +254,11 @@ class ErrorResponse(_Out):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "an object does not exist"},
     409: {"model": ErrorResponse, "description": "the request conflicts with the current state"},
-    422: {"model": ErrorResponse, "description": "invalid input"},
+    422: {
+        "model": ErrorResponse,
+        "description": "invalid input (rows failing a view's validation rules under the "
+        "'reject' policy: type validation_failed, with the counts and sample keys in details)",
+    },
 }
 """The error responses documented on every route of the resource routers."""
 
@@ -372,6 +376,32 @@ class StatusResponse(_Out):
 # --- registry objects --------------------------------------------------------------------------
 
 
+class ValidationRulesSpec(_In):
+    """Rules a feature's values must follow (a null passes all but ``not_null``)."""
+
+    min_value: int | float | None = Field(default=None, description="numeric features")
+    max_value: int | float | None = Field(default=None, description="numeric features")
+    not_null: bool = False
+    regex: str | None = Field(
+        default=None, description="a full match of string values (RE2 syntax)", max_length=1000
+    )
+
+
+class ViewValidationSpec(_In):
+    """A view's row checks and what a failing row does."""
+
+    policy: Literal["reject", "drop", "warn"] = Field(
+        default="reject",
+        description="reject: the push or run fails, nothing written; drop: left out, counted; "
+        "warn: written, counted",
+    )
+    checks: list[str] = Field(
+        default_factory=list,
+        description="SQL boolean expressions over the row's features (checked by the sandbox)",
+        examples=[["orders <= 10 * tenure_months"]],
+    )
+
+
 class FieldSpec(_In):
     """A named, typed column of a feature view."""
 
@@ -383,6 +413,14 @@ class FieldSpec(_In):
         default=None,
         description="a SQL expression over the source row's columns (checked by the sandbox)",
         examples=["date_diff('year', date_of_birth, event_timestamp)"],
+    )
+    validation_rules: ValidationRulesSpec | None = None
+    allowed_values: list[str | int | float | bool] | None = Field(
+        default=None, description="the only values allowed (a null passes unless not_null)"
+    )
+    default_value: Any = Field(
+        default=None,
+        description="served where a value is missing when a request opts into defaults",
     )
 
 
@@ -461,6 +499,7 @@ class FeatureViewSpec(_In):
         description="cron (five fields): the scheduler materializes the view at those times",
     )
     schedule_timezone: str = Field(default="UTC", examples=["Europe/Paris"])
+    validation: ViewValidationSpec = Field(default_factory=ViewValidationSpec)
     description: str = ""
     tags: dict[str, str] = Field(default_factory=dict)
     owner: str = ""
@@ -640,6 +679,10 @@ class OnlineRequest(_In):
     feature_sets: list[str] | None = Field(
         default=None, max_length=100, description="feature set ids (the specification's shape)"
     )
+    use_defaults: bool = Field(
+        default=False,
+        description="serve each feature's default_value where its value is missing or expired",
+    )
 
 
 class OnlineRow(_Out):
@@ -738,6 +781,19 @@ class MaterializeRequest(_In):
     )
 
 
+class ValidationOut(_Out):
+    """What a view's validation rules found in the rows of a push or a materialization run."""
+
+    policy: str = Field(description="reject, drop or warn")
+    rows_checked: int
+    rows_invalid: int = Field(description="rows failing at least one rule")
+    rows_dropped: int = Field(description="rows left out (policy drop)")
+    failures: dict[str, int] = Field(description="'feature:rule' or 'check:<expr>' -> rows")
+    samples: dict[str, list[dict[str, Any]]] = Field(
+        description="the same keys -> join keys of up to 5 failing rows"
+    )
+
+
 class RunOut(_Out):
     """One materialization run of one feature view over ``[start, end)``."""
 
@@ -753,6 +809,11 @@ class RunOut(_Out):
     finished_at: datetime | None = None
     schema_version: str = Field(description="the hash of the view's schema the run wrote")
     job_id: str | None = Field(default=None, description="the background job of the run")
+    rows_invalid: int = Field(default=0, description="rows failing the view's validation")
+    rows_dropped: int = Field(default=0, description="rows left out by the 'drop' policy")
+    validation: ValidationOut | None = Field(
+        default=None, description="the validation's counts; null when the view has no rules"
+    )
 
 
 class RunListOut(_Out):
@@ -776,6 +837,9 @@ class PushResponse(_Out):
     view: str
     rows: int
     to: str
+    validation: ValidationOut | None = Field(
+        default=None, description="the validation's counts; null when the view has no rules"
+    )
 
 
 # --- Feast feature server ----------------------------------------------------------------------

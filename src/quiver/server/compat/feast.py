@@ -113,14 +113,27 @@ def push(body: FeastPushRequest, store: StoreDep, settings: SettingsDep) -> Resp
     """Feast-compatible push: ``df`` is columnar; ``to`` is online, offline or online_and_offline.
 
     The response body is empty as in Feast; the header ``X-Quiver-Rows`` says how many rows
-    were written.
+    were written, ``X-Quiver-Rows-Invalid`` and ``X-Quiver-Rows-Dropped`` what the views'
+    validation rules found (a ``reject`` policy answers 422 and writes nothing).
     """
     check_columns(body.df, settings.max_inline_rows, what="df")
-    total = 0
+    total = invalid = dropped = 0
     for view in _views_for(store, body.push_source_name):
         table = push_table(store, view, body.df, view_columns_only=True)
-        total += int(store.push(view, table, to=_MODES[body.to]))  # type: ignore[arg-type]
-    return Response(b"", headers={"X-Quiver-Rows": str(total)})
+        written = store.push(view, table, to=_MODES[body.to])  # type: ignore[arg-type]
+        total += int(written)
+        counts = getattr(written, "validation", None)
+        if counts is not None:
+            invalid += counts.rows_invalid
+            dropped += counts.rows_dropped
+    return Response(
+        b"",
+        headers={
+            "X-Quiver-Rows": str(total),
+            "X-Quiver-Rows-Invalid": str(invalid),
+            "X-Quiver-Rows-Dropped": str(dropped),
+        },
+    )
 
 
 @router.post(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
@@ -115,6 +115,12 @@ class BatchPredictionRequest(_ModelChoice):
         default=None, ge=1, le=MAX_CHUNK_ROWS, description="rows per chunk"
     )
     run_async: bool = Field(default=False, alias="async", description=ASYNC_DESCRIPTION)
+    missing: Literal["flag", "refuse", "defaults"] = Field(
+        default="flag",
+        description="rows whose features are missing (no row in the TTL window): flag (score "
+        "them, features_missing=true), refuse (the job fails) or defaults (the features' "
+        "default values)",
+    )
 
 
 class PredictionJobOut(MLOut):
@@ -133,6 +139,9 @@ class PredictionJobOut(MLOut):
     error: str | None = None
     created_at: datetime
     created_by: str | None = None
+    rows_missing_features: int = Field(
+        default=0, description="rows whose features were missing (flagged, defaulted or refused)"
+    )
 
 
 class JobListOut(MLOut):
@@ -329,6 +338,7 @@ def _batch_job(body: BatchPredictionRequest, store: Any, settings: Any) -> dict[
         "feature_views": body.feature_views,
         "chunk_rows": body.chunk_rows,
         "overwrite": body.overwrite,
+        "missing": body.missing,
     }
     return {"model": body.model, "input": source, "output": target, "options": options}
 

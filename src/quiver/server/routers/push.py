@@ -19,7 +19,9 @@ router = APIRouter(
 def push(body: PushRequest, store: StoreDep, settings: SettingsDep) -> PushResponse:
     """Validate rows (join keys, the source's timestamp, features) and write them.
 
-    Timestamps are ISO 8601 strings; ``to`` is ``online``, ``offline`` or ``both``.
+    Timestamps are ISO 8601 strings; ``to`` is ``online``, ``offline`` or ``both``. Rows
+    failing the view's validation rules are refused (422, nothing written), left out or
+    written, per the view's policy; ``validation`` gives the counts.
     """
     from quiver.errors import PayloadTooLargeError
 
@@ -31,4 +33,10 @@ def push(body: PushRequest, store: StoreDep, settings: SettingsDep) -> PushRespo
         )
     table = push_table(store, body.view, rows_to_columns(body.rows))
     written = store.push(body.view, table, to=body.to)
-    return PushResponse(view=body.view, rows=int(written), to=body.to)
+    counts = getattr(written, "validation", None)
+    return PushResponse(
+        view=body.view,
+        rows=int(written),
+        to=body.to,
+        validation=counts.to_dict() if counts is not None else None,
+    )

@@ -82,7 +82,8 @@ async def online(body: OnlineRequest, request: Request) -> Response:
     """The latest value of each feature for each entity key, with a status per value.
 
     Statuses: ``present``, ``not_found`` (no value for the key), ``expired`` (older than the
-    view's TTL).
+    view's TTL). With ``use_defaults`` a feature's ``default_value`` is served instead of
+    ``null`` where it is not present (the status still says why).
 
     With ``feature_sets`` (the specification's shape) the answer is ``SpecOnlineOut``: values
     keyed by entity id (``null`` where not present) with ``metadata.latency_ms`` and
@@ -109,6 +110,7 @@ async def online(body: OnlineRequest, request: Request) -> Response:
         entity_rows=body.entities,
         feature_service=body.feature_service,
         full_feature_names=body.full_feature_names,
+        use_defaults=body.use_defaults,
     )
     return Response(
         online_json(result, n, body.feature_service, start), media_type="application/json"
