@@ -275,3 +275,25 @@ def test_use_defaults_fills_missing_values(store: FeatureStore) -> None:
         "code": ["AB", None],  # no default declared
     }
     assert filled.statuses["orders"] == ["present", "not_found"]  # the status still says why
+
+
+def test_use_defaults_leaves_the_serving_cache_as_it_was(tmp_path: Path) -> None:
+    root = tmp_path / "cached"
+    (root / "data").mkdir(parents=True)
+    config = {
+        "project": "quality",
+        "definitions": [],
+        "online_store": {"type": "sqlite", "path": "data/online.db"},
+        "serving_cache": {"enabled": True},
+    }
+    (root / "quiver.yaml").write_text(yaml.safe_dump(config))
+    pq.write_table(source_rows([{"customer_id": 1, **GOOD}]), root / "data" / "src.parquet")
+    with FeatureStore(root) as s:
+        s.apply([customer, source, VIEWS["warn"]])
+        s.materialize(NOW - timedelta(days=1), NOW)
+        rows = [{"customer_id": 1}, {"customer_id": 99}]
+        for _ in range(2):  # the second read of each comes from the cache
+            assert s.get_online_features(["v_warn:orders"], rows).to_dict()["orders"] == [3, None]
+            filled = s.get_online_features(["v_warn:orders"], rows, use_defaults=True)
+            assert filled.to_dict()["orders"] == [3, 0]
+        assert filled.cache_hit
