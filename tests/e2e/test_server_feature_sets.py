@@ -43,7 +43,7 @@ FEATURE = {
     "window_size": None,
     "source_features": None,
 }
-NOT_YET = ("validation_rules", "default_value", "allowed_values")
+NOT_YET = ("validation_rules", "default_value", "allowed_values")  # the fixture's set: plain
 
 
 def _users() -> pa.Table:
@@ -195,15 +195,25 @@ def test_the_specification_feature_set_body_as_written(
     ).items()
 
 
-def test_the_specification_feature_body_refuses_what_it_cannot_store_by_name(
+def test_the_specification_feature_body_stores_validation_rules_and_defaults(
     api: httpx.Client, user_features: dict[str, Any]
 ) -> None:
-    before = _history(api, "user_features")
     body = {**FEATURE, "name": "purchases_again"}
-    error = assert_error(api.post("/api/v1/features", json=body), 422, "invalid")
-    for key in ("validation_rules", "default_value"):
-        assert key in error["message"]
+    _post(api, "/api/v1/features", body)
+    view = api.get("/api/v1/feature-views/user_features").json()["spec"]
+    (field,) = [f for f in view["features"] if f["name"] == "purchases_again"]
+    assert field["validation_rules"] == {"min_value": 0, "max_value": 100000}
+    assert field["default_value"] == 0
+    before = _history(api, "user_features")
+    windowed = {**body, "name": "purchases_7d", "window_size": "7d"}
+    windowed["transformation"] = "SUM(total_purchases)"
+    error = assert_error(api.post("/api/v1/features", json=windowed), 422, "invalid")
     assert error["details"] == {"unsupported": ["validation_rules", "default_value"]}
+    bad = {**body, "name": "purchases_bad", "default_value": -1}
+    assert (
+        "fails its own rule min_value"
+        in assert_error(api.post("/api/v1/features", json=bad), 422)["message"]
+    )
     assert _history(api, "user_features") == before
 
 

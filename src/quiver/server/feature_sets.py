@@ -53,8 +53,9 @@ _SOURCE_TYPE = "quiver.source_type"
 _OFFLINE = "quiver.offline_enabled"
 _SOURCE_FEATURES = "quiver.source_features"
 
-NOT_YET = ("validation_rules", "default_value", "allowed_values")
-"""Keys of the specification's feature body that Quiver cannot honour yet (refused by name)."""
+QUALITY_KEYS = ("validation_rules", "default_value", "allowed_values")
+"""Keys of the specification's feature body that a windowed feature cannot take (refused by
+name): data quality rules apply to a view's plain and computed features (quiver.quality)."""
 
 _AGGREGATE = re.compile(
     r"^\s*(?P<func>[A-Za-z_]+)\s*\(\s*(?P<distinct>DISTINCT\s+)?(?P<col>\*|[A-Za-z_][A-Za-z0-9_]*)"
@@ -194,11 +195,11 @@ def add_feature(store: Any, body: FeatureIn) -> FeatureView:
         ConflictError: the set has a feature of that name, or mixes windowed and plain
             features.
     """
-    given = [k for k in NOT_YET if _given(getattr(body, k))]
-    if given:
+    given = [k for k in QUALITY_KEYS if _given(getattr(body, k))]
+    if given and body.window_size is not None:
         raise InvalidError(
-            f"feature '{body.name}': {', '.join(given)} cannot be stored yet (validation rules "
-            "and defaults are not supported by this server); leave "
+            f"feature '{body.name}': {', '.join(given)} cannot be given to a windowed feature "
+            "(validation rules and defaults apply to plain and computed features); leave "
             + ("them" if len(given) > 1 else "it")
             + " out",
             details={"unsupported": given},
@@ -231,12 +232,16 @@ def add_feature(store: Any, body: FeatureIn) -> FeatureView:
         tags[_SOURCE_FEATURES] = ",".join(body.source_features)
     if transformation is None and view.source_query is None:
         _check_column(store, view, name)
+    rules = body.validation_rules
     field = Field(
         name=name,
         dtype=dtype,
         description=body.description,
         tags=tags,
         transformation=transformation,
+        validation_rules=rules.model_dump() if rules is not None else None,
+        default_value=body.default_value,
+        allowed_values=body.allowed_values,
     )
     return _rebuilt(view, features=[*view.features, field])
 
