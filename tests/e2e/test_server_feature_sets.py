@@ -198,13 +198,15 @@ def test_the_specification_feature_set_body_as_written(
 def test_the_specification_feature_body_stores_validation_rules_and_defaults(
     api: httpx.Client, user_features: dict[str, Any]
 ) -> None:
-    body = {**FEATURE, "name": "purchases_again"}
+    # A set of its own over the same source (user_features' data stays as the others read it).
+    _post(api, "/api/v1/feature-sets", {**FEATURE_SET, "name": "rules", "source": "user_features"})
+    body = {**FEATURE, "feature_set_id": "rules"}
     _post(api, "/api/v1/features", body)
-    view = api.get("/api/v1/feature-views/user_features").json()["spec"]
-    (field,) = [f for f in view["features"] if f["name"] == "purchases_again"]
+    view = api.get("/api/v1/feature-views/rules").json()["spec"]
+    (field,) = view["features"]
     assert field["validation_rules"] == {"min_value": 0, "max_value": 100000}
     assert field["default_value"] == 0
-    before = _history(api, "user_features")
+    before = _history(api, "rules")
     windowed = {**body, "name": "purchases_7d", "window_size": "7d"}
     windowed["transformation"] = "SUM(total_purchases)"
     error = assert_error(api.post("/api/v1/features", json=windowed), 422, "invalid")
@@ -214,7 +216,7 @@ def test_the_specification_feature_body_stores_validation_rules_and_defaults(
         "fails its own rule min_value"
         in assert_error(api.post("/api/v1/features", json=bad), 422)["message"]
     )
-    assert _history(api, "user_features") == before
+    assert _history(api, "rules") == before
 
 
 def test_materialize_and_online_serving_in_the_specification_shape(
