@@ -211,7 +211,7 @@ def test_the_specification_feature_body_stores_validation_rules_and_defaults(
     windowed["transformation"] = "SUM(total_purchases)"
     error = assert_error(api.post("/api/v1/features", json=windowed), 422, "invalid")
     assert error["details"] == {"unsupported": ["validation_rules", "default_value"]}
-    bad = {**body, "name": "purchases_bad", "default_value": -1}
+    bad = {**body, "name": "avg_order_value", "data_type": "float", "default_value": -1}
     assert (
         "fails its own rule min_value"
         in assert_error(api.post("/api/v1/features", json=bad), 422)["message"]
