@@ -53,8 +53,10 @@ def _t0_us() -> int:
     return int(T0.timestamp()) * 1_000_000
 
 
-def make_features(path: Path, entities: int, seed: int) -> None:
-    """``entities`` x 10 rows: key, jittered daily timestamp, 10 float64 features."""
+def make_features(path: Path, entities: int, seed: int, created: bool = False) -> None:
+    """``entities`` x 10 rows: key, jittered daily timestamp, 10 float64 features (and with
+    ``created``, a created timestamp up to an hour after the event; no two rows of a key share
+    an event timestamp, so there are no ties to break)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -78,6 +80,10 @@ def make_features(path: Path, entities: int, seed: int) -> None:
             }
             for i in range(N_FEATURES):
                 cols[f"f{i}"] = rng.standard_normal(m * N_TS)
+            if created:
+                cols["created"] = pa.array(
+                    ts + rng.integers(0, DAY_US // 24, m * N_TS), pa.timestamp("us", tz="UTC")
+                )
             table = pa.table(cols)
             if writer is None:
                 writer = pq.ParquetWriter(path.with_suffix(".tmp"), table.schema)
@@ -118,11 +124,12 @@ def prepare(quick: bool) -> dict[str, Any]:
     files = {
         "features_1m": (folder / "features_small.parquet", small_entities, 1),
         "features_10m": (folder / "features_big.parquet", big_entities, 2),
+        "features_1m_created": (folder / "features_created.parquet", small_entities, 6),
     }
-    for path, entities, seed in files.values():
+    for name, (path, entities, seed) in files.items():
         if not path.exists():
             print(f"generating {path.name} ({entities * N_TS:,} rows) ...", flush=True)
-            make_features(path, entities, seed)
+            make_features(path, entities, seed, created=name.endswith("_created"))
     frames = {
         "entities_100k": (folder / "entities_small.parquet", 100_000 // scale, small_entities, 3),
         "entities_1m": (folder / "entities_big.parquet", 1_000_000 // scale, small_entities, 4),
@@ -137,7 +144,9 @@ def prepare(quick: bool) -> dict[str, Any]:
         if not path.exists():
             make_entities(path, rows, entities, seed)
     repo = folder / "repo"
-    make_repo(repo, files["features_1m"][0], files["features_10m"][0])
+    make_repo(
+        repo, files["features_1m"][0], files["features_10m"][0], files["features_1m_created"][0]
+    )
     return {
         "repo": str(repo),
         "files": {k: str(v[0]) for k, v in files.items()},
@@ -147,8 +156,9 @@ def prepare(quick: bool) -> dict[str, Any]:
     }
 
 
-def make_repo(repo: Path, small: Path, big: Path) -> None:
-    """A repo with views over the two feature tables (10 features; and 5 views of 2)."""
+def make_repo(repo: Path, small: Path, big: Path, created: Path) -> None:
+    """A repo with views over the feature tables (10 features; 5 views of 2; and one over the
+    table with a created timestamp, which the join breaks ties by)."""
     from datetime import timedelta
 
     from quiver import Entity, FeatureStore, FeatureView, Field, FileSource
@@ -159,9 +169,15 @@ def make_repo(repo: Path, small: Path, big: Path) -> None:
     entity = Entity(name="entity", join_keys=["entity_id"])
     src_small = FileSource(name="small", path=str(small))
     src_big = FileSource(name="big", path=str(big))
+    src_created = FileSource(name="created", path=str(created), created_timestamp_field="created")
     ttl = timedelta(days=TTL_DAYS)
     fields = [Field(name=f"f{i}", dtype="float64") for i in range(N_FEATURES)]
-    objects: list[Any] = [entity, src_small, src_big]
+    objects: list[Any] = [entity, src_small, src_big, src_created]
+    objects.append(
+        FeatureView(
+            name="created", entities=["entity"], features=fields, source=src_created, ttl=ttl
+        )
+    )
     objects.append(
         FeatureView(name="small", entities=["entity"], features=fields, source=src_small, ttl=ttl)
     )
@@ -204,7 +220,7 @@ def _quiver_runner(args: dict[str, Any], entity: Any) -> Any:
     return lambda: store.get_historical_features(entity, refs).to_arrow()
 
 
-def _raw_runner(args: dict[str, Any], entity: Any, filtered: bool) -> Any:
+def _raw_runner(args: dict[str, Any], entity: Any, filtered: bool, tiebreak: bool = False) -> Any:
     import duckdb
     import numpy as np
     import pyarrow as pa
@@ -216,7 +232,7 @@ def _raw_runner(args: dict[str, Any], entity: Any, filtered: bool) -> Any:
     con.register("e", entity)
     views = [(p, f) for p, f in args["views"]]
     if not filtered:
-        sql = raw_sql(views, None)
+        sql = raw_sql(views, None, tiebreak)
         return lambda: con.sql(sql).to_arrow_table()
 
     def run() -> Any:  # the bounds are part of the work, as they would be for a user
@@ -235,6 +251,8 @@ def case_compare(args: dict[str, Any]) -> dict[str, Any]:
     runners = {"quiver": _quiver_runner(args, entity), "raw": _raw_runner(args, entity, False)}
     if args["filtered"]:
         runners["raw_filtered"] = _raw_runner(args, entity, True)
+    if args.get("tiebreak"):
+        runners["raw_tiebreak"] = _raw_runner(args, entity, False, tiebreak=True)
     results = {name: fn() for name, fn in runners.items()}  # warm-up, and the checks
     times: dict[str, list[float]] = {name: [] for name in runners}
     names = list(runners)
@@ -259,12 +277,19 @@ def case_memory(args: dict[str, Any]) -> list[float]:
     if args["impl"] == "quiver":
         fn = _quiver_runner(args, entity)
     else:
-        fn = _raw_runner(args, entity, args["impl"] == "raw_filtered")
+        fn = _raw_runner(
+            args, entity, args["impl"] == "raw_filtered", tiebreak=args["impl"] == "raw_tiebreak"
+        )
     return timings(fn, 1, warmup=0)
 
 
-def raw_sql(views: list[tuple[str, list[str]]], bounds: tuple[str, str] | None) -> str:
+def raw_sql(
+    views: list[tuple[str, list[str]]], bounds: tuple[str, str] | None, tiebreak: bool = False
+) -> str:
     """The hand-written reference: one ASOF LEFT JOIN per view, TTL rule, entity-row order.
+
+    With ``tiebreak``, the feature rows first keep the greatest ``created`` per key and event
+    timestamp (``QUALIFY row_number()``), as one writes the tie-break by hand.
 
     With ``bounds`` (the entity table's min and max timestamp), the feature side is first cut to
     the time window ``(min - ttl, max]`` (literals, so DuckDB prunes row groups) and semi-joined
@@ -276,6 +301,11 @@ def raw_sql(views: list[tuple[str, list[str]]], bounds: tuple[str, str] | None) 
     for v, (path, feats) in enumerate(views):
         cols = ", ".join(["entity_id", "event_timestamp", *feats])
         src = f"SELECT {cols} FROM read_parquet('{path}')"
+        if tiebreak:
+            src = (
+                f"SELECT {cols}, created FROM read_parquet('{path}') QUALIFY row_number() OVER "
+                "(PARTITION BY entity_id, event_timestamp ORDER BY created DESC) = 1"
+            )
         if bounds is not None:
             lo, hi = bounds
             src += (
@@ -348,6 +378,18 @@ def main() -> None:
             "refs_filtered": True,
         }
     )
+    for frame in ("entities_100k", "entities_1m"):
+        cases.append(
+            {
+                "label": f"{small_rows} features with created x {rows_label(rows[frame])} "
+                "entity rows",
+                "frame": frames[frame],
+                "refs": ["created:*"],
+                "views": [(files["features_1m_created"], feats)],
+                "refs_filtered": False,
+                "tiebreak": True,
+            }
+        )
     for n_views in (2, 5):
         cases.append(
             {
@@ -376,6 +418,7 @@ def main() -> None:
             "refs": case["refs"],
             "views": case["views"],
             "filtered": case["refs_filtered"],
+            "tiebreak": case.get("tiebreak", False),
         }
         res = run_child(__file__, "case_compare", common)
         all_times, checks = res.extra["all_times"], res.extra["checks"]
@@ -391,7 +434,11 @@ def main() -> None:
             )
             ratio = median(q) / median(r)
             paired = median([a / b for a, b in zip(q, r, strict=True)])
-            name = "raw ASOF" if ref == "raw" else "raw filtered ASOF"
+            name = {
+                "raw": "raw ASOF",
+                "raw_filtered": "raw filtered ASOF",
+                "raw_tiebreak": "raw ASOF + tie-break",
+            }[ref]
             table_rows.append(
                 [
                     case["label"],

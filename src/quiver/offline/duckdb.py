@@ -14,8 +14,11 @@ Plan choices:
   against one row per key) before the ``ASOF JOIN``; that costs more than it saves when the two
   are of similar size, so it is chosen from a cheap estimate of the source's rows (Parquet
   metadata, Iceberg snapshot summary; unknown counts as large);
-* ties on the event timestamp are resolved before the join (greatest created timestamp wins), only
-  for sources that have a created timestamp.
+* ties on the event timestamp are resolved by the join itself, for sources that have a created
+  timestamp: the ASOF inequality compares ``(event time, created time)`` structs (a missing
+  created time sorts first), so among the rows of the greatest event time at or before ``t`` it
+  takes the greatest created time, with no window over the source (``QUALIFY row_number()``
+  cost twice the join).
 
 The latest row per key (materialization) runs in a second in-memory DuckDB database with its own
 memory budget (``offline_engine.memory_limit``, else :data:`PULL_MEMORY_LIMIT`), one thread per
@@ -65,6 +68,13 @@ __all__ = ["DuckDBOfflineEngine"]
 _ROW = "__qv_row"
 _TS = "__qv_ts"
 _CREATED = "__qv_created"
+_ORDER = '"__qv_order"'
+_ORDER_OF = (
+    'CASE WHEN {src}."__qv_ts" IS NOT NULL THEN {{\'t\': {src}."__qv_ts", '
+    "'c': coalesce({src}.\"__qv_created\", '-infinity'::TIMESTAMP)}} END AS \"__qv_order\""
+)
+"""A source row's place in the ASOF order: its event time, then its created time (none: before
+any), so that the join takes, among the rows of the greatest event time, the greatest created."""
 
 
 PULL_MEMORY_LIMIT = "256MB"
@@ -655,7 +665,14 @@ class _JoinPlan:
                     f"e.{quote(self.key_cols[(k, sel.key_types[k])])} = {alias}.{quote(k)}"
                     for k in sel.join_keys
                 ]
-                on.append(f"e.{quote(_TS)} >= {alias}.{quote(_TS)}")
+                if sel.source.created_timestamp_field:  # ties: the greatest created wins
+                    at = (  # a struct of nulls is not null: no time, no match
+                        f"CASE WHEN e.{quote(_TS)} IS NOT NULL "
+                        f"THEN {{'t': e.{quote(_TS)}, 'c': 'infinity'::TIMESTAMP}} END"
+                    )
+                    on.append(f"{at} >= {alias}.{_ORDER}")
+                else:
+                    on.append(f"e.{quote(_TS)} >= {alias}.{quote(_TS)}")
                 joins.append(
                     f"ASOF LEFT JOIN {quote('__qv_' + alias)} AS {alias} ON {' AND '.join(on)}"
                 )
@@ -724,12 +741,8 @@ class _JoinPlan:
                 f" JOIN (SELECT {keys}, {', '.join(bounds)} FROM {quote(self.entity_name)}"
                 f" GROUP BY {keys}) AS ek ON {' AND '.join(on)}"
             )
-        if sel.source.created_timestamp_field:
-            part = ", ".join(f"src.{quote(k)}" for k in sel.join_keys)
-            sql += (
-                f" QUALIFY row_number() OVER (PARTITION BY {part}, src.{quote(_TS)} "
-                f"ORDER BY src.{quote(_CREATED)} DESC NULLS LAST) = 1"
-            )
+        if sel.source.created_timestamp_field:  # the ASOF order: (event, created) time
+            sql = f"SELECT *, {_ORDER_OF.format(src='s')} FROM ({sql}) AS s"
         if tx is None:
             return sql, list(select.params)
         # Transformations run in the SQL sandbox on the window's rows, before the ASOF match.
@@ -737,6 +750,8 @@ class _JoinPlan:
         keep = [*sel.join_keys, _TS, _CREATED, *tx.plain]
         name = f"__qv_tx_{uuid.uuid4().hex[:12]}"
         cur.register(name, tx.apply(rows, keep, ts=_TS, created=_CREATED))
+        if sel.source.created_timestamp_field:
+            return f"SELECT *, {_ORDER_OF.format(src=quote(name))} FROM {quote(name)}", []
         return f"SELECT * FROM {quote(name)}", []
 
     def run(self, batch_size: int) -> pa.RecordBatchReader:
