@@ -21,20 +21,17 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from quiver.errors import BackendError, ConflictError, NotFoundError
+from quiver.errors import ConflictError, NotFoundError
 from quiver.registry.tables import metadata
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-
     from quiver.registry import Registry
 
 __all__ = [
@@ -199,26 +196,6 @@ def _from_row(row: Any) -> JobRecord:
     )
 
 
-@contextmanager
-def _write(registry: Registry) -> Iterator[Connection]:
-    try:
-        with registry.engine.connect() as conn:
-            conn.execution_options(quiver_write=True)
-            with conn.begin():
-                yield conn
-    except sa.exc.SQLAlchemyError as exc:
-        raise BackendError(f"registry write (jobs) failed: {exc}") from exc
-
-
-@contextmanager
-def _read(registry: Registry) -> Iterator[Connection]:
-    try:
-        with registry.engine.connect() as conn:
-            yield conn
-    except sa.exc.SQLAlchemyError as exc:
-        raise BackendError(f"registry read (jobs) failed: {exc}") from exc
-
-
 def _key(registry: Registry, job_id: str) -> Any:
     return (jobs.c.project == registry.project) & (jobs.c.job_id == job_id)
 
@@ -238,7 +215,7 @@ def create_job(
     """Record a new ``queued`` job of this process."""
     now = _now()
     job_id = job_id or uuid.uuid4().hex
-    with _write(registry) as conn:
+    with registry.writing("jobs") as conn:
         conn.execute(
             jobs.insert().values(
                 job_id=job_id,
@@ -264,7 +241,7 @@ def get_job(registry: Registry, job_id: str) -> JobRecord:
     Raises:
         NotFoundError: no such job in this project.
     """
-    with _read(registry) as conn:
+    with registry.reading("jobs") as conn:
         row = conn.execute(sa.select(jobs).where(_key(registry, job_id))).first()
     if row is None:
         raise NotFoundError(f"job '{job_id}' does not exist in project '{registry.project}'")
@@ -288,7 +265,7 @@ def list_jobs(
     if schedule is not None:
         query = query.where(jobs.c.schedule == schedule)
     query = query.order_by(jobs.c.created_at.desc(), jobs.c.job_id).limit(max(limit, 0))
-    with _read(registry) as conn:
+    with registry.reading("jobs") as conn:
         rows = conn.execute(query).all()
     return [_from_row(r) for r in rows]
 
@@ -296,7 +273,7 @@ def list_jobs(
 def start_job(registry: Registry, job_id: str) -> bool:
     """Mark a queued job ``running``; ``False`` if it is no longer queued (cancelled)."""
     now = _now()
-    with _write(registry) as conn:
+    with registry.writing("jobs") as conn:
         done = conn.execute(
             jobs.update()
             .where(_key(registry, job_id), jobs.c.status == "queued")
@@ -307,7 +284,7 @@ def start_job(registry: Registry, job_id: str) -> bool:
 
 def update_progress(registry: Registry, job_id: str, progress: dict[str, Any]) -> bool:
     """Record a running job's progress; whether a cancel was asked for."""
-    with _write(registry) as conn:
+    with registry.writing("jobs") as conn:
         conn.execute(
             jobs.update()
             .where(_key(registry, job_id))
@@ -338,7 +315,7 @@ def finish_job(
     }
     if progress is not None:
         values["progress"] = json.dumps(progress, default=str)
-    with _write(registry) as conn:
+    with registry.writing("jobs") as conn:
         conn.execute(
             jobs.update()
             .where(_key(registry, job_id), jobs.c.status.in_(("queued", "running")))
@@ -348,7 +325,7 @@ def finish_job(
 
 def cancel_requested(registry: Registry, job_id: str) -> bool:
     """Whether a cancel of the job was asked for."""
-    with _read(registry) as conn:
+    with registry.reading("jobs") as conn:
         flag = conn.execute(
             sa.select(jobs.c.cancel_requested).where(_key(registry, job_id))
         ).scalar()
@@ -364,7 +341,7 @@ def request_cancel(registry: Registry, job_id: str) -> JobRecord:
         InvalidError: the job already ended.
     """
     now = _now()
-    with _write(registry) as conn:
+    with registry.writing("jobs") as conn:
         row = conn.execute(sa.select(jobs.c.status).where(_key(registry, job_id))).first()
         if row is None:
             raise NotFoundError(f"job '{job_id}' does not exist in project '{registry.project}'")
@@ -388,7 +365,7 @@ def heartbeat(registry: Registry, job_ids: Sequence[str]) -> set[str]:
     if not job_ids:
         return set()
     ids = list(job_ids)
-    with _write(registry) as conn:
+    with registry.writing("jobs") as conn:
         conn.execute(
             jobs.update()
             .where(jobs.c.project == registry.project, jobs.c.job_id.in_(ids))
@@ -426,7 +403,7 @@ def reap_interrupted(registry: Registry, stale_after: float) -> list[str]:
     now = _now()
     stale = now - timedelta(seconds=stale_after)
     reaped = []
-    with _write(registry) as conn:
+    with registry.writing("jobs") as conn:
         rows = conn.execute(
             sa.select(jobs.c.job_id, jobs.c.host, jobs.c.pid, jobs.c.heartbeat_at).where(
                 jobs.c.project == registry.project, jobs.c.status.in_(("queued", "running"))
@@ -466,7 +443,7 @@ def take_lease(
     Succeeds for one taker only: when ``fire`` is later than the last fire taken and the lease
     is free, expired (its holder died) or already this holder's.
     """
-    with _write(registry) as conn:
+    with registry.writing("jobs") as conn:
         key = (schedule_leases.c.project == registry.project) & (schedule_leases.c.view == view)
         exists = conn.execute(sa.select(schedule_leases.c.view).where(key)).first()
         if exists is None:
@@ -504,7 +481,7 @@ def renew_lease(
     registry: Registry, view: str, holder: str, now: datetime, seconds: float, job_id: str
 ) -> None:
     """Keep a held lease (its job still runs) and note the job."""
-    with _write(registry) as conn:
+    with registry.writing("jobs") as conn:
         conn.execute(
             schedule_leases.update()
             .where(
@@ -518,7 +495,7 @@ def renew_lease(
 
 def release_lease(registry: Registry, view: str, holder: str) -> None:
     """Give a lease back (its job ended)."""
-    with _write(registry) as conn:
+    with registry.writing("jobs") as conn:
         conn.execute(
             schedule_leases.update()
             .where(
@@ -532,7 +509,7 @@ def release_lease(registry: Registry, view: str, holder: str) -> None:
 
 def lease_state(registry: Registry) -> dict[str, dict[str, Any]]:
     """Every view's lease row: ``holder``, ``expires_at``, ``last_fire``, ``last_job_id``."""
-    with _read(registry) as conn:
+    with registry.reading("jobs") as conn:
         rows = conn.execute(
             sa.select(schedule_leases).where(schedule_leases.c.project == registry.project)
         ).all()

@@ -264,9 +264,6 @@ def save_drift_scores(registry: Registry, report: DriftReport) -> None:
     Raises:
         BackendError: the registry write failed.
     """
-    import sqlalchemy as sa
-
-    from quiver.errors import BackendError
     from quiver.monitoring.tables import drift_scores as table
 
     now = datetime.now(UTC)
@@ -289,15 +286,10 @@ def save_drift_scores(registry: Registry, report: DriftReport) -> None:
         & (table.c.model_name == report.model_name)
         & (table.c.version == report.version)
     )
-    try:
-        with registry.engine.connect() as conn:
-            conn.execution_options(quiver_write=True)
-            with conn.begin():
-                conn.execute(table.delete().where(mine))
-                if rows:
-                    conn.execute(table.insert(), rows)
-    except sa.exc.SQLAlchemyError as exc:
-        raise BackendError(f"registry write (drift scores) failed: {exc}") from exc
+    with registry.writing("drift scores") as conn:
+        conn.execute(table.delete().where(mine))
+        if rows:
+            conn.execute(table.insert(), rows)
 
 
 def latest_drift_scores(conn: Any, project: str) -> list[tuple[str, int, str, float | None, bool]]:

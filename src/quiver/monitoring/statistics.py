@@ -38,8 +38,7 @@ import json
 import math
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -52,7 +51,6 @@ from quiver.types import SCALAR_DTYPES
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from sqlalchemy.engine import Connection
 
     from quiver.registry import Registry
 
@@ -471,21 +469,6 @@ class TrainingStatistics:
     features: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-@contextmanager
-def _conn(registry: Registry, *, write: bool) -> Iterator[Connection]:
-    what = "write" if write else "read"
-    try:
-        with registry.engine.connect() as conn:
-            if write:
-                conn.execution_options(quiver_write=True)
-                with conn.begin():
-                    yield conn
-            else:
-                yield conn
-    except sa.exc.SQLAlchemyError as exc:
-        raise BackendError(f"registry {what} (feature statistics) failed: {exc}") from exc
-
-
 def save_view_statistics(
     registry: Registry,
     run: Any,
@@ -506,7 +489,7 @@ def save_view_statistics(
         newest_event_timestamp=_utc(newest_event_timestamp),
         features={k: dict(v) for k, v in features.items()},
     )
-    with _conn(registry, write=True) as conn:
+    with registry.writing("feature statistics") as conn:
         conn.execute(
             feature_statistics.insert().values(
                 run_id=stats.run_id,
@@ -555,7 +538,7 @@ def list_view_statistics(
     if since is not None:
         query = query.where(t.c.computed_at >= since)
     query = query.order_by(t.c.computed_at.desc(), t.c.run_id).limit(max(limit, 0))
-    with _conn(registry, write=False) as conn:
+    with registry.reading("feature statistics") as conn:
         rows = conn.execute(query).all()
     return [_view_from_row(r) for r in rows]
 
@@ -574,7 +557,7 @@ def latest_view_statistics(registry: Registry) -> dict[str, ViewStatistics]:
         .join(latest, (t.c.view == latest.c.view) & (t.c.computed_at == latest.c.computed_at))
         .where(t.c.project == registry.project)
     )
-    with _conn(registry, write=False) as conn:
+    with registry.reading("feature statistics") as conn:
         rows = conn.execute(query).all()
     return {r.view: _view_from_row(r) for r in rows}
 
@@ -592,7 +575,7 @@ def save_training_statistics(
     stats = TrainingStatistics(
         model_name, version, now, rows, {k: dict(v) for k, v in features.items()}
     )
-    with _conn(registry, write=True) as conn:
+    with registry.writing("feature statistics") as conn:
         conn.execute(
             training_statistics.insert().values(
                 project=registry.project,
@@ -611,7 +594,7 @@ def get_training_statistics(
 ) -> TrainingStatistics | None:
     """The training statistics of a model version, or ``None`` (trained before 0007)."""
     t = training_statistics
-    with _conn(registry, write=False) as conn:
+    with registry.reading("feature statistics") as conn:
         row = conn.execute(
             sa.select(t).where(
                 t.c.project == registry.project,
@@ -638,6 +621,6 @@ def newest_event_per_view(registry: Registry) -> dict[str, datetime]:
         .where(t.c.project == registry.project)
         .group_by(t.c.view)
     )
-    with _conn(registry, write=False) as conn:
+    with registry.reading("feature statistics") as conn:
         rows = conn.execute(query).all()
     return {view: _utc(ts) for view, ts in rows if ts is not None}  # type: ignore[misc]

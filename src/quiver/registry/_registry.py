@@ -291,6 +291,33 @@ class Registry:
                 yield conn
 
     @contextmanager
+    def reading(self, what: str) -> Iterator[Connection]:
+        """A connection for reads of the registry's tables about ``what`` (for the error:
+        ``registry read (what) failed``).
+
+        Raises:
+            BackendError: the database failed.
+        """
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise BackendError(f"registry read ({what}) failed: {exc}") from exc
+
+    @contextmanager
+    def writing(self, what: str) -> Iterator[Connection]:
+        """A write transaction on the registry's tables about ``what``; commits on success.
+
+        Raises:
+            BackendError: the database failed (nothing is written).
+        """
+        try:
+            with self._write() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise BackendError(f"registry write ({what}) failed: {exc}") from exc
+
+    @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A write transaction holding the project's lock; commits on success."""
         try:

@@ -19,15 +19,12 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from quiver.errors import BackendError
 from quiver.registry.tables import materialization_runs as runs_table
 from quiver.registry.tables import materialization_watermarks as marks_table
 
@@ -142,26 +139,6 @@ def _from_row(row: Any) -> MaterializationRun:
     )
 
 
-@contextmanager
-def _write(registry: Registry) -> Iterator[Connection]:
-    try:
-        with registry.engine.connect() as conn:
-            conn.execution_options(quiver_write=True)
-            with conn.begin():
-                yield conn
-    except sa.exc.SQLAlchemyError as exc:
-        raise BackendError(f"registry write (materialization runs) failed: {exc}") from exc
-
-
-@contextmanager
-def _read(registry: Registry) -> Iterator[Connection]:
-    try:
-        with registry.engine.connect() as conn:
-            yield conn
-    except sa.exc.SQLAlchemyError as exc:
-        raise BackendError(f"registry read (materialization runs) failed: {exc}") from exc
-
-
 def _process_gone(pid: int) -> bool:
     if pid == os.getpid():
         return False
@@ -201,7 +178,7 @@ def online_store_key(config: Any) -> str:
 
 def reap_dead_runs(registry: Registry) -> None:
     """Mark every ``running`` run whose process on this host is gone as failed."""
-    with _write(registry) as conn:
+    with registry.writing("materialization runs") as conn:
         _reap(conn, registry, None, datetime.now(UTC))
 
 
@@ -257,7 +234,7 @@ def start_run(
         online_store=online_store,
         job_id=job_id,
     )
-    with _write(registry) as conn:
+    with registry.writing("materialization runs") as conn:
         _reap(conn, registry, view, now)
         conn.execute(
             runs_table.insert().values(
@@ -311,7 +288,7 @@ def finish_run(
         rows_dropped=validation.rows_dropped if validation is not None else 0,
         validation=counts,
     )
-    with _write(registry) as conn:
+    with registry.writing("materialization runs") as conn:
         conn.execute(
             runs_table.update()
             .where(runs_table.c.run_id == run.run_id)
@@ -380,7 +357,7 @@ def get_watermark(
     )
     if online_store is not None:
         query = query.where(marks_table.c.online_store == online_store)
-    with _read(registry) as conn:
+    with registry.reading("materialization runs") as conn:
         row = conn.execute(query.order_by(marks_table.c.updated_at.desc())).first()
     if row is None or (schema_version is not None and row.schema_version != schema_version):
         return None
@@ -392,7 +369,7 @@ def list_watermarks(registry: Registry, online_store: str | None = None) -> dict
     query = sa.select(marks_table).where(marks_table.c.project == registry.project)
     if online_store is not None:
         query = query.where(marks_table.c.online_store == online_store)
-    with _read(registry) as conn:
+    with registry.reading("materialization runs") as conn:
         rows = conn.execute(query.order_by(marks_table.c.updated_at)).all()
     return {r.view: _utc(r.watermark) for r in rows}  # type: ignore[misc]
 
@@ -405,7 +382,7 @@ def list_runs(
     if view is not None:
         query = query.where(runs_table.c.view == view)
     query = query.order_by(runs_table.c.started_at.desc(), runs_table.c.run_id).limit(max(limit, 0))
-    with _read(registry) as conn:
+    with registry.reading("materialization runs") as conn:
         rows = conn.execute(query).all()
     return [_from_row(r) for r in rows]
 
@@ -426,6 +403,6 @@ def last_run_per_view(registry: Registry) -> dict[str, MaterializationRun]:
         )
         .where(runs_table.c.project == registry.project)
     )
-    with _read(registry) as conn:
+    with registry.reading("materialization runs") as conn:
         rows = conn.execute(query).all()
     return {r.view: _from_row(r) for r in rows}
