@@ -37,13 +37,17 @@ if TYPE_CHECKING:
     from quiver.security.service import Security
     from quiver.selection import ViewSelection
 
+from quiver._feast_sdk import FeastSDK, feast_range, feast_service, push_mode
+
 __all__ = ["FeatureStore"]
 
 KINDS = ("entity", "data_source", "feature_view", "on_demand_feature_view", "feature_service")
 
 
-class FeatureStore:
+class FeatureStore(FeastSDK):
     """A feature repository: its config, registry, offline engine and online store.
+
+    Feast's SDK names and arguments work too (``docs/feast-migration.md``).
 
     Args:
         repo_path: The repository root holding ``quiver.yaml`` (default: the current directory).
@@ -437,7 +441,7 @@ class FeatureStore:
     def get_historical_features(
         self,
         entity_df: Any,
-        features: Sequence[str] | None = None,
+        features: Sequence[str] | Any | None = None,
         *,
         feature_service: str | None = None,
         full_feature_names: bool = False,
@@ -460,6 +464,7 @@ class FeatureStore:
         from quiver.features.computed import split_references
         from quiver.offline.retrieval import get_historical_features
 
+        features, feature_service = feast_service(features, feature_service)
         computed = split_references(self.registry, features, feature_service, full_feature_names)
         if computed is not None:  # on-demand views: computed on the point-in-time values
             from quiver.features import computed as on_demand
@@ -482,30 +487,41 @@ class FeatureStore:
 
     def materialize(
         self,
-        start: datetime | str,
-        end: datetime | str,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
         views: Sequence[str] | None = None,
         *,
         progress: Any = None,
+        **feast: Any,
     ) -> Any:
-        """Copy the latest value per entity key in ``[start, end)`` into the online store."""
+        """Copy the latest value per entity key in ``[start, end)`` into the online store
+        (Feast's ``start_date``, ``end_date``, ``feature_views`` are accepted)."""
         from quiver.materialize import materialize
+
+        start, end, views = feast_range(start, end, views, {"start_date": None, **feast})
 
         with self._audited("materialize", *_view_refs(views)):
             return materialize(self, start, end, views, progress=progress)
 
     def materialize_incremental(
-        self, end: datetime | str, views: Sequence[str] | None = None, *, progress: Any = None
+        self,
+        end: datetime | str | None = None,
+        views: Sequence[str] | None = None,
+        *,
+        progress: Any = None,
+        **feast: Any,
     ) -> Any:
-        """Materialize each view from its watermark up to ``end``."""
+        """Materialize each view from its watermark up to ``end`` (or Feast's ``end_date``)."""
         from quiver.materialize import materialize_incremental
+
+        _, end, views = feast_range(None, end, views, feast)
 
         with self._audited("materialize", *_view_refs(views)):
             return materialize_incremental(self, end, views, progress=progress)
 
     def get_online_features(
         self,
-        features: Sequence[str] | None = None,
+        features: Sequence[str] | Any | None = None,
         entity_rows: Any = None,
         *,
         feature_service: str | None = None,
@@ -517,7 +533,10 @@ class FeatureStore:
         ``entity_rows``: a list of dicts of join keys, a dict of lists, or a DataFrame / Arrow
         table. ``use_defaults``: serve each feature's ``default_value`` where its value is
         missing or expired. Returns an ``OnlineResponse`` (see ``quiver.online.serving``).
+        ``features`` may be a FeatureService object, as in Feast.
         """
+        if features is not None and type(features) is not list:
+            features, feature_service = feast_service(features, feature_service)
         return _serving().get_online_features(
             self,
             features=features,
@@ -531,11 +550,25 @@ class FeatureStore:
         self,
         view: str,
         rows: Any,
-        to: Literal["online", "offline", "both"] = "online",
+        to: Literal["online", "offline", "both", "online_and_offline"] | Any = "online",
     ) -> int:
-        """Write fresh rows of ``view`` to the online store (and/or the offline store)."""
-        with self._audited("push", f"feature_view:{view}"):
-            return _serving().push(self, view, rows, to=to)
+        """Write fresh rows of ``view`` to the online store (and/or the offline store).
+
+        As in Feast, ``view`` may name a (push) source: every view reading it gets the rows;
+        ``to`` may be ``online_and_offline`` or a ``PushMode``.
+        """
+        mode = push_mode(to)
+        views = [view]
+        if self.registry.find_record("feature_view", view) is None:
+            views = [v.name for v in self.list_feature_views() if v.source_name == view] or views
+        if len(views) == 1:  # the serving layer's answer as it is (it carries validation counts)
+            with self._audited("push", f"feature_view:{views[0]}"):
+                return _serving().push(self, views[0], rows, to=mode)
+        total = 0
+        for name in views:
+            with self._audited("push", f"feature_view:{name}"):
+                total += int(_serving().push(self, name, rows, to=mode))
+        return total
 
     # -- models --------------------------------------------------------------------------------
 

@@ -124,3 +124,56 @@ def test_historical_and_online_match_feast(template: tuple[Path, Path, Path]) ->
         assert len(online[name]) == 5
         for a, b in zip(online[name], feast["online"][name], strict=True):
             assert _close(a, b), (name, online[name], feast["online"][name])
+
+
+def test_feast_sdk_calls_work_on_quiver(template: tuple[Path, Path, Path]) -> None:
+    """The template's ``test_workflow.py`` calls, with Feast's names, on Quiver's FeatureStore."""
+    _python, repo, _ = template
+    run_cli("apply", "--repo", str(repo))
+    from quiver.compat.feast import PushMode
+    from quiver.store import FeatureStore
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    with FeatureStore(repo_path=repo) as store:
+        store.materialize(start_date=now - timedelta(days=3), end_date=now)
+        store.materialize_incremental(end_date=now, feature_views=["driver_hourly_stats"])
+        assert {v.name for v in store.list_on_demand_feature_views()} == {
+            "transformed_conv_rate",
+            "transformed_conv_rate_fresh",
+        }
+        service = store.get_feature_service("driver_activity_v1")
+        entity_df = pd.DataFrame(
+            {
+                "driver_id": [1001, 1002],
+                "event_timestamp": [now - timedelta(hours=2)] * 2,
+                "val_to_add": [1, 2],
+                "val_to_add_2": [10, 20],
+            }
+        )
+        training = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+        assert {"conv_rate", "conv_rate_plus_val1", "conv_rate_plus_val2"} <= set(training)
+        row = {"driver_id": 1001, "val_to_add": 1000, "val_to_add_2": 2000}
+        online = store.get_online_features(features=service, entity_rows=[row]).to_dict()
+        assert online["conv_rate_plus_val1"][0] == pytest.approx(online["conv_rate"][0] + 1000)
+        assert list(store.get_online_features(FEATURES, [{"driver_id": 1001}]).to_df())
+        fresh = pd.DataFrame(
+            {
+                "driver_id": [1001],
+                "event_timestamp": [now],
+                "created": [now],
+                "conv_rate": [1.0],
+                "acc_rate": [1.0],
+                "avg_daily_trips": [1000],
+                "driver_metadata": [{"vehicle_type": "van"}],
+                "driver_config": ['{"max_distance_km": 5}'],
+                "driver_profile": [{"name": "x", "age": "30"}],
+            }
+        )
+        assert store.push("driver_stats_push_source", fresh, to=PushMode.ONLINE) == 1
+        refs = ["driver_hourly_stats_fresh:avg_daily_trips"]
+        assert store.get_online_features(refs, [{"driver_id": 1001}]).to_dict()[
+            "avg_daily_trips"
+        ] == [1000]
+        assert store.write_to_online_store("driver_hourly_stats", fresh) == 1
+        got = store.get_online_features(FEATURES, [{"driver_id": 1001}]).to_dict()
+        assert got["avg_daily_trips"] == [1000]

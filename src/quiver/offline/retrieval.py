@@ -163,6 +163,10 @@ class RetrievalJob:
         """The result as a pandas DataFrame (timestamps stay UTC-aware)."""
         return self.to_arrow().to_pandas()
 
+    def to_df(self) -> Any:
+        """Feast's name for :meth:`to_pandas`."""
+        return self.to_pandas()
+
     def to_polars(self) -> pl.DataFrame:
         """The result as a polars DataFrame."""
         from quiver.errors import require

@@ -168,6 +168,10 @@ class OnlineResponse:
         """Join keys, then features, as a pandas DataFrame."""
         return self.to_arrow().to_pandas()
 
+    def to_df(self) -> Any:
+        """Feast's name for :meth:`to_pandas`."""
+        return self.to_pandas()
+
     def to_polars(self) -> Any:
         """Join keys, then features, as a polars DataFrame."""
         from quiver.errors import require

@@ -120,7 +120,7 @@ def push(body: FeastPushRequest, store: StoreDep, settings: SettingsDep) -> Resp
     total = invalid = dropped = 0
     for view in _views_for(store, body.push_source_name):
         table = push_table(store, view, body.df, view_columns_only=True)
-        written = store.push(view, table, to=_MODES[body.to])  # type: ignore[arg-type]
+        written = store.push(view, table, to=_MODES[body.to])
         total += int(written)
         counts = getattr(written, "validation", None)
         if counts is not None:
