@@ -217,3 +217,17 @@ def test_request_source_objects_move_to_request_sources() -> None:
     assert view.sources == ["b"]
     assert view.mode == "sql"
     assert [f.name for f in view.request_fields] == ["amount"]
+
+
+def test_rules_on_fields_computed_or_sent_at_read_time_are_refused() -> None:
+    """Validation rules apply at materialization and push; on an on-demand output or a request
+    field they would never be checked, so they are refused by name, not accepted silently."""
+    ruled = Field(name="x", dtype="int64", validation_rules={"min_value": 0})
+    with pytest.raises(InvalidError, match="field 'x' declares validation_rules"):
+        OnDemandFeatureView(
+            name="v", sources=["behavior"], schema=[ruled], udf="def f(df):\n    return df\n"
+        )
+    with pytest.raises(InvalidError, match="field 'x' declares allowed_values"):
+        RequestSource(name="r", schema=[Field(name="x", dtype="int64", allowed_values=[1, 2])])
+    with pytest.raises(InvalidError, match="default_value"):
+        RequestSource(name="r", schema=[Field(name="x", dtype="int64", default_value=1)])

@@ -95,6 +95,29 @@ class RequestSource(BaseModel):
     def _check_name(cls, value: Any) -> Any:
         return _name(value)
 
+    @model_validator(mode="after")
+    def _no_rules(self) -> Self:
+        _refuse_rules(f"request source '{self.name}'", self.fields)
+        return self
+
+
+def _refuse_rules(what: str, fields: list[Field]) -> None:
+    """Validation rules, allowed values and defaults apply to stored features (at
+    materialization and push); on fields computed or sent at read time they would never be
+    checked, so they are refused rather than accepted silently."""
+    for f in fields:
+        given = [
+            name
+            for name in ("validation_rules", "allowed_values", "default_value")
+            if getattr(f, name, None) is not None
+        ]
+        if given:
+            raise ValueError(
+                f"{what}: field '{f.name}' declares {', '.join(given)}, which apply only to the "
+                "features of feature views (checked at materialization and push); declare them "
+                "on the features this one reads"
+            )
+
 
 def _function_source(func: Callable[..., Any]) -> str:
     """The ``def`` of ``func`` as source code, without its decorators."""
@@ -254,6 +277,7 @@ class OnDemandFeatureView(_Definition):
     @model_validator(mode="after")
     def _check(self) -> Self:
         what = f"on-demand feature view '{self.name}'"
+        _refuse_rules(what, self.features)
         if not self.sources:
             raise ValueError(f"{what} needs at least one feature view among its sources")
         if not self.features:
