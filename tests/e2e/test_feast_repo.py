@@ -177,3 +177,24 @@ def test_feast_sdk_calls_work_on_quiver(template: tuple[Path, Path, Path]) -> No
         assert store.write_to_online_store("driver_hourly_stats", fresh) == 1
         got = store.get_online_features(FEATURES, [{"driver_id": 1001}]).to_dict()
         assert got["avg_daily_trips"] == [1000]
+
+
+def test_import_feast_writes_an_equivalent_quiver_repo(
+    template: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _python, repo, _ = template
+    out = tmp_path / "quiver_repo"
+    run_cli("apply", "--repo", str(repo))
+    result = run_cli("import-feast", str(repo), str(out))
+    assert "3 feature view(s)" in result.stdout and "2 on demand feature view(s)" in result.stdout
+    assert (out / "data" / "driver_stats.parquet").exists()
+    applied = run_cli("apply", "--repo", str(out))
+    assert "12 created" in applied.stdout
+    from quiver.store import FeatureStore
+
+    with FeatureStore(repo_path=out) as imported, FeatureStore(repo_path=repo) as original:
+        for kind in ("entity", "data_source", "feature_view", "feature_service"):
+            assert imported.registry.names(kind) == original.registry.names(kind)
+        for name in imported.registry.names("feature_view"):
+            mine, theirs = imported.get_feature_view(name), original.get_feature_view(name)
+            assert mine.features == theirs.features and mine.ttl == theirs.ttl

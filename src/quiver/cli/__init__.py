@@ -53,6 +53,7 @@ for _module in (
     "jobs",
     "monitoring_usage",
     "monitor",
+    "feast",
 ):
     try:
         __import__(f"quiver.cli.{_module}")
