@@ -431,6 +431,12 @@ def main() -> None:
         help="compare monitoring (metrics and usage counts) on with off, and a serving cache "
         "hit with an uncached read (instead of the reference)",
     )
+    parser.add_argument(
+        "--online-store",
+        choices=["sqlite", "redis"],
+        default="sqlite",
+        help="the served repo's online store (redis: a redis-server started for the run)",
+    )
     parser.add_argument("--reference-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -444,6 +450,22 @@ def main() -> None:
     if args.client == "wrk" and args.duration / args.rounds != int(args.duration / args.rounds):
         parser.error("with wrk, --duration / --rounds must be whole seconds")
 
+    redis_server = None
+    if args.online_store == "redis":  # every quiver process of the run inherits the setting
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from _servers import start_redis
+
+        redis_server = start_redis()
+        os.environ["QUIVER_ONLINE_STORE__TYPE"] = "redis"
+        os.environ["QUIVER_ONLINE_STORE__URL"] = redis_server.url
+    try:
+        _run(args)
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+
+
+def _run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = build_repo(Path(tmp) / "repo", args.customers)
         env = {**os.environ, "QUIVER_REPO": str(repo)}
