@@ -347,7 +347,6 @@ def test_push_round_trips_online_and_offline(store: FeatureStore) -> None:
     rng = random.Random(11)
     pushed = [_push_row(100 + i, rng) for i in range(20)]
     pushed[0].update(driver_metadata={}, driver_profile={"name": "ñ"}, driver_config={"k": []})
-    when = NOW + timedelta(minutes=1)
     for view in ("driver_hourly_stats", "driver_nested"):
         names = FEATURES[:6] if view == "driver_hourly_stats" else ["deep", "counts"]
         rows = [{"driver_id": r["driver_id"], **{n: r[n] for n in names}} for r in pushed]
@@ -359,6 +358,9 @@ def test_push_round_trips_online_and_offline(store: FeatureStore) -> None:
             e["driver_profile"] = {"name": None, "age": None, **r["driver_profile"]}
         expected.append(e)
     assert online_rows(store, [r["driver_id"] for r in pushed]) == expected
+    # after the push, which stamps its rows "now" (not the module's NOW: the test may run
+    # minutes after the import, which made it fail after slower tests)
+    when = datetime.now(UTC) + timedelta(minutes=1)
     entity = pa.table(
         {
             "driver_id": [r["driver_id"] for r in pushed],
