@@ -286,7 +286,7 @@ BAD_INPUT: dict[str, tuple[Callable[[Path], list[str]], str]] = {
         r"unknown key 'online_store\.pth'; did you mean 'path'\?",
     ),
     "unknown dtype in python": (
-        _edit_features('"monthly_charges", dtype="float64"', '"monthly_charges", dtype="money"'),
+        _edit_features('name="amount", dtype="float64"', 'name="amount", dtype="money"'),
         r"features\.py', line \d+: .*unknown dtype 'money'",
     ),
     "unknown dtype with brackets": (

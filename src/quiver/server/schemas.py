@@ -310,6 +310,8 @@ def add_error_responses(schema: dict[str, Any]) -> None:
         components.update(own.pop("$defs", {}))
         components["ErrorResponse"] = own
     ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    components.setdefault("FeastError", _FEAST_ERROR)
+    feast_ref = {"$ref": "#/components/schemas/FeastError"}
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             if not isinstance(operation, dict) or "responses" not in operation:
@@ -330,6 +332,22 @@ def add_error_responses(schema: dict[str, Any]) -> None:
                         "content": {"application/json": {"schema": ref}},
                     },
                 )
+            if "feast" in operation.get("tags", ()):  # Feast's own error body on its routes
+                for code, answer in responses.items():
+                    if code.startswith("4") and code not in _NATIVE_ON_FEAST_ROUTES:
+                        answer["content"] = {"application/json": {"schema": feast_ref}}
+
+
+_NATIVE_ON_FEAST_ROUTES = frozenset({"401", "403", "413"})
+"""The errors the Feast routes answer in Quiver's own format (authentication, permissions and
+the body size, checked before the route)."""
+_FEAST_ERROR: dict[str, Any] = {
+    "type": "string",
+    "title": "FeastError",
+    "description": "Feast's error detail as its feature server sends it: a JSON string holding "
+    '{"module": "feast.errors", "class": <exception class>, "message": ...}, which Feast\'s '
+    "client turns back into that exception (see quiver.server.compat._feast_wire)",
+}
 
 
 # --- probes and status -------------------------------------------------------------------------

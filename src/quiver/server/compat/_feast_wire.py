@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 
 from quiver.errors import InvalidError, NotFoundError, QuiverError
 from quiver.server.errors import _validation_error
@@ -82,6 +83,10 @@ async def feast_error_for(request: Request, exc: Exception) -> Response | None:
         causes = [str(d["ctx"]["error"]) for d in error["details"] if "error" in d.get("ctx", {})]
         message = error["message"] + (f" ({'; '.join(causes)})" if causes else "")
         return feast_error(native.status_code, "FeastError", message)
+    if isinstance(exc, HTTPException) and 400 <= exc.status_code < 500:  # FastAPI's own, e.g.
+        if exc.status_code in (401, 403, 413):  # a body it cannot parse
+            return None
+        return feast_error(exc.status_code, "FeastError", str(exc.detail))
     return None
 
 
@@ -94,7 +99,7 @@ class FeastRoute(StrictJSONRoute):
         async def feast_handler(request: Request) -> Response:
             try:
                 return await handler(request)
-            except (QuiverError, RequestValidationError) as exc:
+            except (QuiverError, RequestValidationError, HTTPException) as exc:
                 response = await feast_error_for(request, exc)
                 if response is None:
                     raise
