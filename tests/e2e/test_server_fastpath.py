@@ -27,7 +27,8 @@ from quiver.server import create_app
 from quiver.server._online_json import dumps, iso_utc
 from quiver.server.deps import get_principal
 from quiver.server.fastpath import FAST_ROUTES, QuiverAPI, _lookup_request
-from quiver.server.schemas import FeastOnlineRequest, OnlineRequest
+from quiver.server.schemas import OnlineRequest
+from quiver.server.schemas_feast import FeastOnlineRequest
 from quiver.store import FeatureStore
 
 ROUTES = sorted(FAST_ROUTES)

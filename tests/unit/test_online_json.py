@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from quiver.online.serving import EXPIRED, NOT_FOUND, PRESENT, OnlineGroup, OnlineResponse
 from quiver.server._online_json import _feast_one, dumps, feast_content, feast_online_json
-from quiver.server.schemas import FeastOnlineResponse
+from quiver.server.schemas_feast import FeastOnlineResponse
 
 VALUES = st.one_of(
     st.none(),

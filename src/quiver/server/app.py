@@ -17,10 +17,11 @@ from quiver.config import ServerConfig
 from quiver.monitoring.usage import ATTR as USAGE_ATTR
 from quiver.server._docs import install_offline_docs
 from quiver.server._jobs import install_stop_on_signals, start_background
+from quiver.server._openapi import declare_error_responses
 from quiver.server.access import AuditMiddleware, Gate, authorize, declare_security
 from quiver.server.errors import GuardMiddleware, install_error_handlers
 from quiver.server.fastpath import QuiverAPI
-from quiver.server.schemas import declare_error_responses, single_query_values
+from quiver.server.schemas import single_query_values
 
 if TYPE_CHECKING:
     from quiver.monitoring.usage import UsageRecorder

@@ -61,7 +61,8 @@ from quiver.server.compat._feast_wire import (
 from quiver.server.deps import get_principal
 from quiver.server.errors import GuardMiddleware
 from quiver.server.routers.serving import INLINE_ONLINE_STORES, call_online
-from quiver.server.schemas import FeastOnlineRequest, OnlineRequest
+from quiver.server.schemas import OnlineRequest
+from quiver.server.schemas_feast import FeastOnlineRequest
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send

@@ -34,8 +34,8 @@ from quiver.server.compat._feast_wire import (
 )
 from quiver.server.deps import SettingsDep, StoreDep
 from quiver.server.routers.serving import call_online
-from quiver.server.schemas import (
-    ERROR_RESPONSES,
+from quiver.server.schemas import ERROR_RESPONSES
+from quiver.server.schemas_feast import (
     FeastMaterializeIncrementalRequest,
     FeastMaterializeRequest,
     FeastNull,

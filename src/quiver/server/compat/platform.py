@@ -32,8 +32,8 @@ from quiver.definitions import (
 from quiver.errors import InvalidError, MissingExtraError, NotFoundError, QuiverError
 from quiver.server.deps import StoreDep
 from quiver.server.routers.health import readiness
-from quiver.server.schemas import (
-    ERROR_RESPONSES,
+from quiver.server.schemas import ERROR_RESPONSES, QueryBool, StrictJSONRoute
+from quiver.server.schemas_feast import (
     PlatformFeature,
     PlatformFeatureViewCreated,
     PlatformFeatureViewIn,
@@ -43,8 +43,6 @@ from quiver.server.schemas import (
     PlatformServiceIn,
     PlatformSource,
     PlatformStatus,
-    QueryBool,
-    StrictJSONRoute,
 )
 from quiver.types import dtype_from_arrow, normalize_dtype
 
