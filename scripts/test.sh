@@ -53,7 +53,14 @@ UV_PROJECT_ENVIRONMENT="$venv" "$UV" sync --frozen --python python3 --extra dev 
 # --- 3. tests -------------------------------------------------------------------------------
 unset PYTHONPATH PYTHONHOME VIRTUAL_ENV
 export PATH="$venv/bin:$PATH"
-log "running pytest $*"
+# Two workers by default (pytest-xdist; the suite is built for it: free ports, temp dirs);
+# QUIVER_TEST_WORKERS=0 runs it in one process.
+workers="${QUIVER_TEST_WORKERS:-2}"
+parallel=()
+if [ "$workers" != "0" ]; then
+    parallel=(-n "$workers")
+fi
+log "running pytest ${parallel[*]} $*"
 status=0
-"$venv/bin/python" -m pytest -q "$@" || status=$?
+"$venv/bin/python" -m pytest -q "${parallel[@]}" "$@" || status=$?
 exit "$status"
