@@ -297,3 +297,20 @@ def test_use_defaults_leaves_the_serving_cache_as_it_was(tmp_path: Path) -> None
             filled = s.get_online_features(["v_warn:orders"], rows, use_defaults=True)
             assert filled.to_dict()["orders"] == [3, 0]
         assert filled.cache_hit
+
+
+def test_a_push_to_several_views_writes_none_when_one_refuses(store: FeatureStore) -> None:
+    """Feast's /push of a source feeding several views (push_many): every view's rows are
+    checked before any is written, so the warn view keeps its values when the reject one
+    refuses (they used to be written view by view)."""
+    from quiver.online.serving import push_many
+
+    rows = [pushed(2, orders=7), pushed(1, orders=-5)]
+    before = {v: stored(store, v) for v in ("v_warn", "v_reject")}
+    with pytest.raises(DataValidationError):
+        push_many(store, [("v_warn", rows), ("v_reject", rows)], to="both")
+    assert {v: stored(store, v) for v in ("v_warn", "v_reject")} == before
+    assert not (store.repo_path / "data" / "_pushed").exists()
+    written = push_many(store, [("v_warn", rows[:1]), ("v_reject", rows[:1])])
+    assert [int(w) for w in written] == [1, 1]
+    assert stored(store, "v_warn")["orders"][1] == stored(store, "v_reject")["orders"][1] == 7

@@ -3,7 +3,8 @@ wins, as with materialization) and/or appended to the view's offline source."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -93,6 +94,49 @@ def push(
         DataValidationError: a row fails the view's validation rules under the ``reject``
             policy (nothing is written then).
     """
+    found = _prepare(store, view, rows, to)
+    return found if isinstance(found, PushResult) else _write(store, found)
+
+
+def push_many(
+    store: FeatureStore,
+    pushes: Sequence[tuple[str, Any]],
+    *,
+    to: Literal["online", "offline", "both"] = "online",
+) -> list[PushResult]:
+    """Push rows to several views (a push source feeding them): every view's rows are checked
+    (schema and validation rules) before any is written, so a refusal writes nothing.
+
+    Args:
+        store: The feature store.
+        pushes: ``(view, rows)`` pairs, as :func:`push` takes them.
+        to: ``online``, ``offline`` or ``both``.
+
+    Returns:
+        One :class:`PushResult` per pair, in order.
+
+    Raises:
+        NotFoundError, InvalidError, DataValidationError: as :func:`push`, before any write.
+    """
+    found = [_prepare(store, view, rows, to) for view, rows in pushes]
+    return [p if isinstance(p, PushResult) else _write(store, p) for p in found]
+
+
+@dataclass
+class _Prepared:
+    """Checked rows of one push, ready to write."""
+
+    view: str
+    target: _PushTarget
+    table: pa.Table
+    source_rows: pa.Table | None
+    counts: ValidationCounts | None
+    to: str
+
+
+def _prepare(store: FeatureStore, view: str, rows: Any, to: str) -> _Prepared | PushResult:
+    """The rows of a push, converted and checked (a :class:`PushResult` when nothing is left
+    to write)."""
     if to not in ("online", "offline", "both"):
         raise InvalidError(f"push: to={to!r} must be 'online', 'offline' or 'both'")
     target = _push_target(store, view)
@@ -121,6 +165,19 @@ def push(
         table, source_rows, counts = _validate(target, table, source_rows)
     if table.num_rows == 0:
         return PushResult(0, counts)
+    return _Prepared(view, target, table, source_rows, counts, to)
+
+
+def _write(store: FeatureStore, p: _Prepared) -> PushResult:
+    """Write checked rows where the push asked."""
+    view, target, table, source_rows, counts, to = (
+        p.view,
+        p.target,
+        p.table,
+        p.source_rows,
+        p.counts,
+        p.to,
+    )
     if to in ("offline", "both"):
         from quiver.offline.sources import append_to_source
 

@@ -38,7 +38,7 @@ from quiver.online._plans import (
 )
 from quiver.online._plans import _Cache as _Cache  # re-exported: tests reach it here
 from quiver.online._plans import _cache as _cache
-from quiver.online._push import push
+from quiver.online._push import push, push_many
 from quiver.online._response import EXPIRED, NOT_FOUND, PRESENT, OnlineGroup, OnlineResponse
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ __all__ = [
     "check_registry",
     "get_online_features",
     "push",
+    "push_many",
 ]
 
 # -- get_online_features -------------------------------------------------------------------------

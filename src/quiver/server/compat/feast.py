@@ -17,7 +17,7 @@ tried only when a request fails as given, so the hot path is unchanged.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 
@@ -49,7 +49,12 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["feast"], responses=ERROR_RESPONSES, route_class=FeastRoute)
 
-_MODES = {"online": "online", "offline": "offline", "online_and_offline": "both", "both": "both"}
+_MODES: dict[str, Literal["online", "offline", "both"]] = {
+    "online": "online",
+    "offline": "offline",
+    "online_and_offline": "both",
+    "both": "both",
+}
 
 
 @router.post(
@@ -116,11 +121,16 @@ def push(body: FeastPushRequest, store: StoreDep, settings: SettingsDep) -> Resp
     were written, ``X-Quiver-Rows-Invalid`` and ``X-Quiver-Rows-Dropped`` what the views'
     validation rules found (a ``reject`` policy answers 422 and writes nothing).
     """
+    from quiver.online.serving import push_many
+
     check_columns(body.df, settings.max_inline_rows, what="df")
     total = invalid = dropped = 0
-    for view in _views_for(store, body.push_source_name):
-        table = push_table(store, view, body.df, view_columns_only=True)
-        written = store.push(view, table, to=_MODES[body.to])
+    pushes = [
+        (view, push_table(store, view, body.df, view_columns_only=True))
+        for view in _views_for(store, body.push_source_name)
+    ]
+    # every view's rows checked before any is written: a refusal writes nothing
+    for written in push_many(store, pushes, to=_MODES[body.to]):
         total += int(written)
         counts = getattr(written, "validation", None)
         if counts is not None:
