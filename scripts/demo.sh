@@ -55,7 +55,8 @@ quiver predict online churn_model -e customer_id=1 -e customer_id=2
 
 step "monitoring   (statistics, drift against training, validate, catalogue, lineage)"
 quiver stats customer_behavior --days 7
-quiver monitor drift churn_model
+# the online store was filled before the model was trained: compare with that run
+quiver monitor drift churn_model --since 2000-01-01
 quiver validate
 quiver docs --output-file FEATURES.md
 quiver lineage customer_behavior:orders
