@@ -92,3 +92,19 @@ def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest
         postgres_server.drop_database(name)
     except Exception as exc:  # cleanup only: the whole cluster is removed at session end
         warnings.warn(f"could not drop test database {name}: {exc}", stacklevel=1)
+
+
+# --- A local Spark session (one JVM per test process), for the Spark offline engine -----------
+
+
+@pytest.fixture(scope="session")
+def spark_session() -> Iterator[object]:
+    """A local Spark session (``local[2]``, 4 shuffle partitions, UTC), one per test process;
+    engines built on it (``_engines.make_offline_engine``) do not stop it."""
+    from _engines import start_spark
+
+    session = start_spark()
+    try:
+        yield session
+    finally:
+        session.stop()

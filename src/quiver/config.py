@@ -42,6 +42,7 @@ __all__ = [
     "SchedulerConfig",
     "ServerConfig",
     "ServingCacheConfig",
+    "SparkOfflineEngineConfig",
     "SqliteOnlineStoreConfig",
     "find_repo",
     "load_config",
@@ -62,11 +63,56 @@ class RegistryConfig(_Strict):
 
 
 class OfflineEngineConfig(_Strict):
-    """The offline compute engine."""
+    """The embedded offline engine, DuckDB in process (the default)."""
 
     type: Literal["duckdb"] = "duckdb"
     threads: int | None = None
     memory_limit: str | None = Field(default=None, description="e.g. '4GB'")
+
+
+class SparkOfflineEngineConfig(_Strict):
+    """Apache Spark as the offline engine (extra ``spark``): a cluster, a local master, or a
+    Spark Connect server.
+
+    The sources are read by Spark itself (``s3://`` paths as ``s3a://``: the cluster needs the
+    ``hadoop-aws`` connector jars and its S3 settings in ``conf``). Results reach Python through
+    Parquet files that Spark writes under ``staging_dir``, which the driver must be able to read:
+    a local temp directory by default (right for a local master, or a cluster sharing the
+    driver's disk), else a shared path or an ``s3a://`` prefix.
+    """
+
+    type: Literal["spark"] = "spark"
+    master: str = Field(default="local[*]", description="e.g. spark://host:7077, yarn, local[2]")
+    remote: str | None = Field(
+        default=None,
+        pattern=r"^sc://",
+        description="a Spark Connect server, sc://host:port (instead of master)",
+    )
+    app_name: str = "quiver"
+    conf: dict[str, str] = Field(
+        default_factory=dict, description="Spark settings, e.g. spark.executor.memory: 4g"
+    )
+    staging_dir: str | None = Field(
+        default=None,
+        description="where Spark writes results for the driver to stream (default: a temp dir)",
+    )
+
+    # DuckDB still runs the small local steps with Spark (source probes, the SQL sandbox), with
+    # its defaults: these read as unset.
+    @property
+    def threads(self) -> int | None:
+        """DuckDB's thread count for local steps: its default."""
+        return None
+
+    @property
+    def memory_limit(self) -> str | None:
+        """DuckDB's memory budget for local steps: its default."""
+        return None
+
+
+OfflineEngineSettings = Annotated[
+    OfflineEngineConfig | SparkOfflineEngineConfig, Field(discriminator="type")
+]
 
 
 class SqliteOnlineStoreConfig(_Strict):
@@ -298,7 +344,7 @@ class RepoConfig(BaseSettings):
     data_dir: str = "data"
     model_dir: str = "models"
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
-    offline_engine: OfflineEngineConfig = Field(default_factory=OfflineEngineConfig)
+    offline_engine: OfflineEngineSettings = Field(default_factory=OfflineEngineConfig)
     online_store: OnlineStoreConfig = Field(default_factory=SqliteOnlineStoreConfig)
     iceberg: IcebergConfig = Field(default_factory=IcebergConfig)
     s3: S3Config = Field(default_factory=S3Config)
@@ -324,6 +370,14 @@ class RepoConfig(BaseSettings):
     @classmethod
     def _registry_shorthand(cls, value: Any) -> Any:
         return {"url": value} if isinstance(value, str) else value
+
+    @field_validator("offline_engine", mode="before")
+    @classmethod
+    def _offline_engine_default_type(cls, value: Any) -> Any:
+        # A section without `type` is the embedded default, DuckDB.
+        if isinstance(value, dict) and "type" not in value:
+            return {"type": "duckdb", **value}
+        return value
 
     @field_validator("online_store", mode="before")
     @classmethod
@@ -452,12 +506,12 @@ def build_config(data: dict[str, Any], source: str = "settings") -> RepoConfig:
         raise ConfigError(f"{source}: " + "; ".join(problems) + hint) from None
 
 
-_ONLINE_STORE_TAGS = ("sqlite", "redis", "dynamodb")
+_UNION_TAGS = ("sqlite", "redis", "dynamodb", "duckdb", "spark")
 
 
 def _problem(err: Mapping[str, Any]) -> str:
     """One validation error as the user's key path and what is wrong with it."""
-    loc = ".".join(str(p) for p in err["loc"] if p not in _ONLINE_STORE_TAGS)
+    loc = ".".join(str(p) for p in err["loc"] if p not in _UNION_TAGS)
     if err["type"] != "extra_forbidden":
         return f"{loc}: {err['msg']}"
     *section, key = err["loc"]
@@ -489,25 +543,29 @@ def _subsection(node: Any, part: int | str) -> Any:
 
 
 def _drop_replaced_online_store(data: dict[str, Any]) -> dict[str, Any]:
-    """Drop the file's ``online_store`` section when QUIVER_* variables switch its ``type``.
+    """Drop the file's ``online_store`` (or ``offline_engine``) section when QUIVER_* variables
+    switch its ``type``.
 
     Settings are merged key by key, so ``QUIVER_ONLINE_STORE__TYPE=redis`` over a file with
     ``online_store: {type: sqlite, path: ...}`` would otherwise leave ``path`` on a Redis store.
     """
-    section = data.get("online_store")
-    if not isinstance(section, dict):
-        return data
     env = {k.upper(): v for k, v in os.environ.items()}
-    env_type = env.get("QUIVER_ONLINE_STORE__TYPE")
-    if env_type is None and "QUIVER_ONLINE_STORE" in env:
-        try:
-            whole = json.loads(env["QUIVER_ONLINE_STORE"])
-        except ValueError:
-            whole = None
-        env_type = whole.get("type") if isinstance(whole, dict) else None
-    if env_type is None or env_type == section.get("type", "sqlite"):
-        return data
-    return {k: v for k, v in data.items() if k != "online_store"}
+    for name, default in (("online_store", "sqlite"), ("offline_engine", "duckdb")):
+        section = data.get(name)
+        if not isinstance(section, dict):
+            continue
+        var = f"QUIVER_{name.upper()}"
+        env_type = env.get(f"{var}__TYPE")
+        if env_type is None and var in env:
+            try:
+                whole = json.loads(env[var])
+            except ValueError:
+                whole = None
+            env_type = whole.get("type") if isinstance(whole, dict) else None
+        if env_type is None or env_type == section.get("type", default):
+            continue
+        data = {k: v for k, v in data.items() if k != name}
+    return data
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

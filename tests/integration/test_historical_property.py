@@ -27,9 +27,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _engines import OFFLINE_ENGINES, examples, make_offline_engine
 from quiver import Entity, FeatureView, Field, FileSource
 from quiver.config import load_config
-from quiver.offline import OfflineEngine, create_offline_engine
+from quiver.offline import OfflineEngine
 from quiver.offline.retrieval import load_entity_table
 from quiver.selection import ViewSelection
 
@@ -230,11 +231,14 @@ def oracle(case: Case) -> list[list[set[tuple[Any, Any]]]]:
 # --- the test ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, OfflineEngine]]:
+@pytest.fixture(scope="module", params=OFFLINE_ENGINES)
+def workspace(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[Path, OfflineEngine]]:
     root = tmp_path_factory.mktemp("pit_property")
     (root / "data").mkdir()
-    engine = create_offline_engine(load_config(root))
+    engine = make_offline_engine(request.param, load_config(root), request)
+    assert isinstance(engine, OfflineEngine)
     yield root, engine
     engine.close()
 
@@ -294,27 +298,27 @@ def run_case(root: Path, engine: OfflineEngine, case: Case, fmt: str) -> None:
             assert value in allowed, (i, v, value, allowed, case)
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(case=cases())
+def _check(engine_root: tuple[Path, OfflineEngine], fmt: str, count: int) -> None:
+    root, engine = engine_root
+    kind = "spark" if type(engine).__name__.startswith("Spark") else "duckdb"
+
+    @settings(
+        max_examples=examples(kind, count),
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(case=cases())
+    def check(case: Case) -> None:
+        run_case(root, engine, case, fmt)
+
+    check()
+
+
 def test_point_in_time_join_matches_oracle_parquet(
-    workspace: tuple[Path, OfflineEngine], case: Case
+    workspace: tuple[Path, OfflineEngine],
 ) -> None:
-    root, engine = workspace
-    run_case(root, engine, case, "parquet")
+    _check(workspace, "parquet", EXAMPLES)
 
 
-@settings(
-    max_examples=max(EXAMPLES // 4, 20),
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(case=cases())
-def test_point_in_time_join_matches_oracle_csv(
-    workspace: tuple[Path, OfflineEngine], case: Case
-) -> None:
-    root, engine = workspace
-    run_case(root, engine, case, "csv")
+def test_point_in_time_join_matches_oracle_csv(workspace: tuple[Path, OfflineEngine]) -> None:
+    _check(workspace, "csv", max(EXAMPLES // 4, 20))

@@ -228,8 +228,8 @@ def test_engine_registry_and_settings(tmp_path: Path) -> None:
         assert cur.execute("SELECT current_setting('threads')").fetchone() == (1,)
     finally:
         engine.close()
-    cfg.offline_engine.type = "spark"  # type: ignore[assignment]
-    with pytest.raises(ConfigError, match=r"offline_engine.type 'spark' is not a known engine"):
+    cfg.offline_engine.type = "nosuch"  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match=r"offline_engine.type 'nosuch' is not a known engine"):
         create_offline_engine(cfg)
 
 

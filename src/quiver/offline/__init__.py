@@ -2,7 +2,7 @@
 
 An engine is one module implementing :class:`OfflineEngine`, registered by its short name in
 :data:`ENGINES` and chosen by ``offline_engine.type`` in ``quiver.yaml``. The default, ``duckdb``,
-runs in process.
+runs in process; ``spark`` (extra ``spark``) runs on Apache Spark.
 """
 
 from __future__ import annotations
@@ -74,7 +74,19 @@ def _duckdb_engine(config: RepoConfig) -> OfflineEngine:
     return DuckDBOfflineEngine(config)
 
 
-ENGINES: dict[str, Callable[[RepoConfig], OfflineEngine]] = {"duckdb": _duckdb_engine}
+def _spark_engine(config: RepoConfig) -> OfflineEngine:
+    from quiver.errors import require
+
+    require("pyspark", "spark", "the Spark offline engine (offline_engine type spark)")
+    from quiver.offline.spark import SparkOfflineEngine
+
+    return SparkOfflineEngine(config)
+
+
+ENGINES: dict[str, Callable[[RepoConfig], OfflineEngine]] = {
+    "duckdb": _duckdb_engine,
+    "spark": _spark_engine,
+}
 """Offline engines by their ``offline_engine.type`` name."""
 
 
