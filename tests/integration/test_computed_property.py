@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _engines import OFFLINE_ENGINES, examples
 from quiver import Entity, FeatureView, Field, FileSource
 from quiver.definitions import OnDemandFeatureView, RequestSource
 from quiver.features.on_demand import on_demand_feature_view
@@ -112,18 +113,42 @@ def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
     return rows
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    rows=histories(),
-    queries=st.lists(
-        st.tuples(st.sampled_from(KEYS), st.integers(-5, 320), st.floats(-10, 10, allow_nan=False)),
-        min_size=1,
-        max_size=8,
-    ),
-    pushed=source_row,
-    request=st.floats(-10, 10, allow_nan=False),
-)
+@pytest.mark.parametrize("kind", OFFLINE_ENGINES)
 def test_computed_features_agree_offline_and_online(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """On each offline engine (Spark: fewer examples, on the session fixture's Spark)."""
+    if kind == "spark":
+        request.getfixturevalue("spark_session")
+
+    @settings(
+        max_examples=examples(kind, 12), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+    @given(
+        rows=histories(),
+        queries=st.lists(
+            st.tuples(
+                st.sampled_from(KEYS), st.integers(-5, 320), st.floats(-10, 10, allow_nan=False)
+            ),
+            min_size=1,
+            max_size=8,
+        ),
+        pushed=source_row,
+        value=st.floats(-10, 10, allow_nan=False),
+    )
+    def check(
+        rows: list[dict[str, Any]],
+        queries: list[tuple[int, int, float]],
+        pushed: dict[str, Any],
+        value: float,
+    ) -> None:
+        _agree(kind, rows, queries, pushed, value)
+
+    check()
+
+
+def _agree(
+    kind: str,
     rows: list[dict[str, Any]],
     queries: list[tuple[int, int, float]],
     pushed: dict[str, Any],
@@ -132,6 +157,8 @@ def test_computed_features_agree_offline_and_online(
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
         (repo / "data").mkdir()
+        if kind == "spark":
+            (repo / "quiver.yaml").write_text("offline_engine:\n  type: spark\n")
         frame = pd.DataFrame(
             rows
             or [

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _engines import OFFLINE_ENGINES, examples, make_offline_engine
 from quiver import BackendError, Entity, FeatureView, Field, FileSource, InvalidError
 from quiver.config import load_config
 from quiver.offline import OfflineEngine, create_offline_engine
@@ -29,8 +30,10 @@ def h(hours: float) -> datetime:
     return T0 + timedelta(hours=hours)
 
 
-@pytest.fixture
-def setup(tmp_path: Path) -> tuple[OfflineEngine, ViewSelection, object]:
+@pytest.fixture(params=OFFLINE_ENGINES)
+def setup(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[OfflineEngine, ViewSelection, object]]:
     (tmp_path / "data").mkdir()
     config = load_config(tmp_path)
     table = pa.table(
@@ -58,7 +61,7 @@ def setup(tmp_path: Path) -> tuple[OfflineEngine, ViewSelection, object]:
         source="scores_src",
     )
     sel = ViewSelection(view=view, features=tuple(view.features), source=source, entities=(entity,))
-    engine = create_offline_engine(config)
+    engine = make_offline_engine(request.param, config, request)
     yield engine, sel, config
     engine.close()
 
@@ -146,7 +149,8 @@ def test_pushed_rows_are_pulled(setup: tuple) -> None:
     assert out.column("tag").to_pylist() == ["c", "e", None, None]
 
 
-def test_streams_in_batches(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", OFFLINE_ENGINES)
+def test_streams_in_batches(tmp_path: Path, kind: str, request: pytest.FixtureRequest) -> None:
     (tmp_path / "data").mkdir()
     config = load_config(tmp_path)
     n = 200_000
@@ -166,7 +170,7 @@ def test_streams_in_batches(tmp_path: Path) -> None:
         name="big", entities=["k"], features=[Field(name="v", dtype="int64")], source="big"
     )
     sel = ViewSelection(view=view, features=tuple(view.features), source=source, entities=(entity,))
-    engine = create_offline_engine(config)
+    engine = make_offline_engine(kind, config, request)
     try:
         batches = list(engine.pull_latest(sel, None, h(2)))
         assert len(batches) > 1
@@ -268,6 +272,34 @@ def test_pull_latest_matches_oracle(
     prop_engine: tuple[OfflineEngine, Path], two_pass: bool, case: dict[str, Any]
 ) -> None:
     engine, data = prop_engine
+    _check_latest(engine, data, case, two_pass)
+
+
+@settings(
+    max_examples=examples("spark", 200),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(case=cases())
+def test_pull_latest_matches_oracle_spark(
+    spark_engine: tuple[OfflineEngine, Path], case: dict[str, Any]
+) -> None:
+    engine, data = spark_engine
+    _check_latest(engine, data, case, True)
+
+
+@pytest.fixture(scope="module")
+def spark_engine(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[OfflineEngine, Path]]:
+    root = tmp_path_factory.mktemp("pull_latest_spark")
+    (root / "data").mkdir()
+    engine = make_offline_engine("spark", load_config(root), request)
+    yield engine, root / "data"
+    engine.close()
+
+
+def _check_latest(engine: OfflineEngine, data: Path, case: dict[str, Any], two_pass: bool) -> None:
     rows = case["rows"]
     key_type = pa.int64() if case["key_type"] == "int64" else pa.string()
     keys = [_key({**case, "composite": True}, r[0], r[1]) for r in rows]

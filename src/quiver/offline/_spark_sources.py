@@ -136,6 +136,7 @@ def open_session(settings: SparkOfflineEngineConfig, config: RepoConfig) -> tupl
         conf = {**_s3_conf(config), **SESSION_CONF, **settings.conf}
         if not settings.remote:
             conf.setdefault("spark.ui.showConsoleProgress", "false")
+            conf.setdefault("spark.log.level", "ERROR")
         for key, value in conf.items():
             builder = builder.config(key, value)
         try:
@@ -148,7 +149,20 @@ def open_session(settings: SparkOfflineEngineConfig, config: RepoConfig) -> tupl
     for key, value in SESSION_CONF.items():
         if key not in settings.conf:
             session.conf.set(key, value)
+    quiet_pyspark()
     return session, owns
+
+
+def quiet_pyspark() -> None:
+    """Silence PySpark's own reports of errors the engine translates (JSON lines on stdout) and
+    its warning about the pandas version (the engine exchanges Arrow, not pandas)."""
+    import logging
+    import warnings
+
+    logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.CRITICAL)
+    warnings.filterwarnings(
+        "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
+    )
 
 
 # --------------------------------------------------------------------------------------------

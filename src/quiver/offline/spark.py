@@ -92,10 +92,11 @@ class SparkOfflineEngine:
         if session is None:
             session, owns = open_session(settings, config)
         else:
-            from quiver.offline._spark_sources import SESSION_CONF
+            from quiver.offline._spark_sources import SESSION_CONF, quiet_pyspark
 
             for key, value in SESSION_CONF.items():
                 session.conf.set(key, value)
+            quiet_pyspark()
             owns = False
         self.session = session
         self._owns = owns
