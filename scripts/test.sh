@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run the test suite on a fresh Debian machine: bash scripts/test.sh [pytest args...]
 #
-# 1. As root, installs the backend servers the tests start (redis-server, PostgreSQL) with
-#    apt-get if their binaries are missing. Not as root, it only says what to install.
+# 1. As root, installs the backend servers the tests start (redis-server, PostgreSQL) and the
+#    Java runtime of the local Spark the Spark engine's tests start (openjdk-17-jre-headless)
+#    with apt-get if their binaries are missing. Not as root, it only says what to install.
 # 2. Makes a new virtual environment and installs quiver with the dev extra into it from the
 #    lock (uv.lock, with uv sync --frozen), so the tests see only what the lock pins.
 # 3. Runs pytest there; the exit code is pytest's.
@@ -26,6 +27,7 @@ have_postgres() {
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 have_postgres || missing+=(postgresql)
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then

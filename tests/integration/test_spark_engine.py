@@ -18,6 +18,7 @@ import pytest
 from quiver import Entity, FeatureStore, FeatureView, Field, FileSource, IcebergSource
 from quiver.config import load_config
 from quiver.errors import InvalidError, NotFoundError
+from quiver.offline.probe import probe_view
 from quiver.offline.sources import append_to_source, iceberg_catalog
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -181,6 +182,11 @@ def test_latest_rows_are_equal(stores: tuple[FeatureStore, FeatureStore]) -> Non
             order = [(k, "ascending") for k in keys]
             assert got.schema == want.schema
             assert got.sort_by(order).to_pylist() == want.sort_by(order).to_pylist()
+        # the probe of `quiver validate` and of the freshness lag
+        sel = duck.resolve_features([f"{view}:*"])[0]
+        want_probe = probe_view(duck.offline_engine, sel, check_types=True)
+        assert probe_view(spark.offline_engine, sel, check_types=True) == want_probe
+        assert want_probe.rows > 0
 
 
 def test_source_errors_match(stores: tuple[FeatureStore, FeatureStore], tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from quiver.offline.sources import TimeWindow, quote
 
 if TYPE_CHECKING:
     from quiver.offline.duckdb import DuckDBOfflineEngine
+    from quiver.offline.spark import SparkOfflineEngine
     from quiver.selection import ViewSelection
 
 __all__ = ["SourceProbe", "probe_view"]
@@ -37,7 +38,10 @@ class SourceProbe:
 
 
 def probe_view(
-    engine: DuckDBOfflineEngine, selection: ViewSelection, *, check_types: bool = False
+    engine: DuckDBOfflineEngine | SparkOfflineEngine,
+    selection: ViewSelection,
+    *,
+    check_types: bool = False,
 ) -> SourceProbe:
     """The row count and newest event timestamp of a view's source rows.
 
@@ -45,8 +49,13 @@ def probe_view(
         NotFoundError: the source's files or table do not exist.
         InvalidError: a declared column is missing, or (``check_types``) a value cannot be cast
             to its declared dtype.
-        BackendError: DuckDB failed otherwise.
+        BackendError: DuckDB (or Spark) failed otherwise.
     """
+    from quiver.offline.spark import SparkOfflineEngine
+
+    if isinstance(engine, SparkOfflineEngine):  # probed in Spark
+        rows, newest = engine.probe(selection, check_types=check_types)
+        return SourceProbe(rows=rows, newest_event_timestamp=newest)
     from quiver.features.transformations import view_select, view_transform
     from quiver.offline.duckdb import _engine_error, _roles
 

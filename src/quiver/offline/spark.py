@@ -259,6 +259,50 @@ class SparkOfflineEngine:
             raise spark_error(exc, what) from exc
         return self._stream(out, schema, what, 10_000)
 
+    # -- probes ---------------------------------------------------------------------------------
+
+    def probe(self, selection: ViewSelection, *, check_types: bool = False) -> tuple[int, Any]:
+        """The row count and newest event timestamp of a view's source rows, read as
+        materialization reads them (see :func:`quiver.offline.probe.probe_view`); with
+        ``check_types`` every value is cast (a value its dtype cannot hold fails). One
+        aggregate row comes back to the driver.
+
+        Raises:
+            NotFoundError: the source's files or table do not exist.
+            InvalidError: a declared column is missing, or a value cannot be cast.
+        """
+        from datetime import UTC
+
+        from pyspark.sql import functions as F
+
+        from quiver.features.transformations import view_transform
+
+        self._check_open()
+        keys = selection.join_keys
+        columns: dict[str, str | None] = {k: selection.key_types[k] for k in keys}
+        for f in selection.features:
+            columns[f.name] = f.dtype
+        tx = view_transform(selection.view, selection.features, selection.source)
+        if tx is not None:
+            columns = tx.source_columns({k: selection.key_types[k] for k in keys})
+        what = f"feature view '{selection.view.name}'"
+        try:
+            frame = view_frame(
+                self.session, self.config, selection, columns, roles=_roles(selection)
+            )
+            aggs = [F.count(F.lit(1)), F.max(TS)]
+            if check_types:
+                aggs += [F.count(F.col(_q(c))) for c in columns]
+            row = frame.agg(*aggs).collect()[0]
+        except QuiverError:
+            raise
+        except Exception as exc:
+            raise spark_error(exc, what) from exc
+        newest = row[1]
+        if isinstance(newest, datetime):  # the session is UTC; pyspark gives naive local time
+            newest = newest.astimezone(UTC) if newest.tzinfo else _utc_from_local(newest)
+        return int(row[0]), newest
+
     # -- tiles of windowed aggregations ----------------------------------------------------------
 
     def pull_tiles(
@@ -347,6 +391,14 @@ class SparkOfflineEngine:
             selections=selections,
             full_feature_names=full_feature_names,
         )
+
+
+def _utc_from_local(value: datetime) -> datetime:
+    """A naive datetime PySpark made from a ``TIMESTAMP`` (in the driver's local time zone) as
+    an aware UTC datetime."""
+    from datetime import UTC
+
+    return value.astimezone(UTC)
 
 
 def _q(name: str) -> str:
