@@ -75,10 +75,10 @@ class SparkOfflineEngineConfig(_Strict):
     Spark Connect server.
 
     The sources are read by Spark itself (``s3://`` paths as ``s3a://``: the cluster needs the
-    ``hadoop-aws`` connector jars and its S3 settings in ``conf``). Results reach Python through
-    Parquet files that Spark writes under ``staging_dir``, which the driver must be able to read:
-    a local temp directory by default (right for a local master, or a cluster sharing the
-    driver's disk), else a shared path or an ``s3a://`` prefix.
+    ``hadoop-aws`` connector jars; ``s3:`` settings are passed on as ``spark.hadoop.fs.s3a.*``).
+    Results reach Python through Parquet files that Spark writes under ``staging_dir``: a local
+    temp directory by default (a local master, or Spark Connect on this machine), else a
+    directory the cluster and the driver share (required then).
     """
 
     type: Literal["spark"] = "spark"
@@ -94,7 +94,10 @@ class SparkOfflineEngineConfig(_Strict):
     )
     staging_dir: str | None = Field(
         default=None,
-        description="where Spark writes results for the driver to stream (default: a temp dir)",
+        description=(
+            "where Spark writes results for the driver to stream (default: a temp dir); "
+            "required unless Spark runs on this machine"
+        ),
     )
 
     # DuckDB still runs the small local steps with Spark (source probes, the SQL sandbox), with

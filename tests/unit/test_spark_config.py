@@ -61,3 +61,18 @@ def test_missing_pyspark_names_the_extra(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "pyspark", None)
     with pytest.raises(MissingExtraError, match=r"spark"):
         create_offline_engine(load_config(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"type": "spark", "master": "spark://cluster:7077"},
+        {"type": "spark", "remote": "sc://spark.example.com:15002"},
+    ],
+)
+def test_a_remote_cluster_needs_a_shared_staging_dir(tmp_path: Path, settings: dict) -> None:
+    with pytest.raises(ConfigError, match=r"offline_engine.staging_dir must be set"):
+        create_offline_engine(load_config(tmp_path, offline_engine=settings))
+    cfg = load_config(tmp_path, offline_engine={**settings, "staging_dir": "s3a://bucket/x"})
+    with pytest.raises(ConfigError, match=r"staging_dir must be a directory path"):
+        create_offline_engine(cfg)

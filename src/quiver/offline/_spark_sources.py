@@ -127,8 +127,9 @@ def open_session(settings: SparkOfflineEngineConfig, config: RepoConfig) -> tupl
     session = None if settings.remote else sql.SparkSession.getActiveSession()
     owns = session is None
     if session is None:
-        # Local Python workers run this interpreter (where quiver is installed).
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        if not settings.remote and settings.master.startswith("local"):
+            # Local Python workers run this interpreter (where quiver is installed).
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = sql.SparkSession.builder.appName(settings.app_name)
         builder = (
             builder.remote(settings.remote) if settings.remote else builder.master(settings.master)

@@ -29,9 +29,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quiver.errors import BackendError, ConfigError, InvalidError, QuiverError
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame
 
-    from quiver.config import RepoConfig
+    from quiver.config import RepoConfig, SparkOfflineEngineConfig
     from quiver.definitions import FileSource, IcebergSource
     from quiver.features.transformations import ViewTransform
     from quiver.offline.retrieval import RetrievalJob
@@ -58,14 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SparkOfflineEngine"]
 
-_ROW = "__row_id"
-_IS_ENTITY = "__is_e"
 _MATCH = "__v"
-_ORDER_CREATED = "__c"
-
-
-def _us(delta: Any) -> int:
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 class SparkOfflineEngine:
@@ -89,6 +82,23 @@ class SparkOfflineEngine:
             settings = SparkOfflineEngineConfig()
         self.config = config
         self.settings = settings
+        if settings.staging_dir is None and not _shares_local_disk(settings):
+            where = settings.remote or settings.master
+            raise ConfigError(
+                f"offline_engine.staging_dir must be set for Spark at {where}: results come "
+                "back through Parquet files there, so it must be a directory both the cluster "
+                "and this machine can read (e.g. a shared mount)"
+            )
+        self._staging: str | None = None
+        if settings.staging_dir is not None:
+            if "://" in settings.staging_dir:
+                raise ConfigError(
+                    "offline_engine.staging_dir must be a directory path (a shared mount), not "
+                    f"a URI: {settings.staging_dir!r}"
+                )
+            staging = config.resolve(settings.staging_dir)
+            staging.mkdir(parents=True, exist_ok=True)
+            self._staging = str(staging)
         if session is None:
             session, owns = open_session(settings, config)
         else:
@@ -157,16 +167,10 @@ class SparkOfflineEngine:
         directory, then stream the files back in order, cast to ``schema``."""
         import pyarrow as pa
 
-        base = self.settings.staging_dir
-        if base is not None and base.lower().startswith(("s3://", "s3a://")):
-            raise ConfigError(
-                "offline_engine.staging_dir on S3 is not supported yet; use a path the driver "
-                "and the executors share"
-            )
-        root = tempfile.mkdtemp(prefix="quiver-spark-", dir=base)
+        root = tempfile.mkdtemp(prefix="quiver-spark-", dir=self._staging)
         path = f"{root}/result"
-        try:
-            frame.write.mode("overwrite").parquet(path)
+        try:  # a file:// URI: not the cluster's default file system (HDFS on YARN)
+            frame.write.mode("overwrite").parquet(Path(path).resolve().as_uri())
         except Exception as exc:
             shutil.rmtree(root, ignore_errors=True)
             raise spark_error(exc, what) from exc
@@ -393,6 +397,15 @@ class SparkOfflineEngine:
         )
 
 
+def _shares_local_disk(settings: SparkOfflineEngineConfig) -> bool:
+    """Whether Spark's executors write to this machine's disk: a local master, or Spark
+    Connect on this machine."""
+    if settings.remote:
+        host = settings.remote[len("sc://") :].split("/", 1)[0].rsplit(":", 1)[0]
+        return host in ("localhost", "127.0.0.1", "[::1]")
+    return settings.master.startswith("local")
+
+
 def _utc_from_local(value: datetime) -> datetime:
     """A naive datetime PySpark made from a ``TIMESTAMP`` (in the driver's local time zone) as
     an aware UTC datetime."""
@@ -501,8 +514,3 @@ def _read_back(
         raise BackendError(f"{what}: cannot read Spark's result: {exc}") from exc
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
-
-def new_name(prefix: str) -> str:
-    """A column name no user column has."""
-    return f"__{prefix}_{uuid.uuid4().hex[:8]}"
