@@ -31,6 +31,7 @@ __all__ = [
     "CONFIG_FILE",
     "AuthConfig",
     "DynamoDBOnlineStoreConfig",
+    "FeastCompatConfig",
     "IcebergCatalogConfig",
     "JobsConfig",
     "MonitoringConfig",
@@ -188,6 +189,30 @@ class IcebergConfig(_Strict):
     catalogs: dict[str, IcebergCatalogConfig] = Field(
         default_factory=lambda: {"default": IcebergCatalogConfig()}
     )
+
+
+class FeastCompatConfig(_Strict):
+    """Settings of the Feast-compatible routes.
+
+    Attributes:
+        default_catalog: The catalog a ``/feast`` table name means when it names none. A name
+            that is not in ``iceberg.catalogs`` stands for the ``default`` catalog (the platform
+            calls its Iceberg catalog ``iceberg``).
+        default_schema: The schema (Iceberg namespace) a ``/feast`` table name means when it
+            names none, and where batch predictions go without ``output_schema``.
+    """
+
+    default_catalog: str = "iceberg"
+    default_schema: str = "gold"
+
+    @field_validator("default_catalog", "default_schema")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        from quiver.definitions import NAME_RE
+
+        if not NAME_RE.match(value):
+            raise ValueError(f"{value!r} is not a plain identifier of at most 63 characters")
+        return value
 
 
 class S3Config(_Strict):
@@ -350,6 +375,7 @@ class RepoConfig(BaseSettings):
     offline_engine: OfflineEngineSettings = Field(default_factory=OfflineEngineConfig)
     online_store: OnlineStoreConfig = Field(default_factory=SqliteOnlineStoreConfig)
     iceberg: IcebergConfig = Field(default_factory=IcebergConfig)
+    feast_compat: FeastCompatConfig = Field(default_factory=FeastCompatConfig)
     s3: S3Config = Field(default_factory=S3Config)
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)

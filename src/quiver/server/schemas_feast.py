@@ -5,9 +5,9 @@ platform routes (:mod:`quiver.server.compat.platform`)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, RootModel, StringConstraints
 
 from quiver.server.schemas import JsonScalar, PushValue, _Out
 
@@ -104,6 +104,16 @@ class FeastNull(RootModel[None]):
 
 
 # --- /feast platform routes --------------------------------------------------------------------
+# Field names, shapes and types as the platform documents them (tests/fixtures/feast_platform).
+
+_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+Tags = Annotated[
+    dict[
+        Annotated[str, StringConstraints(max_length=256)],
+        Annotated[str, StringConstraints(max_length=1024)],
+    ],
+    Field(max_length=64, description="accepted for compatibility; kept as the object's tags"),
+]
 
 
 class PlatformFeature(BaseModel):
@@ -111,21 +121,38 @@ class PlatformFeature(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    name: str = Field(max_length=63)
+    dtype: str = Field(
+        max_length=64,
+        description="int32, int64, float32, float64, string, bool, unix_timestamp, "
+        "array_<type> (any case), or a Quiver dtype",
+    )
+    description: str | None = Field(default=None, max_length=4096)
+    tags: Tags = Field(default_factory=dict)
+
+
+class PlatformFeatureOut(_Out):
+    """A feature as the platform lists it (``description`` only when it has one)."""
+
     name: str
     dtype: str
-    description: str = ""
+    description: str | None = None
 
 
 class PlatformSource(BaseModel):
-    """Where the rows live: an Iceberg table, or Parquet under ``<data_dir>/<schema>/<table>``."""
+    """The table holding the rows: ``catalog.schema.table_name`` (defaults: ``feast_compat``)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
-    table_name: str
-    timestamp_field: str = "event_timestamp"
-    catalog: str | None = None
-    schema_: str | None = Field(default=None, alias="schema")
-    created_timestamp_field: str | None = None
+    table_name: str = Field(max_length=200)
+    timestamp_field: str = Field(default="event_timestamp", max_length=63)
+    catalog: str | None = Field(default=None, max_length=63)
+    schema_: str | None = Field(default=None, alias="schema", max_length=63)
+    created_timestamp_column: str | None = Field(
+        default=None,
+        max_length=63,
+        validation_alias=AliasChoices("created_timestamp_column", "created_timestamp_field"),
+    )
 
 
 class PlatformFeatureViewIn(BaseModel):
@@ -133,13 +160,18 @@ class PlatformFeatureViewIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str
-    entities: list[str] = Field(min_length=1)
-    features: list[PlatformFeature] = Field(min_length=1)
+    name: str = Field(max_length=63)
+    entities: list[Annotated[str, StringConstraints(max_length=63)]] = Field(
+        min_length=1, max_length=16
+    )
+    features: list[PlatformFeature] = Field(min_length=1, max_length=1000)
     source: PlatformSource
-    ttl_seconds: int | None = Field(default=None, ge=0)
-    online: bool = True
-    description: str = ""
+    ttl_seconds: int | None = Field(
+        default=86400, gt=0, description="seconds; null: values never expire"
+    )
+    online: bool = False
+    description: str | None = Field(default=None, max_length=4096)
+    tags: Tags = Field(default_factory=dict)
 
 
 class PlatformFeatureViewCreated(_Out):
@@ -147,9 +179,12 @@ class PlatformFeatureViewCreated(_Out):
 
     name: str
     entities: list[str]
-    features: list[PlatformFeature]
-    status: Literal["registered"] = "registered"
+    features: list[str]
+    source_table: str = Field(description="catalog.schema.table, or the Parquet path")
+    online_enabled: bool
     created_at: datetime
+    status: Literal["registered"] = "registered"
+    message: str
 
 
 class PlatformFeatureViewOut(_Out):
@@ -157,18 +192,14 @@ class PlatformFeatureViewOut(_Out):
 
     name: str
     entities: list[str]
-    features: list[PlatformFeature]
-    online: bool
-    ttl_seconds: int | None
+    features: list[PlatformFeatureOut]
+    online_enabled: bool
+    ttl_seconds: int = Field(description="0: values never expire")
     created_at: datetime
-    description: str = ""
 
 
-class PlatformFeatureViewList(_Out):
-    """Every feature view."""
-
-    feature_views: list[PlatformFeatureViewOut]
-    count: int
+class PlatformFeatureViewList(RootModel[list[PlatformFeatureViewOut]]):
+    """Every feature view (a bare array)."""
 
 
 class PlatformServiceIn(BaseModel):
@@ -176,9 +207,12 @@ class PlatformServiceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str
-    feature_views: list[str] = Field(min_length=1)
-    description: str = ""
+    name: str = Field(max_length=63)
+    feature_views: list[Annotated[str, StringConstraints(max_length=63)]] = Field(
+        min_length=1, max_length=200
+    )
+    description: str | None = Field(default=None, max_length=4096)
+    tags: Tags = Field(default_factory=dict)
 
 
 class PlatformServiceCreated(_Out):
@@ -193,11 +227,11 @@ class PlatformStatus(_Out):
     """The platform's status."""
 
     status: Literal["healthy", "degraded"]
-    project: str
-    registry: str
-    online_store: str
-    offline_store: str
-    feature_views: int
-    entities: int
-    feature_services: int
-    version: str
+    registry_type: str = Field(description="sqlite or postgresql")
+    online_store_type: str = Field(description="sqlite, redis or dynamodb")
+    offline_store_type: str = Field(description="the offline engine: duckdb")
+    num_feature_views: int
+    num_entities: int
+    num_feature_services: int
+    feature_views: list[str]
+    entities: list[str]

@@ -1,12 +1,14 @@
 """The ``/feast`` registry routes of the Feast-based ML platform Quiver replaces.
 
-A thin adapter over the registry: teams keep their scripts and Postman collections.
+A thin adapter over the registry: teams keep their scripts and Postman collections. Bodies and
+answers are the platform's documented ones (``tests/fixtures/feast_platform``).
 
 - ``entities`` are join key names: an entity with exactly that join key is used, or one is
   created (named after the key, its type read from the source table).
-- ``source.catalog`` / ``schema`` / ``table_name`` name an Iceberg table
-  ``<schema>.<table_name>`` in a catalog of ``quiver.yaml``, or else a Parquet dataset (a file or
-  a folder) at ``<data_dir>/<schema>/<table_name>``; the view's source is registered as
+- ``source.catalog`` / ``schema`` / ``table_name`` name a table as
+  :mod:`quiver.server.compat._tables` resolves it (defaults ``feast_compat.default_catalog`` /
+  ``default_schema``: ``iceberg.gold``): an Iceberg table of a configured catalog, or else a
+  Parquet dataset at ``<data_dir>/<schema>/<table_name>``; the view's source is registered as
   ``<view>_source``.
 - Posting an existing view or service again updates it (plan/apply rules: a breaking change
   needs ``?allow_breaking=true``).
@@ -29,12 +31,13 @@ from quiver.definitions import (
     IcebergSource,
     validate_name,
 )
-from quiver.errors import InvalidError, MissingExtraError, NotFoundError, QuiverError
+from quiver.errors import InvalidError, NotFoundError
+from quiver.server.compat import _tables as tables
 from quiver.server.deps import StoreDep
 from quiver.server.routers.health import readiness
 from quiver.server.schemas import ERROR_RESPONSES, QueryBool, StrictJSONRoute
 from quiver.server.schemas_feast import (
-    PlatformFeature,
+    PlatformFeatureOut,
     PlatformFeatureViewCreated,
     PlatformFeatureViewIn,
     PlatformFeatureViewList,
@@ -62,7 +65,7 @@ AllowBreaking = Annotated[
     QueryBool, Query(description="accept breaking changes to an existing view: true or false")
 ]
 
-_FEAST_LIST = re.compile(r"^\s*(?:array|list)\s*\(\s*(\w+)\s*\)\s*$", re.IGNORECASE)
+_FEAST_LIST = re.compile(r"^\s*(?:(?:array|list)\s*\(\s*(\w+)\s*\)|array_(\w+))\s*$", re.IGNORECASE)
 _FEAST_NAMES = {
     "unixtimestamp": "timestamp",
     "unix_timestamp": "timestamp",
@@ -71,14 +74,15 @@ _FEAST_NAMES = {
 
 
 def platform_dtype(value: str) -> str:
-    """A Quiver dtype from a platform (Feast-style) type name: ``Int64``, ``Array(String)``...
+    """A Quiver dtype from a platform (Feast-style) type name: ``int64``, ``Array(String)``,
+    ``array_float64``, ``unix_timestamp``...
 
     Raises:
         InvalidError: an unknown type.
     """
     match = _FEAST_LIST.match(value)
     if match:
-        return f"list<{platform_dtype(match.group(1))}>"
+        return f"list<{platform_dtype(match.group(1) or match.group(2))}>"
     return normalize_dtype(_FEAST_NAMES.get(value.strip().lower(), value))
 
 
@@ -86,23 +90,23 @@ def platform_dtype(value: str) -> str:
     "/status", response_model=PlatformStatus, operation_id="platform_status", summary="Status"
 )
 def status(store: StoreDep) -> PlatformStatus:
-    """The platform's status: backends, object counts, healthy or degraded."""
-    from quiver import __version__
-
+    """The platform's status: backends, object counts and names, healthy or degraded."""
     checks = readiness(store)
     healthy = all(v == "ok" for v in checks.values())
     registry = store.registry
-    count = (lambda kind: registry.count(kind)) if checks["registry"] == "ok" else (lambda _k: 0)
+    up = checks["registry"] == "ok"
+    views = [r.name for r in registry.records("feature_view")] if up else []
+    entities = [e.name for e in store.list_entities()] if up else []
     return PlatformStatus(
         status="healthy" if healthy else "degraded",
-        project=store.project,
-        registry=registry.dialect,
-        online_store=store.config.online_store.type,
-        offline_store=store.config.offline_engine.type,
-        feature_views=count("feature_view"),
-        entities=count("entity"),
-        feature_services=count("feature_service"),
-        version=__version__,
+        registry_type=registry.dialect,
+        online_store_type=store.config.online_store.type,
+        offline_store_type=store.config.offline_engine.type,
+        num_feature_views=len(views),
+        num_entities=len(entities),
+        num_feature_services=registry.count("feature_service") if up else 0,
+        feature_views=views,
+        entities=entities,
     )
 
 
@@ -110,18 +114,18 @@ def _join_keys(store: Any) -> dict[str, list[str]]:
     return {e.name: list(e.join_keys) for e in store.list_entities()}
 
 
-def _ttl(view: FeatureView) -> int | None:
-    return int(view.ttl.total_seconds()) if view.ttl is not None else None
-
-
 @router.get(
     "/features",
     response_model=PlatformFeatureViewList,
+    response_model_exclude_none=True,
     operation_id="platform_list_feature_views",
     summary="List feature views",
 )
 def list_feature_views(store: StoreDep) -> PlatformFeatureViewList:
-    """Every feature view with its join keys, features, online flag, TTL and creation time."""
+    """Every feature view (a bare array): join keys, features, online flag, TTL, creation time.
+
+    ``ttl_seconds`` is 0 for a view whose values never expire.
+    """
     keys = _join_keys(store)
     items = []
     for record in store.registry.records("feature_view"):
@@ -131,16 +135,17 @@ def list_feature_views(store: StoreDep) -> PlatformFeatureViewList:
                 name=view.name,
                 entities=[k for e in view.entities for k in keys.get(e, [e])],
                 features=[
-                    PlatformFeature(name=f.name, dtype=f.dtype, description=f.description)
+                    PlatformFeatureOut(
+                        name=f.name, dtype=f.dtype, description=f.description or None
+                    )
                     for f in view.features
                 ],
-                online=view.online,
-                ttl_seconds=_ttl(view),
+                online_enabled=view.online,
+                ttl_seconds=int(view.ttl.total_seconds()) if view.ttl is not None else 0,
                 created_at=record.created_at,
-                description=view.description,
             )
         )
-    return PlatformFeatureViewList(feature_views=items, count=len(items))
+    return PlatformFeatureViewList(items)
 
 
 def _identifier(value: str, what: str) -> str:
@@ -149,34 +154,25 @@ def _identifier(value: str, what: str) -> str:
 
 def _resolve_source(
     store: Any, view_name: str, src: PlatformSource
-) -> tuple[FileSource | IcebergSource, pa.Schema]:
-    """The data source (not yet registered) and the table's Arrow schema."""
-    table_name = _identifier(src.table_name, "source.table_name")
-    schema = _identifier(src.schema_, "source.schema") if src.schema_ else None
-    name = f"{view_name}_source"
+) -> tuple[FileSource | IcebergSource, pa.Schema, str]:
+    """The data source (not yet registered), the table's Arrow schema, its shown name."""
+    name = tables.parse(
+        store, src.table_name, "source.table_name", catalog=src.catalog, schema=src.schema_
+    )
     common: dict[str, Any] = {
-        "name": name,
-        "timestamp_field": src.timestamp_field,
-        "created_timestamp_field": src.created_timestamp_field,
+        "name": f"{view_name}_source",
+        "timestamp_field": _identifier(src.timestamp_field, "source.timestamp_field"),
+        "created_timestamp_field": src.created_timestamp_column,
         "description": f"registered through POST /feast/features for '{view_name}'",
     }
     tried: list[str] = []
-    catalogs = store.config.iceberg.catalogs
-    catalog_name = src.catalog or "default"
-    if catalog_name in catalogs:
-        identifier = f"{schema or 'default'}.{table_name}"
-        found = _iceberg_schema(store, catalog_name, identifier, tried)
-        if found is not None:
-            return IcebergSource(table=identifier, catalog=catalog_name, **common), found
-    elif src.catalog is not None:
-        tried.append(
-            f"Iceberg catalog '{src.catalog}' is not configured in quiver.yaml "
-            f"(configured: {', '.join(sorted(catalogs)) or 'none'})"
-        )
-    data = store.config.data_path
-    rel = f"{schema}/{table_name}" if schema else table_name
-    for candidate in (data / rel, data / f"{rel}.parquet"):
-        if candidate.exists():
+    found = tables.iceberg_arrow_schema(store, name, tried)
+    if found is not None:
+        catalog, schema = found
+        table = f"{name.schema}.{name.table}"
+        return IcebergSource(table=table, catalog=catalog, **common), schema, name.qualified
+    for candidate in tables.parquet_candidates(store, name):
+        if tables.exists(candidate):
             import pyarrow as pa
             import pyarrow.dataset as ds
 
@@ -195,36 +191,12 @@ def _resolve_source(
             path = (
                 os.path.relpath(resolved, root) if resolved.is_relative_to(root) else str(resolved)
             )
-            return FileSource(path=path, format="parquet", **common), arrow_schema
+            return FileSource(path=path, format="parquet", **common), arrow_schema, path
         tried.append(f"no Parquet dataset at {candidate}")
     raise NotFoundError(
-        f"source table '{rel}' not found: " + "; ".join(tried),
+        f"source table '{name.qualified}' not found: " + "; ".join(tried),
         details={"tried": tried},
     )
-
-
-def _iceberg_schema(store: Any, catalog_name: str, identifier: str, tried: list[str]) -> Any:
-    from quiver.offline.sources import iceberg_catalog
-
-    try:
-        catalog = iceberg_catalog(store.config, catalog_name)
-        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
-    except (MissingExtraError, ImportError) as exc:
-        tried.append(f"Iceberg is not available ({exc})")
-        return None
-    try:
-        return catalog.load_table(identifier).schema().as_arrow()
-    except (NoSuchTableError, NoSuchNamespaceError):
-        tried.append(f"no Iceberg table '{identifier}' in catalog '{catalog_name}'")
-        return None
-    except QuiverError:
-        raise
-    except Exception as exc:
-        from quiver.errors import BackendError
-
-        raise BackendError(
-            f"cannot read Iceberg table '{identifier}' of catalog '{catalog_name}': {exc}"
-        ) from exc
 
 
 def _check_columns(body: PlatformFeatureViewIn, schema: pa.Schema, source: Any) -> None:
@@ -232,7 +204,7 @@ def _check_columns(body: PlatformFeatureViewIn, schema: pa.Schema, source: Any) 
     needed = [
         *body.entities,
         body.source.timestamp_field,
-        *([body.source.created_timestamp_field] if body.source.created_timestamp_field else []),
+        *([body.source.created_timestamp_column] if body.source.created_timestamp_column else []),
         *(f.name for f in body.features),
     ]
     missing = [c for c in needed if c not in present]
@@ -288,10 +260,15 @@ def register_feature_view(
     if len(set(body.entities)) != len(body.entities):
         raise InvalidError(f"feature view '{view_name}' lists a join key twice: {body.entities}")
     fields = [
-        Field(name=f.name, dtype=platform_dtype(f.dtype), description=f.description)
+        Field(
+            name=_identifier(f.name, "feature name"),
+            dtype=platform_dtype(f.dtype),
+            description=f.description or "",
+            tags=f.tags,
+        )
         for f in body.features
     ]
-    source, schema = _resolve_source(store, view_name, body.source)
+    source, schema, shown = _resolve_source(store, view_name, body.source)
     _check_columns(body, schema, source)
     entities = _entities_for(store, view_name, body.entities, schema)
     view = FeatureView(
@@ -301,17 +278,22 @@ def register_feature_view(
         source=source.name,
         ttl=body.ttl_seconds,
         online=body.online,
-        description=body.description,
+        description=body.description or "",
+        tags=body.tags,
     )
     store.apply(store.plan([*entities, source, view]), allow_breaking=allow_breaking)
     record = store.registry.get_record("feature_view", view_name)
+    where = "an Iceberg table" if source.type == "iceberg" else "a Parquet dataset"
+    store_kind = "online and offline stores" if body.online else "offline store only"
     return PlatformFeatureViewCreated(
         name=view_name,
         entities=list(body.entities),
-        features=[
-            PlatformFeature(name=f.name, dtype=f.dtype, description=f.description) for f in fields
-        ],
+        features=[f.name for f in fields],
+        source_table=shown,
+        online_enabled=body.online,
         created_at=record.created_at,
+        message=f"Feature view '{view_name}' registered from {where} ({shown}) with "
+        f"{len(fields)} feature{'s' if len(fields) != 1 else ''} ({store_kind})",
     )
 
 
@@ -326,12 +308,14 @@ def create_feature_service(
     body: PlatformServiceIn, store: StoreDep, allow_breaking: AllowBreaking = False
 ) -> PlatformServiceCreated:
     """Create (or update) a feature service selecting every feature of the given views."""
-    for name in body.feature_views:
-        _identifier(name, "feature view name")
+    name = _identifier(body.name, "feature service name")
+    for view in body.feature_views:
+        _identifier(view, "feature view name")
     service = FeatureService(
-        name=body.name,
+        name=name,
         features=[f"{v}:*" for v in body.feature_views],
-        description=body.description,
+        description=body.description or "",
+        tags=body.tags,
     )
     store.apply(store.plan([service]), allow_breaking=allow_breaking)
     return PlatformServiceCreated(name=service.name, feature_views=list(body.feature_views))

@@ -1,40 +1,33 @@
 """The ``/feast`` model and prediction routes of the Feast-based ML platform Quiver replaces.
 
-Bodies and answers keep the platform's shape so existing clients work unchanged:
+Bodies and answers are the platform's documented ones (``tests/fixtures/feast_platform``), so
+existing clients work unchanged:
 
-- ``GET/POST /feast/models``: list model versions / train one (the body is a training spec).
-- ``POST /feast/predictions/batch``: ``input_table`` and ``output_table`` + ``output_schema``
-  name tables as the platform did: an Iceberg table ``<schema>.<table>`` of the ``default``
-  catalog, else a Parquet dataset under ``<data_dir>/<schema>/<table>``; a registered data source
-  name or a path inside the repo work too. Outputs go to Iceberg (``<output_schema or
-  'predictions'>.<output_table>``) when pyiceberg is installed, else to
-  ``<data_dir>/<schema>/<table>.parquet``.
+- ``GET /feast/models`` (a bare array) / ``POST /feast/models`` (train: the body is a training
+  spec). ``version`` is a string, ``f1`` is ``f1_score`` as the platform names it.
+- ``POST /feast/predictions/batch``: ``input_table`` and ``output_table`` (+ ``output_schema``)
+  are table names resolved by :mod:`quiver.server.compat._tables` (``name``, ``schema.name`` or
+  ``catalog.schema.name``, defaults ``iceberg.gold``). The output is an Iceberg table, created
+  with its namespace if missing (without pyiceberg ``<write root>/<schema>/<table>.parquet``).
 - ``POST /feast/predictions/online``: ``prediction`` is what the platform's ``model.predict``
-  gave: the predicted class for a classifier (``probabilities`` per class and the
-  ``prediction_score`` of the native API next to it), the value for a regressor.
+  gave: the predicted class for a classifier (``probabilities`` per class next to it), the value
+  for a regressor.
 """
 
 from __future__ import annotations
 
-import re
 import time
+import uuid
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import Field
+from pydantic import Field, RootModel, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
-from quiver.errors import InvalidError, NotFoundError
-from quiver.server._convert import (
-    check_path_text,
-    iceberg_ref,
-    looks_like_path,
-    readable_path,
-    writable_path,
-    writable_table,
-)
+from quiver.errors import InvalidError
 from quiver.server._jobs import run_job
+from quiver.server.compat import _tables as tables
 from quiver.server.deps import SettingsDep, StoreDep
 from quiver.server.routers.predictions import run_online
 from quiver.server.schemas import (
@@ -57,21 +50,26 @@ router = APIRouter(
     route_class=StrictJSONRoute,
 )
 
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
 
 class PlatformTrainingData(MLIn):
     """The labelled entity rows."""
 
     entity_df_source: str = Field(
-        description="a data source, a table '<schema>.<table>' or a path holding join keys, "
-        "a timestamp and the label"
+        max_length=1024,
+        description="a data source, a table ('name', 'schema.name' or 'catalog.schema.name'; "
+        "default catalog and schema: feast_compat) or a path, holding join keys, a timestamp "
+        "and the label",
     )
-    label_column: str
-    event_timestamp_column: str = "event_timestamp"
+    label_column: str = Field(max_length=63)
+    event_timestamp_column: str = Field(default="event_timestamp", max_length=63)
     start_date: IsoDateTime | IsoDate | None = None
     end_date: IsoDateTime | IsoDate | None = None
+    feature_service: str | None = Field(
+        default=None, max_length=63, description="train on this feature service's features"
+    )
+    feature_views: list[Annotated[str, StringConstraints(max_length=63)]] | None = Field(
+        default=None, max_length=200, description="or on every feature of these views"
+    )
 
 
 class PlatformHyperparameters(MLIn):
@@ -93,8 +91,9 @@ class PlatformModelIn(MLIn):
     algorithm: str | None = Field(default=None, description="scikit-learn only")
     features: list[str] | str | None = Field(
         default=None,
-        description="a feature service or references (default: every view keyed "
-        "on the label table's entities)",
+        description="a feature service or references (default: training_data.feature_service "
+        "or feature_views, else the views whose source is the label table, else every view "
+        "keyed on the label table's entities)",
     )
     split: Literal["time", "random"] = "time"
 
@@ -104,7 +103,7 @@ class PlatformModelOut(MLOut):
 
     model_id: str
     model_name: str
-    version: int
+    version: str
     framework: str
     model_type: str
     training_metrics: dict[str, Any]
@@ -113,27 +112,39 @@ class PlatformModelOut(MLOut):
     created_at: datetime
     training_duration_seconds: float
     status: Literal["completed"] = "completed"
+
+
+class PlatformModelItem(PlatformModelOut):
+    """A model version in ``GET /feast/models`` (``name`` for ``jq 'select(.name==...)'``)."""
+
+    name: str
     stage: str | None = None
 
 
-class PlatformModelList(MLOut):
-    """Every model version."""
-
-    models: list[PlatformModelOut]
-    count: int
+class PlatformModelList(RootModel[list[PlatformModelItem]]):
+    """Every model version (a bare array)."""
 
 
 class PlatformBatchIn(MLIn):
     """``POST /feast/predictions/batch``."""
 
-    model_id: str = Field(examples=["churn_model:1"])
-    input_table: str
-    entity_columns: list[str] | None = None
-    feature_views: list[str] | None = None
-    output_table: str
-    output_schema: str | None = None
-    prediction_column_name: str = "prediction"
-    event_timestamp_column: str = "event_timestamp"
+    model_id: str = Field(max_length=200, examples=["churn_model:1"])
+    input_table: str = Field(max_length=1024)
+    entity_columns: list[Annotated[str, StringConstraints(max_length=63)]] | None = Field(
+        default=None, max_length=64
+    )
+    feature_service: str | None = Field(
+        default=None, max_length=63, description="accepted; the model's own features are used"
+    )
+    feature_views: list[Annotated[str, StringConstraints(max_length=63)]] | None = Field(
+        default=None, max_length=200
+    )
+    output_table: str = Field(max_length=1024)
+    output_schema: str | None = Field(
+        default=None, max_length=63, description="default: feast_compat.default_schema ('gold')"
+    )
+    prediction_column_name: str = Field(default="prediction", max_length=63)
+    event_timestamp_column: str = Field(default="event_timestamp", max_length=63)
     overwrite: bool = Field(
         default=False,
         description="replace a Parquet output that exists (otherwise a 409); Iceberg tables "
@@ -146,10 +157,10 @@ class PlatformBatchOut(MLOut):
 
     prediction_id: str
     model_id: str
-    model_version: int
+    model_version: str
     mode: Literal["batch"] = "batch"
-    input_table: str
-    output_table: str
+    input_table: str = Field(description="catalog.schema.table, a data source or a path")
+    output_table: str = Field(description="catalog.schema.table, or the Parquet path")
     num_predictions: int
     created_at: datetime
     execution_time_seconds: float
@@ -159,129 +170,59 @@ class PlatformBatchOut(MLOut):
 class PlatformOnlineIn(MLIn):
     """``POST /feast/predictions/online``: feature values (or entity keys) for one model."""
 
-    model_id: str
+    model_id: str = Field(max_length=200)
     features: dict[str, JsonScalar] | None = None
     entities: dict[str, list[JsonScalar]] | None = Field(
         default=None, description="instead of features: join keys, read from the online store"
+    )
+    include_feature_values: bool = Field(
+        default=False, description="answer the values used in features_used"
     )
     use_defaults: bool = False
 
 
 class PlatformOnlineOut(MLOut):
-    """One prediction."""
+    """One prediction, as the platform answers it."""
 
+    prediction_id: str
     model_id: str
-    model_version: int
+    model_version: str
+    mode: Literal["online"] = "online"
     prediction: JsonScalar = Field(description="the class (classifier) or the value (regressor)")
     probabilities: dict[str, float] | None = None
-    prediction_score: float = Field(
-        description="the positive-class probability (binary), the top class's probability "
-        "(multiclass) or the value (regressor)"
+    features_used: dict[str, Any] | None = Field(
+        default=None, description="with include_feature_values: the values the model saw"
     )
-    used_defaults: list[str] = Field(default_factory=list)
+    used_defaults: list[str] | None = Field(
+        default=None, description="with use_defaults: the features filled with their default"
+    )
     predictions: list[dict[str, Any]] | None = Field(
         default=None, description="one entry per row when several entity keys were given"
     )
     created_at: datetime
-    execution_time_ms: float
+    execution_time_seconds: float
+    status: Literal["completed"] = "completed"
+
+
+def _metrics(values: dict[str, Any]) -> dict[str, Any]:
+    """The platform's metric names (``f1_score``)."""
+    return {("f1_score" if k == "f1" else k): v for k, v in values.items()}
 
 
 def _platform_model(version: Any) -> dict[str, Any]:
     return {
         "model_id": version.model_id,
         "model_name": version.name,
-        "version": version.version,
+        "version": str(version.version),
         "framework": version.framework,
         "model_type": version.model_type,
-        "training_metrics": version.training_metrics,
-        "test_metrics": version.test_metrics,
+        "training_metrics": _metrics(version.training_metrics),
+        "test_metrics": _metrics(version.test_metrics),
         "feature_importance": version.feature_importance,
         "created_at": version.created_at,
         "training_duration_seconds": version.training_duration_seconds,
         "status": "completed",
-        "stage": version.stage,
     }
-
-
-def _input_ref(store: Any, text: str, what: str) -> str:
-    """A platform table name as an input reference for the ML services."""
-    value = text.strip()
-    if not value:
-        raise InvalidError(f"{what} is empty")
-    check_path_text(value, what)
-    if _NAME.match(value) and store.registry.find("data_source", value) is not None:
-        return value
-    if value.startswith("iceberg:"):
-        return iceberg_ref(value, what)
-    if looks_like_path(value):
-        return readable_path(store, value, what)
-    tried: list[str] = []
-    if _DOTTED.match(value):
-        if _iceberg_exists(store, value, tried):
-            return f"iceberg:{value}"
-        rel = value.replace(".", "/")
-    else:
-        rel = value
-        tried.append(f"no data source '{value}'")
-    data = store.config.data_path
-    for candidate in (data / rel, data / f"{rel}.parquet"):
-        try:
-            found = candidate.exists()
-        except OSError:  # e.g. a name one byte too long once '.parquet' is added
-            found = False
-        if found:
-            return readable_path(store, str(candidate), what)
-        tried.append(f"no Parquet dataset at {candidate}")
-    shown = value if len(value) <= 80 else value[:77] + "..."
-    raise NotFoundError(
-        f"{what} '{shown}' not found: " + "; ".join(tried), details={"tried": tried}
-    )
-
-
-def _iceberg_exists(store: Any, identifier: str, tried: list[str]) -> bool:
-    if not all(_NAME.match(part) and len(part) <= 63 for part in identifier.split(".")):
-        tried.append(f"'{identifier}' is not an Iceberg table name (identifiers of 1-63 chars)")
-        return False
-    try:
-        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
-
-        from quiver.offline.sources import iceberg_catalog
-
-        catalog = iceberg_catalog(store.config)
-    except Exception as exc:  # no pyiceberg, or no usable default catalog
-        tried.append(f"Iceberg is not available ({exc})")
-        return False
-    try:
-        catalog.load_table(identifier)
-        return True
-    except (NoSuchTableError, NoSuchNamespaceError):
-        tried.append(f"no Iceberg table '{identifier}' in catalog 'default'")
-        return False
-
-
-def _output_ref(
-    store: Any, table: str, schema: str | None, *, overwrite: bool = False
-) -> tuple[str, str]:
-    """(reference for predict_batch, the name echoed back as ``output_table``).
-
-    A path is a Parquet file in the server's write root; a table name is an Iceberg table (not a
-    data source's), or without pyiceberg ``<write root>/<schema>/<table>.parquet``.
-    """
-    value = table.strip()
-    if "/" in value or value.lower().endswith(".parquet"):
-        path = writable_path(store, value, "predictions", "output_table", overwrite=overwrite)
-        return path, path
-    identifier = value if _DOTTED.match(value) else f"{schema or 'predictions'}.{value}"
-    reference = writable_table(store, identifier, "output table")
-    try:
-        import pyiceberg  # noqa: F401
-    except ImportError:
-        from quiver.security.paths import FileBoundary
-
-        rel = FileBoundary.of(store).write_root / (identifier.replace(".", "/") + ".parquet")
-        path = writable_path(store, str(rel), "predictions", "output_table", overwrite=overwrite)
-        return path, path
-    return reference, identifier
 
 
 @router.get(
@@ -290,10 +231,13 @@ def _output_ref(
     operation_id="platform_list_models",
     summary="List models",
 )
-def list_models(store: StoreDep) -> dict[str, Any]:
-    """Every model version with its metrics, in the platform's shape."""
-    items = [_platform_model(v) for record in store.list_models() for v in record.versions]
-    return {"models": items, "count": len(items)}
+def list_models(store: StoreDep) -> list[dict[str, Any]]:
+    """Every model version with its metrics (a bare array), in the platform's shape."""
+    return [
+        {**_platform_model(v), "name": v.name, "stage": v.stage}
+        for record in store.list_models()
+        for v in record.versions
+    ]
 
 
 @router.post(
@@ -319,9 +263,20 @@ async def train_model(
 
         spec = body.model_dump(exclude_none=True)
         data = spec["training_data"]
-        data["entity_df_source"] = _input_ref(
+        service = data.pop("feature_service", None)
+        views = data.pop("feature_views", None)
+        if "features" not in spec and (service or views):
+            if service and views:
+                raise InvalidError("training_data: give feature_service or feature_views, not both")
+            spec["features"] = service or [f"{v}:*" for v in views]
+        data["entity_df_source"], _ = tables.input_ref(
             store, body.training_data.entity_df_source, "entity_df_source"
         )
+        if "features" not in spec:
+            # the platform trains on the views over the label table when there are such
+            over = tables.views_over(store, data["entity_df_source"])
+            if over:
+                spec["features"] = [f"{v}:*" for v in over]
         for key in ("start_date", "end_date"):
             value = data.get(key)
             if isinstance(value, date) and not isinstance(value, datetime):
@@ -342,14 +297,15 @@ async def train_model(
 async def predict_batch(body: PlatformBatchIn, request: Request, store: StoreDep) -> dict[str, Any]:
     """Score the input table with features as of each row's timestamp; write the output table.
 
-    The job runs in a worker process within ``server.job_timeout_seconds``.
+    The output table is created (with its namespace) in the schema the request names. The job
+    runs in a worker process within ``server.job_timeout_seconds``.
     """
-    shown = ""
+    shown_in = shown_out = ""
 
     def prepare() -> dict[str, Any]:
-        nonlocal shown
-        source = _input_ref(store, body.input_table, "input_table")
-        target, shown = _output_ref(
+        nonlocal shown_in, shown_out
+        source, shown_in = tables.input_ref(store, body.input_table, "input_table")
+        target, shown_out = tables.output_ref(
             store, body.output_table, body.output_schema, overwrite=body.overwrite
         )
         store.get_model(body.model_id)  # 404 before the job
@@ -367,10 +323,10 @@ async def predict_batch(body: PlatformBatchIn, request: Request, store: StoreDep
     return {
         "prediction_id": job.prediction_id,
         "model_id": job.model_id,
-        "model_version": job.model_version,
+        "model_version": str(job.model_version),
         "mode": "batch",
-        "input_table": body.input_table,
-        "output_table": shown,
+        "input_table": shown_in,
+        "output_table": shown_out,
         "num_predictions": job.rows,
         "created_at": job.created_at,
         "execution_time_seconds": round(job.duration_seconds, 6),
@@ -387,6 +343,7 @@ def _prediction_job(store: Any, prediction_id: str) -> Any:
 @router.post(
     "/predictions/online",
     response_model=PlatformOnlineOut,
+    response_model_exclude_none=True,
     operation_id="platform_predict_online",
     summary="Online prediction",
 )
@@ -408,15 +365,20 @@ def predict_online(
     rows = answer["predictions"]
     first = rows[0]
     out: dict[str, Any] = {
+        "prediction_id": f"pred_{uuid.uuid4().hex[:12]}",
         "model_id": answer["model_id"],
-        "model_version": answer["model_version"],
+        "model_version": str(answer["model_version"]),
+        "mode": "online",
         "prediction": first.get("prediction_class", first["prediction"]),
         "probabilities": first.get("probabilities"),
-        "prediction_score": first["prediction"],
-        "used_defaults": first.get("used_defaults", []),
         "created_at": datetime.now(UTC),
-        "execution_time_ms": round((time.perf_counter() - start) * 1000, 3),
+        "status": "completed",
     }
+    if body.include_feature_values:
+        out["features_used"] = first.get("features", body.features)
+    if body.use_defaults:
+        out["used_defaults"] = first.get("used_defaults", [])
     if len(rows) > 1:
         out["predictions"] = rows
+    out["execution_time_seconds"] = round(time.perf_counter() - start, 6)
     return out
