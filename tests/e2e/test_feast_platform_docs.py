@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pytest
-
 from tests.e2e.conftest import Server, start_server
 
 pytestmark = pytest.mark.slow
@@ -39,8 +38,9 @@ SCALARS = {"prediction"}
 
 
 def body(name: str) -> bytes:
-    """A documented request body, as the bytes the documentation sends."""
-    return (FIXTURES / f"{name}.request.json").read_bytes()
+    """A documented request body, as the bytes the documentation sends (a curl ``-d '...'``
+    body ends at its closing brace: the file's final newline is not sent)."""
+    return (FIXTURES / f"{name}.request.json").read_bytes().removesuffix(b"\n")
 
 
 def documented(name: str) -> Any:
@@ -63,7 +63,9 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-def assert_shape(doc: Any, ours: Any, extra: set[str] = frozenset(), path: str = "$") -> None:  # type: ignore[assignment]
+def assert_shape(
+    doc: Any, ours: Any, extra: Collection[str] = frozenset(), path: str = "$"
+) -> None:
     """``ours`` has the documented keys, array shapes and JSON types (values may differ)."""
     if path.rsplit(".", 1)[-1] in SCALARS:
         assert _kind(ours) in {"bool", "number", "string"}, f"{path}: {ours!r}"

@@ -64,7 +64,8 @@ def test_train_answers_the_platform_shape(trained: dict[str, Any]) -> None:
         "status",
     }
     assert trained["model_id"] == "churn_api:1" and trained["status"] == "completed"
-    assert {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"} <= set(
+    assert trained["version"] == "1"  # a string, as the platform documents it
+    assert {"accuracy", "precision", "recall", "f1_score", "roc_auc", "log_loss"} <= set(
         trained["test_metrics"]
     )
     assert len(trained["feature_importance"]) == 20  # every view keyed on customer_id
@@ -72,8 +73,8 @@ def test_train_answers_the_platform_shape(trained: dict[str, Any]) -> None:
 
 def test_model_registry_routes(api: tuple[httpx.Client, Path], trained: dict[str, Any]) -> None:
     client, _ = api
-    listed = client.get("/feast/models").json()
-    assert "churn_api:1" in [m["model_id"] for m in listed["models"]]
+    listed = client.get("/feast/models").json()  # a bare array
+    assert [m["model_id"] for m in listed if m["name"] == "churn_api"] == ["churn_api:1"]
     models = client.get("/api/v1/models").json()
     assert [m["name"] for m in models["models"]] == ["churn_api"]
     versions = client.get("/api/v1/models/churn_api/versions").json()
@@ -122,7 +123,9 @@ def test_batch_predictions(api: tuple[httpx.Client, Path], trained: dict[str, An
     answer = response.json()
     assert answer["mode"] == "batch" and answer["status"] == "completed"
     assert answer["num_predictions"] == labels.num_rows
-    assert answer["output_table"] == "predictions.churn_scores"
+    assert answer["output_table"] == "iceberg.predictions.churn_scores"
+    assert answer["input_table"] == "churn_labels"  # a registered data source
+    assert answer["model_version"] == "1"
     assert set(answer) >= {
         "prediction_id",
         "model_id",
@@ -226,9 +229,13 @@ def test_online_equals_batch_over_http(
     )
     assert online.status_code == 200, online.text
     answer = online.json()
-    assert answer["prediction_score"] == pytest.approx(batch["prediction"], rel=1e-9)
     assert answer["prediction"] == batch["prediction_class"]
     assert sum(answer["probabilities"].values()) == pytest.approx(1.0)
+    assert batch["prediction"] in [
+        pytest.approx(p, rel=1e-9) for p in answer["probabilities"].values()
+    ]
+    assert answer["mode"] == "online" and answer["status"] == "completed"
+    assert "features_used" not in answer
     native = client.post(
         "/api/v1/predictions/online", json={"model": "churn_api:1", "features": values}
     ).json()

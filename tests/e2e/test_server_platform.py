@@ -61,9 +61,13 @@ def _view_body(name: str, table_name: str, **overrides: Any) -> dict[str, Any]:
 def test_status(client: httpx.Client) -> None:
     body = client.get("/feast/status").json()
     assert body["status"] == "healthy"
-    assert body["registry"] == "sqlite"
-    assert body["online_store"] == "sqlite"
-    assert body["feature_views"] >= 3 and body["entities"] >= 1
+    assert body["registry_type"] == "sqlite"
+    assert body["online_store_type"] == "sqlite"
+    assert body["offline_store_type"] == "duckdb"
+    assert body["num_feature_views"] == len(body["feature_views"]) >= 3
+    assert body["num_entities"] == len(body["entities"]) >= 1
+    assert "customer_behavior" in body["feature_views"]
+    assert isinstance(body["num_feature_services"], int)
 
 
 def test_register_parquet_view_then_serve_it(client: httpx.Client, server: Any) -> None:
@@ -77,12 +81,24 @@ def test_register_parquet_view_then_serve_it(client: httpx.Client, server: Any) 
     created = client.post("/feast/features", json=_view_body(name, table_name))
     assert created.status_code == 201, created.text
     body = created.json()
-    assert set(body) == {"name", "entities", "features", "status", "created_at"}
+    assert set(body) == {
+        "name",
+        "entities",
+        "features",
+        "source_table",
+        "online_enabled",
+        "status",
+        "created_at",
+        "message",
+    }
     assert body["name"] == name
     assert body["entities"] == ["store_id"]
     assert body["status"] == "registered"
-    assert [f["name"] for f in body["features"]] == ["revenue", "open", "city"]
-    assert [f["dtype"] for f in body["features"]] == ["float64", "bool", "string"]
+    assert body["features"] == ["revenue", "open", "city"]
+    assert body["source_table"] == f"data/retail/{table_name}"
+    assert body["online_enabled"] is True
+    dtypes = client.get(f"/api/v1/feature-views/{name}").json()["spec"]["features"]
+    assert [f["dtype"] for f in dtypes] == ["float64", "bool", "string"]
     assert datetime.fromisoformat(body["created_at"].replace("Z", "+00:00"))
 
     # the join key had no entity: one was created, typed from the table
@@ -94,18 +110,19 @@ def test_register_parquet_view_then_serve_it(client: httpx.Client, server: Any) 
     assert source["path"] == f"data/retail/{table_name}"
 
     listing = client.get("/feast/features").json()
-    assert listing["count"] == len(listing["feature_views"])
-    mine = next(v for v in listing["feature_views"] if v["name"] == name)
+    assert isinstance(listing, list)
+    mine = next(v for v in listing if v["name"] == name)
     assert mine["entities"] == ["store_id"]
     assert mine["features"][0] == {
         "name": "revenue",
         "dtype": "float64",
         "description": "daily revenue",
     }
-    assert mine["online"] is True
+    assert mine["features"][2] == {"name": "city", "dtype": "string"}  # no description
+    assert mine["online_enabled"] is True
     assert mine["ttl_seconds"] == 86400
     assert mine["created_at"] == body["created_at"]
-    demo = next(v for v in listing["feature_views"] if v["name"] == "customer_behavior")
+    demo = next(v for v in listing if v["name"] == "customer_behavior")
     assert demo["entities"] == ["customer_id"]
     assert demo["ttl_seconds"] == 30 * 86400
 
@@ -131,12 +148,18 @@ def test_register_parquet_view_then_serve_it(client: httpx.Client, server: Any) 
             "entities": ["customer_id"],
             "features": [{"name": "score", "dtype": "float64"}],
             "source": {"table_name": other, "timestamp_field": "event_timestamp"},
+            "ttl_seconds": None,
+            "online": True,
         },
     )
     assert reused.status_code == 201, reused.text
     spec = client.get(f"/api/v1/feature-views/{other}").json()["spec"]
     assert spec["entities"] == ["customer"]
     assert spec["ttl_seconds"] is None
+    assert (
+        next(v for v in client.get("/feast/features").json() if v["name"] == other)["ttl_seconds"]
+        == 0
+    )
 
     service = f"svc_{suffix}"
     svc = client.post(

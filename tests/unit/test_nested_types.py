@@ -292,3 +292,9 @@ def test_feast_type_names_on_the_platform_routes() -> None:
 
     assert platform_dtype("Map") == "map<string, string>"
     assert platform_dtype("Json") == "json"
+    # the platform's own names (FeatureValueType), any case
+    assert platform_dtype("int64") == "int64" and platform_dtype("FLOAT64") == "float64"
+    assert platform_dtype("unix_timestamp") == "timestamp"
+    assert platform_dtype("array_string") == "list<string>"
+    assert platform_dtype("ARRAY_FLOAT32") == "list<float32>"
+    assert platform_dtype("Array(Int64)") == "list<int64>"

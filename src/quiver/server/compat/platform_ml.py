@@ -369,7 +369,11 @@ def predict_online(
         "model_id": answer["model_id"],
         "model_version": str(answer["model_version"]),
         "mode": "online",
-        "prediction": first.get("prediction_class", first["prediction"]),
+        "prediction": (
+            first["prediction"]
+            if first.get("prediction_class") is None
+            else first["prediction_class"]
+        ),
         "probabilities": first.get("probabilities"),
         "created_at": datetime.now(UTC),
         "status": "completed",
