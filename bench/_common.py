@@ -69,18 +69,22 @@ def median(values: list[float]) -> float:
 
 @dataclass
 class ChildResult:
-    """What a case run in a child process reported, and the child's peak RSS in bytes."""
+    """What a case run in a child process reported, the child's peak RSS in bytes, and the CPU
+    seconds (user + system, all threads) the whole child used."""
 
     times: list[float]
     extra: dict[str, Any]
     peak_rss: int
+    cpu: float = 0.0
 
 
-def run_child(script: str | Path, case: str, args: dict[str, Any]) -> ChildResult:
+def run_child(
+    script: str | Path, case: str, args: dict[str, Any], env: dict[str, str] | None = None
+) -> ChildResult:
     """Run ``case(args)`` of ``script`` in a fresh interpreter; return its timings and peak RSS.
 
     The case function must return a list of seconds, or a dict with ``times`` and any extra
-    JSON-compatible fields.
+    JSON-compatible fields. ``env``: the child's environment (default: this process's).
 
     Raises:
         RuntimeError: the child failed (its stderr is included).
@@ -94,6 +98,7 @@ def run_child(script: str | Path, case: str, args: dict[str, Any]) -> ChildResul
                 [sys.executable, str(script), "--child", case, json.dumps(args), out_path],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
+                env=env,
             )
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
@@ -107,7 +112,8 @@ def run_child(script: str | Path, case: str, args: dict[str, Any]) -> ChildResul
         payload = {"times": payload}
     times = payload.pop("times")
     peak = payload.pop("_vm_hwm", 0) or usage.ru_maxrss * 1024
-    return ChildResult(times=times, extra=payload, peak_rss=peak)
+    cpu = usage.ru_utime + usage.ru_stime
+    return ChildResult(times=times, extra=payload, peak_rss=peak, cpu=cpu)
 
 
 def child_main(namespace: dict[str, Any]) -> bool:

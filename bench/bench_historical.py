@@ -114,8 +114,10 @@ def make_entities(path: Path, rows: int, entities: int, seed: int) -> None:
     pq.write_table(table, path)
 
 
-def prepare(quick: bool) -> dict[str, Any]:
-    """Generate (once) the data and a Quiver repo over it; return the case layout."""
+def prepare(quick: bool, only: set[str] | None = None) -> dict[str, Any]:
+    """Generate (once) the data and a Quiver repo over it; return the case layout.
+
+    ``only``: generate just these feature tables (the others may then be missing)."""
     scale = 10 if quick else 1
     small_entities = 100_000 // scale
     big_entities = 1_000_000 // scale
@@ -127,7 +129,7 @@ def prepare(quick: bool) -> dict[str, Any]:
         "features_1m_created": (folder / "features_created.parquet", small_entities, 6),
     }
     for name, (path, entities, seed) in files.items():
-        if not path.exists():
+        if not path.exists() and (only is None or name in only):
             print(f"generating {path.name} ({entities * N_TS:,} rows) ...", flush=True)
             make_features(path, entities, seed, created=name.endswith("_created"))
     frames = {
@@ -283,6 +285,158 @@ def case_memory(args: dict[str, Any]) -> list[float]:
     return timings(fn, 1, warmup=0)
 
 
+# --------------------------------------------------------------------------------------------
+# fresh-process mode: each contender alone in a new interpreter, from imports to pandas
+# --------------------------------------------------------------------------------------------
+
+FRESH_IMPLS = ("quiver", "raw", "raw_tiebreak")
+"""The contenders of ``--fresh``: Quiver through its SDK, the hand-written ASOF join without a
+tie-break, and the same join with the hand-written ``QUALIFY row_number()`` tie-break."""
+
+
+def case_fresh(args: dict[str, Any]) -> dict[str, Any]:
+    """One contender, once, in this fresh process: imports, setup, join, ``to_pandas``.
+
+    The clock starts before the first import of anything the contender needs (pandas, pyarrow,
+    duckdb, quiver: this process has loaded only the standard library), so the imports, the
+    setup (Quiver's config and registry, DuckDB's connection) and the first query's costs are
+    all in the total, as for a user's script. The entity frame is read from Parquet into a
+    pyarrow Table by the same call in every contender; the result is a pandas DataFrame.
+    """
+    import time
+
+    heavy = [m for m in ("pandas", "pyarrow", "duckdb", "numpy", "quiver") if m in sys.modules]
+    assert not heavy, f"the child already imported {heavy}"
+    t0 = time.perf_counter()
+    marks: dict[str, float] = {}
+    if args["impl"] == "quiver":
+        import pyarrow.parquet as pq
+
+        from quiver import FeatureStore
+
+        marks["import"] = time.perf_counter()
+        entity = pq.read_table(args["frame"])
+        store = FeatureStore(repo_path=args["repo"])
+        marks["setup"] = time.perf_counter()
+        df = store.get_historical_features(entity, args["refs"]).to_df()
+    else:
+        import duckdb
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        marks["import"] = time.perf_counter()
+        entity = pq.read_table(args["frame"])
+        entity = entity.append_column("rn", pa.array(np.arange(entity.num_rows, dtype=np.int64)))
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("e", entity)
+        marks["setup"] = time.perf_counter()
+        sql = raw_sql(args["views"], None, tiebreak=args["impl"] == "raw_tiebreak")
+        df = con.sql(sql).to_arrow_table().to_pandas()
+    end = time.perf_counter()
+    marks["query"] = end
+    feats = [c for c in df.columns if c not in ("entity_id", "event_timestamp", "label")]
+    sums = {c: [round(float(df[c].sum()), 6), int(df[c].isna().sum())] for c in feats}
+    steps, last = {}, t0
+    for name, t in marks.items():
+        steps[name], last = t - last, t
+    return {
+        "times": [end - t0],
+        "steps": steps,
+        "check": {"rows": len(df), "sums": sums, "tz": str(df["event_timestamp"].dtype)},
+    }
+
+
+def run_fresh(layout: dict[str, Any], opts: argparse.Namespace) -> None:
+    """``--fresh``: each contender in its own new process, ``--repeat`` rounds, interleaved."""
+    files, frames, rows = layout["files"], layout["frames"], layout["rows"]
+    feats = [f"f{i}" for i in range(N_FEATURES)]
+    impls = [i for i in FRESH_IMPLS if not opts.impls or i in opts.impls]
+    print(
+        f"bench_historical --fresh: {opts.repeat} rounds, each contender in a fresh process per "
+        f"round (order rotated) after one warm-up each, from imports to a pandas DataFrame; "
+        f"{os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    # A fresh process, as a user's script starts: with the bytecode caches an install writes
+    # (with PYTHONDONTWRITEBYTECODE every process would compile every module from source).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    table_rows = []
+    for frame in ("entities_100k", "entities_1m"):
+        args = {
+            "frame": frames[frame],
+            "repo": layout["repo"],
+            "refs": ["created:*"],
+            "views": [(files["features_1m_created"], feats)],
+        }
+        label = f"{rows[frame] // 1000}k entity rows"
+        if rows[frame] >= 1_000_000:
+            label = f"{rows[frame] / 1e6:g}M entity rows"
+        for impl in impls:  # warm-up: bytecode caches written, files in the page cache
+            run_child(__file__, "case_fresh", {**args, "impl": impl}, env=env)
+        times: dict[str, list[float]] = {i: [] for i in impls}
+        peaks: dict[str, list[int]] = {i: [] for i in impls}
+        cpus: dict[str, list[float]] = {i: [] for i in impls}
+        steps: dict[str, list[dict[str, float]]] = {i: [] for i in impls}
+        checks: dict[str, Any] = {}
+        for r in range(opts.repeat):
+            order = impls[r % len(impls) :] + impls[: r % len(impls)]
+            for impl in order:
+                res = run_child(__file__, "case_fresh", {**args, "impl": impl}, env=env)
+                times[impl] += res.times
+                peaks[impl].append(res.peak_rss)
+                cpus[impl].append(res.cpu)
+                steps[impl].append(res.extra["steps"])
+                checks[impl] = res.extra["check"]
+        for impl in impls:
+            step = {k: median([s[k] for s in steps[impl]]) for k in steps[impl][0]}
+            print(
+                f"  {label} {impl}: total {[round(t, 3) for t in times[impl]]}; "
+                f"process CPU {[round(t, 2) for t in cpus[impl]]}; median steps "
+                + ", ".join(f"{k} {fmt_seconds(v)}" for k, v in step.items())
+                + f"; peak {[round(p / 2**20) for p in peaks[impl]]} MiB",
+                flush=True,
+            )
+        if "quiver" not in impls:
+            continue
+        q = checks["quiver"]
+        for ref in [i for i in impls if i != "quiver"]:
+            c = checks[ref]
+            same = c["rows"] == q["rows"] and c["tz"] == q["tz"] and _same(c["sums"], q["sums"])
+            table_rows.append(
+                [
+                    label,
+                    ref,
+                    fmt_seconds(median(times["quiver"])),
+                    fmt_seconds(median(times[ref])),
+                    f"{median(times['quiver']) / median(times[ref]):.2f}x",
+                    fmt_bytes(median(peaks["quiver"])),
+                    fmt_bytes(median(peaks[ref])),
+                    f"{median(peaks['quiver']) / median(peaks[ref]):.2f}x",
+                    f"{median(cpus['quiver']) / median(cpus[ref]):.2f}x",
+                    "yes" if same else "NO",
+                ]
+            )
+    print()
+    print_table(
+        [
+            "case",
+            "reference",
+            "quiver",
+            "reference",
+            "ratio",
+            "quiver peak",
+            "ref peak",
+            "peak ratio",
+            "CPU ratio",
+            "same",
+        ],
+        table_rows,
+    )
+
+
 def raw_sql(
     views: list[tuple[str, list[str]]], bounds: tuple[str, str] | None, tiebreak: bool = False
 ) -> str:
@@ -347,7 +501,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (10x smaller)")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per case (default 5)")
     parser.add_argument("--only", nargs="*", help="run only these cases (by label prefix)")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="the created-timestamp cases with each contender in a fresh process, to pandas",
+    )
+    parser.add_argument(
+        "--impls", nargs="*", choices=FRESH_IMPLS, help="with --fresh: only these contenders"
+    )
     opts = parser.parse_args()
+    if opts.fresh:
+        run_fresh(prepare(opts.quick, only={"features_1m_created"}), opts)
+        return
     layout = prepare(opts.quick)
     files, frames, rows = layout["files"], layout["frames"], layout["rows"]
     feats = [f"f{i}" for i in range(N_FEATURES)]
