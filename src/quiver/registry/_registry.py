@@ -33,6 +33,14 @@ _PARAM_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 """A positional parameter in the drivers' own SQL, by DB-API ``paramstyle`` (sqlite3, psycopg)."""
 
 
+def head_revision() -> str | None:
+    """The newest migration's revision, read from the file names (``NNNN_name.py`` holds
+    revision ``NNNN``; a unit test checks this against alembic's own head), or ``None`` when
+    there are none."""
+    numbers = [p.name.split("_", 1)[0] for p in (_MIGRATIONS / "versions").glob("[0-9]*_*.py")]
+    return max(numbers, default=None)
+
+
 def current_user() -> str:
     """The author recorded with a change: the acting principal's name (a REST caller, or a
     principal given to :meth:`~quiver.store.FeatureStore.as_principal`), else ``QUIVER_USER``
@@ -245,6 +253,8 @@ class Registry:
     # -- schema -------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        if self._at_head():  # the usual case, without importing alembic (a fresh process's cost)
+            return
         from alembic.config import Config
         from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory
@@ -263,6 +273,19 @@ class Registry:
             if MigrationContext.configure(conn).get_current_revision() != head:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
+
+    def _at_head(self) -> bool:
+        """Whether the database is at :func:`head_revision` (``False`` when unsure: then
+        alembic decides)."""
+        head = head_revision()
+        if head is None:
+            return False
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+        except sa.exc.DBAPIError:  # no table yet: a new database
+            return False
+        return [r[0] for r in rows] == [head]
 
     def _ensure_project(self) -> None:
         with self.engine.connect() as conn:
