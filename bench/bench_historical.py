@@ -19,7 +19,21 @@ as Quiver guarantees). For the 10M table a second reference first filters the fe
 the entity keys and the time window (a semi-join), the better plan there. Both sides are
 checked to return the same values (sum and null count of every feature column).
 
-Run: ``python bench/bench_historical.py`` (or ``--quick`` for small sizes).
+``--fresh`` (the Spark issue's part 5): the two created-timestamp cases (1M feature rows with a
+``created`` column, no ties; 100k and 1M entity rows), each contender alone in a **new
+process** per run, timed from before its first import to a pandas DataFrame: Quiver through its
+SDK (``FeatureStore(repo_path=...).get_historical_features(table, ["created:*"]).to_df()``), the
+hand-written ASOF join without a tie-break, and the same join with the hand-written ``QUALIFY
+row_number()`` tie-break, each ending in ``to_arrow_table().to_pandas()``. Every contender reads
+the entity frame with the same ``pq.read_table``. One untimed warm-up process per contender
+first (bytecode caches written, files in the page cache; the children run without
+``PYTHONDONTWRITEBYTECODE``), then ``--repeat`` rounds with the order rotated. Printed per
+contender: the wall times, the process CPU seconds (user + system, all threads; steadier than
+wall time on a busy machine), the median of each step (imports, setup, join + pandas) and the
+peak RSS (``VmHWM``) of each process; then the ratios of the medians.
+
+Run: ``python bench/bench_historical.py`` (or ``--quick`` for small sizes);
+``python bench/bench_historical.py --fresh --repeat 9``.
 """
 
 from __future__ import annotations

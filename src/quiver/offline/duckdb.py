@@ -121,6 +121,9 @@ class DuckDBOfflineEngine:
         # Where DuckDB spills joins and sorts that exceed memory_limit; removed on close().
         self._spill_dir = tempfile.mkdtemp(prefix="quiver-duckdb-")
         settings["temp_directory"] = self._spill_dir
+        # Hand the memory of a finished join back to the OS in the background: otherwise the
+        # allocator keeps it, and converting the result (to pandas) comes on top of it.
+        settings["allocator_background_threads"] = True
         try:
             self._con = duckdb.connect(":memory:", config=settings)
         except duckdb.Error as exc:
