@@ -14,6 +14,22 @@ store; a view never materialized starts at ``end - ttl`` (older rows would be ex
 the beginning when it has no TTL. A run that fails half-way leaves part of its range in the
 store and the watermark where it was, so the next incremental run covers the range again.
 
+**In a background job** (:mod:`quiver.jobs.pool`), a cancel takes effect within a view, and a
+view's online rows stay either all from before the run or all from after it:
+
+1. *Read*: the view's rows are pulled, checked and held (in memory up to :data:`HOLD_BYTES`,
+   then in a temporary Arrow file); the job's checkpoint is checked before each batch, and a
+   cancel here leaves the store untouched.
+2. *Write*: on a store that writes in transactions (SQLite: ``write_atomic``) every held batch
+   goes into one transaction, the checkpoint is checked between batches, and a cancel rolls it
+   back (readers see the old rows until the commit). Redis and DynamoDB cannot roll back many
+   batches, so their write, once begun, is finished; while the pool stops it begins only if the
+   write speed this process measured says it fits in the grace period left (else the view is
+   cancelled, untouched), and with no measurement yet it does not begin.
+
+Views of windowed aggregations (tiles) are written as they are computed, so a job stops only
+between them. Outside a job (CLI, SDK) rows stream straight to the store as described above.
+
 With ``monitoring.statistics`` on (the default), every batch also passes through a
 :class:`~quiver.monitoring.statistics.StatisticsCollector`, and a successful run stores the
 per-feature statistics of the rows it wrote (:mod:`quiver.monitoring.statistics`).
@@ -35,6 +51,7 @@ from quiver.quality import ValidationCounts
 from quiver.registry.runs import MaterializationRun, finish_run, get_watermark, start_run
 
 if TYPE_CHECKING:
+    from quiver.jobs.context import Checkpoint
     from quiver.monitoring.statistics import StatisticsCollector
     from quiver.online.encoding import ViewLayout
     from quiver.quality import ValidationPlan
@@ -68,6 +85,9 @@ class MaterializeProgress(Protocol):
 
     def view_started(self, view: str, start: datetime | None, end: datetime) -> None:
         """A view's run started."""
+
+    def rows_read(self, view: str, rows: int) -> None:
+        """A batch of ``rows`` rows was read and held (a background job's run only)."""
 
     def rows_written(self, view: str, rows: int) -> None:
         """A batch of ``rows`` rows was written."""
@@ -252,8 +272,9 @@ def _run_view(
 
     view = sel.view.name
     registry = store.registry
-    from quiver.jobs.context import current_job_id
+    from quiver.jobs.context import current_checkpoint, current_job_id
 
+    checkpoint = None if sel.view.aggregations else current_checkpoint()
     run = start_run(registry, view, start, end, layout.version, _store_key(store), current_job_id())
     began = time.perf_counter()
     rows = 0
@@ -274,8 +295,20 @@ def _run_view(
         else:
             reader = store.offline_engine.pull_latest(sel, start, end)
         batches: Any = reader or ()
+        if checkpoint is not None:
+            batches = _checked(batches, checkpoint)
         if plan is not None and counts is not None:
             batches = _validated(plan, counts, batches, list(sel.join_keys), spill)
+        if checkpoint is not None:
+            rows = _write_staged(
+                online,
+                layout,
+                batches,
+                collector,
+                checkpoint,
+                lambda event, n: _notify(progress, event, view, n),
+            )
+            batches = ()
         for batch in batches:
             if collector is not None:
                 collector.add(batch)
@@ -456,6 +489,106 @@ def spill() -> Iterator[Path]:
 
     with tempfile.TemporaryDirectory(prefix="quiver-validate-") as tmp:
         yield Path(tmp) / "rows.arrow"
+
+
+def _checked(batches: Any, checkpoint: Checkpoint) -> Iterator[Any]:
+    """``batches``, with the job's checkpoint checked before each one is read."""
+    for batch in batches:
+        checkpoint.check()
+        yield batch
+
+
+class _Held:
+    """Record batches held until written: in memory up to :data:`HOLD_BYTES`, then in a
+    temporary Arrow IPC file (memory stays bounded)."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self._stack = stack
+        self._memory: list[Any] = []
+        self._size = 0
+        self._path: Path | None = None
+        self._writer: Any = None
+        self.rows = 0
+
+    def add(self, batch: Any) -> None:
+        import pyarrow as pa
+
+        self.rows += batch.num_rows
+        if self._writer is None:
+            self._memory.append(batch)
+            self._size += batch.nbytes
+            if self._size <= HOLD_BYTES:
+                return
+            self._path = self._stack.enter_context(spill())
+            self._writer = self._stack.enter_context(pa.ipc.new_file(self._path, batch.schema))
+            batches, self._memory = self._memory, []
+            for held in batches:
+                self._writer.write_batch(held)
+        else:
+            self._writer.write_batch(batch)
+
+    def chunks(self) -> Iterator[Any]:
+        """The held rows in slices of at most :data:`BATCH_ROWS`."""
+        import pyarrow as pa
+
+        batches: Any = self._memory
+        if self._writer is not None:
+            self._writer.close()
+            stored = pa.ipc.open_file(self._stack.enter_context(pa.memory_map(str(self._path))))
+            batches = (stored.get_batch(i) for i in range(stored.num_record_batches))
+        for batch in batches:
+            for offset in range(0, batch.num_rows, BATCH_ROWS):
+                yield batch.slice(offset, BATCH_ROWS)
+
+
+_seconds_per_row: dict[str, float] = {}
+"""Write time per row measured in this process, per online store kind (the latest write of
+at least :data:`BATCH_ROWS` rows): how long a non-transactional write would take."""
+
+
+def _write_staged(
+    online: Any,
+    layout: ViewLayout,
+    batches: Any,
+    collector: StatisticsCollector | None,
+    checkpoint: Checkpoint,
+    notify: Any,
+) -> int:
+    """Hold a view's rows, then write them all or nothing (the module docstring, "In a
+    background job"); the rows written."""
+    with contextlib.ExitStack() as stack:
+        held = _Held(stack)
+        for batch in batches:
+            if collector is not None:
+                collector.add(batch)
+            held.add(batch)
+            notify("rows_read", batch.num_rows)
+        checkpoint.check()
+
+        def counted() -> Iterator[Any]:
+            for chunk in held.chunks():
+                yield chunk
+                notify("rows_written", chunk.num_rows)
+
+        atomic = getattr(online, "write_atomic", None)
+        if atomic is not None:
+            return int(atomic(layout, counted(), checkpoint.check))
+        left = checkpoint.time_left()
+        if left is not None:
+            per_row = _seconds_per_row.get(online.name)
+            if per_row is None or per_row * held.rows > left:
+                from quiver.errors import JobCancelledError
+
+                raise JobCancelledError(
+                    f"writing {held.rows} rows of feature view '{layout.view}' to the "
+                    f"{online.name} online store would not end within the {max(left, 0):.1f} s "
+                    "left to stop in; nothing of the view was written"
+                )
+        began = time.perf_counter()
+        rows = sum(online.write(layout, chunk) for chunk in counted())
+        if held.rows >= BATCH_ROWS:
+            _seconds_per_row[online.name] = (time.perf_counter() - began) / held.rows
+        return rows
 
 
 def _close(reader: Any) -> None:

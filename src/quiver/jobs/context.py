@@ -10,6 +10,10 @@ A worker process (:mod:`quiver.jobs.worker`) runs one job at a time and sets its
   server waits for them to end before it kills a job whose time ran out.
 
 Outside a worker (the CLI, the SDK) there is no token and :func:`critical` does nothing.
+
+A background job of the pool (:mod:`quiver.jobs.pool`) runs in a thread with its id and its
+:class:`Checkpoint` set (:func:`in_job`): a materialization asks :func:`current_checkpoint` for
+it and stops at a safe point within a view when the job is cancelled (:mod:`quiver.materialize`).
 """
 
 from __future__ import annotations
@@ -17,11 +21,33 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["critical", "current_job_id", "current_token", "in_job", "running"]
+__all__ = [
+    "Checkpoint",
+    "critical",
+    "current_checkpoint",
+    "current_job_id",
+    "current_token",
+    "in_job",
+    "running",
+]
+
+
+class Checkpoint(Protocol):
+    """Where a running background job learns that it should stop."""
+
+    def check(self) -> None:
+        """A safe point: raise :class:`~quiver.errors.JobCancelledError` if asked to stop."""
+        ...
+
+    def time_left(self) -> float | None:
+        """Seconds until the job must have ended (the process is stopping), else ``None``."""
+        ...
+
 
 _job_id: ContextVar[str | None] = ContextVar("quiver_job_id", default=None)
+_checkpoint: ContextVar[Checkpoint | None] = ContextVar("quiver_job_checkpoint", default=None)
 
 _token: str | None = None
 _notify: Callable[[tuple[Any, ...]], None] | None = None
@@ -37,13 +63,21 @@ def current_job_id() -> str | None:
     return _job_id.get()
 
 
+def current_checkpoint() -> Checkpoint | None:
+    """The :class:`Checkpoint` of the background job this thread works for, if any."""
+    return _checkpoint.get()
+
+
 @contextmanager
-def in_job(job_id: str) -> Iterator[None]:
-    """Run the block as part of the background job ``job_id`` (its runs record the id)."""
+def in_job(job_id: str, checkpoint: Checkpoint | None = None) -> Iterator[None]:
+    """Run the block as part of the background job ``job_id`` (its runs record the id), which
+    stops at ``checkpoint``."""
     reset = _job_id.set(job_id)
+    reset_checkpoint = _checkpoint.set(checkpoint)
     try:
         yield
     finally:
+        _checkpoint.reset(reset_checkpoint)
         _job_id.reset(reset)
 
 

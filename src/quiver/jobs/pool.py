@@ -9,13 +9,17 @@ kill); a materialization runs in the thread, one view at a time.
 **Cancel** (:meth:`JobPool.cancel`, or ``cancel_requested`` set by another process and seen by
 the heartbeat) stops a job at its next safe point, leaving nothing half-written:
 
-- a materialization between two views: each view's online rows are all from before the job or
-  all from after it (a view that has begun is finished);
+- a materialization between two batches of a view: each view's online rows are all from before
+  the job or all from after it (see :mod:`quiver.materialize`: a view's rows are read and checked
+  first, then written in one transaction on SQLite, which a cancel rolls back; Redis and
+  DynamoDB cannot roll back, so a write that has begun is finished, and while the pool stops one
+  begins only if it fits in the time left). A view of windowed aggregations stops between views;
 - a training or batch prediction by killing its worker outside its critical steps; the kind's
   cleanup removes its staging files and marks the prediction record ``cancelled``.
 
 **Stopping** (:meth:`JobPool.close`): no new job is taken, jobs still queued are cancelled,
-running ones get ``grace`` seconds to finish, then are cancelled. A job whose process died
+running ones get ``grace`` seconds to finish, then are cancelled (:meth:`JobContext.time_left`
+tells them the time left). A job whose process died
 anyway is marked ``failed: interrupted`` by the next pool that starts (:func:`reap`).
 """
 
@@ -87,6 +91,11 @@ class JobContext:
         if self._running.cancel.is_set():
             raise JobCancelledError(f"job '{self.job_id}' was cancelled")
 
+    def time_left(self) -> float | None:
+        """Seconds left of the grace period while the pool stops, else ``None``."""
+        deadline = self._pool._deadline
+        return None if deadline is None else deadline - time.monotonic()
+
     def progress(self, progress: dict[str, Any]) -> None:
         """Record progress (and notice a cancel asked for by another process)."""
         if records.update_progress(self._pool.registry, self.job_id, progress):
@@ -127,6 +136,7 @@ class JobPool:
         self._queued: dict[str, _Running] = {}
         self._running: dict[str, _Running] = {}
         self._closing = threading.Event()
+        self._deadline: float | None = None
         self._runner: JobRunner | None = None
         if reap_at_start:
             reaped = reap(store)
@@ -223,7 +233,7 @@ class JobPool:
                 return  # cancelled while queued (by another process)
             context = JobContext(self, running)
             try:
-                with in_job(job_id), _acting(principal):
+                with in_job(job_id, context), _acting(principal):
                     result = work(context)
             except JobCancelledError as exc:
                 records.finish_job(self.registry, job_id, "cancelled", error=exc.message)
@@ -293,7 +303,7 @@ class JobPool:
             queued = list(self._queued.values())
         for running in queued:
             running.cancel.set()
-        deadline = time.monotonic() + grace
+        deadline = self._deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             with self._lock:
                 if not self._running and not self._queued:
@@ -330,6 +340,46 @@ def _acting(principal: Any) -> Any:
 # -- the job kinds ---------------------------------------------------------------------------
 
 
+class _ViewProgress:
+    """Reports a materialization job's progress within a view (at most every 0.2 s, and at
+    each change of phase: ``reading`` the view's rows, then ``writing`` them, with the first
+    batch of each)."""
+
+    def __init__(self, ctx: JobContext, views: int) -> None:
+        self._ctx = ctx
+        self._state: dict[str, Any] = {"views": views, "views_done": 0, "rows_written": 0}
+        self._sent = 0.0
+
+    def _send(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._sent >= 0.2:
+            self._sent = now
+            self._ctx.progress(dict(self._state))
+
+    def view_started(self, view: str, start: datetime | None, end: datetime) -> None:
+        self._state.update(view=view, phase="reading", view_rows_read=0, view_rows_written=0)
+        self._send(force=True)
+
+    def rows_read(self, view: str, rows: int) -> None:
+        first = not self._state["view_rows_read"]
+        self._state["view_rows_read"] += rows
+        self._send(first)
+
+    def rows_written(self, view: str, rows: int) -> None:
+        force = self._state.get("phase") != "writing"
+        self._state["phase"] = "writing"
+        self._state["view_rows_written"] += rows
+        self._send(force)
+
+    def view_done(self, rows: int) -> None:
+        state = self._state
+        state["views_done"] += 1
+        state["rows_written"] += rows
+        for name in ("view", "phase", "view_rows_read", "view_rows_written"):
+            state.pop(name, None)
+        self._send(force=True)
+
+
 def materialize_work(
     store: Any,
     *,
@@ -338,7 +388,8 @@ def materialize_work(
     end: datetime,
     incremental: bool,
 ) -> Work:
-    """A materialization, one view at a time (the safe points are between views)."""
+    """A materialization, one view at a time; a cancel stops it at the next safe point, within
+    a view (see the module docstring)."""
 
     def work(ctx: JobContext) -> dict[str, Any]:
         names = views
@@ -356,18 +407,21 @@ def materialize_work(
                     )
         runs: list[dict[str, Any]] = []
         rows = 0
-        ctx.progress({"views": len(names), "views_done": 0, "rows_written": 0})
-        for done, name in enumerate(names):
+        progress = _ViewProgress(ctx, len(names))
+        progress._send(force=True)
+        for name in names:
             ctx.check()
             if incremental:
-                made = store.materialize_incremental(end, [name])
+                made = store.materialize_incremental(end, [name], progress=progress)
             else:
                 assert start is not None
-                made = store.materialize(start, end, [name])
+                made = store.materialize(start, end, [name], progress=progress)
+            view_rows = 0
             for run in made:
                 runs.append(run.to_dict())
-                rows += run.rows_written
-            ctx.progress({"views": len(names), "views_done": done + 1, "rows_written": rows})
+                view_rows += run.rows_written
+            rows += view_rows
+            progress.view_done(view_rows)
         return {"runs": runs, "rows_written": rows}
 
     return work

@@ -23,7 +23,7 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -314,23 +314,59 @@ class SqliteOnlineStore:
             )
         return found
 
-    def write(self, layout: ViewLayout, batch: pa.Table | pa.RecordBatch) -> int:
-        """Upsert rows in one transaction, keeping the newer row per key."""
+    def _rows(self, layout: ViewLayout, batch: pa.Table | pa.RecordBatch) -> tuple[int, Any]:
+        """The rows of ``batch`` as the upsert's parameters, and how many there are."""
         cols = prepare_write(layout, batch, raw_int_keys=True)
-        if not len(cols):
-            return 0
         physical = [
             arrow_to_physical(arr, dtype)
             for arr, dtype in zip(cols.features, layout.feature_dtypes, strict=True)
         ]
-        rows = zip(cols.keys, cols.event_us, cols.created_us, *physical, strict=True)
+        return len(cols), zip(cols.keys, cols.event_us, cols.created_us, *physical, strict=True)
+
+    def write(self, layout: ViewLayout, batch: pa.Table | pa.RecordBatch) -> int:
+        """Upsert rows in one transaction, keeping the newer row per key."""
+        n, rows = self._rows(layout, batch)
+        if not n:
+            return 0
+        self._transaction(layout, lambda conn, sql: conn.executemany(sql, rows))
+        return n
+
+    def write_atomic(
+        self,
+        layout: ViewLayout,
+        batches: Iterable[pa.Table | pa.RecordBatch],
+        check: Callable[[], None],
+    ) -> int:
+        """Upsert every batch in ONE transaction, calling ``check`` before each; whatever
+        ``check`` (or anything else) raises rolls the whole write back. Readers see the old
+        rows until the commit (WAL). Returns the rows processed."""
+        total = 0
+
+        def write_all(conn: sqlite3.Connection, sql: str) -> None:
+            nonlocal total
+            for batch in batches:
+                check()
+                n, rows = self._rows(layout, batch)
+                if n:
+                    conn.executemany(sql, rows)
+                    total += n
+            check()
+
+        self._transaction(layout, write_all)
+        return total
+
+    def _transaction(
+        self, layout: ViewLayout, work: Callable[[sqlite3.Connection, str], Any]
+    ) -> None:
+        """Run ``work(connection, upsert SQL)`` in one write transaction, rolled back if it
+        raises."""
         conn = self._conn()
         try:
             table = self._ensure_table(conn, layout)
             sql = self._upsert_sql(layout, table)
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(sql, rows)
+                work(conn, sql)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -341,7 +377,6 @@ class SqliteOnlineStore:
                 f"writing feature view '{layout.view}' to the SQLite online store at "
                 f"{self.path} failed: {exc}"
             ) from exc
-        return len(cols)
 
     # -- tiles (windowed aggregations) ---------------------------------------------------------
 
