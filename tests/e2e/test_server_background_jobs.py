@@ -272,3 +272,50 @@ def test_two_servers_with_the_scheduler_on_one_postgres_registry_run_the_fire_on
     with servers[1].client() as c:
         (item,) = c.get("/api/v1/schedules").json()["items"]
     assert item["last_job"]["job_id"] == jobs[0]["job_id"]
+
+
+def test_a_queued_then_running_batch_prediction_is_in_the_prediction_job_list(
+    repo: Path, serve_repo: Any
+) -> None:
+    srv = serve_repo(repo, env={**ENV, "QUIVER_JOBS__WORKERS": "1"})
+    with srv.client() as c:
+        made = c.post("/api/v1/models", json=training("listed", n_estimators=5))
+        assert made.status_code == 201, made.text
+        model_id = made.json()["model_id"]
+        blocker = accepted(
+            c.post("/api/v1/models", json={**slow_training("blocker"), "async": True})
+        )
+        assert poll(c, blocker["job_id"], lambda j: j["status"] == "running")["status"] == "running"
+        body = {"model": model_id, "input_source": "churn_labels", "async": True}
+        scored = accepted(
+            c.post("/api/v1/predictions/batch", json={**body, "output_path": "outputs/l.parquet"})
+        )
+        dropped = accepted(
+            c.post("/api/v1/predictions/batch", json={**body, "output_path": "outputs/d.parquet"})
+        )
+
+        def listed() -> dict[str, str]:
+            jobs = c.get("/api/v1/predictions/jobs", params={"model": "listed"}).json()["jobs"]
+            return {j["prediction_id"]: j["status"] for j in jobs}
+
+        # Both wait behind the training: listed, queued, under their jobs' ids (REST and CLI).
+        assert listed() == {scored["job_id"]: "queued", dropped["job_id"]: "queued"}
+        cli = json.loads(run_cli("models", "jobs", "listed", "--json", "--repo", str(repo)))
+        assert {j["prediction_id"]: j["status"] for j in cli} == listed()
+        record = c.get(f"/api/v1/predictions/jobs/{scored['job_id']}").json()
+        assert record["model_id"] == model_id and record["output"].endswith("l.parquet")
+        assert c.post(f"/api/v1/jobs/{dropped['job_id']}/cancel").status_code == 200
+        assert c.post(f"/api/v1/jobs/{blocker['job_id']}/cancel").status_code == 200
+        # The prediction runs, then completes: the same record all along.
+        seen = set()
+        deadline = time.monotonic() + BOUND
+        while time.monotonic() < deadline:
+            job = c.get(f"/api/v1/jobs/{scored['job_id']}").json()
+            status = listed()[scored["job_id"]]
+            seen.add(status)
+            if finished(job) and status != "running":
+                break
+            time.sleep(0.05)
+        assert job["status"] == "succeeded", job
+        assert listed() == {scored["job_id"]: "completed", dropped["job_id"]: "cancelled"}
+        assert seen <= {"queued", "running", "completed"}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from quiver.store import FeatureStore
 
-__all__ = ["KINDS", "JobKind"]
+__all__ = ["KINDS", "JobKind", "queue_predict_batch", "settle_predict_batch"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,43 @@ def _predict_batch_cleanup(
     if "://" not in output and not output.startswith("iceberg:"):
         temp_path(store.config.resolve(output), token).unlink(missing_ok=True)
     ModelRegistry(store.registry).cancel_job(token, reason, seconds)
+
+
+def queue_predict_batch(
+    store: FeatureStore, payload: dict[str, Any], job_id: str, author: str | None
+) -> None:
+    """Record a background batch prediction ``queued`` under its job's id, so that the
+    prediction job list shows it from the start (it becomes ``running`` when it starts)."""
+    from quiver.ml import io
+    from quiver.ml.registry import ModelRegistry
+    from quiver.ml.service import get_model
+
+    options = payload["options"]
+    version = get_model(
+        store, payload["model"], version=options.get("version"), stage=options.get("stage")
+    )
+    ModelRegistry(store.registry).start_job(
+        version,
+        mode="batch",
+        input=io.describe_input(payload["input"]),
+        output=str(payload["output"]),
+        author=author,
+        job_id=job_id,
+        status="queued",
+    )
+
+
+def settle_predict_batch(store: FeatureStore, job_id: str, record: Any) -> None:
+    """After a background batch prediction ended: a record still ``queued`` or ``running``
+    (cancelled before it started, failed before it began, refused) gets the job's end."""
+    from quiver.ml.registry import ModelRegistry
+
+    registry = ModelRegistry(store.registry)
+    if record is None:  # the job was never recorded (refused): nothing to show
+        registry.forget_queued(job_id)
+        return
+    status = "cancelled" if record.status == "cancelled" else "failed"
+    registry.settle_jobs([job_id], status, record.error or f"the job {record.status}")
 
 
 KINDS: dict[str, JobKind] = {

@@ -59,6 +59,12 @@ def reap(store: Any) -> list[str]:
     stale = max(config.scheduler.lease_seconds, 3 * config.jobs.heartbeat_seconds)
     reaped = records.reap_interrupted(store.registry, stale)
     reap_dead_runs(store.registry)
+    if reaped:  # a batch prediction's record has its job's id
+        from quiver.ml.registry import ModelRegistry
+
+        ModelRegistry(store.registry).settle_jobs(
+            reaped, "failed", "interrupted: the process running it ended before the job did"
+        )
     return reaped
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -569,32 +569,81 @@ class ModelRegistry:
         output: str | None,
         author: str | None,
         job_id: str | None = None,
+        status: str = "running",
     ) -> str:
         """Record a prediction job as ``running``; returns its ``prediction_id``.
 
+        A background job's record is made ``queued`` when the job is accepted (``status``);
+        when the job starts, the same record becomes ``running``.
+
         Args:
             job_id: The id to give it (a worker's job token); default: a new random one.
+            status: ``running``, or ``queued`` for a background job not started yet.
         """
         job_id = job_id or uuid.uuid4().hex
+        values = {
+            "model_name": version.name,
+            "model_version": version.version,
+            "mode": mode,
+            "input": input,
+            "output": output,
+            "status": status,
+        }
         with self._write() as conn:
+            if status == "running":
+                started = conn.execute(
+                    prediction_jobs.update()
+                    .where(
+                        prediction_jobs.c.project == self.project,
+                        prediction_jobs.c.prediction_id == job_id,
+                        prediction_jobs.c.status == "queued",
+                    )
+                    .values(**values)
+                )
+                if started.rowcount:
+                    return job_id
             conn.execute(
                 prediction_jobs.insert().values(
                     prediction_id=job_id,
                     project=self.project,
-                    model_name=version.name,
-                    model_version=version.version,
-                    mode=mode,
-                    input=input,
-                    output=output,
                     rows=0,
                     duration_seconds=0.0,
-                    status="running",
                     error=None,
                     created_at=datetime.now(UTC),
                     created_by=author,
+                    **values,
                 )
             )
         return job_id
+
+    def settle_jobs(self, job_ids: Sequence[str], status: str, error: str | None) -> int:
+        """Give the records of these jobs that are still ``queued`` or ``running`` their end
+        (the background job ended without the prediction doing it: cancelled while queued,
+        failed before it began, or its process died); how many changed."""
+        if not job_ids:
+            return 0
+        with self._write() as conn:
+            result = conn.execute(
+                prediction_jobs.update()
+                .where(
+                    prediction_jobs.c.project == self.project,
+                    prediction_jobs.c.prediction_id.in_(list(job_ids)),
+                    prediction_jobs.c.status.in_(("queued", "running")),
+                )
+                .values(status=status, error=error)
+            )
+        return int(result.rowcount)
+
+    def forget_queued(self, job_id: str) -> None:
+        """Delete a ``queued`` record whose job was refused (it never existed)."""
+        with self._write() as conn:
+            conn.execute(
+                prediction_jobs.delete().where(
+                    prediction_jobs.c.project == self.project,
+                    prediction_jobs.c.prediction_id == job_id,
+                    prediction_jobs.c.status == "queued",
+                )
+            )
 
     def finish_job(
         self,
@@ -625,7 +674,8 @@ class ModelRegistry:
         return self.get_job(job_id)
 
     def cancel_job(self, job_id: str, error: str, duration_seconds: float | None = None) -> bool:
-        """Mark a job that is still ``running`` as ``cancelled`` (its process was stopped).
+        """Mark a job that is still ``queued`` or ``running`` as ``cancelled`` (its process was
+        stopped).
 
         Args:
             job_id: The job's ``prediction_id``.
@@ -640,7 +690,7 @@ class ModelRegistry:
                 prediction_jobs.update()
                 .where(
                     prediction_jobs.c.prediction_id == job_id,
-                    prediction_jobs.c.status == "running",
+                    prediction_jobs.c.status.in_(("queued", "running")),
                 )
                 .values(
                     status="cancelled",

@@ -181,8 +181,15 @@ async def submit_job(
     kind: str,
     params: dict[str, Any],
     prepare: Callable[[], Work],
+    *,
+    job_id: str | None = None,
+    on_done: Callable[[Any], None] | None = None,
 ) -> JSONResponse:
     """Check a request (``prepare``, in the threadpool) and run it as a background job.
+
+    Args:
+        job_id: The job's id (default: a new one).
+        on_done: Called with the job's final record (``None`` if the job was refused).
 
     Returns:
         The ``202`` answer: the job's record, ``Location: /api/v1/jobs/{id}``.
@@ -195,7 +202,21 @@ async def submit_job(
         job = prepare()
         pool = job_pool(request.app)
         by = getattr(principal, "name", None)
-        return pool.submit(kind, params, job, created_by=by, principal=principal).to_dict()
+        try:
+            record = pool.submit(
+                kind,
+                params,
+                job,
+                created_by=by,
+                principal=principal,
+                job_id=job_id,
+                on_done=on_done,
+            )
+        except BaseException:
+            if on_done is not None:
+                on_done(None)
+            raise
+        return record.to_dict()
 
     record = await run_in_threadpool(work)
     body = JobOut(**record).model_dump(mode="json")

@@ -135,7 +135,10 @@ class PredictionJobOut(MLOut):
     output: str | None = None
     rows: int
     duration_seconds: float
-    status: str
+    status: str = Field(
+        description="queued, running, completed, failed or cancelled (a background job's "
+        "record is listed from the moment it is accepted)"
+    )
     error: str | None = None
     created_at: datetime
     created_by: str | None = None
@@ -277,14 +280,28 @@ async def batch(
         return _batch_job(body, store, settings)
 
     if wants_async(request, body.run_async):
+        import uuid
+
+        from quiver.jobs.kinds import queue_predict_batch, settle_predict_batch
         from quiver.jobs.pool import runner_work
+        from quiver.security.principal import current_principal
+
+        job_id = uuid.uuid4().hex  # also the prediction job's id, listed from the start
+        pool = job_pool(request.app)
+        author = getattr(current_principal(), "name", None)
 
         def background() -> Any:
             payload = prepare()
-            return runner_work(job_pool(request.app), store, "predict_batch", payload)
+            queue_predict_batch(pool.store, payload, job_id, author)
+            return runner_work(pool, store, "predict_batch", payload)
+
+        def settle(record: Any) -> None:
+            settle_predict_batch(pool.store, job_id, record)
 
         params = {"model": body.model, "version": body.version, "stage": body.stage}
-        return await submit_job(request, store, "predict_batch", params, background)
+        return await submit_job(
+            request, store, "predict_batch", params, background, job_id=job_id, on_done=settle
+        )
     prediction_id = await run_job(request, store, "predict_batch", prepare)
     return await run_in_threadpool(lambda: _job_record(store, prediction_id))
 
