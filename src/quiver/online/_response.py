@@ -49,6 +49,11 @@ class OnlineResponse:
             per view; ``values`` is built from them when first read).
         cache_hit: Whether the stored rows came from the serving cache
             (:mod:`quiver.monitoring.cache`).
+        valid_until: For a response read through the serving cache, the serving clock
+            (microseconds) at which its first present value expires by its view's TTL (its
+            statuses stay the same until then); ``None`` otherwise.
+        cache_expires: For a response read through the serving cache, when (the cache's
+            clock) the cache entry of its stored rows ends; ``None`` otherwise.
     """
 
     __slots__ = (
@@ -58,11 +63,13 @@ class OnlineResponse:
         "_statuses",
         "_timestamps",
         "_values",
+        "cache_expires",
         "cache_hit",
         "entity_columns",
         "feature_names",
         "groups",
         "join_keys",
+        "valid_until",
     )
 
     def __init__(
@@ -82,6 +89,8 @@ class OnlineResponse:
         self._key_dtypes = key_dtypes
         self._values: dict[str, list[Any]] | None = None
         self.cache_hit = False
+        self.valid_until: int | float | None = None
+        self.cache_expires: float | None = None
         self._statuses: dict[str, list[str]] | None = None
         self._event_us: dict[str, list[int | None]] | None = None
         self._timestamps: dict[str, list[datetime | None]] | None = None

@@ -131,7 +131,8 @@ def _through_cache(
     """The response from the serving cache (:mod:`quiver.monitoring.cache`), or from the store
     (then cached), and the serving clock it was built at.
 
-    An entry is ``[stored rows, (response, valid until)]``: the stored rows are what the cache
+    An entry is ``[stored rows, (response, valid until), entry's end (the cache's clock, taken
+    before the read)]``: the stored rows are what the cache
     keeps; the response built from them is reused until the first of its present values would
     expire (its statuses are the same until then), then built again with the clock.
     """
@@ -139,10 +140,12 @@ def _through_cache(
     slot, token = cache.lookup(plan, key)
     now_us = _now_us()
     if slot is None:
-        slot = [reader(columns), None]
+        slot = [reader(columns), None, cache.clock() + cache.ttl]
         cache.put(plan, key, token, slot)
         response = _response(plan, columns, slot[0], now_us)
         slot[1] = (response, _valid_until(plan, slot[0], now_us))
+        response.valid_until = slot[1][1]
+        response.cache_expires = slot[2]
         return response, now_us
     built = slot[1]
     if built is None or now_us >= built[1]:
@@ -158,6 +161,8 @@ def _through_cache(
         first._key_dtypes,
     )
     response.cache_hit = True
+    response.valid_until = built[1]
+    response.cache_expires = slot[2] if len(slot) > 2 else None
     return response, now_us
 
 
@@ -205,6 +210,8 @@ def _with_defaults(store: FeatureStore, plan: Any, response: OnlineResponse) -> 
         response._key_dtypes,
     )
     filled.cache_hit = response.cache_hit
+    filled.valid_until = response.valid_until
+    filled.cache_expires = response.cache_expires
     return filled
 
 

@@ -50,6 +50,7 @@ from starlette.responses import Response
 
 from quiver.errors import QuiverError
 from quiver.monitoring import metrics as _metrics
+from quiver.server._answers import Answer, Answers, native_body
 from quiver.server._convert import check_columns
 from quiver.server._online_json import feast_online_json, online_json
 from quiver.server.compat._feast_wire import (
@@ -78,6 +79,8 @@ __all__ = ["FAST_OPERATIONS", "FAST_ROUTES", "QuiverAPI"]
 Route = Callable[["QuiverAPI", bytes, Request], Awaitable["bytes | Response"]]
 
 _Model = TypeVar("_Model", bound=BaseModel)
+_ONLINE = "/api/v1/serving/online"
+_FEAST = "/get-online-features"
 _CONTENT_TYPE = (b"content-type", b"application/json")
 _UNSET: Any = object()
 _TOO_LARGE: Any = object()
@@ -91,6 +94,8 @@ class QuiverAPI(FastAPI):
     _fast_limit: int
     _fast_inline: bool
     _fast_security: Security | None
+    _fast_answers: Answers | None = None
+    """Answers kept for identical requests (:mod:`quiver.server._answers`)."""
     _guard: GuardMiddleware
     _fast_observed = False
     """Whether the fast path observes its requests itself (the default stack)."""
@@ -145,6 +150,7 @@ class QuiverAPI(FastAPI):
         self._fast_inline = store.config.online_store.type in INLINE_ONLINE_STORES
         gate = self.state.gate
         self._fast_security = gate.security if gate.enforce else None
+        self._fast_answers = Answers.of(store) if store.config.serving_cache.enabled else None
         # Middleware with nothing to do on the online reads (the audit log) is left out.
         middleware = [m for m in self.user_middleware if not getattr(m.cls, "fast_path_exempt", 0)]
         app: ASGIApp
@@ -400,14 +406,34 @@ def _lookup_request(model: type[OnlineRequest | FeastOnlineRequest], body: bytes
     return _new_tuple(_Lookup, fields)  # skips the NamedTuple's Python-level constructor
 
 
-async def _lookup(app: QuiverAPI, req: _Lookup, request: Request) -> tuple[OnlineResponse, int]:
-    """Check the request as the FastAPI routes do, and make the same call to the store
-    (:func:`~quiver.server.routers.serving.call_online`): its result and rows."""
+def _check(app: QuiverAPI, req: _Lookup, request: Request) -> None:
+    """The request's permission check, as the FastAPI routes make it (``auth: api_key``)."""
     if app._fast_security is not None:
         principal = request.scope["state"]["principal"]
         app._fast_security.check_features(
             principal, "read_online", req.features, req.feature_service
         )
+
+
+def _kept(app: QuiverAPI, path: str, body: bytes, request: Request) -> Answer | None:
+    """The kept answer of an identical request (:mod:`quiver.server._answers`), checked."""
+    answers = app._fast_answers
+    if answers is None:
+        return None
+    began = time.perf_counter()
+    answer = answers.get(path, body)
+    if answer is not None:
+        _check(app, answer.req, request)
+        answers.served(answer)
+        if _metrics.RETRIEVAL is not None:
+            _metrics.RETRIEVAL(time.perf_counter() - began)
+    return answer
+
+
+async def _lookup(app: QuiverAPI, req: _Lookup, request: Request) -> tuple[OnlineResponse, int]:
+    """Check the request as the FastAPI routes do, and make the same call to the store
+    (:func:`~quiver.server.routers.serving.call_online`): its result and rows."""
+    _check(app, req, request)
     entities = req.entities
     # One join key with 1..limit values passes check_columns: skip its general checks.
     n = len(next(iter(entities.values()))) if len(entities) == 1 else 0
@@ -438,11 +464,19 @@ async def _lookup(app: QuiverAPI, req: _Lookup, request: Request) -> tuple[Onlin
 
 async def _online_route(app: QuiverAPI, body: bytes, request: Request) -> bytes:
     start = time.perf_counter_ns()
+    kept = _kept(app, _ONLINE, body, request)
+    if kept is not None:
+        return native_body(kept, start)
     req = _lookup_request(OnlineRequest, body)
     if req.feature_sets is not None:
         return await _spec_online(app, req, request, start)
+    answers = app._fast_answers
+    noted = None if answers is None else answers.before_read(req)
     result, n = await _lookup(app, req, request)
-    return online_json(result, n, req.feature_service, start)
+    answer = online_json(result, n, req.feature_service, start)
+    if noted is not None:
+        answers.keep(_ONLINE, body, req, n, noted, result, answer, native=True)  # type: ignore[union-attr]
+    return answer
 
 
 async def _spec_online(app: QuiverAPI, req: _Lookup, request: Request, start: int) -> bytes:
@@ -463,7 +497,12 @@ async def _feast_route(app: QuiverAPI, body: bytes, request: Request) -> bytes |
     """Feast's lookup; the wire details (entity coercion, version metadata, Feast's error
     format) are :mod:`quiver.server.compat._feast_wire`'s, as on the FastAPI route."""
     try:
+        kept = _kept(app, _FEAST, body, request)
+        if kept is not None:
+            return kept.head
         req = _lookup_request(FeastOnlineRequest, body)
+        answers = app._fast_answers
+        noted = None if answers is None else answers.before_read(req)
         try:
             result, n = await _lookup(app, req, request)
         except QuiverError as exc:
@@ -475,9 +514,13 @@ async def _feast_route(app: QuiverAPI, body: bytes, request: Request) -> bytes |
             if fixed is None:
                 raise
             result, n = await _lookup(app, req._replace(entities=fixed), request)
+            noted = None  # answered for other entity values than the body's
         if b"include_feature_view_version_metadata" in body and wants_versions(body):
             return with_versions(app._fast_store, result, n, req.features, req.feature_service)
-        return feast_online_json(result, n)
+        answer = feast_online_json(result, n)
+        if noted is not None:
+            answers.keep(_FEAST, body, req, n, noted, result, answer, native=False)  # type: ignore[union-attr]
+        return answer
     except (QuiverError, RequestValidationError) as exc:
         response = await feast_error_for(request, exc)
         if response is None:
@@ -486,8 +529,8 @@ async def _feast_route(app: QuiverAPI, body: bytes, request: Request) -> bytes |
 
 
 FAST_ROUTES: dict[str, Route] = {
-    "/api/v1/serving/online": _online_route,
-    "/get-online-features": _feast_route,
+    _ONLINE: _online_route,
+    _FEAST: _feast_route,
 }
 """The paths (``POST``) the fast path answers."""
 
