@@ -17,10 +17,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-
-from quiver import FeatureStore
-from quiver.monitoring.cache import serving_cache
-from quiver.server.app import create_app
 from test_serving_cache import (
     FEATURES,
     TTL,
@@ -28,15 +24,27 @@ from test_serving_cache import (
     _open,
     _push,
     _repo,
-    clock,  # noqa: F401 (a fixture)
+    _us,
     customer,
     other,
     src,
     view,
 )
 
+from quiver import FeatureStore
+from quiver.monitoring.cache import serving_cache
+from quiver.online import serving
+from quiver.server.app import create_app
+
 NATIVE = "/api/v1/serving/online"
 FEAST = "/get-online-features"
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(serving, "_now_us", lambda: _us(c.now))
+    return c
 
 
 @pytest.fixture
