@@ -37,8 +37,8 @@ from quiver.errors import QuiverError
 from quiver.monitoring.cache import _ATTR as _CACHE_ATTR
 from quiver.monitoring.cache import MemoryCache
 from quiver.monitoring.usage import ATTR as _USAGE
-from quiver.online._plans import _plan
 from quiver.online import serving as _serving
+from quiver.online._plans import _plan
 
 if TYPE_CHECKING:
     from quiver.online.serving import OnlineResponse
