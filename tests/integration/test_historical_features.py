@@ -46,11 +46,11 @@ def h(hours: float) -> datetime:
 class Repo:
     """A throwaway feature repo whose sources are written in one format."""
 
-    def __init__(self, root: Path, fmt: str) -> None:
+    def __init__(self, root: Path, fmt: str, engine: str = "duckdb") -> None:
         self.root = root
         self.fmt = fmt
         (root / "data").mkdir(parents=True, exist_ok=True)
-        self.store = FeatureStore(config=load_config(root))
+        self.store = FeatureStore(config=load_config(root, offline_engine={"type": engine}))
 
     def source(
         self,
@@ -100,9 +100,13 @@ def _iceberg_ready(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(cols, names=table.column_names)
 
 
-@pytest.fixture(params=FORMATS)
+@pytest.fixture(params=[*FORMATS, "parquet-spark"])
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Repo:
-    return Repo(tmp_path, request.param)
+    """A repo per source format on DuckDB, and Parquet on Spark (the session fixture's)."""
+    fmt, _, engine = str(request.param).partition("-")
+    if engine == "spark":
+        request.getfixturevalue("spark_session")
+    return Repo(tmp_path, fmt, engine or "duckdb")
 
 
 @pytest.fixture

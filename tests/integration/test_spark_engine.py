@@ -52,6 +52,9 @@ orders = FeatureView(
         Field(name="note", dtype="string"),
         Field(name="seen", dtype="timestamp"),
         Field(name="tags", dtype="list<int64>"),
+        Field(name="attrs", dtype="map<string, int64>"),
+        Field(name="addr", dtype="struct<city: string, zip: int32>"),
+        Field(name="meta", dtype="json"),
         Field(name="doubled", dtype="float64", transformation="amount * 2 + coalesce(qty, 0)"),
         Field(
             name="label",
@@ -89,6 +92,15 @@ def _write_sources(data: Path) -> None:
                 "note": pa.array([None if i % 9 == 0 else f"n{i}" for i in range(n)]),
                 "seen": pa.array([h(i % 5 - 3) for i in range(n)], UTC_US),
                 "tags": pa.array([[i, i + 1] if i % 4 else None for i in range(n)]),
+                "attrs": pa.array(
+                    [[("a", i), ("b", None)] if i % 5 else None for i in range(n)],
+                    pa.map_(pa.string(), pa.int64()),
+                ),
+                "addr": pa.array(
+                    [{"city": f"c{i}", "zip": i} if i % 6 else None for i in range(n)],
+                    pa.struct([("city", pa.string()), ("zip", pa.int64())]),
+                ),
+                "meta": pa.array([{"k": i, "s": "x"} for i in range(n)]),
             }
         ),
         data / "orders.parquet",
