@@ -263,3 +263,55 @@ def test_iceberg_source_is_planned_by_pyiceberg(tmp_path: Path, spark_session: o
     assert spark.offline_engine.pull_latest(sel, h(500), h(600)).read_all().num_rows == 0
     duck.close()
     spark.close()
+
+
+def test_all_null_transformation_inputs(tmp_path: Path, spark_session: object) -> None:
+    """A column of Arrow's null type (all None, e.g. a pushed row without a value) is stored as
+    INT32 in Parquet; a transformation reading it must see nulls, not integers."""
+    (tmp_path / "data").mkdir()
+    pq.write_table(
+        pa.table(
+            {
+                "customer_id": pa.array([1, 2], pa.int64()),
+                "event_timestamp": pa.array([h(0), h(1)], UTC_US),
+                "label": pa.array([None, None], pa.null()),
+            }
+        ),
+        tmp_path / "data" / "src.parquet",
+    )
+    src = FileSource(name="src", path="data/src.parquet")
+    view = FeatureView(
+        name="v",
+        entities=["customer"],
+        source="src",
+        schema=[Field(name="low", dtype="string", transformation="lower(label)")],
+    )
+    duck = FeatureStore(config=load_config(tmp_path))
+    duck.apply([customer, src, view])
+    spark = FeatureStore(config=load_config(tmp_path, offline_engine={"type": "spark"}))
+    entity = pa.table(
+        {"customer_id": pa.array([1, 2], pa.int64()), "event_timestamp": [h(5), h(5)]}
+    )
+    for pushed in (False, True):
+        want = duck.get_historical_features(entity, ["v:low"]).to_arrow()
+        got = spark.get_historical_features(entity, ["v:low"]).to_arrow()
+        assert got.equals(want)
+        sel = duck.resolve_features(["v:low"])[0]
+        latest = spark.offline_engine.pull_latest(sel, None, h(100)).read_all()
+        assert latest.sort_by("customer_id").equals(
+            duck.offline_engine.pull_latest(sel, None, h(100)).read_all().sort_by("customer_id")
+        )
+        if not pushed:  # a pushed row whose input is null too, in a file of its own
+            append_to_source(
+                duck.config,
+                src,
+                pa.table(
+                    {
+                        "customer_id": pa.array([1], pa.int64()),
+                        "event_timestamp": pa.array([h(2)], UTC_US),
+                        "label": pa.array([None], pa.null()),
+                    }
+                ),
+            )
+    duck.close()
+    spark.close()

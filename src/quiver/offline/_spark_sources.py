@@ -207,7 +207,8 @@ class _Part:
     frame: Any = None
     mapped: bool = True  # whether the source's field_mapping applies to its columns
     label: str = ""
-    footer: Any = None  # () -> pyarrow schema of one file (to tell nanosecond timestamps)
+    footer: Any = None  # (i) -> pyarrow schema of file i (what Spark's types lose)
+    schema: Any = None  # the first file's schema, once read
     columns_hint: list[str] | None = None  # every column (for "missing column" errors)
 
 
@@ -234,25 +235,24 @@ def _file_parts(config: RepoConfig, source: FileSource, include_pushed: bool) ->
         else:
             paths = [_s3a(f) for f in listing.files]
             base = _s3a(listing.base) if listing.hive else None
-        first, fs = listing.files[0], listing.filesystem
+        files, fs = list(listing.files), listing.filesystem
         parts.append(
             _Part(
                 source.format,
                 paths=paths,
                 base=base,
                 label=f"{what} ({source.path})",
-                footer=lambda: _read_schema(first, fs),
+                footer=lambda i: _read_schema(files[i], fs),
             )
         )
     if pushed:
-        first_pushed = pushed[0]
         parts.append(
             _Part(
                 "parquet",
                 paths=list(pushed),
                 mapped=False,
                 label=f"{what} (pushed rows)",
-                footer=lambda: _read_schema(first_pushed, None),
+                footer=lambda i: _read_schema(pushed[i], None),
             )
         )
     return parts
@@ -371,18 +371,37 @@ def _ts_column(frame: DataFrame, part: _Part, raw: str, *, what: str) -> Column:
     )
 
 
+def _file_type(part: _Part, raw: str) -> Any:
+    """The Arrow type of column ``raw`` in one of the part's Parquet files (``None``: unknown)."""
+    if part.footer is None:
+        return None
+    if part.schema is None:
+        try:
+            part.schema = part.footer(0)
+        except Exception:  # an unreadable footer: Spark reports the file itself
+            part.footer = None
+            return None
+    idx = part.schema.get_field_index(raw)
+    return None if idx < 0 else part.schema.field(idx).type
+
+
+def _null_everywhere(part: _Part, raw: str) -> bool:
+    """Whether column ``raw`` has Arrow's null type in every file of the part."""
+    import pyarrow as pa
+
+    for i in range(1, len(part.paths)):
+        schema = part.footer(i)
+        idx = schema.get_field_index(raw)
+        if idx >= 0 and not pa.types.is_null(schema.field(idx).type):
+            return False
+    return True
+
+
 def _is_nanos(part: _Part, raw: str) -> bool:
     import pyarrow as pa
 
-    try:
-        schema = part.footer()
-    except Exception:  # an unreadable footer: Spark reports the file itself
-        return False
-    idx = schema.get_field_index(raw)
-    if idx < 0:
-        return False
-    t = schema.field(idx).type
-    return bool(pa.types.is_timestamp(t) and t.unit == "ns")
+    t = _file_type(part, raw)
+    return bool(t is not None and pa.types.is_timestamp(t) and t.unit == "ns")
 
 
 def _cast_column(frame: DataFrame, part: _Part, raw: str, dtype: str | None, *, what: str) -> Any:
@@ -391,6 +410,11 @@ def _cast_column(frame: DataFrame, part: _Part, raw: str, dtype: str | None, *, 
 
     col = F.col(f"`{raw}`")
     if dtype is None:
+        import pyarrow as pa
+
+        t = _file_type(part, raw)
+        if t is not None and pa.types.is_null(t) and _null_everywhere(part, raw):
+            return F.lit(None)  # Parquet stores a null column as INT32: keep it untyped
         return col
     if dtype == "timestamp":
         return _ts_column(frame, part, raw, what=what)
