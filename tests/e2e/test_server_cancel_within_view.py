@@ -97,7 +97,7 @@ def poll(client: httpx.Client, job_id: str, until: Callable[[dict[str, Any]], bo
 
 
 def writing(job: dict[str, Any]) -> bool:
-    return job["progress"].get("phase") == "writing" or job["status"] != "running"
+    return job["progress"].get("phase") == "writing" or job["status"] not in ("queued", "running")
 
 
 def start_job(client: httpx.Client) -> dict[str, Any]:
