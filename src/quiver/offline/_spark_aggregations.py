@@ -36,9 +36,12 @@ if TYPE_CHECKING:
 __all__ = ["historical_aggregates", "pull_tiles"]
 
 ROW = "__row_id"
-ENTITY_TS = "__ts"
-EVENT_TS = "__qv_ts"
-CREATED = "__qv_created"
+TS = "__ts"
+"""The entity rows' and the events' time column (as :mod:`quiver.offline._spark_sources` names
+it); the events' created time is ``__created``."""
+CREATED = "__created"
+_SQL_TS = "__qv_ts"  # the names aggregation_sql's SQL reads
+_SQL_CREATED = "__qv_created"
 _BUCKET = "__qv_bucket"
 _ENTITY = "__qv_e"
 _EVENTS = "__qv_ev"
@@ -177,6 +180,28 @@ def _us(col: Any) -> Any:
     return F.unix_micros(col)
 
 
+def _events(events: DataFrame, sel: ViewSelection, columns: Sequence[str], n: int) -> DataFrame:
+    """The events as the aggregate SQL reads them: the join keys (typed, never null), the
+    aggregated ``columns``, ``__qv_ts``, ``__qv_created``, and the key's bucket."""
+    from pyspark.sql import functions as F
+
+    keys = sel.join_keys
+    valid = F.col(TS).isNotNull()
+    for k in keys:
+        valid &= F.col(k).isNotNull()
+    created = F.col(CREATED) if CREATED in events.columns else F.lit(None).cast("timestamp")
+    return (
+        events.where(valid)
+        .select(
+            *[F.col(k).cast(_spark_type(sel.key_types[k])).alias(k) for k in keys],
+            *[F.col(c) for c in columns],
+            F.col(TS).alias(_SQL_TS),
+            created.alias(_SQL_CREATED),
+        )
+        .withColumn(_BUCKET, _bucket(keys, n))
+    )
+
+
 # -- per entity row ------------------------------------------------------------------------------
 
 
@@ -194,8 +219,8 @@ def historical_aggregates(
         entity: ``__row_id`` (long), the view's join keys (typed) and ``__ts`` (timestamp).
         sel: A selection of aggregated features of one view.
         config: The repo config (unused; part of the engine's contract).
-        events: The view's events: the join keys, the aggregated columns, ``__qv_ts`` (event
-            time) and ``__qv_created`` (created time, null without one).
+        events: The view's events: the join keys (typed), the aggregated columns, ``__ts``
+            (event time) and ``__created`` (created time, null or absent without one).
 
     Returns:
         ``__row_id`` and one column per selected feature (named as the feature), one row per
@@ -214,48 +239,28 @@ def historical_aggregates(
     keys = sel.join_keys
     names = [f.name for f in sel.features]
     aggs = [view.aggregation(n) for n in names]
-    interval = int(view.aggregation_interval.total_seconds()) * 1_000_000
-    widest = max(a.window_us for a in aggs)
     columns = sorted({a.column for a in aggs if a.column is not None})
     n = _buckets(session)
     typed = {k: F.col(k).cast(_spark_type(sel.key_types[k])) for k in keys}
-    valid = F.col(ENTITY_TS).isNotNull()
+    valid = F.col(TS).isNotNull()
     for k in keys:
         valid &= F.col(k).isNotNull()
     left = (
         entity.where(valid)
-        .select(F.col(ROW).cast("long").alias(ROW), *[typed[k].alias(k) for k in keys], ENTITY_TS)
+        .select(F.col(ROW).cast("long").alias(ROW), *[typed[k].alias(k) for k in keys], TS)
         .withColumn(_BUCKET, _bucket(keys, n))
     )
-    # Only the events some entity row's widest window can reach: (floor(min t) - widest, max t].
-    bounds = left.agg(F.min(_us(F.col(ENTITY_TS))), F.max(_us(F.col(ENTITY_TS)))).first()
     out_schema = pa.schema(
         [pa.field(ROW, pa.int64())] + [pa.field(f.name, arrow_type(f.dtype)) for f in sel.features]
     )
-    if bounds is None or bounds[0] is None:
-        return session.createDataFrame([], _spark_schema(out_schema))
-    lo = (int(bounds[0]) // interval) * interval - widest
-    hi = int(bounds[1])
-    ev_valid = (_us(F.col(EVENT_TS)) > F.lit(lo)) & (_us(F.col(EVENT_TS)) <= F.lit(hi))
-    for k in keys:
-        ev_valid &= F.col(k).isNotNull()
-    right = (
-        events.select(
-            *[typed[k].alias(k) for k in keys],
-            *[F.col(c) for c in columns],
-            F.col(EVENT_TS),
-            F.col(CREATED),
-        )
-        .where(ev_valid)
-        .withColumn(_BUCKET, _bucket(keys, n))
-    )
+    right = _events(events, sel, columns, n)
     sql = entity_aggregates_sql(
         view,
         names,
         f'"{_ENTITY}"',
         [(k, k) for k in keys],
         ROW,
-        ENTITY_TS,
+        TS,
         f'SELECT * FROM "{_EVENTS}"',
     )
     run = _duckdb_runner(sql, out_schema, cogroup=True)
@@ -300,17 +305,11 @@ def pull_tiles(
     keys = sel.join_keys
     columns = sorted({p.column for p in spec.parts if p.column is not None})
     n = _buckets(session)
-    valid = _us(F.col(EVENT_TS)) < F.lit(int(end_us))
+    right = _events(events, sel, columns, n)
+    ts = _us(F.col(_SQL_TS))
+    right = right.where(ts < F.lit(int(end_us)))
     if lo_us is not None:
-        valid &= _us(F.col(EVENT_TS)) > F.lit(int(lo_us))
-    for k in keys:
-        valid &= F.col(k).isNotNull()
-    typed = [F.col(k).cast(_spark_type(sel.key_types[k])).alias(k) for k in keys]
-    right = (
-        events.select(*typed, *[F.col(c) for c in columns], F.col(EVENT_TS), F.col(CREATED))
-        .where(valid)
-        .withColumn(_BUCKET, _bucket(keys, n))
-    )
+        right = right.where(ts > F.lit(int(lo_us)))
     sql = tile_partials_sql(spec, keys, f'SELECT * FROM "{_EVENTS}"')
     schema = _result_schema(sql, [(_EVENTS, _arrow_schema(right))])
     run = _duckdb_runner(sql, schema, cogroup=False)
