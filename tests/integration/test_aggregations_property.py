@@ -10,7 +10,8 @@ times with and without created times, null values, late and out-of-order events)
 - online after pushes: events pushed in random order and batches, then read "as of" a time at
   or after every pushed event, equal the oracle over the pushed events;
 
-on SQLite and on a real redis-server. The oracle is DESIGN.md's rule with the tile-aligned window
+on SQLite and on a real redis-server; offline and materialization also on the Spark offline engine
+(a local Spark, fewer examples: each one runs Spark jobs). The oracle is DESIGN.md's rule with the tile-aligned window
 start of ``quiver.features.aggregations``: events with ``floor(t / I) * I - w < ts <= t``.
 
 The example count defaults to 40 per test; set ``QUIVER_HYPOTHESIS_EXAMPLES`` for a long run.
@@ -38,6 +39,8 @@ from quiver.online import serving
 
 pytestmark = pytest.mark.slow
 EXAMPLES = max(1, int(os.environ.get("QUIVER_HYPOTHESIS_EXAMPLES", "200")) // 5)
+SPARK_EXAMPLES = max(1, EXAMPLES // 4)
+OFFLINE_ENGINES = ("duckdb", "spark")
 T0 = datetime(2024, 3, 10, tzinfo=UTC)
 INTERVAL = timedelta(minutes=10)
 TS = pa.timestamp("us", tz="UTC")
@@ -185,14 +188,17 @@ def write_source(root: Path, rows: list[dict[str, Any]]) -> None:
 # -- stores ------------------------------------------------------------------------------------
 
 
-def make_store(root: Path, online: dict[str, Any]) -> FeatureStore:
+def make_store(root: Path, online: dict[str, Any], offline: str = "duckdb") -> FeatureStore:
+    """A repo with the view; ``offline`` names the engine (``spark`` uses the test session)."""
     (root / "data").mkdir(parents=True, exist_ok=True)
-    config = {
+    config: dict[str, Any] = {
         "project": "agg",
         "definitions": [],
         "registry": {"url": "sqlite:///data/registry.db"},
         "online_store": online,
     }
+    if offline == "spark":
+        config["offline_engine"] = {"type": "spark", "master": "local[2]"}
     (root / "quiver.yaml").write_text(yaml.safe_dump(config))
     write_source(root, [])
     store = FeatureStore(root)
@@ -220,11 +226,20 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeatureSto
     s.close()
 
 
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[FeatureStore]:
-    s = make_store(tmp_path / "repo", {"type": "sqlite", "path": "data/online.db"})
+@pytest.fixture(params=OFFLINE_ENGINES)
+def sqlite_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeatureStore]:
+    """A store on SQLite, with each offline engine."""
+    if request.param == "spark":
+        request.getfixturevalue("spark_session")  # the engine takes the active session
+    s = make_store(tmp_path / "repo", {"type": "sqlite", "path": "data/online.db"}, request.param)
     yield s
     s.close()
+
+
+def engine_settings(store: FeatureStore, spark: int) -> Any:
+    """Hypothesis settings by engine: ``spark`` examples on Spark (each runs Spark jobs)."""
+    kind = store.config.offline_engine.type
+    return settings(PROPERTY, max_examples=spark if kind == "spark" else EXAMPLES)
 
 
 def reset_online(store: FeatureStore) -> None:
@@ -298,32 +313,37 @@ PROPERTY = settings(
 )
 
 
-@PROPERTY
-@given(rows=events, entity=st.lists(st.tuples(st.sampled_from([*KEYS, 9]), seconds), max_size=15))
-def test_offline_equals_oracle(
-    sqlite_store: FeatureStore, rows: list[dict[str, Any]], entity: list[tuple[int, int]]
-) -> None:
-    write_source(sqlite_store.repo_path, rows)
-    table = pa.table(
-        {
-            "customer_id": pa.array([k for k, _ in entity], pa.int64()),
-            "event_timestamp": pa.array([when(s) for _, s in entity], TS),
-        }
+def test_offline_equals_oracle(sqlite_store: FeatureStore) -> None:
+    """On each offline engine (fewer examples on Spark)."""
+
+    @engine_settings(sqlite_store, SPARK_EXAMPLES)
+    @given(
+        rows=events,
+        entity=st.lists(st.tuples(st.sampled_from([*KEYS, 9]), seconds), max_size=15),
     )
-    out = sqlite_store.get_historical_features(table, features=["orders_agg:*"]).to_arrow()
-    got = out.to_pylist()
-    for (key, sec), row in zip(entity, got, strict=True):
-        check(row, oracle(rows, key, when(sec)), f"offline key {key} at {sec}s")
+    def prop(rows: list[dict[str, Any]], entity: list[tuple[int, int]]) -> None:
+        write_source(sqlite_store.repo_path, rows)
+        table = pa.table(
+            {
+                "customer_id": pa.array([k for k, _ in entity], pa.int64()),
+                "event_timestamp": pa.array([when(s) for _, s in entity], TS),
+            }
+        )
+        out = sqlite_store.get_historical_features(table, features=["orders_agg:*"]).to_arrow()
+        got = out.to_pylist()
+        for (key, sec), row in zip(entity, got, strict=True):
+            check(row, oracle(rows, key, when(sec)), f"offline key {key} at {sec}s")
+
+    prop()
 
 
-@PROPERTY
-@given(rows=events, reads=st.lists(seconds, min_size=1, max_size=4))
-def test_online_after_materialization_equals_oracle(
+def materialize_and_check(
     store: FeatureStore,
     monkeypatch: pytest.MonkeyPatch,
     rows: list[dict[str, Any]],
     reads: list[int],
 ) -> None:
+    """Materialize up to each read time in turn; the online values then equal the oracle's."""
     write_source(store.repo_path, rows)
     reset_online(store)
     start = T0 - timedelta(days=1)
@@ -335,6 +355,37 @@ def test_online_after_materialization_equals_oracle(
         got = read_at(store, t, monkeypatch)
         for key, values in zip([*KEYS, 9], got, strict=True):
             check(values, oracle(rows, key, t), f"online key {key} at {sec}s")
+
+
+@PROPERTY
+@given(rows=events, reads=st.lists(seconds, min_size=1, max_size=4))
+def test_online_after_materialization_equals_oracle(
+    store: FeatureStore,
+    monkeypatch: pytest.MonkeyPatch,
+    rows: list[dict[str, Any]],
+    reads: list[int],
+) -> None:
+    materialize_and_check(store, monkeypatch, rows, reads)
+
+
+@pytest.fixture
+def spark_store(spark_session: Any, tmp_path: Path) -> Iterator[FeatureStore]:
+    """A store on SQLite whose offline engine is Spark (the test session)."""
+    s = make_store(tmp_path / "repo", {"type": "sqlite", "path": "data/online.db"}, "spark")
+    yield s
+    s.close()
+
+
+@settings(PROPERTY, max_examples=SPARK_EXAMPLES)
+@given(rows=events, reads=st.lists(seconds, min_size=1, max_size=4))
+def test_spark_materialization_then_online_equals_oracle(
+    spark_store: FeatureStore,
+    monkeypatch: pytest.MonkeyPatch,
+    rows: list[dict[str, Any]],
+    reads: list[int],
+) -> None:
+    """Tiles computed by the Spark engine, read online: the oracle's values."""
+    materialize_and_check(spark_store, monkeypatch, rows, reads)
 
 
 @PROPERTY
