@@ -314,14 +314,44 @@ def pull_tiles(
     schema = _result_schema(sql, [(_EVENTS, _arrow_schema(right))])
     run = _duckdb_runner(sql, schema, cogroup=False)
     tiles = right.groupBy(_BUCKET).applyInArrow(run, _spark_schema(schema))
-    return pa.RecordBatchReader.from_batches(schema, _stream(tiles, schema))
+    what = f"feature view '{sel.view.name}'"
+    return pa.RecordBatchReader.from_batches(schema, _stream(tiles, schema, what))
 
 
-def _stream(df: DataFrame, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """``df``'s rows as Arrow batches, one partition at a time (nothing collected whole)."""
+def _stream(df: DataFrame, schema: pa.Schema, what: str) -> Iterator[pa.RecordBatch]:
+    """``df``'s rows as Arrow batches cast to ``schema``, one partition at a time.
+
+    Each partition's Arrow batches travel as Arrow IPC bytes through ``toLocalIterator`` (what
+    pyspark's own ``__arrow_c_stream__`` does; it works on Spark Connect too and needs no
+    storage shared with the driver): the driver holds one partition at most.
+    """
     import pyarrow as pa
 
-    reader = pa.RecordBatchReader.from_stream(df)
-    for batch in reader:
-        if batch.num_rows:
-            yield batch.cast(schema) if batch.schema != schema else batch
+    from quiver.offline._spark_sources import spark_error
+
+    def to_ipc(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, batch.schema) as writer:
+                writer.write_batch(batch)
+            yield pa.RecordBatch.from_arrays(
+                [pa.array([sink.getvalue().to_pybytes()], pa.binary())], names=["ipc"]
+            )
+
+    try:
+        for row in df.mapInArrow(to_ipc, "ipc binary").toLocalIterator():
+            with pa.ipc.open_stream(row[0]) as reader:
+                for batch in reader:
+                    if batch.num_rows == 0:
+                        continue
+                    arrays = [
+                        col if col.type == f.type else col.cast(f.type)
+                        for col, f in zip(batch.columns, schema, strict=True)
+                    ]
+                    yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+    except Exception as exc:
+        raise spark_error(exc, what) from exc
