@@ -171,9 +171,7 @@ def make_repo(root: Path, source: Path, engine: str, partitions: int) -> Path:
         features=[Field(name=f, dtype=DTYPES[f]) for f in FEATURES],
         source=src,
         online=False,
-        aggregations=[
-            Aggregation(function=f, column=c, window=w) for f, c, w in AGGREGATIONS
-        ],
+        aggregations=[Aggregation(function=f, column=c, window=w) for f, c, w in AGGREGATIONS],
         aggregation_interval=timedelta(hours=1),
     )
     with FeatureStore(root) as store:
@@ -387,8 +385,13 @@ def main() -> None:
             results[engine] = run_child(
                 __file__,
                 "case_join",
-                {**common, "repo": str(repo), "out": outs[engine], "view": view,
-                 "features": features},
+                {
+                    **common,
+                    "repo": str(repo),
+                    "out": outs[engine],
+                    "view": view,
+                    "features": features,
+                },
             )
         if case == "materialize":
             check = same_online(
@@ -406,18 +409,35 @@ def main() -> None:
                 res = run_child(
                     __file__,
                     "case_join",
-                    {**common, "repeat": 1, "warmup": 0, "repo": str(repo),
-                     "out": str(work / "join_small.parquet"), "view": "stats",
-                     "features": FEATURES},
+                    {
+                        **common,
+                        "repeat": 1,
+                        "warmup": 0,
+                        "repo": str(repo),
+                        "out": str(work / "join_small.parquet"),
+                        "view": "stats",
+                        "features": FEATURES,
+                    },
                 )
                 memory_rows.append([f"{small:,}", fmt_bytes(res.peak_rss)])
                 ratio = results["spark"].peak_rss / res.peak_rss
                 memory_rows.append(["ratio", f"{ratio:.2f}x (target <= 1.5x)"])
-    print(f"Spark local[2] against DuckDB; medians of {args.repeat} run(s) after {args.warmup} "
-          f"warm-up(s); spark.sql.shuffle.partitions={args.partitions}")
+    print(
+        f"Spark local[2] against DuckDB; medians of {args.repeat} run(s) after {args.warmup} "
+        f"warm-up(s); spark.sql.shuffle.partitions={args.partitions}"
+    )
     print_table(
-        ["case", "DuckDB", "Spark", "Spark/DuckDB", "driver peak (DuckDB)",
-         "driver peak (Spark)", "Spark JVM peak", "Spark worker peak", "results"],
+        [
+            "case",
+            "DuckDB",
+            "Spark",
+            "Spark/DuckDB",
+            "driver peak (DuckDB)",
+            "driver peak (Spark)",
+            "Spark JVM peak",
+            "Spark worker peak",
+            "results",
+        ],
         rows_out,
     )
     if memory_rows:

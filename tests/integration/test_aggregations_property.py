@@ -10,9 +10,10 @@ times with and without created times, null values, late and out-of-order events)
 - online after pushes: events pushed in random order and batches, then read "as of" a time at
   or after every pushed event, equal the oracle over the pushed events;
 
-on SQLite and on a real redis-server; offline and materialization also on the Spark offline engine
-(a local Spark, fewer examples: each one runs Spark jobs). The oracle is DESIGN.md's rule with the tile-aligned window
-start of ``quiver.features.aggregations``: events with ``floor(t / I) * I - w < ts <= t``.
+on SQLite and on a real redis-server; offline and materialization also on the Spark offline
+engine (a local Spark, fewer examples: each one runs Spark jobs). The oracle is DESIGN.md's rule
+with the tile-aligned window start of ``quiver.features.aggregations``: events with
+``floor(t / I) * I - w < ts <= t``.
 
 The example count defaults to 40 per test; set ``QUIVER_HYPOTHESIS_EXAMPLES`` for a long run.
 """
@@ -34,13 +35,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _engines import OFFLINE_ENGINES, examples
 from quiver import Aggregation, Entity, FeatureStore, FeatureView, Field, FileSource
 from quiver.online import serving
 
 pytestmark = pytest.mark.slow
 EXAMPLES = max(1, int(os.environ.get("QUIVER_HYPOTHESIS_EXAMPLES", "200")) // 5)
-SPARK_EXAMPLES = max(1, EXAMPLES // 4)
-OFFLINE_ENGINES = ("duckdb", "spark")
+SPARK_EXAMPLES = examples("spark", EXAMPLES)
 T0 = datetime(2024, 3, 10, tzinfo=UTC)
 INTERVAL = timedelta(minutes=10)
 TS = pa.timestamp("us", tz="UTC")
@@ -236,10 +237,9 @@ def sqlite_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fea
     s.close()
 
 
-def engine_settings(store: FeatureStore, spark: int) -> Any:
-    """Hypothesis settings by engine: ``spark`` examples on Spark (each runs Spark jobs)."""
-    kind = store.config.offline_engine.type
-    return settings(PROPERTY, max_examples=spark if kind == "spark" else EXAMPLES)
+def engine_settings(store: FeatureStore) -> Any:
+    """Hypothesis settings by offline engine (a few examples on Spark: each runs Spark jobs)."""
+    return settings(PROPERTY, max_examples=examples(store.config.offline_engine.type, EXAMPLES))
 
 
 def reset_online(store: FeatureStore) -> None:
@@ -316,7 +316,7 @@ PROPERTY = settings(
 def test_offline_equals_oracle(sqlite_store: FeatureStore) -> None:
     """On each offline engine (fewer examples on Spark)."""
 
-    @engine_settings(sqlite_store, SPARK_EXAMPLES)
+    @engine_settings(sqlite_store)
     @given(
         rows=events,
         entity=st.lists(st.tuples(st.sampled_from([*KEYS, 9]), seconds), max_size=15),

@@ -1,4 +1,11 @@
-"""Windowed aggregations on the Spark offline engine: per entity row and per tile.
+"""Windowed aggregations on the Spark offline engine: per entity row (training sets) and per
+tile (materialization).
+
+:class:`~quiver.offline.spark.SparkOfflineEngine` calls these with the view's events already read
+by :func:`quiver.offline._spark_sources.source_frame` (the join keys named as the view's join
+keys and cast to their dtypes, the aggregated columns cast to their features' dtypes, then
+``__ts`` and ``__created``, both ``TIMESTAMP`` in UTC), restricted to the time window the
+aggregates need.
 
 One implementation of the semantics: the SQL of :mod:`quiver.features.aggregation_sql`, the
 same that DuckDB runs in process, runs here per *bucket* of join keys inside Spark's Python
@@ -225,7 +232,8 @@ def historical_aggregates(
     Returns:
         ``__row_id`` and one column per selected feature (named as the feature), one row per
         entity row with every join key and a timestamp (the caller's left join gives the
-        others nulls). The values are :func:`~quiver.features.aggregation_sql.entity_aggregates_sql`'s.
+        others nulls), with the values of
+        :func:`~quiver.features.aggregation_sql.entity_aggregates_sql`.
     """
     import pyarrow as pa
     from pyspark.sql import functions as F
