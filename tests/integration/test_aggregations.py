@@ -183,8 +183,9 @@ def _write(root: Path) -> None:
     )
 
 
-@pytest.fixture(params=["sqlite", "redis", "dynamodb"])
+@pytest.fixture(params=["sqlite", "redis", "dynamodb", "sqlite+spark"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeatureStore]:
+    """The repo on each online store, and on SQLite with the Spark offline engine."""
     root = tmp_path / "repo"
     _write(root)
     online: dict[str, Any] = {"type": "sqlite", "path": "data/online.db"}
@@ -192,7 +193,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeatureSto
         online = {"type": "redis", "url": request.getfixturevalue("redis_url")}
     elif request.param == "dynamodb":
         online = request.getfixturevalue("dynamodb_settings")
-    config = {"project": "shop", "registry": {"url": "sqlite:///data/registry.db"}}
+    config: dict[str, Any] = {"project": "shop", "registry": {"url": "sqlite:///data/registry.db"}}
+    if request.param.endswith("+spark"):
+        request.getfixturevalue("spark_session")  # the engine takes the active session
+        config["offline_engine"] = {"type": "spark", "master": "local[2]"}
     (root / "quiver.yaml").write_text(yaml.safe_dump({**config, "online_store": online}))
     s = FeatureStore(root)
     s.apply(s.plan([customer, orders, orders_agg, profile_src, profile]))
