@@ -237,6 +237,7 @@ def case_join(args: dict[str, Any]) -> dict[str, Any]:
     from quiver import FeatureStore
 
     store = FeatureStore(args["repo"])
+    store.offline_engine  # noqa: B018  (Spark: the session starts here, untimed)
     entity = pq.read_table(args["entities"])
     features = [f"{args['view']}:{f}" for f in args["features"]]
 
