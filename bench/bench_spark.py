@@ -359,8 +359,8 @@ def main() -> None:
                 f"{t_s / t_d:.2f}x",
                 fmt_bytes(duck.peak_rss),
                 fmt_bytes(spark.peak_rss),
-                fmt_bytes(spark.extra.get("jvm_hwm", 0)),
-                fmt_bytes(spark.extra.get("worker_hwm", 0)),
+                _mem(spark.extra.get("jvm_hwm", 0)),
+                _mem(spark.extra.get("worker_hwm", 0)),
                 check,
             ]
         )
@@ -444,6 +444,11 @@ def main() -> None:
     if memory_rows:
         print("\nSpark driver peak RSS by feature rows (join, same entity table):")
         print_table(["feature rows", "driver peak"], memory_rows)
+
+
+def _mem(n: int) -> str:
+    """A peak, or ``-`` where no such process ran (no Python worker without Python UDFs)."""
+    return fmt_bytes(n) if n else "-"
 
 
 def _agg_names() -> list[Any]:
