@@ -296,3 +296,22 @@ def test_materialized_by_spark_reads_online_as_duckdb(
     finally:
         for s in stores.values():
             s.close()
+
+
+def test_entity_rows_without_any_event_get_empty_windows(engines: tuple[Any, Any]) -> None:
+    """Buckets with entity rows and no events at all (every event after the entity times)."""
+    duck, spark = engines
+    entity = pa.table(
+        {
+            "shop": ["a", "b", "z"],
+            "sku": ["x", "y", "x"],
+            "region": pa.array([1, 2, 1], pa.int32()),
+            "event_timestamp": pa.array([T0 - timedelta(days=3)] * 3, TS),
+        }
+    )
+    kwargs: dict[str, Any] = {"timestamp_column": "event_timestamp", "full_feature_names": False}
+    want = duck.get_historical_features(entity, [selection()], **kwargs).to_arrow()
+    got = spark.get_historical_features(entity, [selection()], **kwargs).to_arrow()
+    assert got.column("count_2h").to_pylist() == [0, 0, 0]
+    assert got.column("label_last_6h").to_pylist() == [None, None, None]
+    assert_same_rows(got.to_pylist(), want.to_pylist(), "no events")
