@@ -27,8 +27,9 @@ view's online rows stay either all from before the run or all from after it:
    write speed this process measured says it fits in the grace period left (else the view is
    cancelled, untouched), and with no measurement yet it does not begin.
 
-Views of windowed aggregations (tiles) are written as they are computed, so a job stops only
-between them. Outside a job (CLI, SDK) rows stream straight to the store as described above.
+Views of windowed aggregations hold their tiles the same way; their writes merge into the stored
+tile state and are never rolled back, so on every store they begin only under the rule for Redis
+and DynamoDB above. Outside a job (CLI, SDK) rows stream straight to the store as described above.
 
 With ``monitoring.statistics`` on (the default), every batch also passes through a
 :class:`~quiver.monitoring.statistics.StatisticsCollector`, and a successful run stores the
@@ -274,7 +275,7 @@ def _run_view(
     registry = store.registry
     from quiver.jobs.context import current_checkpoint, current_job_id
 
-    checkpoint = None if sel.view.aggregations else current_checkpoint()
+    checkpoint = current_checkpoint()
     run = start_run(registry, view, start, end, layout.version, _store_key(store), current_job_id())
     began = time.perf_counter()
     rows = 0
@@ -289,17 +290,33 @@ def _run_view(
             from quiver.features.tile_store import TileLayout, materialize_tiles
 
             assert isinstance(layout, TileLayout)
+            staged = None
+            if checkpoint is not None:
+                staged = _TilesStaged(
+                    checkpoint,
+                    online.name,
+                    view,
+                    lambda event, n: _notify(progress, event, view, n),
+                )
             rows = materialize_tiles(
-                store, sel, layout, start, end, lambda n: _notify(progress, "rows_written", view, n)
+                store,
+                sel,
+                layout,
+                start,
+                end,
+                lambda n: _notify(progress, "rows_written", view, n),
+                staged=staged,
             )
+            if staged is not None:
+                staged.measured()
         else:
             reader = store.offline_engine.pull_latest(sel, start, end)
         batches: Any = reader or ()
-        if checkpoint is not None:
+        if checkpoint is not None and reader is not None:
             batches = _checked(batches, checkpoint)
         if plan is not None and counts is not None:
             batches = _validated(plan, counts, batches, list(sel.join_keys), spill)
-        if checkpoint is not None:
+        if checkpoint is not None and reader is not None:
             rows = _write_staged(
                 online,
                 layout,
@@ -573,22 +590,58 @@ def _write_staged(
         atomic = getattr(online, "write_atomic", None)
         if atomic is not None:
             return int(atomic(layout, counted(), checkpoint.check))
-        left = checkpoint.time_left()
-        if left is not None:
-            per_row = _seconds_per_row.get(online.name)
-            if per_row is None or per_row * held.rows > left:
-                from quiver.errors import JobCancelledError
-
-                raise JobCancelledError(
-                    f"writing {held.rows} rows of feature view '{layout.view}' to the "
-                    f"{online.name} online store would not end within the {max(left, 0):.1f} s "
-                    "left to stop in; nothing of the view was written"
-                )
+        _check_fits(checkpoint, online.name, held.rows, f"rows of feature view '{layout.view}'")
         began = time.perf_counter()
         rows = sum(online.write(layout, chunk) for chunk in counted())
         if held.rows >= BATCH_ROWS:
             _seconds_per_row[online.name] = (time.perf_counter() - began) / held.rows
         return rows
+
+
+def _check_fits(checkpoint: Checkpoint, kind: str, rows: int, what: str) -> None:
+    """While the pool stops, refuse to begin a write that cannot be rolled back unless the
+    write speed measured for ``kind`` says it ends within the grace period left."""
+    left = checkpoint.time_left()
+    if left is None:
+        return
+    per_row = _seconds_per_row.get(kind)
+    if per_row is None or per_row * rows > left:
+        from quiver.errors import JobCancelledError
+
+        raise JobCancelledError(
+            f"writing {rows} {what} to the {kind.split('/')[0]} online store would not end "
+            f"within the {max(left, 0):.1f} s left to stop in; nothing of the view was written"
+        )
+
+
+class _TilesStaged:
+    """The tiles of an aggregated view in a job: pulled with the checkpoint checked before each
+    batch and held (:class:`_Held`), then written only if the write may begin
+    (:func:`_check_fits`; tile writes merge into stored state, so they are never rolled back)."""
+
+    def __init__(self, checkpoint: Checkpoint, store_kind: str, view: str, notify: Any) -> None:
+        self.checkpoint = checkpoint
+        self.kind = f"{store_kind}/tiles"
+        self.view = view
+        self.notify = notify
+        self._began: float | None = None
+        self._rows = 0
+
+    def __call__(self, reader: Any) -> Iterator[Any]:
+        with contextlib.ExitStack() as stack:
+            held = _Held(stack)
+            for batch in _checked(reader, self.checkpoint):
+                held.add(batch)
+                self.notify("rows_read", batch.num_rows)
+            self.checkpoint.check()
+            _check_fits(self.checkpoint, self.kind, held.rows, f"tile rows of '{self.view}'")
+            self._began, self._rows = time.perf_counter(), held.rows
+            yield from held.chunks()
+
+    def measured(self) -> None:
+        """Record the write speed of a finished write (of at least :data:`BATCH_ROWS` rows)."""
+        if self._began is not None and self._rows >= BATCH_ROWS:
+            _seconds_per_row[self.kind] = (time.perf_counter() - self._began) / self._rows
 
 
 def _close(reader: Any) -> None:

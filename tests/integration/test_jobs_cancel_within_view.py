@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 import quiver.materialize as materialize_module
-from quiver import Entity, FeatureStore, FeatureView, Field, FileSource
+from quiver import Aggregation, Entity, FeatureStore, FeatureView, Field, FileSource
 from quiver.jobs import records
 from quiver.jobs.pool import JobPool, materialize_work
 from quiver.registry.runs import list_runs
@@ -85,6 +85,7 @@ def run_job(
     monkeypatch: pytest.MonkeyPatch,
     when: Callable[[dict[str, Any]], bool],
     act: Callable[[JobPool, str], None],
+    views: tuple[str, ...] = ("first", "second"),
 ) -> records.JobRecord:
     """Materialize both views to the new rows as a job; ``act`` at the first progress that
     ``when`` matches; the job's final record."""
@@ -103,7 +104,7 @@ def run_job(
     try:
         work = materialize_work(
             store,
-            views=["first", "second"],
+            views=list(views),
             start=T0,
             end=NEW + timedelta(minutes=1),
             incremental=False,
@@ -173,3 +174,70 @@ def test_stopping_begins_a_write_only_if_it_fits_in_the_grace_left(
     job = run_job(store, monkeypatch, in_first("reading"), stop)
     assert job.status == "succeeded", job
     assert values(store, "first") == values(store, "second") == {2}
+
+
+# Windowed aggregations: sums over a window wide enough to be read today. Tile writes merge into
+# the stored state (never rolled back), so the tiles are held like rows and written only under
+# the rule for stores that cannot roll back.
+totals = FeatureView(
+    name="totals",
+    entities=[customer],
+    schema=[Field(name="clicks", dtype="int64")],
+    source=src,
+    aggregations=[Aggregation(column="clicks", function="sum", time_window=timedelta(days=9000))],
+    aggregation_interval=timedelta(hours=1),
+)
+
+
+def sums(store: FeatureStore) -> set[Any]:
+    keys = KEYS[store.config.online_store.type]
+    rows = [{"customer_id": i} for i in range(1, keys + 1)]
+    return set(
+        store.get_online_features(["totals:clicks_sum_9000d"], rows).to_dict()["clicks_sum_9000d"]
+    )
+
+
+def reading(view: str) -> Callable[[dict[str, Any]], bool]:
+    def match(progress: dict[str, Any]) -> bool:
+        return progress.get("view") == view and progress.get("view_rows_read", 0) > 0
+
+    return match
+
+
+@pytest.fixture
+def with_totals(store: FeatureStore) -> FeatureStore:
+    store.apply([totals])
+    store.materialize(T0, OLD + timedelta(minutes=1), views=["totals"])  # the old rows: sum 1
+    assert sums(store) == {1}
+    return store
+
+
+def test_a_cancel_while_tiles_are_read_leaves_them_untouched(
+    with_totals: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = run_job(with_totals, monkeypatch, reading("totals"), cancel, views=("totals", "first"))
+    assert job.status == "cancelled", job
+    assert sums(with_totals) == {1}
+    assert values(with_totals, "first") == {1}
+
+
+def test_stopping_begins_a_tile_write_only_if_it_fits(
+    with_totals: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def stop(pool: JobPool, job_id: str) -> None:
+        threading.Thread(target=pool.close, kwargs={"grace": 60}, daemon=True).start()
+        while pool._deadline is None:
+            pass
+
+    job = run_job(with_totals, monkeypatch, reading("totals"), stop, views=("totals",))
+    assert job.status == "cancelled" and "would not end within" in (job.error or ""), job
+    assert sums(with_totals) == {1}
+    # Measured by a job's tile write; then a write that fits begins and is finished.
+    done = run_job(with_totals, monkeypatch, lambda p: True, lambda pool, jid: None, ("totals",))
+    assert done.status == "succeeded"
+    assert sums(with_totals) == {3}
+    with_totals.materialize(T0, OLD + timedelta(minutes=1), views=["totals"])
+    assert sums(with_totals) == {1}
+    job = run_job(with_totals, monkeypatch, reading("totals"), stop, views=("totals",))
+    assert job.status == "succeeded", job
+    assert sums(with_totals) == {3}

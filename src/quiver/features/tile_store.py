@@ -20,7 +20,7 @@ import json
 import math
 import struct
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -485,10 +485,13 @@ def materialize_tiles(
     start: Any,
     end: Any,
     written: Callable[[int], None],
+    *,
+    staged: Callable[[Any], Iterable[Any]] | None = None,
 ) -> int:
     """Recompute the tiles that ``[start, end)`` touches from the offline source and write
-    them (see the module); ``written`` is called after each batch of keys. Returns the keys
-    written."""
+    them (see the module); ``written`` is called after each batch of keys; ``staged``, if
+    given, takes the pulled batches and returns those to write (a job holds them first).
+    Returns the keys written."""
     from quiver.offline.sources import to_utc_micros
 
     spec = TileSpec(sel.view)
@@ -497,7 +500,9 @@ def materialize_tiles(
     lo_tile = INT64_MIN if start is None else tile_of(to_utc_micros(start), interval)
     hi_tile = tile_of(end_us - 1, interval)
     lo_us = None if start is None else lo_tile * interval
-    reader = store.offline_engine.pull_tiles(sel, spec, lo_us, end_us)
+    reader: Iterable[Any] = store.offline_engine.pull_tiles(sel, spec, lo_us, end_us)
+    if staged is not None:
+        reader = staged(reader)
     nkeys = len(layout.join_keys)
     online = store.online_store
     total = 0
