@@ -349,6 +349,22 @@ class MonitoringConfig(_Strict):
     )
 
 
+class FeastCompatConfig(_Strict):
+    """Feast's behaviour where Quiver's deliberately differs (see ``docs/feast-migration.md``).
+
+    Attributes:
+        serve_stale: On the Feast routes (``/get-online-features``, what Feast's client calls),
+            serve a value past its view's TTL as ``PRESENT`` with its value, as Feast does,
+            instead of Quiver's ``OUTSIDE_MAX_AGE`` with no value. The native ``/api/v1``
+            routes, the SDK and the CLI keep Quiver's answer.
+    """
+
+    serve_stale: bool = Field(
+        default=False,
+        description="Feast routes: an expired value is PRESENT with its value, as in Feast",
+    )
+
+
 class RepoConfig(BaseSettings):
     """The settings of one feature repository.
 
@@ -383,6 +399,7 @@ class RepoConfig(BaseSettings):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    feast_compat: FeastCompatConfig = Field(default_factory=FeastCompatConfig)
 
     @field_validator("project")
     @classmethod

@@ -527,12 +527,14 @@ class FeatureStore(FeastSDK):
         feature_service: str | None = None,
         full_feature_names: bool = False,
         use_defaults: bool = False,
+        serve_stale: bool = False,
     ) -> Any:
         """The latest feature values for each entity row, with a status per value.
 
         ``entity_rows``: a list of dicts of join keys, a dict of lists, or a DataFrame / Arrow
         table. ``use_defaults``: serve each feature's ``default_value`` where its value is
-        missing or expired. Returns an ``OnlineResponse`` (see ``quiver.online.serving``).
+        missing or expired. ``serve_stale``: serve a value past its view's TTL as ``present``
+        (Feast's answer). Returns an ``OnlineResponse`` (see ``quiver.online.serving``).
         ``features`` may be a FeatureService object, as in Feast.
         """
         if features is not None and type(features) is not list:
@@ -544,6 +546,7 @@ class FeatureStore(FeastSDK):
             feature_service=feature_service,
             full_feature_names=full_feature_names,
             use_defaults=use_defaults,
+            serve_stale=serve_stale,
         )
 
     def push(

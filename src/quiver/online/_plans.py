@@ -8,7 +8,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -72,6 +72,18 @@ class _Plan:
             views = [ViewRead(v.layout, v.features, v.key_pos) for v in self.views]
             found = self.online_reader = (online, online.reader(views))
         return found[1]
+
+    def stale(self) -> _Plan:
+        """This plan with its views' TTLs left out: an expired value is served as ``present``
+        (Feast's answer, ``feast_compat.serve_stale``). Built once and kept with the plan."""
+        found: _Plan | None = self.__dict__.get("_stale")
+        if found is None:
+            if all(v.ttl_us is None for v in self.views):
+                found = self
+            else:
+                found = replace(self, views=[v._replace(ttl_us=None) for v in self.views])
+            self.__dict__["_stale"] = found
+        return found
 
     @cached_property
     def key_dtype_map(self) -> dict[str, str]:

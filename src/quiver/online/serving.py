@@ -68,6 +68,7 @@ def get_online_features(
     feature_service: str | None = None,
     full_feature_names: bool = False,
     use_defaults: bool = False,
+    serve_stale: bool = False,
 ) -> OnlineResponse:
     """The latest stored values of features for each entity row, with a status per value.
 
@@ -79,6 +80,8 @@ def get_online_features(
         full_feature_names: Name outputs ``view__feature``.
         use_defaults: Serve a feature's ``default_value`` (when it declares one) instead of
             ``None`` where its value is missing or expired; the status still says which.
+        serve_stale: Serve a value past its view's TTL as ``present``, with its value (Feast's
+            answer; the Feast routes ask for it under ``feast_compat.serve_stale``).
 
     Returns:
         An :class:`OnlineResponse`, rows in request order. A value is ``present``,
@@ -92,6 +95,8 @@ def get_online_features(
         BackendError: the online store failed.
     """
     plan = _plan(store, features, feature_service, full_feature_names)
+    if serve_stale:
+        plan = plan.stale()
     columns = _key_columns(plan, entity_rows)
     usage = store.__dict__.get(_USAGE)
     if usage is not None:  # served with usage counts on (quiver.monitoring.usage)

@@ -93,6 +93,8 @@ class QuiverAPI(FastAPI):
     _fast_store: FeatureStore
     _fast_limit: int
     _fast_inline: bool
+    _fast_stale: bool
+    """``feast_compat.serve_stale``: the Feast route serves expired values as present."""
     _fast_security: Security | None
     _fast_answers: Answers | None = None
     """Answers kept for identical requests (:mod:`quiver.server._answers`)."""
@@ -148,6 +150,7 @@ class QuiverAPI(FastAPI):
         store = self._fast_store = self.state.store
         self._fast_limit = self.state.settings.max_inline_rows
         self._fast_inline = store.config.online_store.type in INLINE_ONLINE_STORES
+        self._fast_stale = store.config.feast_compat.serve_stale
         gate = self.state.gate
         self._fast_security = gate.security if gate.enforce else None
         self._fast_answers = Answers.of(store) if store.config.serving_cache.enabled else None
@@ -430,9 +433,12 @@ def _kept(app: QuiverAPI, path: str, body: bytes, request: Request) -> Answer | 
     return answer
 
 
-async def _lookup(app: QuiverAPI, req: _Lookup, request: Request) -> tuple[OnlineResponse, int]:
+async def _lookup(
+    app: QuiverAPI, req: _Lookup, request: Request, stale: bool = False
+) -> tuple[OnlineResponse, int]:
     """Check the request as the FastAPI routes do, and make the same call to the store
-    (:func:`~quiver.server.routers.serving.call_online`): its result and rows."""
+    (:func:`~quiver.server.routers.serving.call_online`): its result and rows (``stale``:
+    expired values served as present, Feast's answer)."""
     _check(app, req, request)
     entities = req.entities
     # One join key with 1..limit values passes check_columns: skip its general checks.
@@ -447,6 +453,7 @@ async def _lookup(app: QuiverAPI, req: _Lookup, request: Request) -> tuple[Onlin
             feature_service=req.feature_service,
             full_feature_names=req.full_feature_names,
             use_defaults=req.use_defaults,
+            serve_stale=stale,
         )
         if _metrics.RETRIEVAL is not None:
             _metrics.RETRIEVAL(time.perf_counter() - began)
@@ -458,6 +465,7 @@ async def _lookup(app: QuiverAPI, req: _Lookup, request: Request) -> tuple[Onlin
             feature_service=req.feature_service,
             full_feature_names=req.full_feature_names,
             use_defaults=req.use_defaults,
+            serve_stale=stale,
         )
     return result, n
 
@@ -504,7 +512,7 @@ async def _feast_route(app: QuiverAPI, body: bytes, request: Request) -> bytes |
         answers = app._fast_answers
         noted = None if answers is None else answers.before_read(req)
         try:
-            result, n = await _lookup(app, req, request)
+            result, n = await _lookup(app, req, request, app._fast_stale)
         except QuiverError as exc:
             fixed = (
                 None
@@ -513,7 +521,8 @@ async def _feast_route(app: QuiverAPI, body: bytes, request: Request) -> bytes |
             )
             if fixed is None:
                 raise
-            result, n = await _lookup(app, req._replace(entities=fixed), request)
+            fixed_req = req._replace(entities=fixed)
+            result, n = await _lookup(app, fixed_req, request, app._fast_stale)
             noted = None  # answered for other entity values than the body's
         if b"include_feature_view_version_metadata" in body and wants_versions(body):
             return with_versions(app._fast_store, result, n, req.features, req.feature_service)

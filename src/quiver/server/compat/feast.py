@@ -11,7 +11,9 @@ all receive the rows (a Feast push source becomes such a data source). Like Feas
 Errors on these routes answer in Feast's format (Feast's client raises its typed exceptions from
 them, see :mod:`quiver.server.compat._feast_wire`); entity values are coerced to the join key's
 type where nothing is lost, and an entity's name stands for its single join key. The coercion is
-tried only when a request fails as given, so the hot path is unchanged.
+tried only when a request fails as given, so the hot path is unchanged. With
+``feast_compat.serve_stale`` a value past its view's TTL answers ``PRESENT`` with its value, as
+Feast's server does, instead of ``OUTSIDE_MAX_AGE``.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ async def get_online_features(body: FeastOnlineRequest, request: Request) -> Res
                 entity_rows=entities,
                 feature_service=body.feature_service,
                 full_feature_names=body.full_feature_names,
+                serve_stale=store.config.feast_compat.serve_stale,
             )
             break
         except QuiverError:
