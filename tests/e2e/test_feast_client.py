@@ -4,15 +4,18 @@ A Feast client repo (``online_store: {type: remote}`` pointing at Quiver, Feast'
 registry and file offline store over the demo's Parquet files) calls Feast's own
 ``get_online_features``, ``write_to_online_store``, ``push``, ``materialize`` and
 ``materialize_incremental``; the answers are checked against Quiver's own API, and Quiver's
-errors must come back to the client as Feast's typed exceptions.
+errors must come back to the client as Feast's typed exceptions. ``test_feast_client_template.py``
+runs Feast's template (Map, Struct, Json, on-demand views) the same way.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ import httpx
 import pytest
 
 from _feast import feast_cli, feast_python, run_feast
+from _http import BEHAVIOR_ROW
 from e2e.conftest import Server
 
 pytestmark = pytest.mark.slow
@@ -296,3 +300,36 @@ def test_raw_routes_answer_as_feast(feast_repo: tuple[Server, Path]) -> None:
         )
         assert lossy.status_code == 422 and "1.5" in json.loads(lossy.json())["message"]
         assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+def test_serve_stale_gives_feasts_answer_to_feasts_client(
+    feast_py: Path,
+    feast_repo: tuple[Server, Path],
+    serve_repo: Callable[..., Server],
+    tmp_path: Path,
+) -> None:
+    """With ``feast_compat.serve_stale`` (here from the environment; ``quiver.yaml`` in
+    ``test_feast_serve_stale.py``) Feast's client gets an expired value, as from Feast."""
+    server, repo = feast_repo
+    key = 900_000 + uuid.uuid4().int % 90_000
+    old = (datetime.now(UTC) - timedelta(days=40)).replace(microsecond=0)  # the TTL: 30 days
+    with server.client() as c:
+        row = {"customer_id": key, "event_timestamp": old.isoformat(), **BEHAVIOR_ROW}
+        pushed = c.post("/api/v1/push", json={"view": "customer_behavior", "rows": [row]})
+        assert pushed.status_code == 200, pushed.text
+    stale_server = serve_repo(server.repo, env={"QUIVER_FEAST_COMPAT__SERVE_STALE": "true"})
+    stale_repo = tmp_path / "client"
+    shutil.copytree(repo, stale_repo)
+    (stale_repo / "feature_store.yaml").write_text(
+        STORE_YAML.format(registry=repo / "registry.db", url=stale_server.url)
+    )
+    code = f"""
+        resp = store.get_online_features(["customer_behavior:tenure_months"],
+                                         entity_rows=[{{"customer_id": {key}}}])
+        print(json.dumps({{"value": resp.to_dict()["tenure_months"],
+                          "status": resp.proto.results[1].statuses[0]}}))
+        """
+    default = feast(feast_py, repo, code)
+    stale = feast(feast_py, stale_repo, code)
+    assert default == {"value": [None], "status": 4}  # FieldStatus.OUTSIDE_MAX_AGE
+    assert stale == {"value": [BEHAVIOR_ROW["tenure_months"]], "status": 1}  # PRESENT
