@@ -365,6 +365,7 @@ _bodies = st.fixed_dictionaries(
         "full_feature_names": st.booleans() | _json_values,
         "feature_sets": st.none() | st.lists(st.text(max_size=6), max_size=3) | _json_values,
         "use_defaults": st.booleans() | _json_values,
+        "include_feature_view_version_metadata": st.booleans() | _json_values,
         "extra": _json_values,
     },
 )
@@ -388,6 +389,7 @@ def test_plain_json_is_read_as_the_model_reads_it(body: dict[str, Any], model: A
         expected.full_feature_names,
         getattr(expected, "feature_sets", None),  # the specification's shape (native only)
         getattr(expected, "use_defaults", False),  # Feast's request has no such option
+        getattr(expected, "include_feature_view_version_metadata", False),  # Feast's only
     )
     assert _same(tuple(got), want), (got, want)
 

@@ -56,7 +56,6 @@ from quiver.server._online_json import feast_online_json, online_json
 from quiver.server.compat._feast_wire import (
     feast_error_for,
     normalize_entities,
-    wants_versions,
     with_versions,
 )
 from quiver.server.deps import get_principal
@@ -334,6 +333,7 @@ class _Lookup(NamedTuple):
     full_feature_names: bool
     feature_sets: list[str] | None  # the specification's shape (OnlineRequest only)
     use_defaults: bool
+    versions: bool  # include_feature_view_version_metadata (FeastOnlineRequest only)
 
 
 _new_tuple = tuple.__new__
@@ -373,6 +373,7 @@ def _plain(data: dict[str, Any], fields: frozenset[str] | None) -> bool:
     return (
         type(data.get("full_feature_names", False)) is bool
         and type(data.get("use_defaults", False)) is bool
+        and type(data.get("include_feature_view_version_metadata", False)) is bool
     )
 
 
@@ -395,6 +396,7 @@ def _lookup_request(model: type[OnlineRequest | FeastOnlineRequest], body: bytes
             data.get("full_feature_names", False),
             data.get("feature_sets") if native else None,
             data.get("use_defaults", False) if native else False,
+            False if native else data.get("include_feature_view_version_metadata", False),
         )
     else:
         req = _parse(model, body)
@@ -405,6 +407,7 @@ def _lookup_request(model: type[OnlineRequest | FeastOnlineRequest], body: bytes
             req.full_feature_names,
             getattr(req, "feature_sets", None),
             getattr(req, "use_defaults", False),
+            getattr(req, "include_feature_view_version_metadata", False),
         )
     return _new_tuple(_Lookup, fields)  # skips the NamedTuple's Python-level constructor
 
@@ -524,7 +527,7 @@ async def _feast_route(app: QuiverAPI, body: bytes, request: Request) -> bytes |
             fixed_req = req._replace(entities=fixed)
             result, n = await _lookup(app, fixed_req, request, app._fast_stale)
             noted = None  # answered for other entity values than the body's
-        if b"include_feature_view_version_metadata" in body and wants_versions(body):
+        if req.versions:
             return with_versions(app._fast_store, result, n, req.features, req.feature_service)
         answer = feast_online_json(result, n)
         if noted is not None:

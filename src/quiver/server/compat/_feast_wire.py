@@ -32,7 +32,6 @@ __all__ = [
     "feast_error_for",
     "normalize_entities",
     "view_versions",
-    "wants_versions",
     "with_versions",
 ]
 
@@ -142,15 +141,6 @@ def normalize_entities(store: Any, entities: dict[str, list[Any]]) -> dict[str, 
             values = coerced
         out[key] = values
     return out if changed else None
-
-
-def wants_versions(body: bytes) -> bool:
-    """Whether a raw Feast request body asks for ``include_feature_view_version_metadata``."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and data.get("include_feature_view_version_metadata") is True
 
 
 def with_versions(
