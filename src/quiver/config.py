@@ -192,7 +192,8 @@ class IcebergConfig(_Strict):
 
 
 class FeastCompatConfig(_Strict):
-    """Settings of the Feast-compatible routes.
+    """Settings of the Feast-compatible routes, and Feast's behaviour where Quiver's
+    deliberately differs (see ``docs/feast-migration.md``).
 
     Attributes:
         default_catalog: The catalog a ``/feast`` table name means when it names none. A name
@@ -200,10 +201,18 @@ class FeastCompatConfig(_Strict):
             calls its Iceberg catalog ``iceberg``).
         default_schema: The schema (Iceberg namespace) a ``/feast`` table name means when it
             names none, and where batch predictions go without ``output_schema``.
+        serve_stale: On the Feast routes (``/get-online-features``, what Feast's client calls),
+            serve a value past its view's TTL as ``PRESENT`` with its value, as Feast does,
+            instead of Quiver's ``OUTSIDE_MAX_AGE`` with no value. The native ``/api/v1``
+            routes, the SDK and the CLI keep Quiver's answer.
     """
 
     default_catalog: str = "iceberg"
     default_schema: str = "gold"
+    serve_stale: bool = Field(
+        default=False,
+        description="Feast routes: an expired value is PRESENT with its value, as in Feast",
+    )
 
     @field_validator("default_catalog", "default_schema")
     @classmethod
@@ -349,22 +358,6 @@ class MonitoringConfig(_Strict):
     )
 
 
-class FeastCompatConfig(_Strict):
-    """Feast's behaviour where Quiver's deliberately differs (see ``docs/feast-migration.md``).
-
-    Attributes:
-        serve_stale: On the Feast routes (``/get-online-features``, what Feast's client calls),
-            serve a value past its view's TTL as ``PRESENT`` with its value, as Feast does,
-            instead of Quiver's ``OUTSIDE_MAX_AGE`` with no value. The native ``/api/v1``
-            routes, the SDK and the CLI keep Quiver's answer.
-    """
-
-    serve_stale: bool = Field(
-        default=False,
-        description="Feast routes: an expired value is PRESENT with its value, as in Feast",
-    )
-
-
 class RepoConfig(BaseSettings):
     """The settings of one feature repository.
 
@@ -399,7 +392,6 @@ class RepoConfig(BaseSettings):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    feast_compat: FeastCompatConfig = Field(default_factory=FeastCompatConfig)
 
     @field_validator("project")
     @classmethod
