@@ -109,6 +109,24 @@ def test_an_identical_request_is_answered_from_the_kept_bytes(
     assert kept(client) == 2
 
 
+def test_an_answer_built_from_the_value_cache_is_kept_too(
+    served: tuple[TestClient, FeatureStore, Path], clock: Clock
+) -> None:
+    """Regression: a native answer built from a value-cache hit (``cache_hit: true``) was never
+    kept, so with a warm value cache identical native requests never reused their bytes."""
+    client, store, root = served
+    _push(store, 1, 5, clock.now)
+    feast = client.post(FEAST, json=body([1]))  # the value cache now holds the read
+    assert feast.status_code == 200 and kept(client) == 1
+    first = native(client, [1])  # built from the value cache
+    assert first["metadata"]["cache_hit"] is True and kept(client) == 2
+    answers = client.app._fast_answers  # type: ignore[attr-defined]
+    entry = answers.entries[(NATIVE, client.build_request("POST", NATIVE, json=body([1])).read())]
+    assert entry.tail.endswith(b',"cache_hit":true}}') and entry.tail.count(b"cache_hit") == 1
+    second = native(client, [1])
+    assert second["metadata"]["cache_hit"] is True and same(second, oracle(root, [1]))
+
+
 def test_a_push_of_the_view_ends_the_kept_answer(
     served: tuple[TestClient, FeatureStore, Path], clock: Clock
 ) -> None:

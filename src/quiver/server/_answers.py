@@ -50,6 +50,7 @@ MAX_BODY = 8192
 """Request bodies longer than this are not kept (the point is the hot single-key read)."""
 
 _MISS_TAIL = b',"cache_hit":false}}'
+_HIT_TAIL = b',"cache_hit":true}}'
 
 
 class Answer(NamedTuple):
@@ -156,13 +157,15 @@ class Answers:
             return
         head, tail = answer, b""
         if native:
+            # built from the store (a miss) or from the value cache (a hit): kept either way
             at = answer.rfind(b'"metadata":{"latency_ms":')
-            if at < 0 or not answer.endswith(_MISS_TAIL):
+            ending = next((t for t in (_MISS_TAIL, _HIT_TAIL) if answer.endswith(t)), None)
+            if at < 0 or ending is None:
                 return
             head = answer[: at + len(b'"metadata":{"latency_ms":')]
             rest = answer[len(head) :]
             comma = rest.find(b",")
-            tail = rest[comma : -len(_MISS_TAIL)] + b',"cache_hit":true}}'
+            tail = rest[comma : -len(ending)] + _HIT_TAIL
         entries = self.entries
         if len(entries) >= self.max_entries:
             with contextlib.suppress(StopIteration, KeyError, RuntimeError):
