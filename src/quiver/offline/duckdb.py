@@ -323,46 +323,19 @@ class DuckDBOfflineEngine:
                 a missing source column.
             NotFoundError: a source's files or table do not exist.
         """
-        import pyarrow as pa
+        from quiver.offline.retrieval import JoinInput
 
-        from quiver.offline.retrieval import RetrievalJob
-        from quiver.offline.timestamps import normalize_timestamp
-        from quiver.selection import output_names
-
-        names = output_names(selections, full_feature_names)
-        if timestamp_column not in entity_table.column_names:
-            raise InvalidError(f"entity_df has no timestamp column '{timestamp_column}'")
-        ts = normalize_timestamp(
-            entity_table.column(timestamp_column),
-            what=f"entity_df timestamp column '{timestamp_column}'",
-        )
-        out_entity = entity_table.set_column(
-            entity_table.column_names.index(timestamp_column), timestamp_column, ts
-        )
-        fields = []
-        i = 0
-        for sel in selections:
-            for f in sel.features:
-                fields.append(pa.field(names[i], arrow_type(f.dtype)))
-                i += 1
-        feature_schema = pa.schema(fields)
-        if entity_table.num_rows == 0:
-            return RetrievalJob(
-                out_entity,
-                feature_schema,
-                None,
-                selections=selections,
-                full_feature_names=full_feature_names,
-            )
-        plan = _JoinPlan(self, out_entity, ts, selections, names)
-        plan.prepare()  # validates sources now; the first run reuses the prepared cursor
-        return RetrievalJob(
-            out_entity,
-            feature_schema,
-            plan.run,
-            selections=selections,
+        join = JoinInput.of(
+            entity_table,
+            selections,
+            timestamp_column=timestamp_column,
             full_feature_names=full_feature_names,
         )
+        if entity_table.num_rows == 0:
+            return join.job(None)
+        plan = _JoinPlan(self, join.entity, join.ts, selections, join.names)
+        plan.prepare()  # validates sources now; the first run reuses the prepared cursor
+        return join.job(plan.run)
 
     # -- estimates ------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from quiver.store import FeatureStore
 
 __all__ = [
+    "JoinInput",
     "RetrievalJob",
     "TrainingSetSummary",
     "count_entity_rows",
@@ -470,4 +471,72 @@ def _check_entity_table(
         raise InvalidError(
             f"entity_df already has column(s) {', '.join(repr(c) for c in clash)}, which are also "
             "feature columns of the output; rename them or pass full_feature_names=True"
+        )
+
+
+@dataclass(frozen=True)
+class JoinInput:
+    """What every engine's point-in-time join starts from (:meth:`of`): the entity table with
+    its timestamp normalized, that timestamp, the output names and the features' schema.
+
+    Attributes:
+        entity: The entity table, its timestamp column ``timestamp[us, UTC]``.
+        ts: That timestamp column.
+        names: The output name of each selected feature, in order.
+        feature_schema: The feature columns the engine returns.
+        selections: The selections joined.
+        full_feature_names: Whether names are ``view__feature``.
+    """
+
+    entity: pa.Table
+    ts: pa.ChunkedArray
+    names: list[str]
+    feature_schema: pa.Schema
+    selections: list[ViewSelection]
+    full_feature_names: bool
+
+    @classmethod
+    def of(
+        cls,
+        entity_table: pa.Table,
+        selections: list[ViewSelection],
+        *,
+        timestamp_column: str,
+        full_feature_names: bool,
+    ) -> JoinInput:
+        """Check and normalize an engine's ``get_historical_features`` arguments.
+
+        Raises:
+            InvalidError: the timestamp column is missing or not a timestamp.
+        """
+        import pyarrow as pa
+
+        from quiver.offline.timestamps import normalize_timestamp
+        from quiver.selection import output_names
+        from quiver.types import arrow_type
+
+        names = output_names(selections, full_feature_names)
+        if timestamp_column not in entity_table.column_names:
+            raise InvalidError(f"entity_df has no timestamp column '{timestamp_column}'")
+        ts = normalize_timestamp(
+            entity_table.column(timestamp_column),
+            what=f"entity_df timestamp column '{timestamp_column}'",
+        )
+        entity = entity_table.set_column(
+            entity_table.column_names.index(timestamp_column), timestamp_column, ts
+        )
+        dtypes = [f.dtype for sel in selections for f in sel.features]
+        schema = pa.schema(
+            [pa.field(name, arrow_type(dtype)) for name, dtype in zip(names, dtypes, strict=True)]
+        )
+        return cls(entity, ts, names, schema, list(selections), full_feature_names)
+
+    def job(self, run: Callable[[int], pa.RecordBatchReader] | None) -> RetrievalJob:
+        """The lazy job over ``run`` (``None``: no entity rows, no features to compute)."""
+        return RetrievalJob(
+            self.entity,
+            self.feature_schema,
+            run,
+            selections=self.selections,
+            full_feature_names=self.full_feature_names,
         )

@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quiver.errors import BackendError, ConfigError, InvalidError, QuiverError
+from quiver.errors import BackendError, ConfigError, QuiverError
 from quiver.offline._spark_sources import (
     CREATED,
     TS,
@@ -346,55 +346,30 @@ class SparkOfflineEngine:
                 a missing source column.
             NotFoundError: a source's files or table do not exist.
         """
-        import pyarrow as pa
 
-        from quiver.offline.retrieval import RetrievalJob
-        from quiver.offline.timestamps import normalize_timestamp
-        from quiver.selection import output_names
+        from quiver.offline.retrieval import JoinInput
 
         self._check_open()
-        names = output_names(selections, full_feature_names)
-        if timestamp_column not in entity_table.column_names:
-            raise InvalidError(f"entity_df has no timestamp column '{timestamp_column}'")
-        ts = normalize_timestamp(
-            entity_table.column(timestamp_column),
-            what=f"entity_df timestamp column '{timestamp_column}'",
+        join = JoinInput.of(
+            entity_table,
+            selections,
+            timestamp_column=timestamp_column,
+            full_feature_names=full_feature_names,
         )
-        out_entity = entity_table.set_column(
-            entity_table.column_names.index(timestamp_column), timestamp_column, ts
-        )
-        fields = []
-        i = 0
-        for sel in selections:
-            for f in sel.features:
-                fields.append(pa.field(names[i], arrow_type(f.dtype)))
-                i += 1
-        feature_schema = pa.schema(fields)
         if entity_table.num_rows == 0:
-            return RetrievalJob(
-                out_entity,
-                feature_schema,
-                None,
-                selections=selections,
-                full_feature_names=full_feature_names,
-            )
+            return join.job(None)
         from quiver.offline._spark_join import JoinPlan
 
-        plan = JoinPlan(self, out_entity, ts, selections, names)
+        plan = JoinPlan(self, join.entity, join.ts, selections, join.names)
         frame = plan.build()
         what = plan.what
+        feature_schema = join.feature_schema
 
         def run(batch_size: int) -> pa.RecordBatchReader:
             self._check_open()
             return self._stream(frame, feature_schema, what, batch_size)
 
-        return RetrievalJob(
-            out_entity,
-            feature_schema,
-            run,
-            selections=selections,
-            full_feature_names=full_feature_names,
-        )
+        return join.job(run)
 
 
 def _shares_local_disk(settings: SparkOfflineEngineConfig) -> bool:
