@@ -5,6 +5,9 @@ name or path, and refuses it (413) before the point-in-time join when it is larg
 request may be. Local Parquet is counted from the files' metadata; CSV and remote files are
 scanned by DuckDB without keeping rows, and the scan stops once the count passes ``limit``; an
 Iceberg table answers from its snapshot summary (or is scanned the same way).
+
+:func:`estimate_rows` is cheaper still (metadata only, never a scan): what the engines use to
+plan a join.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from quiver.errors import QuiverError
 if TYPE_CHECKING:
     from quiver.config import RepoConfig
 
-__all__ = ["count_rows"]
+__all__ = ["count_rows", "estimate_rows"]
 
 
 def count_rows(
@@ -91,4 +94,34 @@ def _snapshot_rows(table: object) -> int | None:
             return None  # with deletes the summary over-counts: scan instead
         return int(total)
     except (QuiverError, AttributeError, ValueError, TypeError):
+        return None
+
+
+def estimate_rows(config: RepoConfig, source: FileSource | IcebergSource) -> int | None:
+    """A cheap estimate of a source's row count from metadata only (``None`` when unknown):
+    an Iceberg snapshot's summary, local Parquet footers (CSV: its size / 32), at most 256
+    files; never a scan."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    from quiver.offline._files import list_files, pushed_files
+    from quiver.offline.sources import load_iceberg_table
+
+    try:
+        if isinstance(source, IcebergSource):
+            snap = load_iceberg_table(config, source).current_snapshot()
+            if snap is None or snap.summary is None:
+                return 0
+            total = snap.summary.get("total-records")
+            return int(total) if total is not None else None
+        listing = list_files(config, source.path, source.format, what=source.name, must_exist=False)
+        extra = pushed_files(config, source)
+        if not listing.local or len(listing.files) + len(extra) > 256:
+            return None
+        pushed = sum(pq.read_metadata(f).num_rows for f in extra)
+        if source.format == "csv":
+            return sum(os.path.getsize(f) for f in listing.files) // 32 + pushed
+        return sum(pq.read_metadata(f).num_rows for f in listing.files) + pushed
+    except (QuiverError, OSError, ValueError):
         return None

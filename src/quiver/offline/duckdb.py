@@ -46,9 +46,6 @@ from quiver.offline.sources import (
     _first_line,
     _translate,
     is_s3,
-    list_files,
-    load_iceberg_table,
-    pushed_files,
     quote,
     to_utc_micros,
 )
@@ -340,29 +337,11 @@ class DuckDBOfflineEngine:
     # -- estimates ------------------------------------------------------------------------------
 
     def estimate_rows(self, source: FileSource | IcebergSource) -> int | None:
-        """A cheap estimate of a source's row count (``None`` when unknown)."""
-        from quiver.definitions import IcebergSource
+        """A cheap estimate of a source's row count from metadata (``None`` when unknown;
+        :func:`quiver.offline.counting.estimate_rows`)."""
+        from quiver.offline.counting import estimate_rows
 
-        try:
-            if isinstance(source, IcebergSource):
-                snap = load_iceberg_table(self.config, source).current_snapshot()
-                if snap is None or snap.summary is None:
-                    return 0
-                total = snap.summary.get("total-records")
-                return int(total) if total is not None else None
-            listing = list_files(
-                self.config, source.path, source.format, what=source.name, must_exist=False
-            )
-            extra = pushed_files(self.config, source)
-            if not listing.local or len(listing.files) + len(extra) > 256:
-                return None
-            if source.format == "csv":
-                import os
-
-                return sum(os.path.getsize(f) for f in listing.files) // 32 + _parquet_rows(extra)
-            return _parquet_rows(listing.files + extra)
-        except (QuiverError, OSError, ValueError):
-            return None
+        return estimate_rows(self.config, source)
 
 
 def _scan_twice(source: FileSource | IcebergSource) -> bool:
@@ -480,12 +459,6 @@ def _parse_bytes(text: str) -> int:
         return int(float(number) * _UNITS.get(unit.strip(), 0))
     except ValueError:
         return 0
-
-
-def _parquet_rows(files: Sequence[str]) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.read_metadata(f).num_rows for f in files)
 
 
 def _roles(sel: ViewSelection) -> dict[str, str]:

@@ -129,34 +129,11 @@ class SparkOfflineEngine:
     # -- estimates ------------------------------------------------------------------------------
 
     def estimate_rows(self, source: FileSource | IcebergSource) -> int | None:
-        """A cheap estimate of a source's row count from metadata (``None`` when unknown)."""
-        from quiver.definitions import IcebergSource
-        from quiver.offline._files import list_files, pushed_files
-        from quiver.offline.sources import load_iceberg_table
+        """A cheap estimate of a source's row count from metadata (``None`` when unknown;
+        :func:`quiver.offline.counting.estimate_rows`)."""
+        from quiver.offline.counting import estimate_rows
 
-        try:
-            if isinstance(source, IcebergSource):
-                snap = load_iceberg_table(self.config, source).current_snapshot()
-                if snap is None or snap.summary is None:
-                    return 0
-                total = snap.summary.get("total-records")
-                return int(total) if total is not None else None
-            listing = list_files(
-                self.config, source.path, source.format, what=source.name, must_exist=False
-            )
-            extra = pushed_files(self.config, source)
-            if not listing.local or len(listing.files) + len(extra) > 256:
-                return None
-            import pyarrow.parquet as pq
-
-            pushed = sum(pq.read_metadata(f).num_rows for f in extra)
-            if source.format == "csv":
-                import os
-
-                return sum(os.path.getsize(f) for f in listing.files) // 32 + pushed
-            return sum(pq.read_metadata(f).num_rows for f in listing.files) + pushed
-        except (QuiverError, OSError, ValueError):
-            return None
+        return estimate_rows(self.config, source)
 
     # -- results back to Python -----------------------------------------------------------------
 
