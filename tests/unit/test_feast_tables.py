@@ -63,8 +63,10 @@ def test_parse_fills_the_defaults(store: FeatureStore) -> None:
     for bad in ("", "a.b.c.d", "a-b", "1a", "a..b", "t" * 64, "a b", "a/b"):
         with pytest.raises(InvalidError):
             tables.parse(store, bad, "x")
-    with pytest.raises(InvalidError):
-        tables.parse(store, "t", "x", schema="bad-schema")
+    with pytest.raises(InvalidError, match="the schema of output_table, 'bad-schema'"):
+        tables.parse(store, "t", "output_table", schema="bad-schema")
+    with pytest.raises(InvalidError, match=r"the catalog of x, '\.\./c'"):
+        tables.parse(store, "t", "x", catalog="../c")
 
 
 def test_catalog_names(store: FeatureStore) -> None:

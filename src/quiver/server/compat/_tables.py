@@ -72,9 +72,14 @@ def parse(
     Raises:
         InvalidError: not one to three plain identifiers of at most 63 characters.
     """
+    for field, value in (("catalog", catalog), ("schema", schema)):
+        if value is not None and not NAME_RE.match(value):
+            raise InvalidError(
+                f"the {field} of {what}, {_shown(value)!r}, is not a plain identifier: use "
+                "letters, digits and '_' (at most 63 characters)"
+            )
     parts = text.strip().split(".")
-    given = [p for p in (catalog, schema) if p is not None]
-    if not 1 <= len(parts) <= 3 or not all(NAME_RE.match(p) for p in [*parts, *given]):
+    if not 1 <= len(parts) <= 3 or not all(NAME_RE.match(p) for p in parts):
         raise InvalidError(
             f"{what} {_shown(text)!r} is not a table name: write 'name', 'schema.name' or "
             "'catalog.schema.name' with plain identifiers (letters, digits and '_', at most 63 "
