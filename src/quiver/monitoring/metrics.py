@@ -3,9 +3,11 @@
 Two kinds of metric:
 
 - **Observed by the server** as it answers: requests (count and latency per route template,
-  method and status), feature retrieval duration, serving cache hits and misses. Observing costs
-  one histogram observation per request (the request count is the histogram's count, copied
-  when scraped; the child of each label set is looked up once and kept).
+  method and status), feature retrieval duration, serving cache hits and misses. The request
+  count is the latency histogram's count, copied when scraped. In one process an observation is
+  a bucket count and a sum kept by :class:`_Counts` (one uncontended lock, no per-bucket loop),
+  handed to prometheus-client's histograms and counters when the page is built; with
+  ``--workers N`` they go to prometheus-client at once, since any worker may answer the scrape.
 - **Read from the registry at scrape time** by :class:`RegistryCollector`: the last successful
   materialization time, rows and duration of each view's last run, run counts by status,
   freshness (age of each view's newest materialized value, :mod:`quiver.monitoring.freshness`;
@@ -29,7 +31,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +66,55 @@ def observe_retrieval(seconds: float) -> None:
     hook = RETRIEVAL
     if hook is not None:
         hook(seconds)
+
+
+class _Counts:
+    """A histogram's (or a counter's) observations in this process since the last page.
+
+    ``observe`` costs a bisection and one uncontended lock, against prometheus-client's two
+    locked increments and a Python loop over the buckets; :meth:`flush` adds the counts to the
+    prometheus-client child, whose values the page shows.
+
+    Args:
+        child: The histogram child (or the counter) the counts are added to.
+        buckets: The histogram's upper bounds without ``+Inf`` (empty: a counter).
+    """
+
+    __slots__ = ("_lock", "bounds", "child", "counts", "total")
+
+    def __init__(self, child: Any, buckets: tuple[float, ...] = ()) -> None:
+        self.child = child
+        self.bounds = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        """Count one value (a bucket's upper bound includes it, as in Prometheus)."""
+        i = bisect_left(self.bounds, seconds)
+        with self._lock:
+            self.counts[i] += 1
+            self.total += seconds
+
+    def inc(self) -> None:
+        """Count one event (a counter)."""
+        with self._lock:
+            self.counts[0] += 1
+
+    def flush(self) -> None:
+        """Add the counts to the prometheus-client child and start again from zero."""
+        with self._lock:
+            counts, total = self.counts, self.total
+            self.counts, self.total = [0] * len(counts), 0.0
+        if not self.bounds:
+            if counts[0]:
+                self.child.inc(counts[0])
+            return
+        # prometheus-client has no call to add many observations: its values, as observe does
+        self.child._sum.inc(total)
+        for bucket, n in zip(self.child._buckets, counts, strict=True):
+            if n:
+                bucket.inc(n)
 
 
 class ServerMetrics:
@@ -102,6 +155,22 @@ class ServerMetrics:
             registry=target,
         )
         self._children: dict[tuple[str, str, int], Any] = {}
+        self._counts: list[_Counts] = []
+        self._counts_lock = threading.Lock()
+        self.observe_retrieval: Callable[[float], None] = self._kept(
+            self.retrieval, _LATENCY_BUCKETS
+        ).observe
+        self._hits = self._kept(self.cache_hits).inc
+        self._misses = self._kept(self.cache_misses).inc
+
+    def _kept(self, child: Any, buckets: tuple[float, ...] = ()) -> Any:
+        """What observes into ``child``: itself with ``--workers N``, else a :class:`_Counts`."""
+        if self.multiprocess:
+            return child
+        counts = _Counts(child, buckets)
+        with self._counts_lock:
+            self._counts.append(counts)
+        return counts
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency (``quiver_http_requests_total`` is the
@@ -109,12 +178,20 @@ class ServerMetrics:
         key = (method, route, status)
         found = self._children.get(key)
         if found is None:
-            found = self._children[key] = self.latency.labels(method, route, str(status))
+            child = self.latency.labels(method, route, str(status))
+            found = self._children[key] = self._kept(child, _LATENCY_BUCKETS)
         found.observe(seconds)
 
     def observe_cache(self, hit: bool) -> None:
         """Count one serving cache lookup."""
-        (self.cache_hits if hit else self.cache_misses).inc()
+        (self._hits if hit else self._misses)()
+
+    def flush(self) -> None:
+        """Add this process's counts to prometheus-client's values (before a page is built)."""
+        with self._counts_lock:
+            counts = list(self._counts)
+        for c in counts:
+            c.flush()
 
 
 _METRICS: ServerMetrics | None = None
@@ -125,7 +202,7 @@ def server_metrics() -> ServerMetrics:
     global _METRICS, RETRIEVAL
     if _METRICS is None:
         _METRICS = ServerMetrics(multiprocess=bool(os.environ.get(MULTIPROC_ENV)))
-        RETRIEVAL = _METRICS.retrieval.observe
+        RETRIEVAL = _METRICS.observe_retrieval
     return _METRICS
 
 
@@ -346,6 +423,7 @@ def exposition(store: FeatureStore, prefix: str) -> tuple[bytes, str]:
 
         multiprocess.MultiProcessCollector(registry)
     else:
+        metrics.flush()
         registry.register(_Forward(metrics.registry))
     registry.register(RegistryCollector(store))
     page: Any = _Derived(registry)
