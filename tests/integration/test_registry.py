@@ -326,10 +326,10 @@ def test_the_revision_moves_with_every_write_of_any_process(
 def test_the_revision_survives_a_broken_connection(store: FeatureStore) -> None:
     registry = store.registry
     before = registry.revision()
-    registry._revision_conn.close()  # as a database restart leaves it
+    registry._reads.connection.close()  # as a database restart leaves it
     assert registry.revision() == before  # read again on a new connection
     registry.close()
-    assert registry._revision_conn is None
+    assert registry._reads.connection is None
 
 
 def test_an_unreadable_revision_is_a_backend_error(tmp_path: Path) -> None:

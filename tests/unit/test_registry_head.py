@@ -1,4 +1,5 @@
-"""Opening a registry that is already at the newest migration does not import alembic.
+"""Opening a registry at the newest migration imports neither alembic nor (for reads of a SQLite
+file) SQLAlchemy.
 
 The registry reads the newest revision from the migration file names (``NNNN_name.py``); these
 tests pin that convention against alembic's own view, and check the fast path in a fresh process
@@ -75,3 +76,49 @@ def test_opening_a_registry_at_head_does_not_import_alembic(tmp_path: Path) -> N
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_fresh_process_reads_a_sqlite_registry_without_sqlalchemy(tmp_path: Path) -> None:
+    """The reads of a training script (the objects, the revision) run on a ``sqlite3``
+    connection: SQLAlchemy (about 150 ms to import) loads only for writes."""
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from quiver import Entity, FeatureStore, FeatureView, Field, FileSource
+    from quiver.config import load_config
+
+    (tmp_path / "data").mkdir()
+    at = pa.array([datetime(2024, 1, 1, tzinfo=UTC)], pa.timestamp("us", tz="UTC"))
+    rows = pa.table({"customer_id": [1], "event_timestamp": at, "orders": [3]})
+    pq.write_table(rows, tmp_path / "data" / "stats.parquet")
+    source = FileSource(name="stats_source", path="data/stats.parquet")
+    view = FeatureView(
+        name="stats",
+        entities=["customer"],
+        features=[Field(name="orders", dtype="int64")],
+        source=source,
+    )
+    with FeatureStore(config=load_config(tmp_path)) as store:
+        store.apply([Entity(name="customer", join_keys=["customer_id"]), source, view])
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from datetime import UTC, datetime
+        import pyarrow as pa
+        from quiver import FeatureStore
+        store = FeatureStore(repo_path={str(tmp_path)!r})
+        at = pa.array([datetime(2024, 1, 2, tzinfo=UTC)], pa.timestamp("us", tz="UTC"))
+        entity = pa.table({{"customer_id": [1], "event_timestamp": at}})
+        out = store.get_historical_features(entity, ["stats:orders"]).to_df()
+        views = store.list_feature_views()
+        print(list(out["orders"]), store.registry.revision() > 0, views[0].name)
+        print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"sqlalchemy", "alembic"}}))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["[3] True stats", "[]"]

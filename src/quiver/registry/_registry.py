@@ -3,6 +3,10 @@
 Reads are per object (or per kind); writes happen in one transaction that holds the project's
 lock (``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL), so concurrent
 applies are serialized and each one checks the versions it planned against (compare-and-swap).
+
+The common reads run on a kept driver connection (:mod:`quiver.registry._driver`); SQLAlchemy
+(the writes, the migrations, the rarer reads) is imported and its engine made at first use, so
+that a process that only reads a SQLite registry never loads it.
 """
 
 from __future__ import annotations
@@ -10,27 +14,29 @@ from __future__ import annotations
 import builtins
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from typing import TYPE_CHECKING, Any
 
 from quiver.definitions import KIND_LABELS, did_you_mean, object_from_spec
 from quiver.errors import BackendError, ConcurrentChangeError, NotFoundError
-from quiver.registry.tables import object_versions, objects, projects
+from quiver.registry._driver import DriverReads, connect_sqlite, one_line, sqlite_file, stamp
 from quiver.security.principal import current_principal, os_user
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
 
 __all__ = ["ObjectRecord", "Registry", "VersionRecord", "current_user"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _PARAM_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 """A positional parameter in the drivers' own SQL, by DB-API ``paramstyle`` (sqlite3, psycopg)."""
+
+_RECORD = "kind, name, version, spec, spec_hash, created_at, updated_at, updated_by"
+"""The columns of ``objects`` an :class:`ObjectRecord` is made of, in its fields' order."""
 
 
 def head_revision() -> str | None:
@@ -49,9 +55,7 @@ def current_user() -> str:
     return principal.name if principal is not None else os_user()
 
 
-def _one_line(error: BaseException | None) -> str:
-    """A database error's message on one line (drivers add hints on extra lines)."""
-    return " ".join(str(error).split())
+_one_line = one_line
 
 
 def _storable(name: str) -> bool:
@@ -62,10 +66,7 @@ def _storable(name: str) -> bool:
     return "\x00" not in name
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+_utc = stamp
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ class VersionRecord:
 
 def make_engine(url: str) -> Engine:
     """A SQLAlchemy engine set up for the registry (SQLite: WAL, busy timeout, explicit BEGIN)."""
+    import sqlalchemy as sa
+    from sqlalchemy import event
+
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
@@ -166,75 +170,78 @@ class Registry:
     def __init__(self, url: str, project: str) -> None:
         self.url = url
         self.project = project
-        self.engine = make_engine(url)
-        self._revision_lock = threading.Lock()
-        self._revision_conn: Any = None
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        self._file = sqlite_file(url)
+        if self._file is None:  # a bad URL or a missing driver is an error here, not later
+            self._engine = make_engine(url)
+        self._reads = DriverReads(self._driver_connection, self._mark, self._safe_url)
         try:
             self._migrate()
             self._ensure_project()
-        except sa.exc.OperationalError as exc:
-            raise BackendError(
-                f"cannot open the registry at {self._safe_url}: {_one_line(exc.orig)}"
-            ) from exc
+        except Exception as exc:
+            import sqlalchemy as sa
+
+            if isinstance(exc, sa.exc.OperationalError):
+                raise BackendError(
+                    f"cannot open the registry at {self._safe_url}: {_one_line(exc.orig)}"
+                ) from exc
+            raise
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (made at first use)."""
+        engine = self._engine
+        if engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = make_engine(self.url)
+                engine = self._engine
+        return engine
 
     @property
     def _safe_url(self) -> str:
+        if self._file is not None:  # no password in a file's URL
+            return self.url
+        import sqlalchemy as sa
+
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
 
     @property
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``."""
-        return self.engine.dialect.name
+        return "sqlite" if self._file is not None else self.engine.dialect.name
+
+    @property
+    def _mark(self) -> str:
+        if self._file is not None:
+            return "?"
+        return _PARAM_MARKS[self.engine.dialect.paramstyle]
 
     def close(self) -> None:
         """Release the database connections."""
-        with self._revision_lock:
-            self._drop_revision_connection()
-        self.engine.dispose()
+        self._reads.close()
+        if self._engine is not None:
+            self._engine.dispose()
 
     def revision(self) -> int:
         """The project's revision: a counter that every registry write moves.
 
         Callers poll it (serving checks it every second for changes by other processes), so it
-        is read on a driver connection kept for it in autocommit mode, without SQLAlchemy's
-        per-call work: about 10 us on SQLite instead of about 300 us.
+        is read on the kept driver connection (:mod:`quiver.registry._driver`): about 10 us on
+        SQLite instead of about 300 us through SQLAlchemy.
 
         Raises:
             BackendError: the registry database cannot be read.
         """
-        with self._revision_lock:
-            for attempt in (1, 2):
-                kept = self._revision_conn is not None
-                try:
-                    row = self._read_revision()
-                    break
-                except Exception as exc:
-                    self._drop_revision_connection()
-                    # A kept connection may have broken (a database restart): once more, anew.
-                    if not kept or attempt == 2:
-                        raise BackendError(
-                            f"reading the registry at {self._safe_url} failed: {_one_line(exc)}"
-                        ) from exc
-        return int(row[0]) if row else 0
+        rows = self._reads.rows("SELECT revision FROM projects WHERE name = ?", (self.project,))
+        return int(rows[0][0]) if rows else 0
 
-    def _read_revision(self) -> Any:
-        conn = self._revision_conn
-        if conn is None:
-            conn = self._revision_conn = self._autocommit_connection()
-        cursor = conn.cursor()
-        try:
-            cursor.execute(self._revision_sql, (self.project,))
-            return cursor.fetchone()
-        finally:
-            cursor.close()
-
-    @property
-    def _revision_sql(self) -> str:
-        mark = _PARAM_MARKS[self.engine.dialect.paramstyle]
-        return f"SELECT revision FROM {projects.name} WHERE name = {mark}"
-
-    def _autocommit_connection(self) -> Any:
-        """A driver connection of the engine's, taken out of its pool, in autocommit mode."""
+    def _driver_connection(self) -> Any:
+        """A new driver connection in autocommit mode: ``sqlite3`` for a SQLite file, else one
+        of the engine's, taken out of its pool."""
+        if self._file is not None:
+            return connect_sqlite(self._file)
         proxied = self.engine.raw_connection()
         conn: Any = proxied.driver_connection
         proxied.detach()  # ours now: closing it will not hand it back to the pool
@@ -244,11 +251,16 @@ class Registry:
         # SQLite: autocommit already (isolation_level=None, set when the engine connects).
         return conn
 
-    def _drop_revision_connection(self) -> None:
-        conn, self._revision_conn = self._revision_conn, None
-        if conn is not None:
-            with suppress(Exception):  # already broken: nothing to release
-                conn.close()
+    def _rows(
+        self, sql: str, params: Sequence[Any], conn: Connection | None = None
+    ) -> builtins.list[tuple[Any, ...]]:
+        """The rows of one read (``?`` marks its parameters): inside ``conn``'s transaction
+        when given, else on the kept driver connection."""
+        if conn is None:
+            return self._reads.rows(sql, params)
+        if self._mark != "?":
+            sql = sql.replace("?", self._mark)
+        return [tuple(r) for r in conn.exec_driver_sql(sql, tuple(params))]
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -281,19 +293,18 @@ class Registry:
         if head is None:
             return False
         try:
-            with self.engine.connect() as conn:
-                rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
-        except sa.exc.DBAPIError:  # no table yet: a new database
+            rows = self._reads.rows("SELECT version_num FROM alembic_version")
+        except BackendError:  # no table yet (a new database), or no database: alembic's turn
             return False
         return [r[0] for r in rows] == [head]
 
     def _ensure_project(self) -> None:
-        with self.engine.connect() as conn:
-            found = conn.execute(
-                sa.select(projects.c.name).where(projects.c.name == self.project)
-            ).first()
-        if found:
+        if self._reads.rows("SELECT name FROM projects WHERE name = ?", (self.project,)):
             return
+        import sqlalchemy as sa
+
+        from quiver.registry.tables import projects
+
         try:
             with self._write() as conn:
                 conn.execute(
@@ -321,6 +332,8 @@ class Registry:
         Raises:
             BackendError: the database failed.
         """
+        import sqlalchemy as sa
+
         try:
             with self.engine.connect() as conn:
                 yield conn
@@ -334,6 +347,8 @@ class Registry:
         Raises:
             BackendError: the database failed (nothing is written).
         """
+        import sqlalchemy as sa
+
         try:
             with self._write() as conn:
                 yield conn
@@ -343,6 +358,10 @@ class Registry:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A write transaction holding the project's lock; commits on success."""
+        import sqlalchemy as sa
+
+        from quiver.registry.tables import projects
+
         try:
             with self._write() as conn:
                 conn.execute(
@@ -366,6 +385,10 @@ class Registry:
         It moves every project's revision, so servers of any project see the change at their
         next registry check (within a second).
         """
+        import sqlalchemy as sa
+
+        from quiver.registry.tables import projects
+
         try:
             with self._write() as conn:
                 conn.execute(projects.update().values(revision=projects.c.revision + 1))
@@ -375,17 +398,30 @@ class Registry:
 
     # -- reads --------------------------------------------------------------------------------
 
-    def _row_to_record(self, row: Any) -> ObjectRecord:
+    @staticmethod
+    def _row_to_record(row: Sequence[Any]) -> ObjectRecord:
+        kind, name, version, spec, spec_hash, created_at, updated_at, updated_by = row
         return ObjectRecord(
-            kind=row.kind,
-            name=row.name,
-            version=row.version,
-            spec=json.loads(row.spec),
-            spec_hash=row.spec_hash,
-            created_at=_utc(row.created_at),  # type: ignore[arg-type]
-            updated_at=_utc(row.updated_at),  # type: ignore[arg-type]
-            updated_by=row.updated_by,
+            kind=kind,
+            name=name,
+            version=int(version),
+            spec=json.loads(spec),
+            spec_hash=spec_hash,
+            created_at=stamp(created_at),  # type: ignore[arg-type]
+            updated_at=stamp(updated_at),  # type: ignore[arg-type]
+            updated_by=updated_by,
         )
+
+    def _records(
+        self, where: str, params: Sequence[Any], conn: Connection | None
+    ) -> builtins.list[ObjectRecord]:
+        """The current records of the project matching ``where``, by kind and name."""
+        rows = self._rows(
+            f"SELECT {_RECORD} FROM objects WHERE project = ?{where} ORDER BY kind, name",
+            (self.project, *params),
+            conn,
+        )
+        return [self._row_to_record(r) for r in rows]
 
     def find_record(
         self, kind: str, name: str, conn: Connection | None = None
@@ -393,15 +429,8 @@ class Registry:
         """The current record of one object, or ``None``."""
         if not _storable(name):
             return None
-        query = sa.select(objects).where(
-            objects.c.project == self.project, objects.c.kind == kind, objects.c.name == name
-        )
-        if conn is not None:
-            row = conn.execute(query).first()
-        else:
-            with self.engine.connect() as c:
-                row = c.execute(query).first()
-        return self._row_to_record(row) if row else None
+        found = self._records(" AND kind = ? AND name = ?", (kind, name), conn)
+        return found[0] if found else None
 
     def get_record(self, kind: str, name: str) -> ObjectRecord:
         """The current record of one object, or raise :class:`NotFoundError`."""
@@ -425,17 +454,7 @@ class Registry:
 
     def records(self, kind: str, conn: Connection | None = None) -> list[ObjectRecord]:
         """Every current record of one kind, by name."""
-        query = (
-            sa.select(objects)
-            .where(objects.c.project == self.project, objects.c.kind == kind)
-            .order_by(objects.c.name)
-        )
-        if conn is not None:
-            rows = conn.execute(query).all()
-        else:
-            with self.engine.connect() as c:
-                rows = c.execute(query).all()
-        return [self._row_to_record(r) for r in rows]
+        return self._records(" AND kind = ?", (kind,), conn)
 
     def snapshot(self, conn: Connection | None = None) -> dict[str, builtins.list[ObjectRecord]]:
         """Every current record of every kind, by kind, each kind by name.
@@ -444,19 +463,9 @@ class Registry:
         while other processes write (per-kind reads could see one write's view without the
         entity it came with).
         """
-        query = (
-            sa.select(objects)
-            .where(objects.c.project == self.project)
-            .order_by(objects.c.kind, objects.c.name)
-        )
-        if conn is not None:
-            rows = conn.execute(query).all()
-        else:
-            with self.engine.connect() as c:
-                rows = c.execute(query).all()
         out: dict[str, builtins.list[ObjectRecord]] = {}
-        for row in rows:
-            out.setdefault(row.kind, []).append(self._row_to_record(row))
+        for record in self._records("", (), conn):
+            out.setdefault(record.kind, []).append(record)
         return out
 
     def list(self, kind: str) -> list[Any]:
@@ -465,16 +474,18 @@ class Registry:
 
     def names(self, kind: str) -> builtins.list[str]:
         """The names of every object of one kind."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(objects.c.name)
-                .where(objects.c.project == self.project, objects.c.kind == kind)
-                .order_by(objects.c.name)
-            ).all()
-        return [r.name for r in rows]
+        rows = self._rows(
+            "SELECT name FROM objects WHERE project = ? AND kind = ? ORDER BY name",
+            (self.project, kind),
+        )
+        return [r[0] for r in rows]
 
     def kinds_of(self, name: str) -> builtins.list[str]:
         """The kinds that have a current object called ``name``."""
+        import sqlalchemy as sa
+
+        from quiver.registry.tables import objects
+
         if not _storable(name):
             return []
         with self.engine.connect() as conn:
@@ -487,6 +498,10 @@ class Registry:
 
     def history_kinds_of(self, name: str) -> builtins.list[str]:
         """The kinds with any history (deleted objects included) for ``name``."""
+        import sqlalchemy as sa
+
+        from quiver.registry.tables import object_versions
+
         if not _storable(name):
             return []
         with self.engine.connect() as conn:
@@ -499,6 +514,10 @@ class Registry:
 
     def history(self, kind: str, name: str) -> builtins.list[VersionRecord]:
         """Every version of one object, oldest first (deletions included)."""
+        import sqlalchemy as sa
+
+        from quiver.registry.tables import object_versions
+
         rows: Any = []
         if _storable(name):
             with self.engine.connect() as conn:
@@ -532,6 +551,10 @@ class Registry:
 
     def count(self, kind: str) -> int:
         """How many objects of one kind exist."""
+        import sqlalchemy as sa
+
+        from quiver.registry.tables import objects
+
         with self.engine.connect() as conn:
             return int(
                 conn.execute(
@@ -578,6 +601,10 @@ class Registry:
         ``base_version`` is the version the caller planned against (``None`` for a create);
         if the object changed since, :class:`ConcurrentChangeError` is raised.
         """
+        import sqlalchemy as sa
+
+        from quiver.registry.tables import object_versions, objects
+
         current = self.find_record(kind, name, conn)
         label = f"{KIND_LABELS[kind]} '{name}'"
         if (current.version if current else None) != base_version:
