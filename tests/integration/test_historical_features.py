@@ -197,6 +197,46 @@ def test_ties_on_event_time_broken_by_created_timestamp(repo: Repo) -> None:
     assert out.column("spend").to_pylist() == [3.0, 7.0, 3.0]
 
 
+def test_created_order_used_only_where_event_times_tie(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB checks a source joined whole for ties before ordering by (event, created): the
+    same answers with and without them, the struct order only where a key repeats a time
+    (an Iceberg scan is read once: always ordered, unchecked)."""
+    if repo.store.config.offline_engine.type != "duckdb":
+        pytest.skip("the tie check is the DuckDB engine's plan")
+    import quiver.offline.duckdb as duck
+
+    found: list[bool] = []
+    check = duck._has_ties
+
+    def has_ties(*args: Any) -> bool:
+        found.append(check(*args))
+        return found[-1]
+
+    monkeypatch.setattr(duck, "_has_ties", has_ties)
+    # the same time for two keys, and for one key a null time twice: no ties
+    rows = [(1, h(1), 1, 1.0), (2, h(1), 2, 2.0), (1, h(3), 3, 3.0), (2, None, 8, 8.0)]
+    rows.append((2, None, 9, 9.0))
+    table = stats_rows(rows)  # type: ignore[arg-type]
+    table = table.append_column("created", pa.array([h(9), h(1), None, h(2), h(3)], UTC_US))
+    src = repo.source("stats_source", table, created_timestamp_field="created")
+    repo.apply(customer, src, stats_view(src))
+    out = repo.hist(entities([(1, h(1)), (1, h(4)), (2, h(5)), (2, h(0))]), ["stats:orders"])
+    assert out.column("orders").to_pylist() == [1, 3, 2, None]
+    checked = repo.fmt != "iceberg"
+    assert found == ([False] if checked else [])
+    # one key repeats a time: the greatest created wins
+    found.clear()
+    tied = stats_rows([(1, h(1), 1, 1.0), (1, h(1), 2, 2.0), (2, h(1), 5, 5.0)])
+    tied = tied.append_column("created", pa.array([h(3), h(2), h(9)], UTC_US))
+    src = repo.source("tied_source", tied, created_timestamp_field="created")
+    repo.apply(src, stats_view(src, name="tied"))
+    out = repo.hist(entities([(1, h(2)), (2, h(2))]), ["tied:orders"])
+    assert out.column("orders").to_pylist() == [1, 5]
+    assert found == ([True] if checked else [])
+
+
 def test_nulls_where_nothing_matches(repo: Repo) -> None:
     simple_repo(repo)
     out = repo.hist(entities([(99, h(3)), (1, h(-5)), (2, h(0))]), ["stats:orders", "stats:spend"])

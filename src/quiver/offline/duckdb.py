@@ -18,7 +18,10 @@ Plan choices:
   timestamp: the ASOF inequality compares ``(event time, created time)`` structs (a missing
   created time sorts first), so among the rows of the greatest event time at or before ``t`` it
   takes the greatest created time, with no window over the source (``QUALIFY row_number()``
-  cost twice the join).
+  cost twice the join). The struct order makes the join's sort about half as costly again, so
+  where the source is joined whole (not first cut to the entity keys) a hash aggregate first
+  checks whether any key repeats an event time; without such ties the join compares event
+  times alone, with the same result.
 
 The latest row per key (materialization) runs in a second in-memory DuckDB database with its own
 memory budget (``offline_engine.memory_limit``, else :data:`PULL_MEMORY_LIMIT`), one thread per
@@ -87,6 +90,76 @@ PULL_BATCH_ROWS = 10_000
 """Rows per record batch streamed by :meth:`DuckDBOfflineEngine.pull_latest`."""
 
 _UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "PiB": 2**50}
+
+
+def _rescannable(sel: ViewSelection) -> bool:
+    """Whether a view's rows can be read twice (an Iceberg scan is a one-pass reader)."""
+    from quiver.definitions import FileSource
+
+    return all(isinstance(s, FileSource) for s in (sel.source, *sel.query_sources))
+
+
+def _has_ties(cur: Any, sql: str, params: list[Any], keys: Sequence[str]) -> bool:
+    """Whether two rows of ``sql`` (with an event time) share their keys and event time.
+
+    Rows in order, by their keys then time or by time then keys (as tables are often written),
+    are seen to have none in one streamed pass over those columns; others are grouped by a
+    64-bit hash of both, so a hash collision answers ``True`` too: the join then breaks ties it
+    did not need to, with the same result.
+    """
+    import pyarrow as pa
+
+    cols = ", ".join(quote(c) for c in [*keys, _TS])
+    where = f"FROM ({sql}) AS s WHERE {quote(_TS)} IS NOT NULL"
+    reader = cur.sql(f"SELECT {cols} {where}", params=params).to_arrow_reader(_SORTED_BATCH)
+    try:
+        if _strictly_ordered(reader, len(keys)):
+            return False
+    except pa.ArrowNotImplementedError:  # a key type without an order: the aggregate decides
+        pass
+    finally:
+        reader.close()  # read to its end or not: the cursor runs the next query
+    found = cur.execute(
+        f"SELECT 1 {where} GROUP BY hash({cols}) HAVING count(*) > 1 LIMIT 1", params
+    ).fetchall()
+    return bool(found)
+
+
+_SORTED_BATCH = 1 << 20
+"""Rows per batch of the ordered check (:func:`_strictly_ordered`): two 8-byte columns, 16 MiB."""
+
+
+def _strictly_ordered(reader: pa.RecordBatchReader, n_keys: int) -> bool:
+    """Whether the rows (key columns, then the time) strictly increase by (keys, time) or by
+    (time, keys); stops at the first batch where neither holds."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ts = n_keys
+    orders = [[*range(n_keys), ts], [ts, *range(n_keys)]]
+    last: pa.RecordBatch | None = None
+    for batch in reader:
+        if batch.num_rows == 0:
+            continue
+        rows = batch if last is None else pa.concat_batches([last, batch])
+        last = batch.slice(batch.num_rows - 1)
+        if rows.num_rows < 2:
+            continue
+        kept = []
+        for order in orders:
+            greater: Any = None
+            equal: Any = None
+            for i in order:
+                before, after = rows.column(i).slice(0, rows.num_rows - 1), rows.column(i).slice(1)
+                g, e = pc.greater(after, before), pc.equal(after, before)
+                greater = g if greater is None else pc.or_(greater, pc.and_(equal, g))
+                equal = e if equal is None else pc.and_(equal, e)
+            if pc.all(pc.fill_null(greater, False)).as_py():
+                kept.append(order)
+        orders = kept
+        if not orders:
+            return False
+    return True
 
 
 def _us(delta: timedelta) -> int:
@@ -607,14 +680,14 @@ class _JoinPlan:
                     )
                     outputs += [f"{alias}.{quote(n)} AS {quote(n)}" for n in feature_names]
                     continue
-                cte, cte_params = self._view_cte(cur, sel, window)
+                cte, cte_params, ordered = self._view_cte(cur, sel, window)
                 ctes.append(f"{quote('__qv_' + alias)} AS ({cte})")
                 params += cte_params
                 on = [
                     f"e.{quote(self.key_cols[(k, sel.key_types[k])])} = {alias}.{quote(k)}"
                     for k in sel.join_keys
                 ]
-                if sel.source.created_timestamp_field:  # ties: the greatest created wins
+                if ordered:  # ties: the greatest created wins
                     at = (  # a struct of nulls is not null: no time, no match
                         f"CASE WHEN e.{quote(_TS)} IS NOT NULL "
                         f"THEN {{'t': e.{quote(_TS)}, 'c': 'infinity'::TIMESTAMP}} END"
@@ -651,7 +724,11 @@ class _JoinPlan:
         lo = None if sel.view.ttl is None else self.t_min - _us(sel.view.ttl)
         return TimeWindow(lo=lo, lo_inclusive=False, hi=self.t_max, hi_inclusive=True)
 
-    def _view_cte(self, cur: Any, sel: ViewSelection, window: TimeWindow) -> tuple[str, list[Any]]:
+    def _view_cte(
+        self, cur: Any, sel: ViewSelection, window: TimeWindow
+    ) -> tuple[str, list[Any], bool]:
+        """The view's rows for the ASOF join: the SQL, its parameters, and whether they carry
+        the ``(event, created)`` order (a created timestamp and ties on the event time)."""
         from quiver.features.transformations import view_select, view_transform
 
         columns: dict[str, str | None] = {k: sel.key_types[k] for k in sel.join_keys}
@@ -672,7 +749,8 @@ class _JoinPlan:
         )
         sql = f"SELECT src.* FROM ({select.sql}) AS src"
         estimate = self.engine.estimate_rows(sel.source)
-        if estimate is None or estimate > self.engine.prefilter_ratio * self.entity_rows:
+        prefilter = estimate is None or estimate > self.engine.prefilter_ratio * self.entity_rows
+        if prefilter:
             # Keep only rows of the entity table's keys, each within its own key's window
             # (min(t) - ttl, max(t)]: a hash join against one row per key.
             key_cols = [self.key_cols[(k, sel.key_types[k])] for k in sel.join_keys]
@@ -690,18 +768,22 @@ class _JoinPlan:
                 f" JOIN (SELECT {keys}, {', '.join(bounds)} FROM {quote(self.entity_name)}"
                 f" GROUP BY {keys}) AS ek ON {' AND '.join(on)}"
             )
-        if sel.source.created_timestamp_field:  # the ASOF order: (event, created) time
+        params = list(select.params)
+        if tx is not None:
+            # Transformations run in the SQL sandbox on the window's rows, before the ASOF match.
+            rows = cur.sql(sql, params=params).to_arrow_table()
+            keep = [*sel.join_keys, _TS, _CREATED, *tx.plain]
+            name = f"__qv_tx_{uuid.uuid4().hex[:12]}"
+            cur.register(name, tx.apply(rows, keep, ts=_TS, created=_CREATED))
+            sql, params, prefilter = f"SELECT * FROM {quote(name)}", [], False
+        ordered = bool(sel.source.created_timestamp_field)
+        if ordered and not prefilter and (tx is not None or _rescannable(sel)):
+            # The ASOF join sorts every row of the window: the (event, created) order costs
+            # about half of it again, so it is used only where an event time repeats for a key.
+            ordered = _has_ties(cur, sql, params, sel.join_keys)
+        if ordered:
             sql = f"SELECT *, {_ORDER_OF.format(src='s')} FROM ({sql}) AS s"
-        if tx is None:
-            return sql, list(select.params)
-        # Transformations run in the SQL sandbox on the window's rows, before the ASOF match.
-        rows = cur.sql(sql, params=list(select.params)).to_arrow_table()
-        keep = [*sel.join_keys, _TS, _CREATED, *tx.plain]
-        name = f"__qv_tx_{uuid.uuid4().hex[:12]}"
-        cur.register(name, tx.apply(rows, keep, ts=_TS, created=_CREATED))
-        if sel.source.created_timestamp_field:
-            return f"SELECT *, {_ORDER_OF.format(src=quote(name))} FROM {quote(name)}", []
-        return f"SELECT * FROM {quote(name)}", []
+        return sql, params, ordered
 
     def run(self, batch_size: int) -> pa.RecordBatchReader:
         """Run the join; the feature columns stream in entity-row order."""
