@@ -5,8 +5,8 @@ Two kinds of metric:
 - **Observed by the server** as it answers: requests (count and latency per route template,
   method and status), feature retrieval duration, serving cache hits and misses. The request
   count is the latency histogram's count, copied when scraped. In one process an observation is
-  a bucket count and a sum kept by :class:`_Counts` (one uncontended lock, no per-bucket loop),
-  handed to prometheus-client's histograms and counters when the page is built; with
+  a value appended to a list by :class:`_Counts`, added up in bulk and handed to
+  prometheus-client's histograms and counters when the page is built; with
   ``--workers N`` they go to prometheus-client at once, since any worker may answer the scrape.
 - **Read from the registry at scrape time** by :class:`RegistryCollector`: the last successful
   materialization time, rows and duration of each view's last run, run counts by status,
@@ -33,7 +33,6 @@ import logging
 import os
 import threading
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -68,41 +67,65 @@ def observe_retrieval(seconds: float) -> None:
         hook(seconds)
 
 
+_FOLD_AT = 4096
+"""Observations a :class:`_Counts` keeps as values before adding them up (bounded memory)."""
+
+
 class _Counts:
     """A histogram's (or a counter's) observations in this process since the last page.
 
-    ``observe`` costs a bisection and one uncontended lock, against prometheus-client's two
-    locked increments and a Python loop over the buckets; :meth:`flush` adds the counts to the
-    prometheus-client child, whose values the page shows.
+    ``observe`` appends the value to a list (one atomic call, no lock); every
+    :data:`_FOLD_AT` values, and before a page, they are added up at once into bucket counts and
+    a sum (numpy), against prometheus-client's two locked increments and a Python loop over the
+    buckets per value. :meth:`flush` adds the counts to the prometheus-client child, whose
+    values the page shows.
 
     Args:
         child: The histogram child (or the counter) the counts are added to.
         buckets: The histogram's upper bounds without ``+Inf`` (empty: a counter).
     """
 
-    __slots__ = ("_lock", "bounds", "child", "counts", "total")
+    __slots__ = ("_lock", "bounds", "child", "counts", "pending", "total")
 
     def __init__(self, child: Any, buckets: tuple[float, ...] = ()) -> None:
         self.child = child
         self.bounds = buckets
+        self.pending: list[float] = []
         self.counts = [0] * (len(buckets) + 1)
         self.total = 0.0
         self._lock = threading.Lock()
 
     def observe(self, seconds: float) -> None:
         """Count one value (a bucket's upper bound includes it, as in Prometheus)."""
-        i = bisect_left(self.bounds, seconds)
-        with self._lock:
-            self.counts[i] += 1
-            self.total += seconds
+        pending = self.pending
+        pending.append(seconds)
+        if len(pending) >= _FOLD_AT:
+            self._fold()
 
     def inc(self) -> None:
         """Count one event (a counter)."""
+        self.observe(0.0)
+
+    def _fold(self) -> None:
+        """Add the kept values up into the counts (values appended meanwhile stay kept)."""
+        import numpy as np
+
         with self._lock:
-            self.counts[0] += 1
+            pending = self.pending
+            n = len(pending)
+            if not n:
+                return
+            values = np.array(pending[:n], dtype=np.float64)
+            del pending[:n]  # one call, as the appends: none of theirs is lost
+            found = np.bincount(
+                np.searchsorted(self.bounds, values, side="left"), minlength=len(self.counts)
+            )
+            self.counts = [a + int(b) for a, b in zip(self.counts, found, strict=True)]
+            self.total += float(values.sum())
 
     def flush(self) -> None:
         """Add the counts to the prometheus-client child and start again from zero."""
+        self._fold()
         with self._lock:
             counts, total = self.counts, self.total
             self.counts, self.total = [0] * len(counts), 0.0
