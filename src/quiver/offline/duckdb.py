@@ -19,9 +19,10 @@ Plan choices:
   created time sorts first), so among the rows of the greatest event time at or before ``t`` it
   takes the greatest created time, with no window over the source (``QUALIFY row_number()``
   cost twice the join). The struct order makes the join's sort about half as costly again, so
-  where the source is joined whole (not first cut to the entity keys) a hash aggregate first
-  checks whether any key repeats an event time; without such ties the join compares event
-  times alone, with the same result.
+  where the source is joined whole (not first cut to the entity keys) and is Parquet, the keys
+  and event times are first checked for ties (one streamed pass when the rows are in key or
+  time order, else a hash aggregate); without ties the join compares event times alone, with
+  the same result.
 
 The latest row per key (materialization) runs in a second in-memory DuckDB database with its own
 memory budget (``offline_engine.memory_limit``, else :data:`PULL_MEMORY_LIMIT`), one thread per
@@ -93,10 +94,15 @@ _UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "P
 
 
 def _rescannable(sel: ViewSelection) -> bool:
-    """Whether a view's rows can be read twice (an Iceberg scan is a one-pass reader)."""
+    """Whether reading a view's keys and event time once more is cheap and possible: Parquet
+    files (columnar: two columns of the scan), not CSV (every line parsed again) nor an
+    Iceberg scan (a one-pass reader)."""
     from quiver.definitions import FileSource
 
-    return all(isinstance(s, FileSource) for s in (sel.source, *sel.query_sources))
+    return all(
+        isinstance(s, FileSource) and s.format == "parquet"
+        for s in (sel.source, *sel.query_sources)
+    )
 
 
 def _has_ties(cur: Any, sql: str, params: list[Any], keys: Sequence[str]) -> bool:
