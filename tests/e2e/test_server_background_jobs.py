@@ -305,6 +305,9 @@ def test_a_queued_then_running_batch_prediction_is_in_the_prediction_job_list(
         record = c.get(f"/api/v1/predictions/jobs/{scored['job_id']}").json()
         assert record["model_id"] == model_id and record["output"].endswith("l.parquet")
         assert c.post(f"/api/v1/jobs/{dropped['job_id']}/cancel").status_code == 200
+        # Regression: the record stayed queued until the pool reached the job, after the one
+        # before it had finished (a race with the check at the end).
+        assert listed() == {scored["job_id"]: "queued", dropped["job_id"]: "cancelled"}
         assert c.post(f"/api/v1/jobs/{blocker['job_id']}/cancel").status_code == 200
         # The prediction runs, then completes: the same record all along.
         seen = set()

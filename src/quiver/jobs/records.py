@@ -336,13 +336,19 @@ def request_cancel(registry: Registry, job_id: str) -> JobRecord:
     """Ask a job to stop: a queued job is ``cancelled`` at once, a running one at its next safe
     point (by the process running it).
 
+    A queued batch prediction's record (``quiver.ml``, under the job's id) is ``cancelled`` in
+    the same transaction, so that the prediction job list agrees with the job at once.
+
     Raises:
         NotFoundError: no such job.
         InvalidError: the job already ended.
     """
     now = _now()
+    error = "cancelled before it started"
     with registry.writing("jobs") as conn:
-        row = conn.execute(sa.select(jobs.c.status).where(_key(registry, job_id))).first()
+        row = conn.execute(
+            sa.select(jobs.c.status, jobs.c.kind).where(_key(registry, job_id))
+        ).first()
         if row is None:
             raise NotFoundError(f"job '{job_id}' does not exist in project '{registry.project}'")
         if row.status in FINISHED:
@@ -350,8 +356,20 @@ def request_cancel(registry: Registry, job_id: str) -> JobRecord:
         conn.execute(
             jobs.update()
             .where(_key(registry, job_id), jobs.c.status == "queued")
-            .values(status="cancelled", error="cancelled before it started", finished_at=now)
+            .values(status="cancelled", error=error, finished_at=now)
         )
+        if row.status == "queued" and row.kind == "predict_batch":
+            from quiver.ml.tables import prediction_jobs as predictions
+
+            conn.execute(
+                predictions.update()
+                .where(
+                    predictions.c.project == registry.project,
+                    predictions.c.prediction_id == job_id,
+                    predictions.c.status == "queued",
+                )
+                .values(status="cancelled", error=error)
+            )
         conn.execute(
             jobs.update()
             .where(_key(registry, job_id), jobs.c.status == "running")
