@@ -23,7 +23,7 @@ second to the next), so each target's time is cut into short rounds and the targ
 in a new shuffled order each round (seeded). A rotation would keep the cyclic order, so that a
 target would always run right after the same other one; with ``--monitoring`` the ``plain``
 baseline then always followed the other route's ``cache_hit`` target and measured faster there,
-which put monitoring at 0.86-0.94x of it, against 0.98-1.04x with the servers listed in another
+which put monitoring at 0.85-0.94x of it, against 0.97-1.04x with the servers listed in another
 order. The totals of every target cover the same spells; besides them,
 each round's figures are divided by the reference's of the same round, and the median of those
 paired ratios is printed with their range.
