@@ -6,7 +6,9 @@ read costs about 10 us instead of SQLAlchemy's 300 us, and for a SQLite file the
 opened with the standard library's ``sqlite3``, so a fresh process that only reads the registry
 (a training script, ``quiver training-set``) never imports SQLAlchemy (about 150 ms). Other
 databases, and SQLite URLs with options or in memory, take the connection from SQLAlchemy's
-engine. Writes always go through SQLAlchemy (:mod:`quiver.registry._registry`).
+engine, and keep on it only the reads at open and the revision (polled): their other reads go
+through the engine's pool, so that many threads read at once. Writes always go through
+SQLAlchemy (:mod:`quiver.registry._registry`).
 """
 
 from __future__ import annotations

@@ -255,12 +255,16 @@ class Registry:
         self, sql: str, params: Sequence[Any], conn: Connection | None = None
     ) -> builtins.list[tuple[Any, ...]]:
         """The rows of one read (``?`` marks its parameters): inside ``conn``'s transaction
-        when given, else on the kept driver connection."""
-        if conn is None:
+        when given; else, for a SQLite file, on the kept ``sqlite3`` connection, and for any
+        other database on a connection of the engine's pool (reads of many threads at once)."""
+        if conn is None and self._file is not None:
             return self._reads.rows(sql, params)
         if self._mark != "?":
             sql = sql.replace("?", self._mark)
-        return [tuple(r) for r in conn.exec_driver_sql(sql, tuple(params))]
+        if conn is not None:
+            return [tuple(r) for r in conn.exec_driver_sql(sql, tuple(params))]
+        with self.engine.connect() as pooled:
+            return [tuple(r) for r in pooled.exec_driver_sql(sql, tuple(params))]
 
     # -- schema -------------------------------------------------------------------------------
 
