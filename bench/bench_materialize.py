@@ -73,10 +73,18 @@ START = END - timedelta(days=400)
 BATCH = 10_000
 
 
-def make_source(path: Path, rows: int, entities: int, seed: int = 3, order: str = "cyclic") -> Path:
+def make_source(
+    path: Path,
+    rows: int,
+    entities: int,
+    seed: int = 3,
+    order: str = "cyclic",
+    start: datetime = START,
+) -> Path:
     """A Parquet source (written in 1M-row groups so generating 10M rows stays small).
 
     ``order``: ``cyclic`` (ids 1..entities, repeated) or ``random`` (ids drawn at random).
+    ``start``: the earliest event time (the latest is :data:`END`).
     """
     import numpy as np
     import pyarrow as pa
@@ -87,8 +95,8 @@ def make_source(path: Path, rows: int, entities: int, seed: int = 3, order: str 
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     tmp = path.with_suffix(".tmp")
-    span_us = int((END - START).total_seconds() * 1e6)
-    start_us = int(START.timestamp() * 1e6)
+    span_us = int((END - start).total_seconds() * 1e6)
+    start_us = int(start.timestamp() * 1e6)
     writer = None
     done = 0
     while done < rows:

@@ -32,7 +32,7 @@ import os
 import shutil
 import sqlite3
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import child_main, fmt_bytes, fmt_seconds, median, print_table, run_child, timings
 
+# The same feature table as bench_materialize.py's (columns, 1M-row groups), over a year.
+from bench_materialize import DTYPES, END, FEATURES, make_source
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data" / "spark"
-INTS = ["f_int_0", "f_int_1", "f_int_2", "f_int_3"]
-FLOATS = ["f_float_0", "f_float_1", "f_float_2", "f_float_3"]
-STRINGS = ["f_str_0", "f_str_1"]
-FEATURES = INTS + FLOATS + STRINGS
-DTYPES = {**dict.fromkeys(INTS, "int64"), **dict.fromkeys(FLOATS, "float64")}
-DTYPES.update(dict.fromkeys(STRINGS, "string"))
-END = datetime(2026, 1, 1, tzinfo=UTC)
+
 START = END - timedelta(days=365)
+
 AGGREGATIONS = [
     ("count", None, "1d"),
     ("count", None, "30d"),
@@ -61,47 +59,6 @@ AGGREGATIONS = [
 
 
 # -- data -----------------------------------------------------------------------------------------
-
-
-def make_features(path: Path, rows: int, keys: int, seed: int = 3) -> Path:
-    """The feature source, written 1M rows at a time (1M-row groups)."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    tmp = path.with_suffix(".tmp")
-    span_us = int((END - START).total_seconds() * 1e6)
-    start_us = int(START.timestamp() * 1e6)
-    writer = None
-    done = 0
-    while done < rows:
-        n = min(1_000_000, rows - done)
-        ids = (np.arange(done, done + n) % keys) + 1
-        ts = start_us + rng.integers(0, span_us - 10**6, size=n)
-        columns: dict[str, Any] = {
-            "customer_id": ids.astype(np.int64),
-            "event_timestamp": pa.array(ts, pa.timestamp("us", tz="UTC")),
-            "created_timestamp": pa.array(ts + 1_000, pa.timestamp("us", tz="UTC")),
-        }
-        for name in INTS:
-            columns[name] = rng.integers(0, 10**9, size=n)
-        for name in FLOATS:
-            columns[name] = rng.random(n)
-        for name in STRINGS:
-            columns[name] = pa.array(np.char.add("s", rng.integers(0, 10**6, size=n).astype(str)))
-        table = pa.table(columns)
-        if writer is None:
-            writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-        writer.write_table(table, row_group_size=1_000_000)
-        done += n
-    assert writer is not None
-    writer.close()
-    tmp.rename(path)
-    return path
 
 
 def make_entities(path: Path, rows: int, keys: int, seed: int = 5) -> Path:
@@ -340,7 +297,7 @@ def main() -> None:
     if "join" in cases and args.memory_rows and args.memory_rows != args.rows:
         sizes.append(args.memory_rows)
     sources = {
-        n: make_features(DATA / f"features_{n}_{min(keys, n)}.parquet", n, min(keys, n))
+        n: make_source(DATA / f"features_{n}_{min(keys, n)}.parquet", n, min(keys, n), start=START)
         for n in sizes
     }
     work = DATA / "work"

@@ -204,6 +204,23 @@ def serve_repo() -> Iterator[Callable[..., Server]]:
             srv.stop()
 
 
+def poll_job(
+    client: httpx.Client,
+    job_id: str,
+    until: Callable[[dict[str, Any]], bool],
+    bound: float = 120.0,
+    pause: float = 0.05,
+) -> Any:
+    """The job's record (``GET /api/v1/jobs/{id}``) once ``until`` holds, or after ``bound``
+    seconds (the caller's assertion then shows the record)."""
+    deadline = time.monotonic() + bound
+    while True:
+        job = client.get(f"/api/v1/jobs/{job_id}").json()
+        if until(job) or time.monotonic() > deadline:
+            return job
+        time.sleep(pause)
+
+
 def create_key(repo: Path, name: str, role: str, *extra: str) -> str:
     """``quiver keys create NAME --role ROLE`` in ``repo``: the key it prints (once)."""
     import json

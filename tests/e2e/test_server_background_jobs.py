@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.e2e.conftest import poll_job
 
 from _http import assert_error
 
@@ -55,12 +56,7 @@ def slow_training(name: str) -> dict[str, Any]:
 
 
 def poll(client: httpx.Client, job_id: str, until: Callable[[dict[str, Any]], bool]) -> Any:
-    deadline = time.monotonic() + BOUND
-    while True:
-        job = client.get(f"/api/v1/jobs/{job_id}").json()
-        if until(job) or time.monotonic() > deadline:
-            return job
-        time.sleep(0.2)
+    return poll_job(client, job_id, until, BOUND, pause=0.2)
 
 
 def finished(job: dict[str, Any]) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from tests.e2e.conftest import poll_job
 
 from quiver import Entity, FeatureStore, FeatureView, Field, FileSource
 from quiver.types import arrow_type
@@ -88,12 +88,7 @@ def online_values(repo: Path) -> dict[float, int]:
 
 
 def poll(client: httpx.Client, job_id: str, until: Callable[[dict[str, Any]], bool]) -> Any:
-    deadline = time.monotonic() + BOUND
-    while True:
-        job = client.get(f"/api/v1/jobs/{job_id}").json()
-        if until(job) or time.monotonic() > deadline:
-            return job
-        time.sleep(0.05)
+    return poll_job(client, job_id, until, BOUND)
 
 
 def writing(job: dict[str, Any]) -> bool:

@@ -51,15 +51,37 @@ import pyarrow.parquet as pq
 from quiver import FeatureStore
 from quiver.config import load_config
 
-root, remote, out = sys.argv[1:4]
+root, remote, out, refs, view = sys.argv[1:6]
 config = load_config(root, offline_engine={"type": "spark", "remote": remote})
 assert config.offline_engine.remote == remote
 with FeatureStore(config=config) as store:
     entity = pq.read_table(f"{root}/entity.parquet")
-    table = store.get_historical_features(entity, ["orders:*"]).to_arrow()
-    pq.write_table(table, out)
-    store.materialize("2024-04-01", "2024-06-01", views=["latest"])
+    pq.write_table(store.get_historical_features(entity, [refs]).to_arrow(), out)
+    store.materialize("2024-04-01", "2024-06-01", views=[view])
 """
+
+
+def duckdb_side(root: Path, refs: str, view: str) -> pa.Table:
+    """The training set of ``refs`` on DuckDB, after materializing ``view`` (as the client)."""
+    with FeatureStore(config=load_config(root)) as store:
+        entity = pq.read_table(root / "entity.parquet")
+        expected = store.get_historical_features(entity, [refs]).to_arrow()
+        store.materialize("2024-04-01", "2024-06-01", views=[view])
+    return expected
+
+
+def connect_side(root: Path, remote: str, refs: str, view: str) -> pa.Table:
+    """The same from a client process that knows only the Spark Connect server's address."""
+    out = root / "spark.parquet"
+    proc = subprocess.run(
+        [sys.executable, "-c", CLIENT, str(root), remote, str(out), refs, view],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return pq.read_table(out)
 
 
 def _pyspark_home() -> Path:
@@ -175,21 +197,8 @@ def test_spark_connect_matches_duckdb(tmp_path: Path, connect_server: str) -> No
     _repo(duck_root)
     _repo(spark_root)
 
-    with FeatureStore(config=load_config(duck_root)) as store:
-        entity = pq.read_table(duck_root / "entity.parquet")
-        expected = store.get_historical_features(entity, ["orders:*"]).to_arrow()
-        store.materialize("2024-04-01", "2024-06-01", views=["latest"])
-
-    out = tmp_path / "spark.parquet"
-    proc = subprocess.run(
-        [sys.executable, "-c", CLIENT, str(spark_root), connect_server, str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    got = pq.read_table(out)
+    expected = duckdb_side(duck_root, "orders:*", "latest")
+    got = connect_side(spark_root, connect_server, "orders:*", "latest")
     assert got.schema.equals(expected.schema), (got.schema, expected.schema)
     assert got.equals(expected)
     assert got.column("doubled").null_count < got.num_rows

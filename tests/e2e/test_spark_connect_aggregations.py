@@ -6,8 +6,6 @@ server's address equal DuckDB's on the same repo. The server fixture is
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_spark_connect import connect_server  # noqa: F401  (the module-scoped fixture)
+from test_spark_connect import (  # the module-scoped fixture and the two sides
+    connect_server,  # noqa: F401
+    connect_side,
+    duckdb_side,
+)
 
 from quiver import Aggregation, Entity, FeatureStore, FeatureView, Field, FileSource
 from quiver.config import load_config
@@ -46,20 +48,6 @@ orders_agg = FeatureView(
     ],
     aggregation_interval=timedelta(hours=1),
 )
-
-CLIENT = """
-import sys
-import pyarrow.parquet as pq
-from quiver import FeatureStore
-from quiver.config import load_config
-
-root, remote, out = sys.argv[1:4]
-config = load_config(root, offline_engine={"type": "spark", "remote": remote})
-with FeatureStore(config=config) as store:
-    entity = pq.read_table(f"{root}/entity.parquet")
-    pq.write_table(store.get_historical_features(entity, ["orders_agg:*"]).to_arrow(), out)
-    store.materialize("2024-04-01", "2024-06-01", views=["orders_agg"])
-"""
 
 
 def _repo(root: Path) -> None:
@@ -113,21 +101,8 @@ def test_aggregations_over_spark_connect_match_duckdb(
     duck_root, spark_root = tmp_path / "duck", tmp_path / "spark"
     _repo(duck_root)
     _repo(spark_root)
-    with FeatureStore(config=load_config(duck_root)) as store:
-        entity = pq.read_table(duck_root / "entity.parquet")
-        expected = store.get_historical_features(entity, ["orders_agg:*"]).to_arrow()
-        store.materialize("2024-04-01", "2024-06-01", views=["orders_agg"])
-
-    out = tmp_path / "spark.parquet"
-    proc = subprocess.run(
-        [sys.executable, "-c", CLIENT, str(spark_root), remote, str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    got = pq.read_table(out)
+    expected = duckdb_side(duck_root, "orders_agg:*", "orders_agg")
+    got = connect_side(spark_root, remote, "orders_agg:*", "orders_agg")
     assert got.schema.equals(expected.schema), (got.schema, expected.schema)
     for name in expected.column_names:
         pairs = zip(got.column(name).to_pylist(), expected.column(name).to_pylist(), strict=True)
