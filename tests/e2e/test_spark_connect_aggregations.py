@@ -13,13 +13,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_spark_connect import (  # the module-scoped fixture and the two sides
+from test_spark_connect import (  # the module-scoped fixture, the two sides, the source
     connect_server,  # noqa: F401
     connect_side,
+    customer,
     duckdb_side,
+    orders_src,
 )
 
-from quiver import Aggregation, Entity, FeatureStore, FeatureView, Field, FileSource
+from quiver import Aggregation, FeatureStore, FeatureView, Field
 from quiver.config import load_config
 from quiver.online import serving
 
@@ -27,13 +29,6 @@ pytestmark = pytest.mark.slow
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 TS = pa.timestamp("us", tz="UTC")
 
-customer = Entity(name="customer", join_keys=["customer_id"])
-orders_src = FileSource(
-    name="orders_src",
-    path="data/orders.parquet",
-    timestamp_field="ts",
-    created_timestamp_field="created",
-)
 orders_agg = FeatureView(
     name="orders_agg",
     entities=["customer"],
